@@ -1,0 +1,30 @@
+"""Feature functions: split, cyclical datetime features, stride windows, PCA, preprocessing.
+
+Names resolve lazily so that importing one feature module does not import the others.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "assign_split": "split",
+    "split_bucket": "split",
+    "validate_fractions": "split",
+    "cyclical_features": "cyclical",
+    "CYCLICAL_SUFFIXES": "cyclical",
+    "stride_windows": "windows",
+    "PCAStats": "pca",
+    "PCAModel": "pca",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = list(_EXPORTS)
