@@ -1,0 +1,92 @@
+"""Asset checks, evaluated inside the materialising asset on exactly the partitions it wrote.
+
+Each function returns an ``AssetCheckResult``; the assets declare the matching
+``AssetCheckSpec`` so the UI lists the checks beside them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
+
+SPLIT_FRACTIONS = "split_fractions_near_configured"
+FINITE_FEATURES = "no_missing_or_infinite_features"
+CYCLICAL_RANGE = "cyclical_features_finite_in_unit_range"
+WINDOW_COUNTS = "window_counts_match_rows"
+EXPLAINED_VARIANCE = "explained_variance_sane"
+
+# below this many distinct split keys, sampling noise swamps any fraction test
+MIN_KEYS_FOR_FRACTIONS = 20
+
+
+def spec(asset: str, name: str, description: str) -> AssetCheckSpec:
+    return AssetCheckSpec(name=name, asset=asset, description=description)
+
+
+def split_fractions_check(keys: np.ndarray, splits: np.ndarray, fractions, names=("train", "validation", "test")) -> AssetCheckResult:
+    """Share of distinct split keys per split within 4 binomial standard deviations (+1 point) of the configured fraction."""
+    unique_keys, first = np.unique(keys.astype(str), return_index=True)
+    n = len(unique_keys)
+    if n < MIN_KEYS_FOR_FRACTIONS:
+        return AssetCheckResult(check_name=SPLIT_FRACTIONS, passed=True, metadata={
+            "distinct_keys": n, "note": f"fewer than {MIN_KEYS_FOR_FRACTIONS} distinct split keys; not tested"})
+    key_splits = splits[first]
+    observed, problems = {}, []
+    for name, fraction in zip(names, fractions):
+        share = float(np.mean(key_splits == name))
+        tolerance = 4 * math.sqrt(fraction * (1 - fraction) / n) + 0.01
+        observed[name] = round(share, 4)
+        if abs(share - fraction) > tolerance:
+            problems.append(f"{name}: {share:.3f} vs configured {fraction} (tolerance {tolerance:.3f})")
+    return AssetCheckResult(check_name=SPLIT_FRACTIONS, passed=not problems,
+                            severity=AssetCheckSeverity.WARN,
+                            metadata={"distinct_keys": n, **{f"share_{k}": v for k, v in observed.items()},
+                                      "problems": "; ".join(problems) or "none"})
+
+
+def count_bad_values(matrix: np.ndarray, bound: float | None = None) -> np.ndarray:
+    """Per column, how many values are NaN or inf (or exceed ``bound`` in absolute value)."""
+    bad = ~np.isfinite(matrix)
+    if bound is not None:
+        bad |= np.abs(np.nan_to_num(matrix)) > bound
+    return bad.sum(axis=0)
+
+
+def finite_features_check(bad_counts: np.ndarray, rows: int, columns: list[str], check_name: str = FINITE_FEATURES,
+                          severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
+    """Passes when no feature column holds a bad value; names the offending columns and counts."""
+    offenders = {columns[i]: int(c) for i, c in enumerate(bad_counts) if c}
+    return AssetCheckResult(check_name=check_name, passed=not offenders, severity=severity,
+                            metadata={"columns_checked": len(columns), "rows_checked": int(rows),
+                                      "bad_values_by_column": str(offenders) if offenders else "none"})
+
+
+def window_counts_check(expected: dict[int, int], produced: dict[int, int]) -> AssetCheckResult:
+    """Windows made (before dropping mixed-split ones) equal what the partition's row counts imply, per stride."""
+    mismatched = {s: (expected[s], produced.get(s)) for s in expected if expected[s] != produced.get(s)}
+    return AssetCheckResult(check_name=WINDOW_COUNTS, passed=not mismatched,
+                            metadata={**{f"expected_stride_{s}": int(v) for s, v in expected.items()},
+                                      **{f"produced_stride_{s}": int(v) for s, v in produced.items()},
+                                      "mismatched": str(mismatched) if mismatched else "none"})
+
+
+def explained_variance_check(ratios_by_stride: dict[int, np.ndarray]) -> AssetCheckResult:
+    """Ratios finite, in [0, 1], non-increasing, summing to at most 1, first one positive."""
+    problems = []
+    for stride, ratio in ratios_by_stride.items():
+        if not np.all(np.isfinite(ratio)):
+            problems.append(f"stride {stride}: non-finite ratio")
+            continue
+        if ratio.min() < -1e-12 or ratio.max() > 1 + 1e-12:
+            problems.append(f"stride {stride}: ratio outside [0, 1]")
+        if np.any(np.diff(ratio) > 1e-12):
+            problems.append(f"stride {stride}: ratios not in decreasing order")
+        if ratio.sum() > 1 + 1e-9:
+            problems.append(f"stride {stride}: ratios sum to {ratio.sum():.6f} > 1")
+        if ratio[0] <= 0:
+            problems.append(f"stride {stride}: first component explains nothing")
+    return AssetCheckResult(check_name=EXPLAINED_VARIANCE, passed=not problems,
+                            metadata={**{f"total_ratio_stride_{s}": round(float(r.sum()), 5) for s, r in ratios_by_stride.items()},
+                                      "problems": "; ".join(problems) or "none"})

@@ -1,0 +1,128 @@
+"""Resources: the compute backend, the source table, pipeline settings and artifact storage.
+
+Each is a ``ConfigurableResource``, so every field can be changed in run config or
+the launchpad; ``setup_for_execution`` validates, so bad configuration fails the
+run before any asset does work.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
+from pydantic import Field
+
+from emberharmony_core.features.split import validate_fractions
+from emberharmony_core.ops import get_backend
+from emberharmony_core.sources.base import TableSpec
+from emberharmony_core.store import ArtifactStore
+
+
+def data_home() -> str:
+    """Where the embedded default keeps its files: ``$EMBERHARMONY_HOME`` or ``./data``."""
+    return os.environ.get("EMBERHARMONY_HOME", "data")
+
+
+class BackendResource(ConfigurableResource):
+    """Which compute backend every asset uses: ``auto``, ``numpy``, ``torch`` or ``mlx`` (plus a device)."""
+
+    name: str = Field(default="auto", description="auto | numpy | torch | mlx")
+    device: Optional[str] = Field(default=None, description="torch: cpu/cuda/cuda:N/mps; mlx: cpu/gpu")
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self.get()  # unknown or missing backend fails here, before any asset runs
+
+    def get(self):
+        return get_backend(self.name, self.device)
+
+
+class SourceResource(ConfigurableResource):
+    """The columns every source shares. Subclasses say where the table lives."""
+
+    table: str
+    timestamp_column: str = "ts"
+    entity_column: Optional[str] = Field(default=None, description="separate series; windows never cross entities")
+    feature_columns: list[str] = Field(default_factory=list, description="numeric inputs")
+    datetime_columns: Optional[list[str]] = Field(default=None, description="cyclical features (default: timestamp)")
+    categorical_columns: list[str] = Field(default_factory=list)
+    extra_columns: list[str] = Field(default_factory=list, description="read and passed along (targets, structs)")
+
+    def spec(self) -> TableSpec:
+        return TableSpec(table=self.table, timestamp_column=self.timestamp_column, entity_column=self.entity_column,
+                         feature_columns=tuple(self.feature_columns), datetime_columns=self.datetime_columns,
+                         categorical_columns=tuple(self.categorical_columns), extra_columns=tuple(self.extra_columns))
+
+    def reader(self):
+        raise NotImplementedError
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        if not self.feature_columns:
+            raise ValueError("source feature_columns is empty: name at least one numeric column")
+        self.reader().validate()  # a typo'd column fails here, naming it
+
+
+class DuckDBSourceResource(SourceResource):
+    """The embedded default: a table in a DuckDB file (read-only connections via dagster-duckdb)."""
+
+    database: str = Field(default_factory=lambda: os.path.join(data_home(), "demo.duckdb"))
+
+    def reader(self):
+        from dagster_duckdb import DuckDBResource
+
+        from emberharmony_core.sources.duckdb_source import DuckDBTableReader
+
+        duckdb_resource = DuckDBResource(database=self.database, connection_config={"access_mode": "READ_ONLY"})
+        return DuckDBTableReader(self.database, self.spec(), connect=duckdb_resource.get_connection)
+
+
+class PipelineSettings(ConfigurableResource):
+    """The seed's knobs, with its defaults."""
+
+    window_size: int = 5
+    strides: list[int] = Field(default_factory=lambda: [1, 3, 5])
+    n_components: int = 32
+    split_fractions: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])
+    split_key: Optional[str] = Field(default=None, description="column hashed for the split; default: the entity "
+                                     "column, or the partition date when there is none")
+    dtype: str = Field(default="float32", description="float32 (fast path) or float64 for windows and projections")
+    null_threshold: float = Field(default=0.9, description="drop feature columns whose train null share exceeds this")
+    drop_columns: list[str] = Field(default_factory=list)
+    force_categorical_columns: list[str] = Field(default_factory=list)
+    target_column: Optional[str] = Field(default=None, description="kept aside, never a feature")
+    max_categories: int = 50
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self.validate()
+
+    def validate(self) -> "PipelineSettings":
+        if self.window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {self.window_size}")
+        if not self.strides:
+            raise ValueError("strides is empty: give at least one stride, e.g. [1, 3, 5]")
+        bad = [s for s in self.strides if s < 1]
+        if bad:
+            raise ValueError(f"every stride must be >= 1, got {bad}")
+        if len(set(self.strides)) != len(self.strides):
+            raise ValueError(f"strides repeat a value: {self.strides}")
+        if self.n_components < 1:
+            raise ValueError(f"n_components must be >= 1, got {self.n_components}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if not 0.0 < self.null_threshold <= 1.0:
+            raise ValueError(f"null_threshold must be in (0, 1], got {self.null_threshold}")
+        validate_fractions(tuple(self.split_fractions))
+        return self
+
+
+class ArtifactStoreResource(ConfigurableResource):
+    """Where artifacts live: a local folder or an fsspec URL (gs://bucket/prefix)."""
+
+    base_path: str = Field(default_factory=lambda: os.path.join(data_home(), "artifacts"))
+
+    def get(self) -> ArtifactStore:
+        return ArtifactStore(self.base_path)
+
+
+__all__ = ["BackendResource", "SourceResource", "DuckDBSourceResource", "PipelineSettings",
+           "ArtifactStoreResource", "EnvVar", "data_home"]

@@ -1,0 +1,242 @@
+"""Split and cyclical features computed INSIDE BigQuery for one partition window.
+
+``raw_chunk -> split_data -> cyclical_features`` pulls every raw row of a window
+through Python, assigns its split (``features.split.assign_split``) and adds 8
+sin/cos columns per datetime column (``features.cyclical.cyclical_features``).
+Pushdown produces the same frame with one BigQuery query: the split is BigQuery's
+own ``MOD(ABS(FARM_FINGERPRINT(CAST(key AS STRING))), 100)`` bucket (the idiom
+``assign_split`` reproduces in Python, so the labels are identical), and the
+calendar features are ``EXTRACT``-ed in SQL with the same true periods:
+
+===========  ==================================================================
+feature      phase in SQL (``d`` = the wall-clock DATETIME of the column)
+===========  ==================================================================
+hour         ``EXTRACT(HOUR FROM d) / 24``
+dayofweek    ``MOD(EXTRACT(DAYOFWEEK FROM d) + 5, 7) / 7`` (BigQuery: 1 = Sunday;
+             here Monday = 0, Sunday = 6)
+day          ``(EXTRACT(DAY FROM d) - 1) / EXTRACT(DAY FROM LAST_DAY(DATE(d)))``
+month        ``(EXTRACT(MONTH FROM d) - 1) / 12``
+===========  ==================================================================
+
+and each feature is ``SIN(2 pi phase), COS(2 pi phase)`` in FLOAT64 (the local
+computation is float64 rounded to its output dtype: equal to ~1e-7 in float32).
+
+Two layers:
+
+* ``pushdown_sql(spec, split_key, fractions)`` -- a pure function returning the
+  BigQuery SQL (window bounds are the query parameters ``@start`` / ``@end``;
+  identifiers validated and quoted by ``sql.py``). Run it with any BigQuery client
+  (``client.query(sql, job_config=QueryJobConfig(query_parameters=...))``) or
+  transpile it (the tests run it on DuckDB via sqlglot and on the bqemulator emulator).
+* ``read_window_pushdown(session, spec, start, end, split_key=...)`` -- runs it
+  through a ``bigframes`` session (``session.read_gbq_query``) and returns a
+  ``WindowRead`` (pandas) or, with ``to_pandas=False``, the bigframes DataFrame,
+  which stays in BigQuery for further bigframes work.
+
+When to use pushdown
+--------------------
+* The work is a scan: BigQuery bills the bytes of the columns read in the window
+  (the same as ``BigQueryTableReader``; the extra expressions are free on on-demand
+  pricing, a little slot time on editions). What pushdown saves is transfer and
+  Python time: nothing but the final rows crosses the network, and the split / trig
+  run on BigQuery's slots. Worth it when a window is large (millions of rows,
+  GBs) or the Dagster workers are small; for small windows (< ~1 M rows) the local
+  path is as fast and needs no bigframes.
+* Downstream still needs the rows in Python (stride windows, PCA statistics), so
+  pushdown replaces ``raw_chunk``+``split_data``+``cyclical_features`` reads by one
+  read of the finished frame; it does not avoid the download. For the download,
+  bigframes uses the Storage Read API.
+* Partition the table by the timestamp column (and cluster by entity) so each
+  window prunes to its own partitions: otherwise every window scans (and bills)
+  the whole table.
+* Results go through a temporary table; ``allow_large_results=False`` (the default
+  here) keeps BigQuery's ~10 GB per-query result limit, which a daily window of a
+  terabyte table stays well under. bigframes 2.x ignores query parameters in the
+  dry run it makes when ``allow_large_results=True``, so that mode is refused here
+  rather than failing inside bigframes.
+
+Dagster executors and parallel partitions
+-----------------------------------------
+Each partition is one independent query, so windows parallelise across runs (a
+backfill launches one run per partition; ``multiprocess_executor``, or the
+``k8s``/``celery`` executors, run several at once). Give each process its own
+bigframes ``Session`` (``bigframes.connect(...)``; the module-level
+``bigframes.pandas`` session is process-global and must not be shared across
+threads), close it at the end of the op (``session.close()`` drops its temporary
+tables), and bound concurrency with the run queue's tag limits (e.g. a
+``bigquery`` tag) to stay under BigQuery's concurrent-query and slot quotas.
+Re-materialising a partition reruns its query and yields the same split labels
+(the hash is deterministic) -- no state is shared between partitions.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime
+from typing import Any, Mapping, Sequence
+
+from .base import TableSpec, WindowRead, as_utc, normalise_frame, validate_columns
+from .sql import IdentifierError, check_column, parse_bigquery_table, quote_column
+
+TWO_PI = "6.283185307179586"  # repr(2 * math.pi): exact float64 literal
+CYCLICAL_SUFFIXES = ("sin_hour", "cos_hour", "sin_dayofweek", "cos_dayofweek",
+                     "sin_day", "cos_day", "sin_month", "cos_month")
+_TIMEZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-/]{0,63}$|^[+-]\d{2}(:?\d{2})?$")
+_CTE = "eh_window"
+
+
+def _local_datetime(column_sql: str, bigquery_type: str, timezone: str) -> str:
+    """SQL for the wall-clock DATETIME of a TIMESTAMP / DATETIME / DATE column."""
+    kind = bigquery_type.upper()
+    if kind == "TIMESTAMP":
+        return f"DATETIME({column_sql}, '{timezone}')"
+    if kind == "DATETIME":
+        return column_sql
+    if kind == "DATE":
+        return f"DATETIME({column_sql})"
+    raise TypeError(f"cyclical features need a TIMESTAMP, DATETIME or DATE column, got {bigquery_type}")
+
+
+def cyclical_sql(local: str, prefix: str) -> list[str]:
+    """The 8 ``expr AS `prefix_suffix``` select items for a wall-clock DATETIME expression ``local``."""
+    phases = {
+        "hour": f"EXTRACT(HOUR FROM {local}) / 24",
+        "dayofweek": f"MOD(EXTRACT(DAYOFWEEK FROM {local}) + 5, 7) / 7",
+        "day": f"(EXTRACT(DAY FROM {local}) - 1) / EXTRACT(DAY FROM LAST_DAY(DATE({local})))",
+        "month": f"(EXTRACT(MONTH FROM {local}) - 1) / 12",
+    }
+    items = []
+    for suffix in CYCLICAL_SUFFIXES:
+        func, part = suffix.split("_", 1)
+        items.append(f"{func.upper()}({TWO_PI} * ({phases[part]})) AS {quote_column(f'{prefix}_{suffix}')}")
+    return items
+
+
+def pushdown_sql(spec: TableSpec, split_key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1), *,
+                 split_column: str = "split", timezone: str = "UTC",
+                 column_types: Mapping[str, str] | None = None) -> str:
+    """BigQuery SQL: the window's ``spec.columns``, its split, and 8 cyclical features per datetime column.
+
+    Parameters
+    ----------
+    spec : TableSpec
+        Table and columns; ``spec.datetime_columns`` get the cyclical features,
+        named ``{column}_sin_hour`` ... ``{column}_cos_month``.
+    split_key : str
+        Column hashed for the split (``CAST(key AS STRING)`` then ``FARM_FINGERPRINT``).
+    fractions : (train, validation, test)
+        As for ``features.split.assign_split``.
+    split_column : str
+        Name of the label column ("train" / "validation" / "test").
+    timezone : str
+        Wall clock for TIMESTAMP columns (a tz database name or ``+HH:MM``).
+    column_types : mapping, optional
+        BigQuery types of the datetime columns (TIMESTAMP when not given).
+
+    Returns
+    -------
+    str
+        One SELECT with the parameters ``@start`` and ``@end`` (TIMESTAMP),
+        ``WHERE ts >= @start AND ts < @end``, ordered by (entity, timestamp).
+    """
+    from emberharmony_core.features.split import split_sql_expression
+
+    project, dataset, name = parse_bigquery_table(spec.table)
+    if not isinstance(timezone, str) or not _TIMEZONE.match(timezone):
+        raise IdentifierError(f"time zone {timezone!r} is not a tz database name or a +HH:MM offset")
+    check_column(split_key)
+    check_column(split_column)
+    columns = list(spec.columns)
+    types = dict(column_types or {})
+
+    outputs = [*columns, split_column]
+    for column in spec.datetime_columns:
+        outputs += [f"{column}_{suffix}" for suffix in CYCLICAL_SUFFIXES]
+    clashes = sorted({c for c in outputs if outputs.count(c) > 1})
+    if clashes:
+        raise ValueError(f"pushdown output columns would repeat {clashes}: rename split_column or the source columns")
+
+    inner = [quote_column(c) for c in columns]
+    if split_key not in columns:
+        inner.append(quote_column(split_key))
+    locals_ = {}
+    for i, column in enumerate(spec.datetime_columns):
+        locals_[column] = f"eh_local_{i}"
+        inner.append(f"{_local_datetime(quote_column(column), types.get(column, 'TIMESTAMP'), timezone)} "
+                     f"AS {quote_column(locals_[column])}")
+
+    outer = [quote_column(c) for c in columns]
+    outer.append(f"{split_sql_expression(quote_column(split_key), fractions)} AS {quote_column(split_column)}")
+    for column in spec.datetime_columns:
+        outer += cyclical_sql(quote_column(locals_[column]), column)
+
+    ts = quote_column(spec.timestamp_column)
+    order = ", ".join(quote_column(c) for c in spec.order_by)
+    return (
+        f"WITH {_CTE} AS (\n"
+        f"  SELECT {', '.join(inner)}\n"
+        f"  FROM `{project}.{dataset}.{name}`\n"
+        f"  WHERE {ts} >= @start AND {ts} < @end\n"
+        f")\n"
+        f"SELECT\n  " + ",\n  ".join(outer) + "\n"
+        f"FROM {_CTE}\n"
+        f"ORDER BY {order}"
+    )
+
+
+def query_parameters_api_repr(start: datetime, end: datetime) -> dict:
+    """``{"parameterMode": "NAMED", "queryParameters": [...]}`` for ``@start`` / ``@end`` (a job's ``query`` config)."""
+    def param(name, value):
+        stamp = as_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
+        return {"name": name, "parameterType": {"type": "TIMESTAMP"}, "parameterValue": {"value": stamp}}
+    return {"parameterMode": "NAMED", "queryParameters": [param("start", start), param("end", end)]}
+
+
+def read_window_pushdown(session: Any, spec: TableSpec, start: datetime, end: datetime, *, split_key: str,
+                         fractions: Sequence[float] = (0.8, 0.1, 0.1), split_column: str = "split",
+                         timezone: str = "UTC", column_types: Mapping[str, str] | None = None,
+                         to_pandas: bool = True, allow_large_results: bool = False):
+    """Run ``pushdown_sql`` for ``[start, end)`` through a bigframes session.
+
+    ``session`` is a ``bigframes.session.Session`` (or the ``bigframes.pandas``
+    module for the global session). ``column_types`` (name -> BigQuery type)
+    lets the configured columns and ``split_key`` be checked before the query;
+    pass ``BigQueryTableReader(...).column_types()``.
+
+    Returns a ``WindowRead`` (rows sorted by entity, timestamp; timestamp UTC) when
+    ``to_pandas``; otherwise the bigframes DataFrame (order not guaranteed:
+    BigQuery query results carry no order).
+    """
+    if allow_large_results:
+        raise ValueError("allow_large_results=True is not supported: bigframes' dry run for it drops the "
+                         "@start/@end query parameters; keep windows under BigQuery's result size limit")
+    lower, upper = as_utc(start), as_utc(end)
+    if upper < lower:
+        raise ValueError(f"window end {upper} is before its start {lower}")
+    if column_types is not None:
+        validate_columns(spec, column_types)
+        if split_key not in column_types:
+            raise ValueError(f"table {spec.table!r} has no column {split_key!r} (split_key)")
+    sql = pushdown_sql(spec, split_key, fractions, split_column=split_column, timezone=timezone,
+                       column_types=column_types)
+    started = time.perf_counter()
+    frame = session.read_gbq_query(sql, configuration={"query": query_parameters_api_repr(lower, upper)},
+                                   allow_large_results=False)
+    if not to_pandas:
+        return frame
+    result = normalise_frame(frame.to_pandas(), spec)
+    job = getattr(frame, "_query_job", None)
+    return WindowRead(result, {
+        "source": "bigquery-pushdown",
+        "table": spec.table,
+        "rows": len(result),
+        "job_id": getattr(job, "job_id", None),
+        "bytes_processed": getattr(job, "total_bytes_processed", None),
+        "bytes_billed": getattr(job, "total_bytes_billed", None),
+        "seconds": round(time.perf_counter() - started, 4),
+        "query": sql,
+    })
+
+
+__all__ = ["pushdown_sql", "cyclical_sql", "query_parameters_api_repr", "read_window_pushdown", "CYCLICAL_SUFFIXES"]

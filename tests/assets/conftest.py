@@ -1,0 +1,34 @@
+"""Fixtures for the asset graph: a real DuckDB demo table and artifacts in a temp dir."""
+
+from __future__ import annotations
+
+import pytest
+
+from emberharmony_assets.definitions import DEMO_SETTINGS, DEMO_SOURCE
+from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
+from emberharmony_core.demo import DemoConfig, write_demo_table
+
+# 24 sensors (enough distinct split keys for the fraction check), hourly, 5 days
+SMALL_DEMO = DemoConfig(entities=24, days=5, cadence_minutes=60, start="2026-01-01")
+PARTITIONS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
+
+
+@pytest.fixture(scope="session")
+def demo_database(tmp_path_factory):
+    path = tmp_path_factory.mktemp("duckdb") / "demo.duckdb"
+    write_demo_table(path, SMALL_DEMO)
+    return str(path)
+
+
+def make_resources(database: str, artifacts: str, backend: str = "numpy", **settings) -> dict:
+    return {
+        "source": DuckDBSourceResource(database=database, **DEMO_SOURCE),
+        "backend": BackendResource(name=backend),
+        "settings": PipelineSettings(**{**DEMO_SETTINGS, "n_components": 8, **settings}),
+        "store": ArtifactStoreResource(base_path=artifacts),
+    }
+
+
+@pytest.fixture
+def resources(demo_database, tmp_path):
+    return make_resources(demo_database, str(tmp_path / "artifacts"))
