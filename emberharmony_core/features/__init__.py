@@ -9,11 +9,21 @@ _EXPORTS = {
     "assign_split": "split",
     "split_bucket": "split",
     "validate_fractions": "split",
+    "split_thresholds": "split",
+    "split_sql_expression": "split",
+    "farm_fingerprint": "split",
+    "cyclical_matrix": "cyclical",
     "cyclical_features": "cyclical",
     "CYCLICAL_SUFFIXES": "cyclical",
     "stride_windows": "windows",
     "PCAStats": "pca",
     "PCAModel": "pca",
+    "PreprocessConfig": "preprocess",
+    "PreprocessStats": "preprocess",
+    "FittedPreprocessor": "preprocess",
+    "compute_partition_stats": "preprocess",
+    "merge_stats": "preprocess",
+    "fit_preprocessor": "preprocess",
 }
 
 

@@ -1,0 +1,209 @@
+"""A mergeable median sketch: exact while small, log-bucketed with a relative bound beyond.
+
+Two modes, chosen by the data only (never by merge order):
+
+* **exact**: sorted distinct values and their counts, while a column's train data
+  has at most ``max_exact`` distinct values (in the partition, or in the union of
+  merged partitions). The median equals ``np.median`` (mean of the two middle
+  values) bit for bit.
+* **buckets**: a DDSketch-style histogram. A non-zero value ``x`` goes to bucket
+  ``i = ceil(log(|x|) / log(gamma))`` of its sign, ``gamma = (1 + alpha) / (1 - alpha)``;
+  zeros (and subnormals) have their own bucket. A bucket is reported as
+  ``2 * gamma**i / (gamma + 1)``, within relative error ``alpha`` of every value in
+  it. The median is the mean of the reported middle order statistics lo_hat, hi_hat:
+  ``|m_hat - m| <= alpha * (|lo| + |hi|) / 2`` (``alpha * |m|`` when lo, hi share a
+  sign). Its size is the number of occupied buckets: at most the number of distinct
+  values, and at most ``log(max|x| / min|x|) / log(gamma)`` per sign, independent
+  of the row count.
+
+Merging adds integer counts: it is exact, commutative and associative, so any
+merge order (and any partitioning of the rows) gives the identical sketch.
+Converting exact -> buckets is the same map applied value by value, so a sketch
+that became bucketed early equals one that became bucketed late.
+
+Caveat of the relative bound: for a column whose spread is tiny next to its
+magnitude (latitudes ~40.7 +- 0.05) alpha = 1e-4 means an error up to 0.004;
+raise ``median_exact_max_values`` or lower ``median_relative_accuracy`` for such data.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+_TINY = np.finfo(np.float64).tiny
+
+
+class MedianSketch:
+    """Mergeable summary of a float64 column's non-null train values (see module docs)."""
+
+    __slots__ = ("alpha", "max_exact", "values", "counts", "neg_index", "neg_counts", "pos_index", "pos_counts", "zero_count")
+
+    def __init__(self, alpha: float = 1e-4, max_exact: int = 10_000):
+        self.alpha = float(alpha)
+        self.max_exact = int(max_exact)
+        self.values: np.ndarray | None = np.empty(0, np.float64)  # exact mode when not None
+        self.counts = np.empty(0, np.int64)
+        self.neg_index = self.neg_counts = self.pos_index = self.pos_counts = None
+        self.zero_count = 0
+
+    # ------------------------------------------------------------------ building
+    @property
+    def exact(self) -> bool:
+        return self.values is not None
+
+    @property
+    def gamma(self) -> float:
+        return (1.0 + self.alpha) / (1.0 - self.alpha)
+
+    @property
+    def count(self) -> int:
+        if self.exact:
+            return int(self.counts.sum())
+        return int(self.neg_counts.sum() + self.pos_counts.sum() + self.zero_count)
+
+    @classmethod
+    def from_values(cls, x: np.ndarray, alpha: float = 1e-4, max_exact: int = 10_000) -> "MedianSketch":
+        """Sketch of finite float values ``x`` (nulls already removed)."""
+        sketch = cls(alpha, max_exact)
+        x = np.asarray(x, dtype=np.float64).ravel()
+        values, counts = np.unique(x, return_counts=True)
+        sketch.values, sketch.counts = values, counts.astype(np.int64)
+        if len(values) > sketch.max_exact:
+            sketch._to_buckets()
+        return sketch
+
+    def _bucketize(self, values: np.ndarray, counts: np.ndarray):
+        log_gamma = math.log(self.gamma)
+        mag = np.abs(values)
+        zero = mag < _TINY
+        out = []
+        for mask in (values < 0, values > 0):
+            mask = mask & ~zero
+            idx = np.ceil(np.log(mag[mask]) / log_gamma).astype(np.int64)
+            uidx, inv = np.unique(idx, return_inverse=True)
+            out.append((uidx, np.bincount(inv, weights=counts[mask], minlength=len(uidx)).astype(np.int64)))
+        return out[0], out[1], int(counts[zero].sum())
+
+    def _to_buckets(self):
+        (self.neg_index, self.neg_counts), (self.pos_index, self.pos_counts), self.zero_count = self._bucketize(self.values, self.counts)
+        self.values = None
+        self.counts = None
+
+    # ------------------------------------------------------------------ merging
+    def merge(self, other: "MedianSketch") -> "MedianSketch":
+        """A new sketch of both inputs' values (neither input is changed)."""
+        if (self.alpha, self.max_exact) != (other.alpha, other.max_exact):
+            raise ValueError(
+                f"cannot merge median sketches with different settings: alpha/max_exact "
+                f"{self.alpha}/{self.max_exact} vs {other.alpha}/{other.max_exact}"
+            )
+        out = MedianSketch(self.alpha, self.max_exact)
+        if self.exact and other.exact:
+            values = np.concatenate([self.values, other.values])
+            counts = np.concatenate([self.counts, other.counts])
+            uniq, inv = np.unique(values, return_inverse=True)
+            out.values = uniq
+            out.counts = np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.int64)
+            if len(uniq) > out.max_exact:
+                out._to_buckets()
+            return out
+        a, b = (s if not s.exact else s._as_bucketed() for s in (self, other))
+        out.values = out.counts = None
+        out.neg_index, out.neg_counts = _add(a.neg_index, a.neg_counts, b.neg_index, b.neg_counts)
+        out.pos_index, out.pos_counts = _add(a.pos_index, a.pos_counts, b.pos_index, b.pos_counts)
+        out.zero_count = a.zero_count + b.zero_count
+        return out
+
+    def _as_bucketed(self) -> "MedianSketch":
+        copy = MedianSketch(self.alpha, self.max_exact)
+        copy.values, copy.counts = self.values, self.counts
+        copy._to_buckets()
+        return copy
+
+    # ------------------------------------------------------------------ queries
+    def _value_at_ranks(self, ranks: np.ndarray) -> np.ndarray:
+        """Values at 0-based ranks of the sorted data (bucket representatives in bucket mode)."""
+        if self.exact:
+            values, counts = self.values, self.counts
+        else:
+            g = self.gamma
+            neg = -(2.0 * np.power(g, self.neg_index[::-1].astype(np.float64)) / (g + 1.0))
+            pos = 2.0 * np.power(g, self.pos_index.astype(np.float64)) / (g + 1.0)
+            values = np.concatenate([neg, [0.0], pos])
+            counts = np.concatenate([self.neg_counts[::-1], [self.zero_count], self.pos_counts])
+        cum = np.cumsum(counts)
+        return values[np.searchsorted(cum, np.asarray(ranks), side="right")]
+
+    def median(self) -> float:
+        """The median (NaN when empty): exact, or within the module's stated bound."""
+        n = self.count
+        if n == 0:
+            return float("nan")
+        lo, hi = self._value_at_ranks(np.array([(n - 1) // 2, n // 2]))
+        return float(lo) if lo == hi else float((lo + hi) / 2.0)
+
+    def quantile(self, q: float) -> float:
+        """Lower order statistic at rank floor(q * (n - 1)); same accuracy as the median."""
+        n = self.count
+        if n == 0:
+            return float("nan")
+        return float(self._value_at_ranks(np.array([int(math.floor(q * (n - 1)))]))[0])
+
+    def error_bound(self) -> float:
+        """Upper bound on |median() - true median|: 0 when exact."""
+        if self.exact or self.count == 0:
+            return 0.0
+        n = self.count
+        lo, hi = self._value_at_ranks(np.array([(n - 1) // 2, n // 2]))
+        # |reported| >= |true| / (1 + alpha)... bound stated on true values; from the
+        # reported ones: |true| <= |reported| / (1 - alpha).
+        return float(self.alpha * (abs(lo) + abs(hi)) / 2.0 / (1.0 - self.alpha))
+
+    def nbytes(self) -> int:
+        if self.exact:
+            return int(self.values.nbytes + self.counts.nbytes)
+        return int(sum(a.nbytes for a in (self.neg_index, self.neg_counts, self.pos_index, self.pos_counts)))
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"alpha": self.alpha, "max_exact": self.max_exact, "mode": "exact" if self.exact else "buckets"}
+        if self.exact:
+            out["values"] = self.values.tolist()  # repr of floats: exact round trip
+            out["counts"] = self.counts.tolist()
+        else:
+            out.update(
+                neg_index=self.neg_index.tolist(), neg_counts=self.neg_counts.tolist(),
+                pos_index=self.pos_index.tolist(), pos_counts=self.pos_counts.tolist(),
+                zero_count=int(self.zero_count),
+            )
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MedianSketch":
+        sketch = cls(data["alpha"], data["max_exact"])
+        if data["mode"] == "exact":
+            sketch.values = np.asarray(data["values"], dtype=np.float64)
+            sketch.counts = np.asarray(data["counts"], dtype=np.int64)
+        else:
+            sketch.values = sketch.counts = None
+            for name in ("neg_index", "neg_counts", "pos_index", "pos_counts"):
+                setattr(sketch, name, np.asarray(data[name], dtype=np.int64))
+            sketch.zero_count = int(data["zero_count"])
+        return sketch
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, MedianSketch) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        mode = "exact" if self.exact else "buckets"
+        return f"MedianSketch(mode={mode}, count={self.count}, alpha={self.alpha}, max_exact={self.max_exact})"
+
+
+def _add(ia: np.ndarray, ca: np.ndarray, ib: np.ndarray, cb: np.ndarray):
+    idx = np.concatenate([ia, ib])
+    cnt = np.concatenate([ca, cb])
+    uidx, inv = np.unique(idx, return_inverse=True)
+    return uidx, np.bincount(inv, weights=cnt, minlength=len(uidx)).astype(np.int64)

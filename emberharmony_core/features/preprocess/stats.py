@@ -1,0 +1,326 @@
+"""Per-partition preprocessing statistics on train rows, and their merge.
+
+:func:`compute_partition_stats` reads ONE partition's frame and keeps only train
+rows; what it returns is small (per column: counts, float64 mean and sum of
+squared deviations, a median sketch, category counts) and mergeable:
+:func:`merge_stats` / :meth:`PreprocessStats.merge` combine any number of
+partitions. Counts, category counts and median sketches merge exactly (any order,
+bit-identical); mean / M2 use Chan's parallel formula in float64, order-independent
+up to rounding (relative ~1e-15).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from .config import (
+    ConfigMismatchError,
+    PreprocessConfig,
+    PreprocessError,
+    StructFieldsError,
+    category_keys,
+    detect_column_types,
+)
+from .sketch import MedianSketch
+from .structs import flatten_struct_columns
+
+logger = logging.getLogger("emberharmony_core.features.preprocess")
+
+FORMAT = "emberharmony.preprocess.stats/1"
+
+
+@dataclass
+class ColumnStats:
+    """Statistics of one feature column over train rows.
+
+    ``kind`` is "numeric", "boolean" or "categorical". ``n_rows`` counts train rows
+    (null or not), ``null_count`` the null ones. Numeric/boolean: ``mean`` and ``m2``
+    (sum of squared deviations) of the non-null values, float64; ``min``/``max``;
+    ``sketch`` for the median. Categorical: ``categories`` (canonical key -> count),
+    ``numeric_categories`` (sort numerically), ``overflow`` (more distinct values
+    than ``max_category_values_tracked``: counts discarded). ``source`` is the STRUCT
+    column a flattened field came from, else None.
+    """
+
+    kind: str
+    n_rows: int = 0
+    null_count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    sketch: MedianSketch | None = None
+    categories: dict[str, int] | None = None
+    numeric_categories: bool = True
+    overflow: bool = False
+    source: str | None = None
+
+    @property
+    def count(self) -> int:
+        return self.n_rows - self.null_count
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "n_rows": self.n_rows, "null_count": self.null_count, "source": self.source}
+        if self.kind == "categorical":
+            out.update(categories=self.categories, numeric_categories=self.numeric_categories, overflow=self.overflow)
+        else:
+            out.update(mean=self.mean, m2=self.m2, min=self.min, max=self.max, sketch=self.sketch.to_dict())
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ColumnStats":
+        data = dict(data)
+        if data.get("sketch") is not None:
+            data["sketch"] = MedianSketch.from_dict(data["sketch"])
+        if data.get("categories") is not None:
+            data["categories"] = {str(k): int(v) for k, v in data["categories"].items()}
+        return cls(**data)
+
+
+def _numeric_stats(values: np.ndarray, n_rows: int, config: PreprocessConfig, name: str, kind: str) -> ColumnStats:
+    x = values[~np.isnan(values)]
+    if not np.isfinite(x).all():
+        raise PreprocessError(f"numeric column {name!r} has infinite values in train rows; replace them (or null them) upstream")
+    st = ColumnStats(kind=kind, n_rows=n_rows, null_count=n_rows - len(x))
+    if len(x):
+        st.mean = float(np.mean(x))
+        st.m2 = float(np.sum(np.square(x - st.mean)))
+        st.min, st.max = float(x.min()), float(x.max())
+    st.sketch = MedianSketch.from_values(x, config.median_relative_accuracy, config.median_exact_max_values)
+    return st
+
+
+def numeric_values(series: pd.Series) -> np.ndarray:
+    """float64 values of a numeric / boolean column, NaN for nulls."""
+    if series.dtype == object:  # object booleans (True/False/None)
+        return np.array([np.nan if pd.isna(v) else float(v) for v in series.tolist()], dtype=np.float64)
+    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _categorical_stats(series: pd.Series, config: PreprocessConfig) -> ColumnStats:
+    codes, keys, numeric = category_keys(series)
+    st = ColumnStats(kind="categorical", n_rows=len(series), null_count=int((codes < 0).sum()), numeric_categories=numeric)
+    counts = np.bincount(codes[codes >= 0], minlength=len(keys))
+    merged: dict[str, int] = {}
+    for key, count in zip(keys, counts.tolist()):  # distinct raw values may share a key (1 and 1.0)
+        merged[key] = merged.get(key, 0) + int(count)
+    if len(merged) > config.max_category_values_tracked:
+        st.overflow, st.categories = True, {}
+    else:
+        st.categories = merged
+    return st
+
+
+@dataclass
+class PreprocessStats:
+    """Mergeable statistics of train rows: what :func:`fit_preprocessor` needs.
+
+    ``columns`` maps each feature column (after STRUCT flattening) to its
+    :class:`ColumnStats`; ``struct_fields`` maps each STRUCT column to its sorted
+    field list (None: no partition held a non-null value yet); ``target`` is the
+    target column (None if none); ``n_train_rows`` / ``n_partitions`` count what was
+    merged; ``config`` holds the (stats) fields of the :class:`PreprocessConfig` used.
+    """
+
+    config: dict[str, Any]
+    columns: dict[str, ColumnStats] = field(default_factory=dict)
+    struct_fields: dict[str, list[str] | None] = field(default_factory=dict)
+    target: str | None = None
+    ignored: dict[str, str] = field(default_factory=dict)  # column -> role (datetime / other / dropped)
+    n_train_rows: int = 0
+    n_partitions: int = 1
+
+    # ------------------------------------------------------------------ merge
+    def merge(self, other: "PreprocessStats") -> "PreprocessStats":
+        """Combined statistics of both (inputs unchanged). Order does not matter."""
+        if self.config != other.config:
+            diff = sorted(k for k in set(self.config) | set(other.config) if self.config.get(k) != other.config.get(k))
+            raise ConfigMismatchError(f"cannot merge preprocessing statistics computed with different settings: {diff}")
+        if self.target != other.target and self.target is not None and other.target is not None:
+            raise PreprocessError(f"partitions disagree on the target column: {self.target!r} vs {other.target!r}")
+        out = PreprocessStats(config=self.config, target=self.target or other.target,
+                              n_train_rows=self.n_train_rows + other.n_train_rows,
+                              n_partitions=self.n_partitions + other.n_partitions)
+        out.ignored = {**other.ignored, **self.ignored}
+        union = self.config.get("struct_fields") == "union"
+        for col in sorted(set(self.struct_fields) | set(other.struct_fields)):
+            a, b = self.struct_fields.get(col), other.struct_fields.get(col)
+            if a is None or b is None or a == b:
+                out.struct_fields[col] = a if b is None else b
+            elif union:
+                out.struct_fields[col] = sorted(set(a) | set(b))
+            else:
+                raise StructFieldsError(
+                    f"struct column {col!r} has different fields in different partitions: "
+                    f"only in one: {sorted(set(a) - set(b))}, only in the other: {sorted(set(b) - set(a))} "
+                    f"(set struct_fields='union' to treat missing fields as null)"
+                )
+        for col in sorted(set(self.columns) | set(other.columns)):
+            a, b = self.columns.get(col), other.columns.get(col)
+            a = a if a is not None else _absent(b, self.n_train_rows)
+            b = b if b is not None else _absent(a, other.n_train_rows)
+            merged = _merge_column(col, a, b)
+            if merged.kind == "categorical":
+                _check_category_limit(merged, int(self.config["max_category_values_tracked"]))
+            out.columns[col] = merged
+        for col in out.struct_fields:
+            # a STRUCT column that was all null in some partition looked like a plain
+            # (null) column there; its fields carry its statistics.
+            if col in out.columns and out.columns[col].count == 0:
+                del out.columns[col]
+        return out
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "config": self.config, "target": self.target, "ignored": self.ignored,
+            "n_train_rows": self.n_train_rows, "n_partitions": self.n_partitions,
+            "struct_fields": self.struct_fields,
+            "columns": {k: v.to_dict() for k, v in self.columns.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessStats":
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not preprocessing statistics (format {data.get('format')!r}, expected {FORMAT!r})")
+        return cls(config=data["config"], target=data["target"], ignored=dict(data["ignored"]),
+                   n_train_rows=int(data["n_train_rows"]), n_partitions=int(data["n_partitions"]),
+                   struct_fields=dict(data["struct_fields"]),
+                   columns={k: ColumnStats.from_dict(v) for k, v in data["columns"].items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PreprocessStats":
+        return cls.from_dict(json.loads(text))
+
+
+def _absent(like: ColumnStats, n_rows: int) -> ColumnStats:
+    """A column missing from a partition (e.g. a union-mode STRUCT field): all null there."""
+    st = ColumnStats(kind=like.kind, n_rows=n_rows, null_count=n_rows, source=like.source,
+                     numeric_categories=like.numeric_categories)
+    if like.kind == "categorical":
+        st.categories = {}
+    else:
+        st.sketch = MedianSketch(like.sketch.alpha, like.sketch.max_exact)
+    return st
+
+
+def _merge_column(name: str, a: ColumnStats, b: ColumnStats) -> ColumnStats:
+    if a.kind != b.kind:
+        # A column with no non-null train value in one partition carries no type evidence.
+        if a.count == 0 and b.count > 0:
+            a = _absent(b, a.n_rows)
+        elif b.count == 0 and a.count > 0:
+            b = _absent(a, b.n_rows)
+        elif a.count == 0 and b.count == 0:
+            a, b = (a, _absent(a, b.n_rows)) if a.kind <= b.kind else (_absent(b, a.n_rows), b)
+        else:
+            raise PreprocessError(
+                f"column {name!r} is {a.kind} in some partitions and {b.kind} in others; "
+                f"fix its type upstream or list it in numeric_columns / categorical_columns / force_categorical_columns"
+            )
+    out = ColumnStats(kind=a.kind, n_rows=a.n_rows + b.n_rows, null_count=a.null_count + b.null_count,
+                      source=a.source or b.source)
+    if a.kind == "categorical":
+        out.numeric_categories = (a.numeric_categories or a.count == 0) and (b.numeric_categories or b.count == 0)
+        out.overflow = a.overflow or b.overflow
+        if not out.overflow:
+            cats = dict(a.categories)
+            for k, v in b.categories.items():
+                cats[k] = cats.get(k, 0) + v
+            out.categories = cats
+        else:
+            out.categories = {}
+        return out
+    na, nb = a.count, b.count
+    n = na + nb
+    if n:
+        delta = b.mean - a.mean
+        out.mean = a.mean + delta * nb / n if na else b.mean
+        out.m2 = a.m2 + b.m2 + delta * delta * na * nb / n
+        out.min = min(v for v in (a.min, b.min) if v is not None)
+        out.max = max(v for v in (a.max, b.max) if v is not None)
+    out.sketch = a.sketch.merge(b.sketch)
+    return out
+
+
+def merge_stats(stats: Iterable[PreprocessStats]) -> PreprocessStats:
+    """Merge any number of partitions' statistics (at least one).
+
+    Partitions are merged in a canonical order (by their JSON), so the float64
+    moments are bit-identical whatever order ``stats`` comes in.
+    """
+    items = sorted(stats, key=lambda s: s.to_json())
+    if not items:
+        raise ValueError("merge_stats needs at least one PreprocessStats")
+    out = items[0]
+    for item in items[1:]:
+        out = out.merge(item)
+    return out
+
+
+def _check_category_limit(st: ColumnStats, limit: int):
+    if not st.overflow and len(st.categories) > limit:
+        st.overflow, st.categories = True, {}
+
+
+def compute_partition_stats(frame: pd.DataFrame, config: PreprocessConfig | None = None) -> PreprocessStats:
+    """Statistics of one partition's train rows (``frame[split_column] == train_split``).
+
+    Steps: drop ``drop_columns``; flatten STRUCT columns (``{col}_{field}``); detect
+    roles (:func:`detect_column_types`); per numeric/boolean column count, nulls,
+    mean, M2, min, max and a median sketch; per categorical column category counts.
+    Validation and test rows are never read beyond the split column.
+
+    Raises:
+        MissingColumnError: target / forced-categorical / explicit column absent, or
+            the split column is absent (``split_column=None`` treats all rows as train).
+        PreprocessError: infinite values in a numeric train column.
+    """
+    config = config or PreprocessConfig()
+    if config.split_column is not None:
+        if config.split_column not in frame.columns:
+            from .config import MissingColumnError
+
+            raise MissingColumnError(
+                f"split column {config.split_column!r} is not in the data (columns {sorted(map(str, frame.columns))}); "
+                f"set split_column=None if every row is train"
+            )
+        train = frame.loc[frame[config.split_column].to_numpy() == config.train_split]
+    else:
+        train = frame
+    present_drops = [c for c in config.drop_columns if c in train.columns]
+    top_roles = detect_column_types(train, config)  # validates names before flattening
+    train = train.drop(columns=present_drops)
+    flat, fields = flatten_struct_columns(train, top_roles["struct"])
+    roles = detect_column_types(flat, config, flattened=True)
+    sources = {}
+    for col in top_roles["struct"]:
+        for f in fields.get(col, []):
+            sources[f"{col}_{f}"] = col
+
+    out = PreprocessStats(config=config.stats_dict(), target=roles["target"][0] if roles["target"] else None,
+                          n_train_rows=len(train))
+    out.struct_fields = {col: (fields.get(col) or None) for col in top_roles["struct"]}
+    out.ignored = {c: "dropped" for c in present_drops}
+    out.ignored.update({c: "datetime" for c in roles["datetime"]})
+    out.ignored.update({c: "other" for c in roles["other"] + roles["struct"]})
+    n = len(flat)
+    for col in roles["numeric"] + roles["boolean"]:
+        kind = "numeric" if col in roles["numeric"] else "boolean"
+        st = _numeric_stats(numeric_values(flat[col]), n, config, col, kind)
+        st.source = sources.get(col)
+        out.columns[col] = st
+    for col in roles["categorical"]:
+        st = _categorical_stats(flat[col], config)
+        st.source = sources.get(col)
+        out.columns[col] = st
+    return out

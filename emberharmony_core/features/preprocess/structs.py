@@ -1,0 +1,69 @@
+"""STRUCT flattening: ``{col}_{field}`` columns, as ``pd.json_normalize(...).add_prefix``."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import pandas as pd
+
+from .config import PreprocessError, _is_arrow_struct
+
+
+def _arrow_struct_frame(series: pd.Series, prefix: str) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = pa.array(series) if not hasattr(series, "array") else pa.array(series.array)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    out: dict[str, pd.Series] = {}
+
+    def walk(arr, name):
+        if pa.types.is_struct(arr.type):
+            for i, f in enumerate(arr.type):
+                child = arr.field(i)
+                if arr.null_count:  # a null parent makes its children null
+                    child = pc.if_else(arr.is_valid(), child, pa.nulls(len(child), child.type))
+                walk(child, f"{name}.{f.name}" if name else f.name)
+        else:
+            out[name] = arr.to_pandas()
+
+    walk(array, "")
+    frame = pd.DataFrame(out, index=series.index)
+    return frame.add_prefix(prefix)
+
+
+def flatten_struct_columns(frame: pd.DataFrame, struct_columns: Iterable[str], sep: str = "_") -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Replace each STRUCT column by its fields: ``{col}_{field}``, nested ``{col}_{a}.{b}``.
+
+    The names and values equal ``pd.json_normalize(df[col].tolist()).add_prefix(f"{col}_")``
+    (null / non-dict rows count as empty dicts, so all their fields are null). The
+    flattened columns take the struct column's position. Returns the new frame and,
+    per struct column, the sorted list of its fields (empty when the partition holds
+    no non-null struct value: no evidence about the fields).
+    """
+    struct_columns = [c for c in struct_columns if c in frame.columns]
+    if not struct_columns:
+        return frame, {}
+    pieces: list[pd.DataFrame | pd.Series] = []
+    fields: dict[str, list[str]] = {}
+    for col in frame.columns:
+        if col not in struct_columns:
+            pieces.append(frame[[col]])
+            continue
+        series = frame[col]
+        prefix = f"{col}{sep}"
+        if _is_arrow_struct(series.dtype):
+            flat = _arrow_struct_frame(series, prefix)
+            has_values = bool(series.notna().any())
+        else:
+            records = [v if isinstance(v, Mapping) else {} for v in series.tolist()]
+            has_values = any(records)
+            flat = pd.json_normalize(records).add_prefix(prefix) if has_values else pd.DataFrame(index=range(len(series)))
+            flat.index = series.index
+        fields[col] = sorted(c[len(prefix):] for c in flat.columns) if has_values else []
+        clash = [c for c in flat.columns if c in frame.columns and c != col]
+        if clash:
+            raise PreprocessError(f"flattening struct column {col!r} creates {clash}, which already exist in the frame")
+        pieces.append(flat)
+    return pd.concat(pieces, axis=1), fields

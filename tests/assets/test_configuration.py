@@ -1,0 +1,116 @@
+"""Configuration: the backend resource reaches the compute; bad settings fail before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import re
+
+import pytest
+from dagster import DagsterInstance, materialize
+
+from emberharmony_assets.assets import all_assets
+from emberharmony_assets.definitions import DEMO_SOURCE
+from emberharmony_assets.resources import BackendResource, DuckDBSourceResource
+from emberharmony_core.ops import get_backend
+
+from .conftest import PARTITIONS, make_resources
+
+CALLS: list[tuple[str, str]] = []
+
+
+def failure_text(error: BaseException) -> str:
+    """The error and every error it was raised from (Dagster wraps resource failures)."""
+    texts = []
+    while error is not None:
+        texts.append(str(error))
+        error = error.__cause__ or error.__context__
+    return " | ".join(texts)
+
+
+def assert_fails(resources, selection, message):
+    with pytest.raises(Exception) as info:
+        materialize(all_assets, resources=resources, partition_key=PARTITIONS[0], instance=DagsterInstance.ephemeral(),
+                    selection=selection)
+    assert re.search(message, failure_text(info.value)), failure_text(info.value)
+
+
+class _Recording:
+    """A real backend that records which of its methods the assets call."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.name = inner.name
+        self.pi = inner.pi
+
+    def __getattr__(self, attribute):
+        target = getattr(self._inner, attribute)
+        if not callable(target):
+            return target
+
+        def call(*args, **kwargs):
+            CALLS.append((self._inner.name, attribute))
+            return target(*args, **kwargs)
+
+        return call
+
+
+class RecordingBackend(BackendResource):
+    def get(self):
+        return _Recording(get_backend(self.name, self.device))
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch", "mlx"])
+def test_the_backend_resource_reaches_every_compute_asset(demo_database, tmp_path, name, monkeypatch):
+    CALLS.clear()
+    backend_class = type(get_backend(name))
+    real_matmul = backend_class.matmul
+
+    def recorded_matmul(self, a, b):  # PCA dispatches on the array's own backend: record it there
+        CALLS.append((self.name, "matmul"))
+        return real_matmul(self, a, b)
+
+    monkeypatch.setattr(backend_class, "matmul", recorded_matmul)
+    resources = make_resources(demo_database, str(tmp_path / "artifacts"), backend=name)
+    resources["backend"] = RecordingBackend(name=name)
+    result = materialize(all_assets, resources=resources, partition_key=PARTITIONS[0],
+                         instance=DagsterInstance.ephemeral(), selection=[
+                             "raw_chunk", "split_data", "cyclical_features", "preprocess_stats", "preprocessor"])
+    assert result.success
+    result = materialize(all_assets, resources=resources, partition_key=PARTITIONS[0],
+                         instance=DagsterInstance.ephemeral(), selection=[
+                             "features", "stride_windows", "pca_stats", "pca_models", "projected_windows"])
+    assert result.success
+    used = {method for backend, method in CALLS if backend == name}
+    assert "take" in used  # cyclical_features: the per-hour sin/cos table gathered on the backend
+    assert "sliding_windows" in used  # stride_windows
+    assert "matmul" in used  # pca_stats and projected_windows
+    for asset in ("stride_windows", "pca_stats", "projected_windows"):
+        assert result.asset_materializations_for_node(asset)[0].metadata["backend"].value == name
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(window_size=0), "window_size must be >= 1, got 0"),
+    (dict(strides=[]), "strides is empty"),
+    (dict(strides=[1, 0]), r"every stride must be >= 1, got \[0\]"),
+    (dict(split_fractions=[0.8, 0.1, 0.2]), "sum"),
+    (dict(dtype="float16"), "dtype must be 'float32' or 'float64'"),
+])
+def test_bad_settings_fail_before_any_work(demo_database, tmp_path, settings, message):
+    resources = make_resources(demo_database, str(tmp_path / "artifacts"), **settings)
+    assert_fails(resources, ["raw_chunk", "split_data"], message)
+    assert not Path(tmp_path / "artifacts").exists()
+
+
+def test_unknown_backend_fails_naming_the_available_ones(demo_database, tmp_path):
+    resources = make_resources(demo_database, str(tmp_path / "artifacts"), backend="jax")
+    assert_fails(resources, ["raw_chunk", "split_data", "cyclical_features"], r"unknown backend 'jax'.*numpy, torch, mlx")
+    assert not Path(tmp_path / "artifacts").exists()
+
+
+def test_a_missing_column_fails_naming_it(demo_database, tmp_path):
+    resources = make_resources(demo_database, str(tmp_path / "artifacts"))
+    resources["source"] = DuckDBSourceResource(database=demo_database, **{
+        **DEMO_SOURCE, "feature_columns": ["temperature", "humidty"]})
+    assert_fails(resources, ["raw_chunk"], r"no column 'humidty' \(feature_columns\).*did you mean|no column 'humidty'")
+    assert not Path(tmp_path / "artifacts").exists()

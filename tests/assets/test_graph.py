@@ -1,0 +1,183 @@
+"""The asset graph end to end on a real DuckDB file and a real (ephemeral) Dagster instance."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance, build_asset_context, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from emberharmony_assets.assets import all_assets, partitioned_assets
+from emberharmony_assets.assets.ingest import split_data
+from emberharmony_assets.definitions import defs
+from emberharmony_core.features.pca import PCAModel, PCAStats
+from emberharmony_core.store import ArtifactStore
+
+from .conftest import PARTITIONS, make_resources
+
+STRIDES = (1, 3, 5)
+BEFORE_FIT = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
+AFTER_FIT = ["features", "stride_windows", "pca_stats"]
+
+
+def by_name(*names):
+    chosen = [a for a in all_assets if a.key.to_user_string() in names]
+    assert len(chosen) == len(names)
+    return chosen
+
+
+def run_range(resources, assets, first, last, instance=None):
+    result = materialize(assets, resources=resources, instance=instance or DagsterInstance.ephemeral(),
+                         tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
+    assert result.success
+    return result
+
+
+def run_partition(resources, assets, key):
+    result = materialize(assets, resources=resources, partition_key=key, instance=DagsterInstance.ephemeral())
+    assert result.success
+    return result
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_definitions_hold_the_design_asset_keys():
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"raw_chunk", "split_data", "cyclical_features", "stride_windows", "pca_models"} <= keys
+    assert {"preprocess_stats", "preprocessor", "features", "pca_stats", "projected_windows"} <= keys
+
+
+def test_whole_graph_in_one_run_passes_its_checks_and_writes_every_artifact(resources):
+    result = run_range(resources, all_assets, PARTITIONS[0], PARTITIONS[-1])
+    checks = result.get_asset_check_evaluations()
+    assert {c.check_name for c in checks} == {"split_fractions_near_configured", "cyclical_features_finite_in_unit_range",
+                                             "no_missing_or_infinite_features", "window_counts_match_rows",
+                                             "explained_variance_sane"}
+    assert all(c.passed for c in checks), [c.metadata for c in checks if not c.passed]
+    store = ArtifactStore(resources["store"].base_path)
+    for key in PARTITIONS:
+        raw = store.read_frame("raw_chunk", key)
+        assert len(raw) == 24 * 24  # 24 sensors, hourly
+        assert raw["ts"].min() >= pd.Timestamp(key, tz="UTC")
+        assert raw["ts"].max() < pd.Timestamp(key, tz="UTC") + pd.Timedelta(days=1)
+        features = store.read_frame("features", key)
+        assert set(features["split"]) <= {"train", "validation", "test"}
+        for stride in STRIDES:
+            projected = store.read_arrays("projected_windows", f"stride={stride}", key)["projected"]
+            assert projected.shape[1] == 8
+    metadata = result.asset_materializations_for_node("pca_models")[0].metadata
+    assert "explained_variance_ratio_stride_1" in metadata
+    raw_meta = result.asset_materializations_for_node("raw_chunk")[0].metadata
+    assert raw_meta["rows"].value == 24 * 24 * len(PARTITIONS)
+    assert raw_meta["peak_rss_mib"].value > 0
+
+
+def reference_windows(features: pd.DataFrame, partition_of_row: np.ndarray, columns, window_size, stride):
+    """The documented rule, written as the plainest loop over the concatenated rows."""
+    out = {}
+    for entity, rows in features.groupby("sensor_id", sort=True):
+        values = rows[columns].to_numpy(np.float64)
+        splits = rows["split"].to_numpy()
+        parts = partition_of_row[rows.index.to_numpy()]
+        for i in range(len(rows)):
+            k = int(np.sum(parts[: i + 1] == parts[i])) - 1  # index of row i within its partition
+            if k % stride or i < window_size - 1:
+                continue
+            if len(set(splits[i - window_size + 1: i + 1])) != 1:
+                continue
+            out[(entity, rows["ts"].iloc[i].value)] = values[i - window_size + 1: i + 1].reshape(-1)
+    return out
+
+
+def test_partitions_one_by_one_equal_one_run_and_the_concatenated_rows(demo_database, tmp_path):
+    three = PARTITIONS[:3]
+    # float64 windows: the statistics must match the concatenated rows to 1e-9
+    separate = make_resources(demo_database, str(tmp_path / "separate"), dtype="float64")
+    together = make_resources(demo_database, str(tmp_path / "together"), dtype="float64")
+    for key in reversed(three):  # any order: each partition depends only on itself and its predecessor's rows
+        run_partition(separate, by_name(*BEFORE_FIT), key)
+    run_range(separate, by_name("preprocessor"), three[0], three[-1])
+    for key in three:
+        run_partition(separate, by_name(*AFTER_FIT), key)
+    run_range(separate, by_name("pca_models"), three[0], three[-1])
+    run_range(together, by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT, "pca_models"), three[0], three[-1])
+
+    a, b = ArtifactStore(separate["store"].base_path), ArtifactStore(together["store"].base_path)
+    frames = [a.read_frame("features", key) for key in three]
+    concatenated = pd.concat(frames, ignore_index=True)
+    partition_of_row = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)])
+    columns = [str(c) for c in a.read_arrays("stride_windows", "stride=1", three[0])["feature_columns"]]
+    for stride in STRIDES:
+        expected = reference_windows(concatenated, partition_of_row, columns, 5, stride)
+        got, stats = {}, PCAStats()
+        for key in three:
+            one, other = (s.read_arrays("stride_windows", f"stride={stride}", key) for s in (a, b))
+            np.testing.assert_array_equal(one["windows"], other["windows"])
+            for window, entity, end in zip(one["windows"], one["entity"], one["end_time"]):
+                assert (str(entity), int(end)) not in got  # each window exactly once
+                got[(str(entity), int(end))] = window
+        assert got.keys() == expected.keys()
+        for k, window in expected.items():
+            np.testing.assert_array_equal(got[k], window)
+        # merged per-partition statistics == statistics of all train windows at once (float64)
+        train = np.stack([w for k, w in expected.items()
+                          if concatenated.loc[(concatenated["sensor_id"] == k[0]) &
+                                              (concatenated["ts"].astype("int64") == k[1]), "split"].item() == "train"])
+        reference = train.astype(np.float64)
+        mean = reference.mean(axis=0)
+        scatter = (reference - mean).T @ (reference - mean)
+        for store_ in (a, b):
+            model = PCAModel.from_arrays(store_.read_arrays("pca_models", f"stride={stride}"))
+            np.testing.assert_allclose(model.mean_, mean, rtol=1e-9, atol=1e-9)
+            assert model.n_samples_ == len(train)
+            stats = PCAStats()
+            for key in three:
+                stats = stats.merge(PCAStats.from_arrays(store_.read_arrays("pca_stats", f"stride={stride}", key)))
+            np.testing.assert_allclose(stats.scatter, scatter, rtol=1e-9, atol=1e-9 * np.abs(scatter).max())
+        np.testing.assert_allclose(a.read_arrays("pca_models", f"stride={stride}")["components"],
+                                   b.read_arrays("pca_models", f"stride={stride}")["components"], atol=1e-9)
+
+
+def test_rematerialising_a_partition_is_idempotent(resources):
+    key = PARTITIONS[1]
+    run_range(resources, by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT, "pca_models"), PARTITIONS[0], PARTITIONS[2])
+    base = Path(resources["store"].base_path)
+    before = file_digests(base)
+    run_partition(resources, by_name(*BEFORE_FIT), key)
+    run_partition(resources, by_name(*AFTER_FIT), key)
+    after = file_digests(base)
+    assert after == before  # same files, same bytes: nothing appended, nothing left behind
+    assert not [p for p in base.rglob("*.tmp")]
+    assert len(ArtifactStore(base).read_frame("raw_chunk", key)) == 24 * 24
+
+
+def test_split_data_as_a_plain_function_with_build_asset_context(resources):
+    run_partition(resources, by_name("raw_chunk"), PARTITIONS[0])
+    context = build_asset_context(partition_key=PARTITIONS[0])
+    result = split_data(context, source=resources["source"], settings=resources["settings"], store=resources["store"])
+    assert result.metadata["rows"] == 24 * 24
+    frame = ArtifactStore(resources["store"].base_path).read_frame("split_data", PARTITIONS[0])
+    assert frame.groupby("sensor_id")["split"].nunique().max() == 1  # the entity is the split key
+    assert result.check_results[0].passed
+
+
+def test_every_partitioned_asset_has_a_single_run_backfill_policy():
+    for asset in partitioned_assets:
+        assert asset.backfill_policy is not None and asset.backfill_policy.max_partitions_per_run is None
+
+
+def test_stride_windows_depends_on_the_previous_features_partition():
+    graph = defs.resolve_asset_graph()
+    node = graph.get(AssetKey("stride_windows"))
+    mapping = node.partition_mappings[AssetKey("features")]
+    upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
+        node.partitions_def.subset_with_partition_keys(["2026-01-03"]), node.partitions_def, node.partitions_def
+    ).partitions_subset.get_partition_keys()
+    assert sorted(upstream) == ["2026-01-02", "2026-01-03"]
