@@ -110,6 +110,7 @@ def test_partitions_one_by_one_equal_one_run_and_the_concatenated_rows(demo_data
     run_range(together, by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT, "pca_models"), three[0], three[-1])
 
     a, b = ArtifactStore(separate["store"].base_path), ArtifactStore(together["store"].base_path)
+    assert a.read_json("preprocessor", "preprocessor") == b.read_json("preprocessor", "preprocessor")
     frames = [a.read_frame("features", key) for key in three]
     concatenated = pd.concat(frames, ignore_index=True)
     partition_of_row = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)])
