@@ -8,7 +8,8 @@ run before any asset does work.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from contextlib import contextmanager
+from typing import ContextManager, Optional
 
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import Field
@@ -53,13 +54,15 @@ class SourceResource(ConfigurableResource):
                          feature_columns=tuple(self.feature_columns), datetime_columns=self.datetime_columns,
                          categorical_columns=tuple(self.categorical_columns), extra_columns=tuple(self.extra_columns))
 
-    def reader(self):
+    def open_reader(self) -> ContextManager:
+        """A context manager yielding a ``TableReader`` (a connection or client held while it is open)."""
         raise NotImplementedError
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         if not self.feature_columns:
             raise ValueError("source feature_columns is empty: name at least one numeric column")
-        self.reader().validate()  # a typo'd column fails here, naming it
+        with self.open_reader() as reader:
+            reader.validate()  # a typo'd column fails here, naming it
 
 
 class DuckDBSourceResource(SourceResource):
@@ -67,13 +70,14 @@ class DuckDBSourceResource(SourceResource):
 
     database: str = Field(default_factory=lambda: os.path.join(data_home(), "demo.duckdb"))
 
-    def reader(self):
+    @contextmanager
+    def open_reader(self):
         from dagster_duckdb import DuckDBResource
 
         from emberharmony_core.sources.duckdb_source import DuckDBTableReader
 
         duckdb_resource = DuckDBResource(database=self.database, connection_config={"access_mode": "READ_ONLY"})
-        return DuckDBTableReader(self.database, self.spec(), connect=duckdb_resource.get_connection)
+        yield DuckDBTableReader(self.database, self.spec(), connect=duckdb_resource.get_connection)
 
 
 class PipelineSettings(ConfigurableResource):

@@ -20,9 +20,9 @@ SPLITS = ("train", "validation", "test")
 @asset(**PARTITIONED, kinds={"duckdb", "bigquery", "parquet"})
 def raw_chunk(context: AssetExecutionContext, source: SourceResource, store: ArtifactStoreResource) -> MaterializeResult:
     """Rows whose timestamp lies in the partition's window, read with one parameterised query."""
-    reader, artifacts = source.reader(), store.get()
+    artifacts = store.get()
     rows, totals = [], {"rows": 0, "source": type(source).__name__}
-    with timed(totals):
+    with timed(totals), source.open_reader() as reader:
         for key, start, end in partition_windows(context):
             read = reader.read_window(start, end)
             artifacts.write_frame(read.frame, "raw_chunk", key)
