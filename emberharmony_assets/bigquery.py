@@ -18,6 +18,7 @@ from dagster_gcp import BigQueryResource
 from pydantic import Field
 
 from emberharmony_core.sources.bigquery import BigQueryTableReader
+from emberharmony_core.sources.pushdown import BigQueryPushdownReader
 
 from .resources import SourceResource
 
@@ -56,11 +57,18 @@ class BigQuerySourceResource(SourceResource):
         with self._bigquery().get_client() as client:
             yield client
 
+    def computes_split_and_cyclical(self) -> bool:
+        return self.pushdown
+
     @contextmanager
-    def open_reader(self):
+    def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):
+        options = dict(use_storage_api=self.use_storage_api, maximum_bytes_billed=self.maximum_bytes_billed)
         with self.client() as client:
-            yield BigQueryTableReader(client, self.spec(), use_storage_api=self.use_storage_api,
-                                      maximum_bytes_billed=self.maximum_bytes_billed)
+            if self.pushdown and split_key is not None:
+                yield BigQueryPushdownReader(client, self.spec(), split_key=split_key, fractions=tuple(fractions),
+                                             **options)
+            else:  # plain rows (also what setup_for_execution validates the columns with)
+                yield BigQueryTableReader(client, self.spec(), **options)
 
 
 def bigquery_source_from_env() -> BigQuerySourceResource:

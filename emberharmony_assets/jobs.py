@@ -18,10 +18,8 @@ from .partitions import daily_partitions
 PARTITION_ASSETS = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats", "features",
                     "stride_windows", "pca_stats"]
 
-daily_partition_job = define_asset_job("daily_partition_job", selection=AssetSelection.assets(*PARTITION_ASSETS),
-                                       partitions_def=daily_partitions)
-refit_job = define_asset_job("refit_job", selection=AssetSelection.assets("pca_models", "projected_windows"),
-                             partitions_def=daily_partitions)
+daily_partition_job = define_asset_job("daily_partition_job", selection=AssetSelection.assets(*PARTITION_ASSETS))
+refit_job = define_asset_job("refit_job", selection=AssetSelection.assets("pca_models", "projected_windows"))
 full_refresh_job = define_asset_job("full_refresh_job", selection=AssetSelection.all())
 
 daily_partition_schedule = build_schedule_from_partitioned_job(daily_partition_job, hour_of_day=1, minute_of_hour=0)

@@ -8,7 +8,7 @@ run before any asset does work.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import ContextManager, Optional
 
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
@@ -54,9 +54,16 @@ class SourceResource(ConfigurableResource):
                          feature_columns=tuple(self.feature_columns), datetime_columns=self.datetime_columns,
                          categorical_columns=tuple(self.categorical_columns), extra_columns=tuple(self.extra_columns))
 
-    def open_reader(self) -> ContextManager:
-        """A context manager yielding a ``TableReader`` (a connection or client held while it is open)."""
+    def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)) -> ContextManager:
+        """A context manager yielding a ``TableReader`` (a connection or client held while it is open).
+
+        ``split_key`` and ``fractions`` matter only to sources that compute the split themselves.
+        """
         raise NotImplementedError
+
+    def computes_split_and_cyclical(self) -> bool:
+        """True when the rows arrive with ``split`` and the cyclical columns already computed (pushdown)."""
+        return False
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         if not self.feature_columns:
@@ -71,13 +78,14 @@ class DuckDBSourceResource(SourceResource):
     database: str = Field(default_factory=lambda: os.path.join(data_home(), "demo.duckdb"))
 
     @contextmanager
-    def open_reader(self):
+    def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):
         from dagster_duckdb import DuckDBResource
 
         from emberharmony_core.sources.duckdb_source import DuckDBTableReader
 
         duckdb_resource = DuckDBResource(database=self.database, connection_config={"access_mode": "READ_ONLY"})
-        yield DuckDBTableReader(self.database, self.spec(), connect=duckdb_resource.get_connection)
+        with duckdb_resource.get_connection() as connection:  # one read-only connection for every window
+            yield DuckDBTableReader(self.database, self.spec(), connect=lambda: nullcontext(connection))
 
 
 class PipelineSettings(ConfigurableResource):

@@ -82,6 +82,7 @@ def write_demo_table(database: str | os.PathLike, config: DemoConfig = DemoConfi
     """Create ``config.table`` in ``database`` (a DuckDB file) unless it exists; returns its row count."""
     os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
     with duckdb.connect(str(database)) as connection:
+        connection.execute("SET TimeZone = 'UTC'")  # naive demo times are UTC, whatever the machine's zone
         exists = connection.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [config.table]
         ).fetchone()[0]

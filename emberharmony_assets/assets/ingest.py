@@ -18,11 +18,20 @@ SPLITS = ("train", "validation", "test")
 
 
 @asset(**PARTITIONED, kinds={"duckdb", "bigquery", "parquet"})
-def raw_chunk(context: AssetExecutionContext, source: SourceResource, store: ArtifactStoreResource) -> MaterializeResult:
-    """Rows whose timestamp lies in the partition's window, read with one parameterised query."""
+def raw_chunk(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
+              store: ArtifactStoreResource) -> MaterializeResult:
+    """Rows whose timestamp lies in the partition's window, read with one parameterised query.
+
+    With BigQuery pushdown the same query also returns ``split`` and the cyclical columns.
+    """
     artifacts = store.get()
-    rows, totals = [], {"rows": 0, "source": type(source).__name__}
-    with timed(totals), source.open_reader() as reader:
+    rows, totals = [], {"rows": 0, "source": type(source).__name__,
+                        "pushdown": source.computes_split_and_cyclical()}
+    split_key = settings.split_key or source.entity_column
+    if source.computes_split_and_cyclical() and split_key is None:
+        raise ValueError("source pushdown needs a split key column: set settings.split_key or source.entity_column "
+                         "(a split by partition date is computed locally: turn pushdown off)")
+    with timed(totals), source.open_reader(split_key, tuple(settings.split_fractions)) as reader:
         for key, start, end in partition_windows(context):
             read = reader.read_window(start, end)
             artifacts.write_frame(read.frame, "raw_chunk", key)
@@ -56,7 +65,8 @@ def split_data(context: AssetExecutionContext, source: SourceResource, settings:
                 raise ValueError(f"split_key {key_column!r} is not a column read from the source; "
                                  f"columns: {', '.join(frame.columns)}")
             keys = split_keys(frame, key_column, key)
-            frame["split"] = assign_split(keys, tuple(settings.split_fractions))
+            if not source.computes_split_and_cyclical():  # else BigQuery computed it with the same hash
+                frame["split"] = assign_split(keys, tuple(settings.split_fractions))
             artifacts.write_frame(frame, "split_data", key)
             distinct, first = np.unique(keys.astype(str), return_index=True)
             seen_keys.append(distinct)
@@ -83,8 +93,11 @@ def cyclical_features(context: AssetExecutionContext, source: SourceResource, ba
     with timed(totals):
         for key, _, _ in partition_windows(context):
             frame = artifacts.read_frame("split_data", key)
-            for column in columns:
-                frame = add_cyclical_features(frame, column, compute)
+            if source.computes_split_and_cyclical():  # BigQuery computed them (float64): same dtype as local
+                frame[names] = frame[names].astype("float32")
+            else:
+                for column in columns:
+                    frame = add_cyclical_features(frame, column, compute)
             artifacts.write_frame(frame, "cyclical_features", key)
             bad += checks.count_bad_values(frame[names].to_numpy(), bound=1.0)
             rows.append({"partition": key, "rows": len(frame)})

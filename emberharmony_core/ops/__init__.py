@@ -123,4 +123,24 @@ def get_backend(name: str = "auto", device: str | None = None):
     return cls(device=device)
 
 
-__all__ = ["get_backend", "available_backends", "BackendUnavailableError", "BACKEND_NAMES"]
+def backend_of(x):
+    """The backend that holds array ``x``: torch tensors -> torch (on the tensor's device),
+    MLX arrays -> mlx, anything else (NumPy arrays, lists, scalars) -> numpy.
+
+    Lets a function return the same kind of array it was given without asking which backend
+    that is. Backend objects are cached per (name, device).
+    """
+    module = type(x).__module__ or ""
+    if module.startswith("torch"):
+        return _backend_for("torch", str(x.device))
+    if module.startswith("mlx"):
+        return _backend_for("mlx", None)
+    return _backend_for("numpy", None)
+
+
+@lru_cache(maxsize=None)
+def _backend_for(name: str, device: str | None):
+    return _backend_class(name)(device=device)
+
+
+__all__ = ["get_backend", "backend_of", "available_backends", "BackendUnavailableError", "BACKEND_NAMES"]

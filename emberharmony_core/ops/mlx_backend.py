@@ -78,6 +78,12 @@ class Backend:
     def where(self, condition, a, b):
         return mx.where(condition, a, b)
 
+    def add(self, a, b):
+        return mx.add(a, b, stream=self._stream(*(v for v in (a, b) if isinstance(v, mx.array))))
+
+    def subtract(self, a, b):
+        return mx.subtract(a, b, stream=self._stream(*(v for v in (a, b) if isinstance(v, mx.array))))
+
     def floor_divide(self, a, b):
         return mx.floor_divide(a, b)
 
@@ -108,13 +114,16 @@ class Backend:
         return mx.take(x, indices, axis=axis)
 
     def sliding_windows(self, x, window_size: int, stride: int):
-        """(n, F) -> (m, window_size, F) strided view (``mx.as_strided``)."""
+        """(n, F) -> (m, window_size, F), stacked from ``window_size`` strided row slices.
+
+        Not ``mx.as_strided``: in mlx 0.32 reductions over an overlapping as_strided view
+        corrupt the heap (seen with stride 3, window 5), so MLX materialises the windows.
+        """
         n, features = x.shape
         if n < window_size:
             return mx.zeros((0, window_size, features), dtype=x.dtype)
-        m = (n - window_size) // stride + 1
-        x = mx.contiguous(x)
-        return mx.as_strided(x, (m, window_size, features), (stride * features, features, 1))
+        last = (n - window_size) // stride * stride  # start row of the last window
+        return mx.stack([x[i : i + last + 1 : stride] for i in range(window_size)], axis=1)
 
     def sum(self, x, axis=None):
         return mx.sum(x, axis=axis, stream=self._stream(x))

@@ -68,6 +68,12 @@ class Backend:
     def where(self, condition, a, b):
         return torch.where(condition, a, b)
 
+    def add(self, a, b):
+        return torch.add(a, b)
+
+    def subtract(self, a, b):
+        return torch.sub(a, b)
+
     def floor_divide(self, a, b):
         return torch.div(a, b, rounding_mode="floor")
 

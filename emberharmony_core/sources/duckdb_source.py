@@ -26,6 +26,7 @@ class DuckDBTableReader:
         self.spec = spec
         self._connect = connect or self._read_only_connection
         self._query = duckdb_window_query(spec.table, spec.columns, spec.timestamp_column, spec.order_by)
+        self._timestamp_is_aware: bool | None = None
         duckdb_table(spec.table)  # validate early
 
     @contextmanager
@@ -52,12 +53,21 @@ class DuckDBTableReader:
         """Check every configured column exists (raises ``ValueError`` naming the missing ones)."""
         validate_columns(self.spec, self.column_types())
 
+    def _bound(self, stamp) -> datetime:
+        """A window bound typed like the timestamp column: aware for TIMESTAMPTZ, naive UTC otherwise."""
+        if self._timestamp_is_aware is None:
+            kind = self.column_types().get(self.spec.timestamp_column, "")
+            self._timestamp_is_aware = "TIME ZONE" in kind.upper() or kind.upper() == "TIMESTAMPTZ"
+        return stamp.to_pydatetime() if self._timestamp_is_aware else stamp.tz_localize(None).to_pydatetime()
+
     def read_window(self, start: datetime, end: datetime) -> WindowRead:
+        """Rows with ``start <= ts < end``. A naive TIMESTAMP column is taken to hold UTC times."""
         started = time.perf_counter()
         lower, upper = as_utc(start), as_utc(end)
+        bounds = [self._bound(lower), self._bound(upper)]
         with self._connect() as connection:
             connection.execute("SET TimeZone = 'UTC'")
-            relation = connection.sql(self._query, params=[lower.to_pydatetime(), upper.to_pydatetime()])
+            relation = connection.sql(self._query, params=bounds)
             table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
         frame = normalise_frame(table.to_pandas(), self.spec)
         return WindowRead(frame, {

@@ -239,4 +239,42 @@ def read_window_pushdown(session: Any, spec: TableSpec, start: datetime, end: da
     })
 
 
-__all__ = ["pushdown_sql", "cyclical_sql", "query_parameters_api_repr", "read_window_pushdown", "CYCLICAL_SUFFIXES"]
+class BigQueryPushdownReader:
+    """A ``TableReader`` whose one query per window also computes the split and the cyclical features.
+
+    Built on ``BigQueryTableReader`` (same client, parameters, paging and metadata); only the
+    SQL differs: ``pushdown_sql`` for the table's real column types. No bigframes needed.
+    The frames it returns carry ``split_column`` and the 8 cyclical columns per datetime column
+    (float64, computed by BigQuery).
+    """
+
+    def __init__(self, client: Any, spec: TableSpec, *, split_key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                 split_column: str = "split", timezone: str = "UTC", **reader_options):
+        from .bigquery import BigQueryTableReader
+
+        check_column(split_key)
+        self.spec = spec
+        self.split_key, self.fractions, self.split_column, self.timezone = split_key, tuple(fractions), split_column, timezone
+        self._reader = BigQueryTableReader(client, spec, **reader_options)
+
+    def column_types(self) -> Mapping[str, str]:
+        return self._reader.column_types()
+
+    def validate(self) -> None:
+        """Check the columns and the split key against the schema, then build the pushdown SQL."""
+        self._reader.validate()
+        types = self._reader.column_types()
+        if self.split_key not in types:
+            raise ValueError(f"table {self.spec.table!r} has no column {self.split_key!r} (split_key)")
+        self._reader._query = pushdown_sql(self.spec, self.split_key, self.fractions, split_column=self.split_column,
+                                           timezone=self.timezone, column_types=types)
+
+    def read_window(self, start: datetime, end: datetime) -> WindowRead:
+        if not self._reader._validated:
+            self.validate()
+        read = self._reader.read_window(start, end)
+        read.metadata.update(source="bigquery-pushdown", split_key=self.split_key)
+        return read
+
+
+__all__ = ["BigQueryPushdownReader", "pushdown_sql", "cyclical_sql", "query_parameters_api_repr", "read_window_pushdown", "CYCLICAL_SUFFIXES"]

@@ -1,0 +1,99 @@
+"""stride_windows against the seed's loop definition, on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emberharmony_core.features import stride_windows
+from emberharmony_core.features.windows import window_count, window_end_rows
+
+
+def seed_windows(data: np.ndarray, w: int, s: int) -> np.ndarray:
+    n, features = data.shape
+    rows = [data[i : i + w].reshape(-1) for i in range(0, n - w + 1, s)]
+    return np.array(rows).reshape(len(rows), w * features)
+
+
+CASES = [
+    (n, f, w, s)
+    for n in (0, 1, 4, 5, 6, 17, 64)
+    for f in (1, 3)
+    for w in (1, 2, 5)
+    for s in (1, 2, 3, 5, 7)
+]
+
+
+def test_matches_seed_loop_on_many_shapes(backend):
+    rng = np.random.default_rng(3)
+    for n, f, w, s in CASES:
+        data = rng.standard_normal((n, f)).astype(np.float32)
+        got = stride_windows(backend.asarray(data), w, s, backend)
+        assert backend.is_array(got)
+        got = backend.to_numpy(got)
+        want = seed_windows(data, w, s)
+        assert got.shape == want.shape == (window_count(n, w, s), w * f), (n, f, w, s)
+        np.testing.assert_array_equal(got, want, err_msg=str((n, f, w, s)))
+
+
+@pytest.mark.parametrize("n, w", [(3, 5), (4, 5), (0, 2)])
+def test_too_few_rows_gives_zero_windows(backend, n, w):
+    out = stride_windows(np.ones((n, 4), dtype=np.float32), w, 2, backend)
+    assert tuple(backend.to_numpy(out).shape) == (0, w * 4)
+
+
+def test_exactly_one_window_when_n_equals_window(backend):
+    data = np.arange(15, dtype=np.float64).reshape(5, 3)
+    out = backend.to_numpy(stride_windows(data, 5, 4, backend))
+    np.testing.assert_array_equal(out, data.reshape(1, 15))
+    assert out.dtype == np.float64
+
+
+def test_stride_larger_than_window_skips_rows(backend):
+    data = np.arange(20, dtype=np.float32).reshape(10, 2)
+    out = backend.to_numpy(stride_windows(data, 2, 4, backend))
+    np.testing.assert_array_equal(out, [[0, 1, 2, 3], [8, 9, 10, 11], [16, 17, 18, 19]])
+
+
+def test_backends_agree_and_keep_dtype(backend):
+    rng = np.random.default_rng(11)
+    data = rng.standard_normal((41, 6))
+    reference = stride_windows(data, 5, 3, "numpy")
+    out = stride_windows(backend.asarray(data), 5, 3, backend)
+    assert backend.dtype_name(out) == "float64"
+    np.testing.assert_array_equal(backend.to_numpy(out), reference)
+
+
+def test_numpy_result_is_a_view():
+    data = np.zeros((100, 4), dtype=np.float32)
+    assert np.shares_memory(stride_windows(data, 5, 1, "numpy"), data)
+
+
+def test_one_dimensional_input_is_one_feature():
+    np.testing.assert_array_equal(stride_windows(np.arange(6.0), 3, 2, "numpy"), [[0, 1, 2], [2, 3, 4]])
+
+
+def test_backend_defaults_to_the_arrays_own(backend):
+    out = stride_windows(backend.asarray(np.ones((6, 2), dtype=np.float32)), 3, 1)
+    assert backend.is_array(out)
+
+
+@pytest.mark.parametrize(
+    "setting, value, error",
+    [("window_size", 0, ValueError), ("window_size", -2, ValueError), ("stride", 0, ValueError), ("stride", 1.5, TypeError), ("window_size", True, TypeError)],
+)
+def test_bad_settings_raise_naming_the_setting(setting, value, error):
+    kwargs = {"window_size": 3, "stride": 1, setting: value}
+    with pytest.raises(error, match=f"{setting}.*{value!r}" if error is TypeError else f"{setting} must be >= 1, got {value}"):
+        stride_windows(np.ones((10, 2)), backend="numpy", **kwargs)
+
+
+def test_three_dimensional_input_is_rejected():
+    with pytest.raises(ValueError, match="shape"):
+        stride_windows(np.ones((4, 2, 2)), 2, 1, "numpy")
+
+
+def test_window_end_rows():
+    np.testing.assert_array_equal(window_end_rows(10, 3, 2), [2, 4, 6, 8])
+    assert window_end_rows(2, 3, 1).shape == (0,)
+    assert window_count(10, 3, 2) == 4 and window_count(2, 3, 1) == 0
