@@ -18,7 +18,7 @@ from dagster_gcp import BigQueryResource
 from pydantic import Field
 
 from emberharmony_core.sources.bigquery import BigQueryTableReader
-from emberharmony_core.sources.pushdown import BigQueryPushdownReader
+from emberharmony_core.sources.pushdown import BigFramesPushdownReader, BigQueryPushdownReader
 
 from .resources import SourceResource
 
@@ -37,6 +37,8 @@ class BigQuerySourceResource(SourceResource):
     use_storage_api: Optional[bool] = Field(default=None, description="None: Storage Read API when available")
     maximum_bytes_billed: Optional[int] = Field(default=None, description="fail a query that would bill more")
     pushdown: bool = Field(default=False, description="compute split and cyclical features inside BigQuery")
+    pushdown_engine: str = Field(default="sql", description="sql: one query through the BigQuery client; "
+                                 "bigframes: the same query through a bigframes session")
 
     def _bigquery(self) -> BigQueryResource:
         return BigQueryResource(project=self.project, location=self.location, gcp_credentials=self.gcp_credentials)
@@ -57,12 +59,31 @@ class BigQuerySourceResource(SourceResource):
         with self._bigquery().get_client() as client:
             yield client
 
+    @contextmanager
+    def bigframes_session(self):
+        """A bigframes session of its own (never the process-global one), closed afterwards."""
+        import bigframes
+
+        with self.client() as client:  # the same credentials the client resolved
+            session = bigframes.connect(bigframes.BigQueryOptions(
+                project=self.project or client.project, location=self.location, credentials=client._credentials))
+        try:
+            yield session
+        finally:
+            session.close()
+
     def computes_split_and_cyclical(self) -> bool:
         return self.pushdown
 
     @contextmanager
     def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):
         options = dict(use_storage_api=self.use_storage_api, maximum_bytes_billed=self.maximum_bytes_billed)
+        if self.pushdown and split_key is not None and self.pushdown_engine == "bigframes":
+            with self.bigframes_session() as session:
+                yield BigFramesPushdownReader(session, self.spec(), split_key=split_key, fractions=tuple(fractions))
+            return
+        if self.pushdown_engine not in ("sql", "bigframes"):
+            raise ValueError(f"pushdown_engine must be 'sql' or 'bigframes', got {self.pushdown_engine!r}")
         with self.client() as client:
             if self.pushdown and split_key is not None:
                 yield BigQueryPushdownReader(client, self.spec(), split_key=split_key, fractions=tuple(fractions),

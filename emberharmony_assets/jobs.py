@@ -10,7 +10,9 @@
 """
 
 
-from dagster import AssetSelection, RunRequest, ScheduleEvaluationContext, build_schedule_from_partitioned_job, \
+from datetime import timedelta
+
+from dagster import AssetSelection, RunRequest, ScheduleEvaluationContext, SkipReason, build_schedule_from_partitioned_job, \
     define_asset_job, schedule
 
 from .partitions import daily_partitions
@@ -28,9 +30,10 @@ daily_partition_schedule = build_schedule_from_partitioned_job(daily_partition_j
 @schedule(job=refit_job, cron_schedule="0 2 * * *", execution_timezone="UTC")
 def daily_refit_schedule(context: ScheduleEvaluationContext):
     """Refit pca_models from every partition's statistics and project the newest partition."""
-    newest = daily_partitions.get_last_partition_key(current_time=context.scheduled_execution_time)
-    if newest is None:
-        return []
+    day_before = context.scheduled_execution_time - timedelta(days=1)
+    newest = daily_partitions.get_partition_key_for_timestamp(day_before.timestamp())
+    if not daily_partitions.has_partition_key(newest):
+        return SkipReason(f"{newest} is outside the partitions ({daily_partitions.start:%Y-%m-%d} onwards)")
     return RunRequest(run_key=f"refit-{newest}", partition_key=newest)
 
 

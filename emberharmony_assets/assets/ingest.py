@@ -15,6 +15,7 @@ from ._common import partition_windows, per_partition_metadata, timed
 
 PARTITIONED = dict(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(), group_name="features")
 SPLITS = ("train", "validation", "test")
+READ_FIGURES = ("bytes_read", "bytes_processed", "bytes_billed", "pages", "seconds")
 
 
 @asset(**PARTITIONED, kinds={"duckdb", "bigquery", "parquet"})
@@ -36,9 +37,12 @@ def raw_chunk(context: AssetExecutionContext, source: SourceResource, settings: 
             read = reader.read_window(start, end)
             artifacts.write_frame(read.frame, "raw_chunk", key)
             context.log.info(f"raw_chunk {key}: {len(read.frame):,} rows from {read.metadata.get('source')}")
-            rows.append({"partition": key, "rows": len(read.frame),
-                         **{k: v for k, v in read.metadata.items() if k in ("bytes_read", "bytes_processed", "seconds")}})
+            figures = {k: v for k, v in read.metadata.items() if k in READ_FIGURES and v is not None}
+            rows.append({"partition": key, "rows": len(read.frame), **figures})
             totals["rows"] += len(read.frame)
+            for name, value in figures.items():
+                if name != "seconds":
+                    totals[name] = totals.get(name, 0) + value
     return MaterializeResult(metadata=per_partition_metadata(rows, totals))
 
 

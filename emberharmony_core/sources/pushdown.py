@@ -277,4 +277,32 @@ class BigQueryPushdownReader:
         return read
 
 
-__all__ = ["BigQueryPushdownReader", "pushdown_sql", "cyclical_sql", "query_parameters_api_repr", "read_window_pushdown", "CYCLICAL_SUFFIXES"]
+class BigFramesPushdownReader:
+    """The same pushdown through a bigframes ``Session`` (``read_window_pushdown``), for teams that
+    already run bigframes: its Storage Read download and session options apply. Schema checks use
+    the session's own BigQuery client."""
+
+    def __init__(self, session: Any, spec: TableSpec, *, split_key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                 split_column: str = "split", timezone: str = "UTC"):
+        check_column(split_key)
+        parse_bigquery_table(spec.table)
+        self.session, self.spec = session, spec
+        self.split_key, self.fractions, self.split_column, self.timezone = split_key, tuple(fractions), split_column, timezone
+        self._column_types: dict[str, str] | None = None
+
+    def column_types(self) -> Mapping[str, str]:
+        if self._column_types is None:
+            table = self.session.bqclient.get_table(self.spec.table)
+            self._column_types = {field.name: field.field_type for field in table.schema}
+        return self._column_types
+
+    def validate(self) -> None:
+        validate_columns(self.spec, self.column_types())
+
+    def read_window(self, start: datetime, end: datetime) -> WindowRead:
+        return read_window_pushdown(self.session, self.spec, start, end, split_key=self.split_key,
+                                    fractions=self.fractions, split_column=self.split_column,
+                                    timezone=self.timezone, column_types=self.column_types())
+
+
+__all__ = ["BigQueryPushdownReader", "BigFramesPushdownReader", "pushdown_sql", "cyclical_sql", "query_parameters_api_repr", "read_window_pushdown", "CYCLICAL_SUFFIXES"]

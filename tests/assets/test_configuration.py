@@ -21,8 +21,9 @@ CALLS: list[tuple[str, str]] = []
 
 def failure_text(error: BaseException) -> str:
     """The error and every error it was raised from (Dagster wraps resource failures)."""
-    texts = []
-    while error is not None:
+    texts, seen = [], set()
+    while error is not None and id(error) not in seen:  # chains can loop back on themselves
+        seen.add(id(error))
         texts.append(str(error))
         error = error.__cause__ or error.__context__
     return " | ".join(texts)

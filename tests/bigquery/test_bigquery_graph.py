@@ -4,12 +4,16 @@ The same demo rows are written to a DuckDB file and to an emulator table; the gr
 materialised from each (and from BigQuery with pushdown: split and cyclical features
 computed by the server) over three daily partitions, and every artifact is compared.
 Not exercised offline: the Storage Read API (the emulator serves it for stored tables
-only, not query results) and credentials (the emulator takes anonymous ones).
+only, not query results), credentials (the emulator takes anonymous ones), and a real
+bigframes Session (it cannot start against the emulator: see test_pushdown.py). For the
+``bigframes`` engine the session is a stand-in that runs the query bigframes would receive
+on the emulator; everything around it is real.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -78,12 +82,44 @@ def duckdb_graph(sources, tmp_path_factory):
                str(tmp_path_factory.mktemp("from_duckdb")))[0]
 
 
-@pytest.mark.parametrize("pushdown", [False, True], ids=["rows", "pushdown"])
-def test_graph_from_bigquery_equals_graph_from_duckdb(sources, duckdb_graph, bq_emulator, tmp_path, monkeypatch, pushdown):
+class StandInSession:
+    """What BigFramesPushdownReader uses of a bigframes Session, answered by the emulator."""
+
+    queries: list[str] = []
+
+    def __init__(self, client):
+        self.bqclient = client
+
+    def read_gbq_query(self, query, configuration, allow_large_results):
+        StandInSession.queries.append(query)
+        job_config = bigquery.QueryJobConfig.from_api_repr({"query": configuration["query"]})
+        table = self.bqclient.query(query, job_config=job_config).result().to_arrow(create_bqstorage_client=False)
+
+        class Frame:
+            def to_pandas(self):
+                return table.to_pandas()
+
+        return Frame()
+
+
+@pytest.mark.parametrize("pushdown, engine", [(False, "sql"), (True, "sql"), (True, "bigframes")],
+                         ids=["rows", "pushdown", "pushdown-bigframes-standin"])
+def test_graph_from_bigquery_equals_graph_from_duckdb(sources, duckdb_graph, bq_emulator, tmp_path, monkeypatch,
+                                                      pushdown, engine):
     _, table = sources
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bq_emulator.rest_url)
-    store, result = run(BigQuerySourceResource(table=table, project=bq_emulator.project, pushdown=pushdown, **COLUMNS),
-                        str(tmp_path / "from_bigquery"))
+    source = BigQuerySourceResource(table=table, project=bq_emulator.project, pushdown=pushdown,
+                                    pushdown_engine=engine, **COLUMNS)
+
+    @contextmanager
+    def stand_in(self):
+        with self.client() as client:
+            yield StandInSession(client)
+
+    monkeypatch.setattr(BigQuerySourceResource, "bigframes_session", stand_in)
+    StandInSession.queries.clear()
+    store, result = run(source, str(tmp_path / "from_bigquery"))
+    assert len(StandInSession.queries) == (len(PARTITIONS) if engine == "bigframes" else 0)  # one query per day
     raw_metadata = result.asset_materializations_for_node("raw_chunk")[0].metadata
     assert raw_metadata["source"].value == "BigQuerySourceResource"
     assert raw_metadata["pushdown"].value is pushdown
