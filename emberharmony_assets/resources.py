@@ -11,7 +11,7 @@ import os
 from contextlib import contextmanager, nullcontext
 from typing import ContextManager, Optional
 
-from dagster import ConfigurableResource, EnvVar, InitResourceContext
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from emberharmony_core.features.split import validate_fractions
@@ -137,4 +137,4 @@ class ArtifactStoreResource(ConfigurableResource):
 
 
 __all__ = ["BackendResource", "SourceResource", "DuckDBSourceResource", "PipelineSettings",
-           "ArtifactStoreResource", "EnvVar", "data_home"]
+           "ArtifactStoreResource", "data_home"]

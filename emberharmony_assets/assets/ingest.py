@@ -1,6 +1,5 @@
 """raw_chunk -> split_data -> cyclical_features: one time partition at a time."""
 
-
 import numpy as np
 from dagster import AssetCheckSeverity, AssetExecutionContext, BackfillPolicy, MaterializeResult, asset
 

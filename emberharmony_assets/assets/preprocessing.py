@@ -11,7 +11,7 @@ import numpy as np
 from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
 from emberharmony_core.features.preprocess import (FittedPreprocessor, PreprocessConfig, PreprocessStats,
-                                                   compute_partition_stats, fit_preprocessor, merge_stats)
+                                                   compute_partition_stats, fit_preprocessor)
 from emberharmony_core.sources.base import TableSpec
 
 from .. import checks
@@ -76,7 +76,10 @@ def preprocessor(context: AssetExecutionContext, source: SourceResource, setting
         raise ValueError("no preprocess_stats partitions are materialised: materialise some partitions first")
     metadata = {"partitions": len(names)}
     with timed(metadata):
-        merged = merge_stats(PreprocessStats.from_dict(artifacts.read_json("preprocess_stats", n)) for n in names)
+        merged = None  # one partition's statistics in memory at a time, merged in partition order
+        for name in names:
+            stats = PreprocessStats.from_dict(artifacts.read_json("preprocess_stats", name))
+            merged = stats if merged is None else merged.merge(stats)
         fitted = fit_preprocessor(merged, config)
         artifacts.write_json(fitted.to_dict(), "preprocessor", "preprocessor")
     summary = fitted.summary()

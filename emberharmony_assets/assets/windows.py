@@ -10,8 +10,7 @@ files), then applied to every partition's windows in ``projected_windows``.
 
 
 import numpy as np
-import pandas as pd
-from dagster import AssetDep, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
+from dagster import AssetDep, AssetExecutionContext, BackfillPolicy, MaterializeResult, asset
 
 from emberharmony_core.features.pca import PCAModel, PCAStats
 from emberharmony_core.partition_windows import partition_windows as build_partition_windows

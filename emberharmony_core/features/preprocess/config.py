@@ -199,7 +199,6 @@ def _series_role(series: pd.Series) -> str:
     if _is_arrow_struct(dtype):
         return "struct"
     if isinstance(dtype, pd.ArrowDtype):
-        import pyarrow as pa
 
         return _arrow_role(dtype.pyarrow_dtype)
     if pd.api.types.is_bool_dtype(dtype):
