@@ -11,10 +11,12 @@ seed      the seed's approach: per 10,000-row batch, a Python loop builds the wi
           on that batch (projecting early batches with an immature model, as the seed does).
 sklearn   scikit-learn IncrementalPCA on vectorised windows (fit with batch_size 10,000,
           then transform in a second pass).
-ours      per --chunk-rows chunk (a partition), PCAStats.update_windows (the statistics of
-          stride_windows without building them), stats
-          merged across chunks, fit, then a second pass projecting every chunk
-          (PCAModel.transform, result brought to NumPy). Once per backend.
+ours      per --chunk-rows chunk (a partition, read with the previous chunk's last window-1
+          rows), PCAStats.from_stride_windows (every stride's statistics from one cache-blocked
+          pass over the stride-1 windows), stats merged across chunks, fit, then a second pass
+          projecting every window of every chunk for every stride (iter_project_stride_windows:
+          blocks of a few thousand windows, each brought to NumPy as a writer would take it;
+          like the seed's per-batch transform). Once per backend.
 
 Each method runs in a fresh spawned process (so its peak RSS is its own): the table gives the
 best wall time over the iterations, input rows per second, speed-up over the seed, peak RSS and
@@ -62,20 +64,6 @@ def _chunks(n_rows: int, chunk_rows: int):
         yield start, min(start + chunk_rows, n_rows)
 
 
-def _chunk_rows(data, start: int, stop: int, window: int, stride: int):
-    """Rows whose windows are those with their last row in [start, stop), windows starting at global rows 0, s, 2s, ...
-
-    Includes the previous chunk's last ``window - 1`` rows, like a partition reading its predecessor's tail.
-    """
-    first = max(0, start - (window - 1))
-    first += (-first) % stride  # keep the global stride phase
-    return data[first:stop]
-
-
-def _chunk_windows(stride_windows, backend, data, start: int, stop: int, window: int, stride: int):
-    return stride_windows(_chunk_rows(data, start, stop, window, stride), window, stride, backend)
-
-
 # methods (run inside a worker process)
 def _seed(data, args):
     """The seed's processor: state buffer + Python-loop windows + partial_fit/transform per batch."""
@@ -118,22 +106,22 @@ def _sklearn(data, args):
 
 
 def _ours(data, args, backend_name):
-    from .features.pca import PCAStats
-    from .features.windows import stride_windows
+    from .features.pca import PCAStats, iter_project_stride_windows
     from .ops import get_backend
 
     backend = get_backend(backend_name)
     x = backend.asarray(data)  # convert once at the edge
+    w = args.window
     totals = {s: PCAStats() for s in args.strides}
     for start, stop in _chunks(len(data), args.chunk_rows):  # pass 1: per-partition statistics, merged
-        for s in args.strides:
-            part = PCAStats().update_windows(_chunk_rows(x, start, stop, args.window, s), args.window, s)
-            totals[s] = totals[s].merge(part)
+        first = max(0, start - (w - 1))  # the previous chunk's last w - 1 rows, then this chunk's
+        parts = PCAStats.from_stride_windows(x[first:stop], w, args.strides, first_row=first)
+        totals = {s: totals[s].merge(parts[s]) for s in args.strides}
     models = {s: totals[s].fit(args.components) for s in args.strides}
-    for start, stop in _chunks(len(data), args.chunk_rows):  # pass 2: project every window
-        for s in args.strides:
-            projected = models[s].transform(_chunk_windows(stride_windows, backend, x, start, stop, args.window, s))
-            backend.to_numpy(projected)
+    for start, stop in _chunks(len(data), args.chunk_rows):  # pass 2: project every window, block by block
+        first = max(0, start - (w - 1))
+        for _, _, projected in iter_project_stride_windows(x[first:stop], w, models, first_row=first):
+            backend.to_numpy(projected)  # a writer would append this block to the partition's output
     backend.synchronize()
     return models
 

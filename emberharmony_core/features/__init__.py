@@ -18,6 +18,8 @@ _EXPORTS = {
     "stride_windows": "windows",
     "PCAStats": "pca",
     "PCAModel": "pca",
+    "project_stride_windows": "pca",
+    "iter_project_stride_windows": "pca",
     "PreprocessConfig": "preprocess",
     "PreprocessStats": "preprocess",
     "FittedPreprocessor": "preprocess",

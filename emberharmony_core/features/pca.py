@@ -7,6 +7,11 @@
     model = stats.fit(n_components=32)    # PCAModel, scikit-learn attribute names
     projected = model.transform(batch)    # same kind of array (and dtype) as batch
 
+    # windows of (n, F) rows, every stride from one pass (rows[0] is global row first_row):
+    parts = PCAStats.from_stride_windows(rows, window_size=5, strides=(1, 3, 5), first_row=first_row)
+    models = {s: merged[s].fit(32) for s in (1, 3, 5)}          # after merging parts over partitions
+    projected = project_stride_windows(rows, 5, models, first_row=first_row)   # {stride: (m_s, 32)}
+
 Statistics are (count, mean, scatter about the mean), held as NumPy float64. Each batch's
 mean and centred scatter ``(X - mean).T @ (X - mean)`` are computed on the batch's own backend
 in the batch's dtype (float32 data takes the fast path: centred per batch, float32 product;
@@ -75,6 +80,180 @@ def _require(arrays: Mapping[str, np.ndarray], keys, kind: str) -> None:
         raise KeyError(f"{kind}.from_arrays: missing array(s) {missing}; got {sorted(arrays)}")
 
 
+# helpers shared by PCAStats and project_stride_windows
+_BLOCK_BYTES = 5 * 2**19  # 2.5 MiB: a centred block of this size is made and multiplied while it is in cache
+
+
+_FLUSH_BYTES = 32 * 2**20  # block products held on the backend before they are summed on the host
+
+
+def _block_rows(d: int, dtype: str) -> int:
+    """Rows per block: ``_BLOCK_BYTES`` of rows, but at least 4 d (so a (d, d) product per block stays cheap)."""
+    return max(256, 4 * d, _BLOCK_BYTES // (d * (8 if dtype == "float64" else 4)))
+
+
+def _ones(backend, n: int, dtype: str):
+    return backend.add(backend.zeros((1, n), dtype), 1)
+
+
+def _to64(backend, x) -> np.ndarray:
+    return np.asarray(backend.to_numpy(x), dtype=np.float64)
+
+
+class _Sum64:
+    """Running float64 sum (on the host) of same-shape backend arrays, taken over in batches:
+    up to ``_FLUSH_BYTES`` of pending arrays are stacked and brought over in one transfer."""
+
+    def __init__(self, backend):
+        self.backend, self.pending, self.total, self.nbytes = backend, [], None, 0
+
+    def add(self, x) -> None:
+        self.pending.append(x)
+        self.nbytes += int(np.prod(x.shape)) * 8
+        if self.nbytes >= _FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            stacked = self.pending[0][None] if len(self.pending) == 1 else self.backend.stack(self.pending)
+            part = _to64(self.backend, stacked).sum(axis=0)
+            self.total = part if self.total is None else self.total + part
+            self.pending, self.nbytes = [], 0
+
+    def value(self) -> np.ndarray:
+        self._flush()
+        return self.total
+
+
+def _shift(backend, x, ones, where: str):
+    """(column sums of x in float64, the column means in x's dtype as a backend array, those means in float64).
+
+    One (1, n) @ (n, d) product. A NaN or infinity anywhere makes its column's sum non-finite; only
+    then is ``x`` scanned, to raise the error naming the values and columns."""
+    total = _to64(backend, backend.matmul(ones[:, : x.shape[0]], x)).reshape(-1)
+    if not np.isfinite(total).all():
+        _check_finite(backend, x, where)
+        raise ValueError(f"{where}: the column sums overflow {backend.dtype_name(x)}; scale the data or pass float64")
+    shift = backend.asarray(total / x.shape[0], backend.dtype_name(x))
+    return total, shift, _to64(backend, shift)
+
+
+def _check_result(backend, x, scatter: np.ndarray, where: str) -> None:
+    if not np.isfinite(scatter).all():
+        _check_finite(backend, x, where)
+        raise ValueError(f"{where}: the scatter matrix overflows {backend.dtype_name(x)}; scale the data or pass float64")
+
+
+def _window_plan(n: int, window_size, strides, first_row):
+    """(w, sorted strides, {s: offset of the first window in rows[lo:]}, {s: window count}, lo, hi).
+
+    Stride-s windows start at the rows whose global index (``first_row`` + local index) is a
+    multiple of s; ``rows[lo:hi]`` is the span every requested window lies in (``hi == 0``: none)."""
+    from .windows import _check_setting
+
+    w = _check_setting("window_size", window_size)
+    if isinstance(strides, (int, np.integer)) and not isinstance(strides, bool):
+        strides = [strides]
+    strides = sorted({_check_setting("stride", s) for s in strides})
+    if not strides:
+        raise ValueError("strides must name at least one stride")
+    if isinstance(first_row, bool) or not isinstance(first_row, (int, np.integer)) or first_row < 0:
+        raise ValueError(f"first_row must be an integer >= 0, got {first_row!r}")
+    offsets = {s: (-int(first_row)) % s for s in strides}
+    counts = {s: 0 if n - w < offsets[s] else (n - w - offsets[s]) // s + 1 for s in strides}
+    used = [s for s in strides if counts[s]]
+    if not used:
+        return w, strides, offsets, counts, 0, 0
+    lo = min(offsets[s] for s in used)
+    hi = max(offsets[s] + (counts[s] - 1) * s + w for s in used)
+    return w, strides, {s: offsets[s] - lo for s in strides}, counts, lo, hi
+
+
+def _window_blocks(backend, r, w: int, centre64: np.ndarray | None, block: int):
+    """Yield (first window index, (k, w * F) C-ordered block of stride-1 windows of ``r - centre``).
+
+    Per block, the block's rows are centred as one flat contiguous subtraction (a broadcast (F,)
+    operand would cost a loop per row) and the overlapping window view copied once.
+    ``centre64=None``: the rows as they are."""
+    n, features = int(r.shape[0]), int(r.shape[1])
+    m1 = n - w + 1
+    block = min(block, m1)
+    tiled = None if centre64 is None else backend.asarray(np.tile(centre64, block + w - 1), backend.dtype_name(r))
+    for b0 in range(0, m1, block):
+        b1 = min(m1, b0 + block)
+        rows = r[b0 : b1 + w - 1]
+        if tiled is not None:
+            size = (b1 - b0 + w - 1) * features
+            flat = backend.subtract(backend.reshape(rows, (size,)), tiled if size == int(tiled.shape[0]) else tiled[:size])
+            rows = backend.reshape(flat, (b1 - b0 + w - 1, features))
+        views = backend.sliding_windows(rows, w, 1)  # (k, w, F), zero-copy where the backend can
+        yield b0, backend.contiguous(backend.reshape(views, (b1 - b0, w * features)))
+
+
+def _stride_rows(block, block_start: int, offset: int, count: int, s: int):
+    """Rows of a stride-1 window block that are stride-s windows (offset + k * s, k < count): a row-strided view, or None."""
+    if count == 0:
+        return None
+    first = block_start + (offset - block_start) % s
+    stop = min(block_start + int(block.shape[0]), offset + (count - 1) * s + 1)
+    return block[first - block_start : stop - block_start : s] if first < stop else None
+
+
+def _stride1_scatter(backend, r, shift, first_row_blocks: np.ndarray, w: int) -> np.ndarray:
+    """(w * F, w * F) float64 scatter of all stride-1 windows of ``c = r - shift`` about the shift.
+
+    ``first_row_blocks`` is ``[G_0 .. G_{w-1}]`` (F, w * F) with ``G_d = sum_{t < m} c[t] c[t + d]^T``
+    (m windows). Block (i, i + d) of the window scatter sums the same products over t in [i, m + i),
+    so it is G_d minus the first i terms plus the i terms past m: only the first and last w - 1 rows
+    are needed, taken to the host and centred there exactly as on the backend (same dtype)."""
+    n, features = int(r.shape[0]), int(r.shape[1])
+    m = n - w + 1
+    shift_np = backend.to_numpy(shift)
+    head = (backend.to_numpy(r[: w - 1]) - shift_np).astype(np.float64)  # c[0 : w - 1]
+    tail = (backend.to_numpy(r[m:n]) - shift_np).astype(np.float64)  # c[m : n]
+    d = w * features
+    raw = np.empty((d, d), dtype=np.float64)
+    for i in range(w):
+        for j in range(i, w):
+            lag = j - i
+            block = first_row_blocks[:, lag * features : (lag + 1) * features].copy()
+            if i:
+                block -= head[:i].T @ head[lag : lag + i]
+                block += tail[:i].T @ tail[lag : lag + i]
+            raw[i * features : (i + 1) * features, j * features : (j + 1) * features] = block
+            raw[j * features : (j + 1) * features, i * features : (i + 1) * features] = block.T
+    return raw
+
+
+def _window_sums(backend, r, ones, total: np.ndarray, s: int, offset: int, m: int, w: int) -> np.ndarray:
+    """(w, F) float64: sum over the m stride-s windows (starting at offset + k * s) of each window position's row.
+
+    Position i sums rows offset + i + k * s, one residue class mod s: the class's sum over rows[:L]
+    (L = (n // s) * s; one product for all classes) corrected by the few rows near either end."""
+    n, features = int(r.shape[0]), int(r.shape[1])
+    if s == 1:
+        length, residue = n, total.reshape(1, features)
+    else:
+        q = n // s
+        length = q * s
+        residue = _to64(backend, backend.matmul(ones[:, :q], backend.reshape(r[:length], (q, s * features)))).reshape(s, features)
+    head_end = min(n, offset + w)  # rows below every position's first row lie here
+    tail_start = min(length, offset + (m - 1) * s + 1)  # rows past some position's last row, or past L, lie here
+    if tail_start <= head_end:
+        index, edge = np.arange(n), _to64(backend, r)
+    else:
+        index = np.concatenate([np.arange(head_end), np.arange(tail_start, n)])
+        edge = np.concatenate([_to64(backend, r[:head_end]), _to64(backend, r[tail_start:n])])
+    sums = np.empty((w, features), dtype=np.float64)
+    for i in range(w):
+        t0, t1 = offset + i, offset + i + (m - 1) * s
+        same = index % s == t0 % s
+        minus = same & (index < length) & ((index < t0) | (index > t1))
+        plus = same & (index >= length) & (index >= t0) & (index <= t1)
+        sums[i] = residue[t0 % s] - edge[minus].sum(axis=0) + edge[plus].sum(axis=0)
+    return sums
+
+
 class PCAStats:
     """Mergeable PCA statistics: ``n_samples``, ``mean`` (d,) and ``scatter`` (d, d), NumPy float64.
 
@@ -116,90 +295,99 @@ class PCAStats:
         """Add an (n, d) batch (NumPy or any backend array). Returns self. An empty batch is a no-op.
 
         Computed on the batch's backend in its dtype: float32 stays float32 (centred per batch),
-        float64 stays float64; integer input is promoted to float64.
+        float64 stays float64; integer input is promoted to float64. The column sums come from one
+        matrix-vector product (non-finite input shows there, so the batch is scanned only to name
+        the bad values); the scatter about those means is accumulated over blocks of a few MiB, so
+        each centred block is made and multiplied in cache and no centred (n, d) copy is kept.
         """
         backend, x = _as_batch(X)
         n, d = int(x.shape[0]), int(x.shape[1])
         self._check_features(d, "PCAStats.update")
         if n == 0:
             return self
-        _check_finite(backend, x, "PCAStats.update")
-        mean = backend.mean(x, axis=0)
-        centred = backend.subtract(x, mean)
-        scatter = backend.matmul(backend.transpose(centred), centred)
-        mean64 = np.asarray(backend.to_numpy(mean), dtype=np.float64)
-        scatter64 = np.asarray(backend.to_numpy(scatter), dtype=np.float64)
-        scatter64 = (scatter64 + scatter64.T) * 0.5  # exact symmetry (float32 products may differ in the last bit)
-        self._absorb(n, mean64, scatter64)
+        dtype = backend.dtype_name(x)
+        ones = _ones(backend, n, dtype)
+        total, shift, shift64 = _shift(backend, x, ones, "PCAStats.update")
+        block = _block_rows(d, dtype)
+        gram = _Sum64(backend)
+        for b0 in range(0, n, block):
+            centred = backend.subtract(x[b0 : b0 + block], shift)
+            gram.add(backend.matmul(backend.transpose(centred), centred))
+        mean = total / n
+        delta = mean - shift64  # the applied shift is the mean rounded to the input dtype
+        scatter = gram.value() - n * np.outer(delta, delta)
+        _check_result(backend, x, scatter, "PCAStats.update")
+        self._absorb(n, mean, (scatter + scatter.T) * 0.5)
         return self
 
-    def update_windows(self, rows, window_size: int, stride: int) -> "PCAStats":
-        """Add the windows of ``rows`` without building them: the same statistics as
-        ``update(stride_windows(rows, window_size, stride))``, from the (n, F) rows.
+    @classmethod
+    def from_stride_windows(cls, rows, window_size: int, strides, *, first_row: int = 0, block_windows: int | None = None) -> "dict[int, PCAStats]":
+        """Statistics of the stride windows of ``rows`` for several strides at once: ``{stride: PCAStats}``.
 
-        The rows are centred once by their own mean (n x F, cheap). Block (i, j) of the window
-        scatter (window positions i <= j, F x F) is a product of two strided row slices, and with
-        ``i = a + p * stride`` it only depends on (a_i, a_j, p_j - p_i) up to a few edge rows; so each
-        distinct key is one product over the union of the ranges, and each block subtracts its few
-        edge rows (stride 1: ``window_size`` products instead of ``window_size * (window_size + 1) / 2``).
-        The (m, window_size * F) window matrix is never materialised. The scatter about the exact
-        window mean follows from the shifted-data identity ``S = Y.T @ Y - m * delta delta.T``
-        (delta = mean of the centred windows, small). Returns self; fewer than ``window_size``
-        rows is a no-op.
+        With ``first_row=0`` each entry equals ``PCAStats().update(stride_windows(rows, window_size, s))``
+        (to the input dtype's rounding; float64 rows: ~1e-10). ``first_row`` is the global index of
+        ``rows[0]`` when ``rows`` is a partition (plus the previous partition's last ``window_size - 1``
+        rows): stride-``s`` windows then start at the global rows ``0, s, 2s, ...`` that fit, so merging
+        the partitions' statistics gives the whole table's, whatever the partitioning.
+
+        rows: (n, F) NumPy or backend array. strides: an int or ints >= 1. Returns (w * F)-feature
+        statistics per stride (empty ones where a stride has no window).
+
+        How: the rows are shifted by their column means (one matrix-vector product; non-finite
+        rows show there and only then are the rows scanned to name them), the stride-1 windows are
+        materialised ``block_windows`` at a time (default: a few MiB, so a block stays in cache) as
+        centred copies, and each stride's windows are a row-strided view of that block, so
+        ``block[a::s].T @ block[a::s]`` runs in BLAS without another copy. Window sums come from
+        per-residue row sums plus a few edge rows; the scatter about the exact window mean follows
+        from ``S = Y.T @ Y - m * delta delta.T``. Products run in the input dtype and are summed in
+        float64. Rows between the first and last window are all checked for NaN/inf, including rows
+        that a stride larger than ``window_size`` skips.
         """
-        from .windows import window_count
-
         backend, r = _as_batch(rows)
         n, features = int(r.shape[0]), int(r.shape[1])
-        m = window_count(n, window_size, stride)
-        w, s, d = int(window_size), int(stride), int(window_size) * features
-        self._check_features(d, "PCAStats.update_windows")
-        if m == 0:
-            return self
-        r = r[: (m - 1) * s + w]
-        _check_finite(backend, r, "PCAStats.update_windows")
-        shift = backend.mean(r, axis=0)
-        centred = backend.subtract(r, shift)
+        w, strides, offsets, counts, lo, hi = _window_plan(n, window_size, strides, first_row)
+        d = w * features
+        out = {s: cls(d) for s in strides}
+        if hi == 0:
+            return out
+        r, n = r[lo:hi], hi - lo
+        dtype = backend.dtype_name(r)
+        where = "PCAStats.from_stride_windows"
+        ones = _ones(backend, n, dtype)
+        total, shift, shift64 = _shift(backend, r, ones, where)
+        grams = {s: _Sum64(backend) for s in strides}
+        for block_start, block in _window_blocks(backend, r, w, shift64, block_windows or _block_rows(d, dtype)):
+            for s in strides:
+                if s == 1:  # first block row only: (F, k) @ (k, w * F), the rest follows from it (see _stride1_scatter)
+                    grams[s].add(backend.matmul(backend.transpose(block[:, :features]), block))
+                    continue
+                view = _stride_rows(block, block_start, offsets[s], counts[s], s)
+                if view is not None:
+                    grams[s].add(backend.matmul(backend.transpose(view), view))
+        for s in strides:
+            m = counts[s]
+            if m == 0:
+                continue
+            mean = _window_sums(backend, r, ones, total, s, offsets[s], m, w).reshape(d) / m
+            delta = mean - np.tile(shift64, w)
+            if s == 1:
+                raw = _stride1_scatter(backend, r, shift, grams[s].value(), w)
+            else:
+                raw = grams[s].value()
+            scatter = raw - m * np.outer(delta, delta)
+            _check_result(backend, r, scatter, where)
+            out[s]._absorb(m, mean, (scatter + scatter.T) * 0.5)
+        return out
 
-        def rows_of(a: int, u0: int, u1: int):  # Q_a[u0:u1], Q_a[u] = centred[a + u * s]
-            return centred[a + u0 * s : a + (u1 - 1) * s + 1 : s]
-
-        def product(a: int, b: int, dp: int, u0: int, u1: int):  # sum over u in [u0, u1) of Q_a[u] Q_b[u + dp]^T
-            return backend.matmul(backend.transpose(rows_of(a, u0, u1)), rows_of(b, u0 + dp, u1 + dp))
-
-        position = [divmod(i, s)[::-1] for i in range(w)]  # i -> (a, p) with i = a + p * s
-        pairs = [(i, j) for i in range(w) for j in range(i, w)]
-        keys: dict[tuple[int, int, int], list[int]] = {}
-        for i, j in pairs:
-            (a, p), (b, q) = position[i], position[j]
-            span = keys.setdefault((a, b, q - p), [p, p + m])
-            span[0], span[1] = min(span[0], p), max(span[1], p + m)
-        full = {key: product(*key, *span) for key, span in keys.items()}
-        # edge corrections: rows of the key's range outside this pair's windows
-        edges = {}
-        for i, j in pairs:
-            (a, p), (b, q) = position[i], position[j]
-            lo, hi = keys[(a, b, q - p)]
-            parts = [product(a, b, q - p, u0, u1) for u0, u1 in ((lo, p), (p + m, hi)) if u1 > u0]
-            if parts:
-                edges[(i, j)] = parts[0] if len(parts) == 1 else backend.add(parts[0], parts[1])
-        ones = backend.add(backend.zeros((1, m), backend.dtype_name(r)), 1)
-        sums = [backend.matmul(ones, rows_of(*position[i], position[i][1] + m)) for i in range(w)]
-        order = list(full) + list(edges)
-        stacked = backend.stack([full[k] for k in full] + [edges[k] for k in edges])
-        blocks = dict(zip(order, np.asarray(backend.to_numpy(stacked), dtype=np.float64)))
-        sums64 = np.asarray(backend.to_numpy(backend.concat(sums, axis=1)), dtype=np.float64).reshape(d)
-
-        raw = np.empty((d, d), dtype=np.float64)
-        for i, j in pairs:
-            (a, p), (b, q) = position[i], position[j]
-            block = blocks[(a, b, q - p)] - blocks[(i, j)] if (i, j) in blocks else blocks[(a, b, q - p)]
-            raw[i * features : (i + 1) * features, j * features : (j + 1) * features] = block
-            raw[j * features : (j + 1) * features, i * features : (i + 1) * features] = block.T
-        delta = sums64 / m
-        scatter = raw - m * np.outer(delta, delta)
-        mean = np.tile(np.asarray(backend.to_numpy(shift), dtype=np.float64), w) + delta
-        self._absorb(m, mean, (scatter + scatter.T) * 0.5)
+    def update_windows(self, rows, window_size: int, stride: int) -> "PCAStats":
+        """Add the windows of ``rows`` without keeping them: the same statistics as
+        ``update(stride_windows(rows, window_size, stride))``, from the (n, F) rows (see
+        ``from_stride_windows``, which does several strides from one pass). Returns self; fewer
+        than ``window_size`` rows is a no-op.
+        """
+        part = PCAStats.from_stride_windows(rows, window_size, [stride])[int(stride)]
+        self._check_features(int(part.n_features), "PCAStats.update_windows")
+        self._absorb(part.n_samples, part.mean, part.scatter)
         return self
 
     def merge(self, other: "PCAStats") -> "PCAStats":
@@ -353,4 +541,75 @@ class PCAModel:
         return model
 
 
-__all__ = ["PCAStats", "PCAModel"]
+def _check_models(models) -> None:
+    if not isinstance(models, Mapping) or not models:
+        raise TypeError(f"project_stride_windows expects a non-empty {{stride: PCAModel}} mapping, got {type(models).__name__}")
+
+
+def iter_project_stride_windows(rows, window_size: int, models: "Mapping[int, PCAModel]", *, first_row: int = 0, block_windows: int | None = None):
+    """Stream the projections of ``project_stride_windows`` block by block: yields
+    ``(stride, start, projected)`` where ``projected`` (k, k_s) holds windows ``start .. start + k - 1``
+    of that stride (numbered as in ``stride_windows``), in order for each stride; blocks cover every
+    window exactly once. Nothing the size of the whole result is held: write each block out as it comes.
+
+    The stride-1 windows are materialised ``block_windows`` at a time (default: a few MiB, in cache)
+    and every stride projects its row-strided view of the block, as ``PCAModel.transform`` does:
+    ``block[a::s] @ components_.T - mean_ @ components_.T``.
+    """
+    _check_models(models)
+    backend, r = _as_batch(rows)
+    n, features = int(r.shape[0]), int(r.shape[1])
+    w, strides, offsets, counts, lo, hi = _window_plan(n, window_size, list(models), first_row)
+    d = w * features
+    for s in strides:
+        if not isinstance(models[s], PCAModel):
+            raise TypeError(f"project_stride_windows: models[{s}] is {type(models[s]).__name__}, not PCAModel")
+        if models[s].n_features_in_ != d:
+            raise ValueError(f"project_stride_windows: the model for stride {s} expects {models[s].n_features_in_} features, windows of {w} x {features} have {d}")
+    used = [s for s in strides if counts[s]]
+    if not used:
+        return
+    dtype = backend.dtype_name(r)
+    r = r[lo:hi]
+    block = min(block_windows or _block_rows(d, dtype), hi - lo - w + 1)
+    components, bias = {}, {}
+    for s in used:
+        bias_row, components[s] = models[s]._on(backend, dtype)  # (mean_ @ components_.T, components_.T) in dtype
+        # subtracted from the flattened (k, k_s) product: one contiguous pass, not a loop per row
+        bias[s] = backend.asarray(np.tile(backend.to_numpy(bias_row), -(-block // s) + 1), dtype)
+    done = {s: 0 for s in used}
+    for block_start, windows in _window_blocks(backend, r, w, None, block):
+        for s in used:
+            view = _stride_rows(windows, block_start, offsets[s], counts[s], s)
+            if view is None:
+                continue
+            product = backend.matmul(view, components[s])
+            size = int(product.shape[0]) * int(product.shape[1])
+            flat = backend.subtract(backend.reshape(product, (size,)), bias[s][:size])
+            yield s, done[s], backend.reshape(flat, tuple(int(v) for v in product.shape))
+            done[s] += int(product.shape[0])
+
+
+def project_stride_windows(rows, window_size: int, models: "Mapping[int, PCAModel]", *, first_row: int = 0, block_windows: int | None = None) -> dict:
+    """Project the stride windows of ``rows`` with each stride's model: ``{stride: (m_s, k_s) array}``.
+
+    With ``first_row=0`` entry ``s`` equals ``models[s].transform(stride_windows(rows, window_size, s))``
+    (to the input dtype's rounding); ``first_row`` places the windows on the global stride phase as in
+    ``PCAStats.from_stride_windows``. rows: (n, F) NumPy or backend array; the results are that
+    backend's arrays in the rows' dtype. ``models``: ``{stride: PCAModel}`` fitted on w * F features.
+    One pass over the stride-1 windows serves every stride (see ``iter_project_stride_windows``, which
+    streams the same blocks without assembling them).
+    """
+    _check_models(models)
+    backend, r = _as_batch(rows)
+    pieces: dict[int, list] = {int(s): [] for s in models}
+    for s, _, projected in iter_project_stride_windows(r, window_size, models, first_row=first_row, block_windows=block_windows):
+        pieces[s].append(projected)
+    dtype = backend.dtype_name(r)
+    return {
+        s: (backend.zeros((0, models[s].n_components_), dtype) if not parts else parts[0] if len(parts) == 1 else backend.concat(parts, axis=0))
+        for s, parts in pieces.items()
+    }
+
+
+__all__ = ["PCAStats", "PCAModel", "project_stride_windows", "iter_project_stride_windows"]

@@ -113,6 +113,9 @@ class Backend:
             indices = mx.array(np.asarray(indices))
         return mx.take(x, indices, axis=axis)
 
+    def contiguous(self, x):
+        return mx.contiguous(x)
+
     def sliding_windows(self, x, window_size: int, stride: int):
         """(n, F) -> (m, window_size, F), stacked from ``window_size`` strided row slices.
 

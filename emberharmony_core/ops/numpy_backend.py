@@ -121,6 +121,10 @@ class Backend:
     def take(self, x, indices, axis=0):
         return np.take(x, indices, axis=axis)
 
+    def contiguous(self, x):
+        """x as a C-ordered array: x itself when it already is, else a copy (e.g. of an overlapping window view)."""
+        return np.ascontiguousarray(x)
+
     def sliding_windows(self, x, window_size: int, stride: int):
         """(n, F) -> (m, window_size, F) view of the windows starting at rows 0, s, 2s, ...
 

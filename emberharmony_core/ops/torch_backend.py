@@ -105,6 +105,9 @@ class Backend:
             tuple(x.shape[:axis]) + tuple(indices.shape) + tuple(x.shape[axis + 1 :])
         )
 
+    def contiguous(self, x):
+        return x.contiguous()
+
     def sliding_windows(self, x, window_size: int, stride: int):
         """(n, F) -> (m, window_size, F) view (``Tensor.unfold``, zero-copy)."""
         if x.shape[0] < window_size:

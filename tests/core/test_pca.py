@@ -236,3 +236,171 @@ def test_serialisation_round_trip_without_pickle():
     assert empty.n_samples == 0 and empty.n_features is None
     with pytest.raises(KeyError, match="scatter"):
         PCAStats.from_arrays({"n_samples": np.array(1), "mean": np.zeros(2)})
+
+
+# several strides from one pass: PCAStats.from_stride_windows / project_stride_windows
+
+from emberharmony_core.features import pca as pca_module  # noqa: E402
+from emberharmony_core.features.pca import iter_project_stride_windows, project_stride_windows  # noqa: E402
+
+
+def window_rows(n, features=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, features)) * np.geomspace(3.0, 0.5, features) + rng.uniform(-4, 4, features)
+
+
+def direct_stats(rows, w, s, first_row=0):
+    """The definition: update() on the stride_windows of the rows from the first one on the global stride phase."""
+    offset = (-first_row) % s
+    return PCAStats(w * rows.shape[1]).update(stride_windows(rows[offset:], w, s, "numpy"))
+
+
+@pytest.mark.parametrize(
+    "n, w, strides, first_row, block",
+    [
+        (60, 5, (1, 3, 5), 0, None),
+        (61, 5, (1, 3, 5), 7, 7),  # several blocks, a global phase
+        (63, 5, (2, 5, 7), 3, 4),  # no stride 1; stride > window (rows skipped between windows)
+        (40, 3, (7,), 0, None),
+        (1000, 4, (1, 2, 3, 5, 9), 13, 37),
+        (7, 5, (1, 2), 0, None),  # a few windows
+        (5, 5, (1, 3), 1, None),  # one stride-1 window; stride 3 on phase 1 has none
+        (4, 5, (1, 3), 0, None),  # fewer rows than a window: empty statistics
+    ],
+)
+def test_from_stride_windows_equals_update_of_each_stride(backend, n, w, strides, first_row, block):
+    rows = window_rows(n, seed=n + w)
+    got = PCAStats.from_stride_windows(backend.asarray(rows), w, strides, first_row=first_row, block_windows=block)
+    assert sorted(got) == sorted(strides)
+    for s in strides:
+        want = direct_stats(rows, w, s, first_row)
+        assert got[s].n_samples == want.n_samples and got[s].n_features == 3 * w
+        np.testing.assert_allclose(got[s].mean, want.mean, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(got[s].scatter, want.scatter, rtol=1e-9, atol=1e-9)
+
+
+def test_from_stride_windows_partitions_merge_to_the_whole_table(backend):
+    """Partitions read the previous partition's last w - 1 rows and pass their global first row: every
+    window once, so the merged statistics are the whole table's, for every stride."""
+    rows, w, strides = window_rows(997, seed=3), 5, (1, 3, 5)
+    whole = PCAStats.from_stride_windows(backend.asarray(rows), w, strides)
+    cuts = [0, 101, 102, 400, 731, 997]
+    merged = {s: PCAStats() for s in strides}
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        first = max(0, start - (w - 1))
+        part = PCAStats.from_stride_windows(backend.asarray(rows[first:stop]), w, strides, first_row=first)
+        merged = {s: part[s].merge(merged[s]) for s in strides}
+    for s in strides:
+        assert merged[s].n_samples == whole[s].n_samples == (997 - w) // s + 1
+        np.testing.assert_allclose(merged[s].mean, whole[s].mean, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(merged[s].scatter, whole[s].scatter, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype, cos_tol, rtol", [("float64", 1e-6, 1e-6), ("float32", 1e-4, 1e-4)])
+def test_from_stride_windows_matches_sklearn(backend, dtype, cos_tol, rtol):
+    rng = np.random.default_rng(9)
+    rows = np.cumsum(rng.standard_normal((6000, 4)), axis=0) * 0.05 + rng.standard_normal((6000, 4)) * [2.0, 1.0, 0.5, 0.2] + [3.0, -1.0, 0.5, 8.0]
+    got = PCAStats.from_stride_windows(backend.asarray(rows, dtype), 5, (1, 3, 5), block_windows=500)
+    for s in (1, 3, 5):
+        ref = PCA(n_components=6, svd_solver="full").fit(stride_windows(rows, 5, s, "numpy"))
+        assert_matches_reference(got[s].fit(6), ref, cos_tol=cos_tol, rtol=rtol)
+
+
+def test_project_stride_windows_equals_transform_and_sklearn(backend):
+    rows, w, strides = window_rows(2000, seed=5), 5, (1, 3, 5)
+    stats = PCAStats.from_stride_windows(rows, w, strides)
+    models = {s: stats[s].fit(4) for s in strides}
+    got = project_stride_windows(backend.asarray(rows), w, models, block_windows=333)
+    assert list(got) == list(strides)
+    for s in strides:
+        windows = stride_windows(rows, w, s, "numpy")
+        assert backend.is_array(got[s]) and backend.dtype_name(got[s]) == "float64"
+        np.testing.assert_allclose(backend.to_numpy(got[s]), models[s].transform(windows), rtol=1e-9, atol=1e-9)
+        ref = PCA(n_components=4, svd_solver="full").fit(windows)  # same sign rule
+        np.testing.assert_allclose(backend.to_numpy(got[s]), ref.transform(windows), rtol=1e-7, atol=1e-7)
+
+
+def test_project_stride_windows_float32_phase_and_streamed_blocks(backend):
+    rows, w = window_rows(1500, seed=6), 4
+    first_row = 10  # stride 3 starts at local row 2, stride 4 at local row 2, stride 1 at 0
+    stats = PCAStats.from_stride_windows(rows, w, (4, 1, 3), first_row=first_row)
+    models = {s: stats[s].fit(3) for s in (4, 1, 3)}
+    got = project_stride_windows(backend.asarray(rows, "float32"), w, models, first_row=first_row, block_windows=100)
+    assert list(got) == [4, 1, 3]  # the models' order
+    for s, model in models.items():
+        want = model.transform(stride_windows(rows[(-first_row) % s :], w, s, "numpy"))
+        assert backend.dtype_name(got[s]) == "float32"
+        np.testing.assert_allclose(backend.to_numpy(got[s]), want, rtol=1e-4, atol=1e-4)
+    seen = {s: 0 for s in models}
+    for s, start, block in iter_project_stride_windows(backend.asarray(rows), w, models, first_row=first_row, block_windows=100):
+        assert start == seen[s]  # in order, each window once
+        np.testing.assert_allclose(backend.to_numpy(block), backend.to_numpy(got[s])[start : start + block.shape[0]], rtol=1e-4, atol=1e-4)
+        seen[s] += int(block.shape[0])
+    assert seen == {s: int(got[s].shape[0]) for s in models}
+
+
+def test_project_stride_windows_with_too_few_rows_gives_empty_arrays(backend):
+    models = {s: part.fit(2) for s, part in PCAStats.from_stride_windows(window_rows(50), 5, (1, 2)).items()}
+    got = project_stride_windows(backend.asarray(window_rows(4)), 5, models)
+    assert {s: tuple(a.shape) for s, a in got.items()} == {1: (0, 2), 2: (0, 2)}
+    assert list(iter_project_stride_windows(window_rows(4), 5, models)) == []
+
+
+def test_update_over_several_blocks_matches_sklearn(backend, monkeypatch):
+    monkeypatch.setattr(pca_module, "_BLOCK_BYTES", 4096)  # blocks of 256 rows
+    monkeypatch.setattr(pca_module, "_FLUSH_BYTES", 3000)  # block products summed on the host every few blocks
+    assert_matches_reference(PCAStats().update(backend.asarray(DATA)).fit(K))
+    parts = PCAStats.from_stride_windows(backend.asarray(window_rows(3000)), 5, (1, 3))
+    for s in (1, 3):
+        want = direct_stats(window_rows(3000), 5, s)
+        np.testing.assert_allclose(parts[s].scatter, want.scatter, rtol=1e-9, atol=1e-9)
+
+
+def test_non_finite_rows_are_reported_with_count_and_column(backend):
+    rows = window_rows(60, features=4)
+    rows[10, 2] = np.nan
+    rows[30, 2] = np.nan
+    with pytest.raises(ValueError, match=r"from_stride_windows: input has 2 NaN .*column.*2"):
+        PCAStats.from_stride_windows(backend.asarray(rows), 5, (1, 3))
+    rows = window_rows(60, features=4)
+    rows[59, 3] = -np.inf
+    with pytest.raises(ValueError, match=r"0 NaN and 1 infinite.*column 3"):
+        PCAStats.from_stride_windows(backend.asarray(rows, "float32"), 5, (1,))
+    with pytest.raises(ValueError, match=r"1 infinite.*column 3"):
+        PCAStats().update_windows(backend.asarray(rows), 5, 5)
+    assert PCAStats().update_windows(backend.asarray(rows), 5, 2).n_samples == 28  # row 59 is in no stride-2 window
+    # a row before the first window (global phase) is in no window: not an error
+    rows = window_rows(60, features=4)
+    rows[0, 1] = np.nan
+    ok = PCAStats.from_stride_windows(backend.asarray(rows), 5, (3,), first_row=1)[3]
+    assert ok.n_samples == (60 - 5 - 2) // 3 + 1 and np.isfinite(ok.scatter).all()  # windows start at local row 2
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_overflowing_float32_is_an_error_not_garbage(backend):
+    rows = np.full((50, 2), 3e38, dtype=np.float32)
+    rows[::2] = -3e38
+    with pytest.raises(ValueError, match="overflow"):
+        PCAStats().update(backend.asarray(rows))
+    with pytest.raises(ValueError, match="overflow"):
+        PCAStats.from_stride_windows(backend.asarray(rows), 2, (1,))
+
+
+def test_bad_stride_window_arguments():
+    rows = window_rows(30)
+    with pytest.raises(ValueError, match="at least one stride"):
+        PCAStats.from_stride_windows(rows, 5, [])
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        PCAStats.from_stride_windows(rows, 5, [1, 0])
+    with pytest.raises(TypeError, match="window_size"):
+        PCAStats.from_stride_windows(rows, 2.5, [1])
+    with pytest.raises(ValueError, match="first_row"):
+        PCAStats.from_stride_windows(rows, 5, [1], first_row=-1)
+    assert sorted(PCAStats.from_stride_windows(rows, 5, 3)) == [3]  # one stride as an int
+    models = {1: PCAStats.from_stride_windows(rows, 5, [1])[1].fit(2)}
+    with pytest.raises(ValueError, match="expects 15 features, windows of 4 x 3 have 12"):
+        project_stride_windows(rows, 4, models)
+    with pytest.raises(TypeError, match="mapping"):
+        project_stride_windows(rows, 5, [models[1]])
+    with pytest.raises(ValueError, match="feature count mismatch"):
+        PCAStats().update(rows[:, :2]).update_windows(rows, 5, 1)
