@@ -80,7 +80,8 @@ class ArtifactStore:
 
     # documents
     def write_json(self, document, *parts: str) -> UPath:
-        return self._write_bytes(self.path(*parts, suffix=".json"), json.dumps(document, indent=1, sort_keys=True).encode())
+        payload = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return self._write_bytes(self.path(*parts, suffix=".json"), payload.encode())
 
     def read_json(self, *parts: str):
         target = self.path(*parts, suffix=".json")

@@ -33,6 +33,23 @@ def _arrow_struct_frame(series: pd.Series, prefix: str) -> pd.DataFrame:
     return frame.add_prefix(prefix)
 
 
+def _records_frame(records: list, prefix: str) -> pd.DataFrame:
+    """dict rows -> columns, as ``pd.json_normalize(records).add_prefix(prefix)``.
+
+    Through Arrow (a struct array, built in C: ~10x faster than json_normalize) when every
+    field holds one type; json_normalize otherwise (mixed types in a field).
+    """
+    import pyarrow as pa
+
+    try:
+        array = pa.array(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pd.json_normalize(records).add_prefix(prefix)
+    if not pa.types.is_struct(array.type) or any(pa.types.is_null(f.type) for f in array.type):
+        return pd.json_normalize(records).add_prefix(prefix)
+    return _arrow_struct_frame(pd.Series(pd.arrays.ArrowExtensionArray(array)), prefix)
+
+
 def flatten_struct_columns(frame: pd.DataFrame, struct_columns: Iterable[str], sep: str = "_") -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Replace each STRUCT column by its fields: ``{col}_{field}``, nested ``{col}_{a}.{b}``.
 
@@ -59,7 +76,7 @@ def flatten_struct_columns(frame: pd.DataFrame, struct_columns: Iterable[str], s
         else:
             records = [v if isinstance(v, Mapping) else {} for v in series.tolist()]
             has_values = any(records)
-            flat = pd.json_normalize(records).add_prefix(prefix) if has_values else pd.DataFrame(index=range(len(series)))
+            flat = _records_frame(records, prefix) if has_values else pd.DataFrame(index=range(len(series)))
             flat.index = series.index
         fields[col] = sorted(c[len(prefix):] for c in flat.columns) if has_values else []
         clash = [c for c in flat.columns if c in frame.columns and c != col]
