@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(resources["store"].base_path, ignore_errors=True)
 
     keys = daily_partitions.get_partition_keys()
+    if end > date.today():
+        print(f"note: days after {date.today()} have no partition yet (Dagster creates a day's partition once it "
+              f"has ended); use --start to place the demo in the past")
     print(f"materialising {len(all_assets)} assets over {len(keys)} daily partitions ({keys[0]} .. {keys[-1]}) in one run")
     started = time.perf_counter()
     result = materialize(

@@ -56,8 +56,17 @@ def markdown_table(rows: list[dict]) -> MetadataValue:
     return MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False))
 
 
+TABLE_ROWS = 10  # per end of a range: the metadata stays the same size however long the range
+
+
 def per_partition_metadata(rows: list[dict], totals: dict) -> dict:
-    """One partition: its own figures. A range: totals plus a per-partition table."""
+    """One partition: its own figures. A range: totals, the smallest and largest figure per
+    field, and a table of the first and last partitions (Dagster copies this metadata onto
+    every partition's materialisation, so it must not grow with the range)."""
     if len(rows) == 1:
         return {**rows[0], **totals}
-    return {**totals, "partitions": len(rows), "per_partition": markdown_table(rows)}
+    numeric = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    spread = {f"{k}_per_partition": f"{min(r.get(k, 0) for r in rows)} .. {max(r.get(k, 0) for r in rows)}"
+              for k in numeric}
+    shown = rows if len(rows) <= 2 * TABLE_ROWS else rows[:TABLE_ROWS] + rows[-TABLE_ROWS:]
+    return {**totals, **spread, "partitions": len(rows), "per_partition": markdown_table(shown)}
