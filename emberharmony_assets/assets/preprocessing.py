@@ -71,7 +71,7 @@ def preprocessor(context: AssetExecutionContext, source: SourceResource, setting
                  store: ArtifactStoreResource) -> MaterializeResult:
     """Imputer, scaler and one-hot vocabulary fitted on every partition's train statistics (JSON, no pickle)."""
     artifacts, config = store.get(), preprocess_config(source.spec(), settings)
-    names = artifacts.list_names("preprocess_stats", suffix=".json")
+    names = [n for n in artifacts.list_names("preprocess_stats", suffix=".json") if daily_partitions.has_partition_key(n)]
     if not names:
         raise ValueError("no preprocess_stats partitions are materialised: materialise some partitions first")
     metadata = {"partitions": len(names)}

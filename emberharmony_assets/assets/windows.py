@@ -104,7 +104,13 @@ def merged_stats(artifacts, stride: int) -> tuple[PCAStats, int]:
     """All stored partitions' statistics for one stride, merged; and how many partitions had train windows."""
     merged, used = PCAStats(), 0
     for name in artifacts.list_names("pca_stats", stride_folder(stride), suffix=".npz"):
+        if not daily_partitions.has_partition_key(name):
+            continue  # a file from partitions outside the current definition
         stats = PCAStats.from_arrays(artifacts.read_arrays("pca_stats", stride_folder(stride), name))
+        if merged.n_features is not None and stats.n_features not in (None, merged.n_features):
+            raise ValueError(f"pca_stats {name} (stride {stride}) has {stats.n_features} features, earlier partitions "
+                             f"{merged.n_features}: window_size or the feature columns changed since; re-materialise "
+                             "features, stride_windows and pca_stats for every partition")
         merged = merged.merge(stats)
         used += stats.n_samples > 0
     return merged, used

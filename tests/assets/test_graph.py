@@ -181,3 +181,15 @@ def test_stride_windows_depends_on_the_previous_features_partition():
         node.partitions_def.subset_with_partition_keys(["2026-01-03"]), node.partitions_def, node.partitions_def
     ).partitions_subset.get_partition_keys()
     assert sorted(upstream) == ["2026-01-02", "2026-01-03"]
+
+
+def test_pca_models_ignore_statistics_of_partitions_outside_the_definition(resources):
+    run_range(resources, by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT), PARTITIONS[0], PARTITIONS[1])
+    store = ArtifactStore(resources["store"].base_path)
+    stale = PCAStats().update(np.random.default_rng(0).standard_normal((10, 7)))  # another window width
+    store.write_arrays(stale.to_arrays(), "pca_stats", "stride=1", "2019-01-01")
+    run_range(resources, by_name("pca_models"), PARTITIONS[0], PARTITIONS[1])
+    model = PCAModel.from_arrays(store.read_arrays("pca_models", "stride=1"))
+    in_range = [PCAStats.from_arrays(store.read_arrays("pca_stats", "stride=1", key)) for key in PARTITIONS[:2]]
+    assert model.n_samples_ == sum(s.n_samples for s in in_range)  # the stale file is not merged
+    assert model.n_features_in_ == in_range[0].n_features != 7
