@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                       EMBERHARMONY_PARTITION_END=end.isoformat())
     os.environ.setdefault("DAGSTER_HOME", os.path.join(home, "dagster_home"))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("emberharmony_core").setLevel(logging.INFO)
 
     from dagster import DagsterInstance, materialize
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG

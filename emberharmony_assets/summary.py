@@ -25,8 +25,9 @@ def print_summary(result, seconds: float) -> int:
         print("split rows: " + ", ".join(f"{s} {split.get(f'{s}_rows', 0):,}" for s in ("train", "validation", "test")))
     windows = totals.get("stride_windows", {})
     for key, value in windows.items():
-        if key.startswith("windows_stride_"):
-            print(f"windows, stride {key.rsplit('_', 1)[1]}: {value:,}")
+        stride = key.removeprefix("windows_stride_")
+        if stride.isdigit():
+            print(f"windows, stride {stride}: {value:,}")
     models = totals.get("pca_models", {}).get("models")
     if models:
         print("pca_models:\n" + str(models))

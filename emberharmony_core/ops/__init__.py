@@ -76,9 +76,8 @@ def _seconds_for_products(backend, repeats: int = 5) -> float:
     return best
 
 
-@lru_cache(maxsize=None)
-def _auto_choice() -> tuple[str, str | None, str]:
-    """(name, device, reason) for ``auto``; measured once per process."""
+def _measured_choice() -> tuple[str, str | None, str]:
+    """(name, device, reason) for ``auto``."""
     names = available_backends()
     if "torch" in names and _cuda_available():
         return "torch", "cuda", "a CUDA device is present"
@@ -90,6 +89,14 @@ def _auto_choice() -> tuple[str, str | None, str]:
     name = min(timings, key=timings.get)
     figures = ", ".join(f"{n} {t * 1e3:.2f} ms" for n, t in timings.items())
     return name, None, f"fastest CPU matrix product measured here ({figures}); MLX is never chosen off Apple silicon"
+
+
+@lru_cache(maxsize=None)
+def _auto_choice() -> tuple[str, str | None, str]:
+    """(name, device, reason) for ``auto``; measured and logged once per process."""
+    name, device, reason = _measured_choice()
+    logger.info("backend auto -> %s (%s)", name, reason)
+    return name, device, reason
 
 
 def get_backend(name: str = "auto", device: str | None = None):
@@ -107,7 +114,6 @@ def get_backend(name: str = "auto", device: str | None = None):
     if key == "auto":
         key, auto_device, reason = _auto_choice()
         device = device or auto_device
-        logger.info("backend auto -> %s (%s)", key, reason)
     if key not in _MODULES:
         raise BackendUnavailableError(
             f"unknown backend {name!r}; choose 'auto' or one of the available backends: "
