@@ -42,7 +42,7 @@ def first_window_end(tail_rows: int, window_size: int, stride: int) -> int:
     return -(-needed // stride) * stride
 
 
-def window_count(rows: int, tail_rows: int, window_size: int, stride: int) -> int:
+def windows_ending_in_partition(rows: int, tail_rows: int, window_size: int, stride: int) -> int:
     """How many windows end in a partition holding ``rows`` rows of an entity after ``tail_rows`` tail rows."""
     first = first_window_end(tail_rows, window_size, stride)
     return 0 if first >= rows else (rows - 1 - first) // stride + 1
@@ -57,7 +57,7 @@ def expected_window_counts(current: pd.DataFrame, previous_tail: pd.DataFrame | 
         return frame.groupby(entity_column, sort=False).size() if entity_column else pd.Series({None: len(frame)})
 
     rows, tails = sizes(current), sizes(previous_tail)
-    return {stride: sum(window_count(int(n), int(tails.get(entity, 0)), window_size, stride) for entity, n in rows.items())
+    return {stride: sum(windows_ending_in_partition(int(n), int(tails.get(entity, 0)), window_size, stride) for entity, n in rows.items())
             for stride in strides}
 
 
@@ -106,7 +106,7 @@ def partition_windows(current: pd.DataFrame, previous_tail: pd.DataFrame | None,
         pieces, index_parts, candidates = [], [], 0
         for _, start, stop in _blocks(entity_key):
             tail_rows = int(is_tail[start:stop].sum())
-            count = window_count(stop - start - tail_rows, tail_rows, window_size, stride)
+            count = windows_ending_in_partition(stop - start - tail_rows, tail_rows, window_size, stride)
             if count == 0:
                 continue
             first_start = start + tail_rows + first_window_end(tail_rows, window_size, stride) - (window_size - 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Mapping, Protocol, Sequence
+from typing import Mapping, Protocol
 
 import pandas as pd
 
@@ -103,7 +103,3 @@ def normalise_frame(frame: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
         ts = pd.to_datetime(ts, utc=True)
     frame[spec.timestamp_column] = ts.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
     return frame.sort_values(spec.order_by, kind="stable").reset_index(drop=True)
-
-
-def sequence_or_empty(values: Sequence[str] | None) -> tuple[str, ...]:
-    return tuple(values or ())

@@ -76,12 +76,11 @@ import time
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
+from ..features.cyclical import CYCLICAL_SUFFIXES  # the local feature names, one source of truth
 from .base import TableSpec, WindowRead, as_utc, normalise_frame, validate_columns
 from .sql import IdentifierError, check_column, parse_bigquery_table, quote_column
 
 TWO_PI = "6.283185307179586"  # repr(2 * math.pi): exact float64 literal
-CYCLICAL_SUFFIXES = ("sin_hour", "cos_hour", "sin_dayofweek", "cos_dayofweek",
-                     "sin_day", "cos_day", "sin_month", "cos_month")
 _TIMEZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-/]{0,63}$|^[+-]\d{2}(:?\d{2})?$")
 _CTE = "eh_window"
 
