@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SETUP_INPUTS := pyproject.toml scripts/setup.sh scripts/setup_bqemulator.sh scripts/constraints.txt
 
-.PHONY: setup demo test ui bench
+.PHONY: setup demo test ui bench bench-graph
 setup: .venv/.installed
 .venv/.installed: $(SETUP_INPUTS)
 	bash scripts/setup.sh
@@ -18,3 +18,6 @@ ui: setup
 
 bench: setup
 	$(PY) -m emberharmony_core.bench $(ARGS)
+
+bench-graph: setup
+	$(PY) -m emberharmony_assets.bench $(ARGS)

@@ -25,12 +25,13 @@ def spec(asset: str, name: str, description: str) -> AssetCheckSpec:
     return AssetCheckSpec(name=name, asset=asset, description=description)
 
 
-def split_fractions_check(keys: np.ndarray, splits: np.ndarray, fractions, names=("train", "validation", "test")) -> AssetCheckResult:
+def split_fractions_check(keys: np.ndarray, splits: np.ndarray, fractions, names=("train", "validation", "test"),
+                          asset_key: str | None = None) -> AssetCheckResult:
     """Share of distinct split keys per split within 4 binomial standard deviations (+1 point) of the configured fraction."""
     unique_keys, first = np.unique(keys.astype(str), return_index=True)
     n = len(unique_keys)
     if n < MIN_KEYS_FOR_FRACTIONS:
-        return AssetCheckResult(check_name=SPLIT_FRACTIONS, passed=True, metadata={
+        return AssetCheckResult(check_name=SPLIT_FRACTIONS, asset_key=asset_key, passed=True, metadata={
             "distinct_keys": n, "note": f"fewer than {MIN_KEYS_FOR_FRACTIONS} distinct split keys; not tested"})
     key_splits = splits[first]
     observed, problems = {}, []
@@ -40,7 +41,7 @@ def split_fractions_check(keys: np.ndarray, splits: np.ndarray, fractions, names
         observed[name] = round(share, 4)
         if abs(share - fraction) > tolerance:
             problems.append(f"{name}: {share:.3f} vs configured {fraction} (tolerance {tolerance:.3f})")
-    return AssetCheckResult(check_name=SPLIT_FRACTIONS, passed=not problems,
+    return AssetCheckResult(check_name=SPLIT_FRACTIONS, asset_key=asset_key, passed=not problems,
                             severity=AssetCheckSeverity.WARN,
                             metadata={"distinct_keys": n, **{f"share_{k}": v for k, v in observed.items()},
                                       "problems": "; ".join(problems) or "none"})
@@ -55,18 +56,18 @@ def count_bad_values(matrix: np.ndarray, bound: float | None = None) -> np.ndarr
 
 
 def finite_features_check(bad_counts: np.ndarray, rows: int, columns: list[str], check_name: str = FINITE_FEATURES,
-                          severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
+                          severity: AssetCheckSeverity = AssetCheckSeverity.ERROR, asset_key: str | None = None) -> AssetCheckResult:
     """Passes when no feature column holds a bad value; names the offending columns and counts."""
     offenders = {columns[i]: int(c) for i, c in enumerate(bad_counts) if c}
-    return AssetCheckResult(check_name=check_name, passed=not offenders, severity=severity,
+    return AssetCheckResult(check_name=check_name, asset_key=asset_key, passed=not offenders, severity=severity,
                             metadata={"columns_checked": len(columns), "rows_checked": int(rows),
                                       "bad_values_by_column": str(offenders) if offenders else "none"})
 
 
-def window_counts_check(expected: dict[int, int], produced: dict[int, int]) -> AssetCheckResult:
+def window_counts_check(expected: dict[int, int], produced: dict[int, int], asset_key: str | None = None) -> AssetCheckResult:
     """Windows made (before dropping mixed-split ones) equal what the partition's row counts imply, per stride."""
     mismatched = {s: (expected[s], produced.get(s)) for s in expected if expected[s] != produced.get(s)}
-    return AssetCheckResult(check_name=WINDOW_COUNTS, passed=not mismatched,
+    return AssetCheckResult(check_name=WINDOW_COUNTS, asset_key=asset_key, passed=not mismatched,
                             metadata={**{f"expected_stride_{s}": int(v) for s, v in expected.items()},
                                       **{f"produced_stride_{s}": int(v) for s, v in produced.items()},
                                       "mismatched": str(mismatched) if mismatched else "none"})

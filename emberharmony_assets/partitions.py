@@ -16,6 +16,5 @@ PARTITION_END = os.environ.get("EMBERHARMONY_PARTITION_END", "2026-04-01") or No
 
 daily_partitions = DailyPartitionsDefinition(start_date=PARTITION_START, end_date=PARTITION_END, timezone="UTC")
 
-# "this partition and the one before it" (the previous one is absent for the first partition)
-with_previous_partition = TimeWindowPartitionMapping(start_offset=-1, end_offset=0,
-                                                     allow_nonexistent_upstream_partitions=True)
+# "the partition before this one" (absent for the first partition): how windows continue each series
+previous_partition = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from emberharmony_core.features.split import validate_fractions
 from emberharmony_core.ops import get_backend
-from emberharmony_core.sources.base import TableSpec
+from emberharmony_core.sources.base import DEFAULT_ROWS_PER_CHUNK, TableSpec
 from emberharmony_core.store import ArtifactStore
 
 
@@ -103,6 +103,8 @@ class PipelineSettings(ConfigurableResource):
     force_categorical_columns: list[str] = Field(default_factory=list)
     target_column: Optional[str] = Field(default=None, description="kept aside, never a feature")
     max_categories: int = 50
+    rows_per_chunk: int = Field(default=DEFAULT_ROWS_PER_CHUNK, description="rows read, processed and written at a time; "
+                                "memory follows it, results do not")
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self.validate()
@@ -117,6 +119,8 @@ class PipelineSettings(ConfigurableResource):
             raise ValueError(f"every stride must be >= 1, got {bad}")
         if len(set(self.strides)) != len(self.strides):
             raise ValueError(f"strides repeat a value: {self.strides}")
+        if self.rows_per_chunk < 1:
+            raise ValueError(f"rows_per_chunk must be >= 1, got {self.rows_per_chunk}")
         if self.n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {self.n_components}")
         if self.dtype not in ("float32", "float64"):

@@ -19,3 +19,13 @@ def backend(request):
         return get_backend(request.param)
     except BackendUnavailableError as exc:
         pytest.fail(f"backend {request.param!r} must be installed for the test suite: {exc}")
+
+
+def materialized_metadata(result, asset: str) -> dict:
+    """Metadata of the first materialisation of ``asset`` in a run result (by asset key: several assets share
+    a multi-asset node)."""
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == asset:
+            return materialization.metadata
+    raise KeyError(f"no materialisation of {asset!r} in run {result.run_id}")

@@ -1,10 +1,9 @@
-"""The asset graph, one module per domain."""
+"""The asset graph, one module per domain: two streaming passes (ingest, features_and_windows) and the
+steps between and after them (preprocessor, pca_models, projected_windows)."""
 
-from .ingest import cyclical_features, raw_chunk, split_data
-from .preprocessing import features, preprocess_stats, preprocessor
-from .windows import pca_models, pca_stats, projected_windows, stride_windows
+from .ingest import ingest
+from .preprocessing import preprocessor
+from .windows import features_and_windows, pca_models, projected_windows
 
-partitioned_assets = [raw_chunk, split_data, cyclical_features, preprocess_stats, features, stride_windows, pca_stats,
-                      projected_windows]
-all_assets = [raw_chunk, split_data, cyclical_features, preprocess_stats, preprocessor, features, stride_windows,
-              pca_stats, pca_models, projected_windows]
+partitioned_assets = [ingest, features_and_windows, projected_windows]
+all_assets = [ingest, preprocessor, features_and_windows, pca_models, projected_windows]

@@ -1,4 +1,5 @@
-"""Small helpers every asset module shares: partition windows, timing, metadata tables."""
+"""What every asset module shares: the partitioned-asset arguments, the loop over a run's partitions,
+timing, metadata tables."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import pandas as pd
-from dagster import AssetExecutionContext, MetadataValue
+from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue
 
 from ..partitions import daily_partitions
 
+# every partitioned asset: daily, and a range backfill runs as ONE run that loops over its days
+PARTITIONED = dict(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run())
 
-def partition_windows(context: AssetExecutionContext) -> list[tuple[str, datetime, datetime]]:
+
+def selected_names(context: AssetExecutionContext) -> set[str]:
+    """Names of the assets this (multi-)asset step materialises."""
+    return {key.to_user_string() for key in context.selected_asset_keys}
+
+
+def run_partitions(context: AssetExecutionContext) -> list[tuple[str, datetime, datetime]]:
     """(key, start, end) for every partition this run materialises, oldest first.
 
     A single-run backfill hands one run a whole range; assets loop over it one

@@ -1,48 +1,32 @@
-"""raw_chunk -> split_data -> cyclical_features: one time partition at a time."""
+"""raw_chunk -> split_data -> cyclical_features -> preprocess_stats: one streaming pass per partition.
+
+One multi-asset reads the source once, chunk by chunk (``settings.rows_per_chunk`` rows), and each
+chunk goes through every selected step: raw_chunk writes the source columns, split_data the
+``split`` column, cyclical_features its sin/cos columns (each file row-aligned, Parquet row groups
+written as the chunks come), preprocess_stats accumulates the train rows' statistics. Selecting a
+subset starts from the first selected asset and reads what comes before it from its artifacts.
+"""
+
+from contextlib import ExitStack, nullcontext
 
 import numpy as np
-from dagster import AssetCheckSeverity, AssetExecutionContext, BackfillPolicy, MaterializeResult, asset
+import pandas as pd
+from dagster import AssetCheckSeverity, AssetExecutionContext, AssetSpec, MaterializeResult, multi_asset
 
 from emberharmony_core.features.cyclical import CYCLICAL_SUFFIXES
 from emberharmony_core.features.cyclical import cyclical_features as add_cyclical_features
+from emberharmony_core.features.preprocess import compute_partition_stats
 from emberharmony_core.features.split import assign_split
+from emberharmony_core.layout import CYCLICAL, RAW, SPLIT, iter_asset_frames
 
 from .. import checks
-from ..partitions import daily_partitions
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import partition_windows, per_partition_metadata, timed
+from ._common import PARTITIONED, per_partition_metadata, run_partitions, selected_names, timed
+from .preprocessing import preprocess_config
 
-PARTITIONED = dict(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(), group_name="features")
+STEPS = [RAW, SPLIT, CYCLICAL, "preprocess_stats"]
 SPLITS = ("train", "validation", "test")
-READ_FIGURES = ("bytes_read", "bytes_processed", "bytes_billed", "pages", "seconds")
-
-
-@asset(**PARTITIONED, kinds={"duckdb", "bigquery", "parquet"})
-def raw_chunk(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-              store: ArtifactStoreResource) -> MaterializeResult:
-    """Rows whose timestamp lies in the partition's window, read with one parameterised query.
-
-    With BigQuery pushdown the same query also returns ``split`` and the cyclical columns.
-    """
-    artifacts = store.get()
-    rows, totals = [], {"rows": 0, "source": type(source).__name__,
-                        "pushdown": source.computes_split_and_cyclical()}
-    split_key = settings.split_key or source.entity_column
-    if source.computes_split_and_cyclical() and split_key is None:
-        raise ValueError("source pushdown needs a split key column: set settings.split_key or source.entity_column "
-                         "(a split by partition date is computed locally: turn pushdown off)")
-    with timed(totals), source.open_reader(split_key, tuple(settings.split_fractions)) as reader:
-        for key, start, end in partition_windows(context):
-            read = reader.read_window(start, end)
-            artifacts.write_frame(read.frame, "raw_chunk", key)
-            context.log.info(f"raw_chunk {key}: {len(read.frame):,} rows from {read.metadata.get('source')}")
-            figures = {k: v for k, v in read.metadata.items() if k in READ_FIGURES and v is not None}
-            rows.append({"partition": key, "rows": len(read.frame), **figures})
-            totals["rows"] += len(read.frame)
-            for name, value in figures.items():
-                if name != "seconds":
-                    totals[name] = totals.get(name, 0) + value
-    return MaterializeResult(metadata=per_partition_metadata(rows, totals))
+READ_FIGURES = ("bytes_read", "bytes_processed", "bytes_billed", "pages", "chunks")
 
 
 def split_keys(frame, key_column: str | None, partition_key: str) -> np.ndarray:
@@ -52,59 +36,132 @@ def split_keys(frame, key_column: str | None, partition_key: str) -> np.ndarray:
     return frame[key_column].to_numpy()
 
 
-@asset(**PARTITIONED, deps=[raw_chunk], kinds={"parquet"}, check_specs=[checks.spec(
-    "split_data", checks.SPLIT_FRACTIONS, "share of distinct split keys per split is near the configured fraction")])
-def split_data(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-               store: ArtifactStoreResource) -> MaterializeResult:
-    """Rows with their ``split`` (train/validation/test) from FARM_FINGERPRINT of the split key."""
-    artifacts = store.get()
+def source_chunks(stream, columns: list[str]):
+    """The stream's chunks; an empty window gives one empty frame with the columns (so every file is written)."""
+    empty = True
+    for chunk in stream:
+        empty = False
+        yield chunk
+    if empty:
+        make_empty = getattr(stream, "empty_frame", None)
+        yield make_empty() if make_empty is not None else pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+@multi_asset(
+    name="ingest",
+    specs=[
+        AssetSpec(RAW, group_name="ingest", kinds={"duckdb", "bigquery", "parquet"},
+                  description="Rows whose timestamp lies in the partition's day, read with one parameterised query "
+                              "(ordered by entity, then time) and streamed in chunks; the source columns."),
+        AssetSpec(SPLIT, deps=[RAW], group_name="ingest", kinds={"parquet"},
+                  description="Each row's split (train / validation / test) from FARM_FINGERPRINT of the split key; "
+                              "stores the split column, row-aligned with raw_chunk."),
+        AssetSpec(CYCLICAL, deps=[SPLIT], group_name="ingest", kinds={"parquet"},
+                  description="8 sin/cos columns per datetime column (periods 24 h, 7 days, days in the month, "
+                              "12 months); stores those columns, row-aligned with raw_chunk."),
+        AssetSpec("preprocess_stats", deps=[CYCLICAL], group_name="preprocessing", kinds={"json"},
+                  description="Mergeable statistics of the partition's TRAIN rows: moments, nulls, categories, "
+                              "median sketches."),
+    ],
+    check_specs=[
+        checks.spec(SPLIT, checks.SPLIT_FRACTIONS, "share of distinct split keys per split is near the configured fraction"),
+        checks.spec(CYCLICAL, checks.CYCLICAL_RANGE, "every sin/cos value is finite and within [-1, 1]"),
+    ],
+    can_subset=True,
+    **PARTITIONED,
+)
+def ingest(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
+           backend: BackendResource, store: ArtifactStoreResource):
+    """Read each partition once and materialise every selected step chunk by chunk."""
+    artifacts, compute, spec = store.get(), backend.get(), source.spec()
+    selected = selected_names(context)
+    steps = STEPS[min(STEPS.index(name) for name in selected):]
+    from_source = steps[0] == RAW
+    pushdown = from_source and source.computes_split_and_cyclical()
     key_column = settings.split_key or source.entity_column
-    rows, totals = [], {"rows": 0, "split_key": key_column or "partition date"}
-    seen_keys, seen_splits = [], []
-    with timed(totals):
-        for key, _, _ in partition_windows(context):
-            frame = artifacts.read_frame("raw_chunk", key)
-            if key_column is not None and key_column not in frame.columns:
-                raise ValueError(f"split_key {key_column!r} is not a column read from the source; "
-                                 f"columns: {', '.join(frame.columns)}")
-            keys = split_keys(frame, key_column, key)
-            if not source.computes_split_and_cyclical():  # else BigQuery computed it with the same hash
-                frame["split"] = assign_split(keys, tuple(settings.split_fractions))
-            artifacts.write_frame(frame, "split_data", key)
-            distinct, first = np.unique(keys.astype(str), return_index=True)
-            seen_keys.append(distinct)
-            seen_splits.append(frame["split"].to_numpy()[first])
-            counts = frame["split"].value_counts()
-            rows.append({"partition": key, "rows": len(frame), **{s: int(counts.get(s, 0)) for s in SPLITS}})
-            totals["rows"] += len(frame)
-    for split in SPLITS:
-        totals[f"{split}_rows"] = sum(r[split] for r in rows)
-    check = checks.split_fractions_check(np.concatenate(seen_keys), np.concatenate(seen_splits), settings.split_fractions)
-    return MaterializeResult(metadata=per_partition_metadata(rows, totals), check_results=[check])
-
-
-@asset(**PARTITIONED, deps=[split_data], kinds={"parquet"}, check_specs=[checks.spec(
-    "cyclical_features", checks.CYCLICAL_RANGE, "every sin/cos value is finite and within [-1, 1]")])
-def cyclical_features(context: AssetExecutionContext, source: SourceResource, backend: BackendResource,
-                      store: ArtifactStoreResource) -> MaterializeResult:
-    """Split rows plus 8 sin/cos columns per datetime column (true periods: 24 h, 7 d, month length, 12 months)."""
-    artifacts, compute = store.get(), backend.get()
-    columns = list(source.spec().datetime_columns)
-    names = [f"{column}_{suffix}" for column in columns for suffix in CYCLICAL_SUFFIXES]
-    rows, totals = [], {"rows": 0, "backend": compute.name, "datetime_columns": ", ".join(columns)}
-    bad = np.zeros(len(names), dtype=np.int64)
-    with timed(totals):
-        for key, _, _ in partition_windows(context):
-            frame = artifacts.read_frame("split_data", key)
-            if source.computes_split_and_cyclical():  # BigQuery computed them (float64): same dtype as local
-                frame[names] = frame[names].astype("float32")
+    if pushdown and key_column is None:
+        raise ValueError("source pushdown needs a split key column: set settings.split_key or source.entity_column "
+                         "(a split by partition date is computed locally: turn pushdown off)")
+    config = preprocess_config(spec, settings)
+    cyclical_names = [f"{column}_{suffix}" for column in spec.datetime_columns for suffix in CYCLICAL_SUFFIXES]
+    rows = {name: [] for name in steps}
+    totals = {RAW: {"rows": 0, "source": type(source).__name__, "pushdown": pushdown},
+              SPLIT: {"rows": 0, "split_key": key_column or "partition date"},
+              CYCLICAL: {"rows": 0, "backend": compute.name, "datetime_columns": ", ".join(spec.datetime_columns)},
+              "preprocess_stats": {"train_rows": 0}}
+    first_splits, bad_cyclical = [], np.zeros(len(cyclical_names), dtype=np.int64)
+    reader_context = source.open_reader(key_column, tuple(settings.split_fractions)) if from_source else nullcontext()
+    with timed(totals[steps[0]]), reader_context as reader:
+        for key, start, end in run_partitions(context):
+            if from_source:
+                stream = reader.iter_window(start, end, settings.rows_per_chunk)
+                chunks = source_chunks(stream, spec.columns)
             else:
-                for column in columns:
-                    frame = add_cyclical_features(frame, column, compute)
-            artifacts.write_frame(frame, "cyclical_features", key)
-            bad += checks.count_bad_values(frame[names].to_numpy(), bound=1.0)
-            rows.append({"partition": key, "rows": len(frame)})
-            totals["rows"] += len(frame)
-    # NaT in a datetime column gives NaN features by design (imputed later): a warning, not an error
-    check = checks.finite_features_check(bad, totals["rows"], names, checks.CYCLICAL_RANGE, AssetCheckSeverity.WARN)
-    return MaterializeResult(metadata=per_partition_metadata(rows, totals), check_results=[check])
+                stream, chunks = None, iter_asset_frames(artifacts, STEPS[STEPS.index(steps[0]) - 1], key,
+                                                         settings.rows_per_chunk)
+            n_rows, split_counts, stats = 0, dict.fromkeys(SPLITS, 0), None
+            with ExitStack() as files:
+                writers = {name: files.enter_context(artifacts.frame_writer(name, key))
+                           for name in (RAW, SPLIT, CYCLICAL) if name in selected}
+                for chunk in chunks:
+                    n_rows += len(chunk)
+                    if RAW in writers:
+                        writers[RAW].write(chunk[spec.columns])
+                    if SPLIT in steps:
+                        if not pushdown:  # else BigQuery computed it with the same hash
+                            chunk["split"] = assign_split(split_keys(chunk, key_column, key), tuple(settings.split_fractions))
+                        if SPLIT in writers:
+                            writers[SPLIT].write(chunk[["split"]])
+                            keys = split_keys(chunk, key_column, key)
+                            first_splits.append(pd.DataFrame({"key": keys.astype(str), "split": chunk["split"].to_numpy()})
+                                                .drop_duplicates("key"))
+                            for split, count in chunk["split"].value_counts().items():
+                                split_counts[split] += int(count)
+                    if CYCLICAL in steps:
+                        if pushdown:  # BigQuery computed them (float64): same dtype as local
+                            chunk[cyclical_names] = chunk[cyclical_names].astype("float32")
+                        else:
+                            for column in spec.datetime_columns:
+                                chunk = add_cyclical_features(chunk, column, compute)
+                        if CYCLICAL in writers:
+                            writers[CYCLICAL].write(chunk[cyclical_names])
+                            bad_cyclical += checks.count_bad_values(chunk[cyclical_names].to_numpy(), bound=1.0)
+                    if "preprocess_stats" in selected:
+                        part = compute_partition_stats(chunk, config)
+                        stats = part if stats is None else stats.merge(part)
+            if "preprocess_stats" in selected:
+                artifacts.write_json(stats.to_dict(), "preprocess_stats", key)
+                rows["preprocess_stats"].append({"partition": key, "train_rows": int(stats.n_train_rows)})
+                totals["preprocess_stats"]["train_rows"] += int(stats.n_train_rows)
+            if RAW in selected:
+                figures = {k: v for k, v in stream.metadata.items() if k in READ_FIGURES and v is not None}
+                rows[RAW].append({"partition": key, "rows": n_rows, **figures})
+                for name, value in figures.items():
+                    totals[RAW][name] = totals[RAW].get(name, 0) + value
+                context.log.info(f"raw_chunk {key}: {n_rows:,} rows from {stream.metadata.get('source')}")
+            if SPLIT in selected:
+                rows[SPLIT].append({"partition": key, "rows": n_rows, **split_counts})
+                for split, count in split_counts.items():
+                    totals[SPLIT][f"{split}_rows"] = totals[SPLIT].get(f"{split}_rows", 0) + count
+            if CYCLICAL in selected:
+                rows[CYCLICAL].append({"partition": key, "rows": n_rows})
+            for name in (RAW, SPLIT, CYCLICAL):
+                totals[name]["rows"] += n_rows
+
+    for name in STEPS:
+        if name not in selected:
+            continue
+        if name != steps[0]:
+            totals[name].update({k: totals[steps[0]][k] for k in ("seconds", "peak_rss_mib")})
+        results = []
+        if name == SPLIT:
+            seen = pd.concat(first_splits, ignore_index=True).drop_duplicates("key") if first_splits else \
+                pd.DataFrame({"key": [], "split": []})
+            results.append(checks.split_fractions_check(seen["key"].to_numpy(), seen["split"].to_numpy(),
+                                                        settings.split_fractions, asset_key=SPLIT))
+        if name == CYCLICAL:
+            # NaT in a datetime column gives NaN features by design (imputed later): a warning, not an error
+            results.append(checks.finite_features_check(bad_cyclical, totals[CYCLICAL]["rows"], cyclical_names,
+                                                        checks.CYCLICAL_RANGE, AssetCheckSeverity.WARN, asset_key=CYCLICAL))
+        yield MaterializeResult(asset_key=name, metadata=per_partition_metadata(rows[name], totals[name]),
+                                check_results=results)

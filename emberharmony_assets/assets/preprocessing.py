@@ -1,32 +1,20 @@
-"""preprocess_stats -> preprocessor -> features: the seed's prepare_data, fitted on train rows only.
+"""preprocessor: the seed's prepare_data, fitted on train rows only.
 
-Per partition, mergeable statistics of the TRAIN rows (counts, moments, null
-counts, category counts, a quantile sketch); one non-partitioned fitted
-preprocessor merged from them (JSON, no pickle); then every partition's rows
-imputed, scaled and one-hot encoded with it, ready for windows and PCA.
+``preprocess_stats`` (per partition, in the ingest pass) holds mergeable statistics of the TRAIN
+rows (counts, moments, null counts, category counts, a quantile sketch); ``preprocessor`` (not
+partitioned) merges them into one fitted preprocessor (JSON, no pickle); ``features`` (in the
+windows pass) applies it to every row.
 """
 
 
-import numpy as np
-from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from emberharmony_core.features.preprocess import (FittedPreprocessor, PreprocessConfig, PreprocessStats,
-                                                   compute_partition_stats, fit_preprocessor)
+from emberharmony_core.features.preprocess import FittedPreprocessor, PreprocessConfig, PreprocessStats, fit_preprocessor
 from emberharmony_core.sources.base import TableSpec
 
-from .. import checks
 from ..partitions import daily_partitions
 from ..resources import ArtifactStoreResource, PipelineSettings, SourceResource
-from ._common import partition_windows, per_partition_metadata, timed
-from .ingest import cyclical_features
-
-PARTITIONED = dict(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(), group_name="preprocessing")
-
-
-def passthrough_columns(spec: TableSpec, settings: PipelineSettings) -> set[str]:
-    """Columns carried alongside the features but never fed to windows or PCA."""
-    return {c for c in (spec.entity_column, spec.timestamp_column, *spec.datetime_columns, "split",
-                        settings.target_column) if c}
+from ._common import timed
 
 
 def preprocess_config(spec: TableSpec, settings: PipelineSettings) -> PreprocessConfig:
@@ -49,24 +37,7 @@ def preprocess_config(spec: TableSpec, settings: PipelineSettings) -> Preprocess
     )
 
 
-@asset(**PARTITIONED, deps=[cyclical_features], kinds={"json"})
-def preprocess_stats(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-                     store: ArtifactStoreResource) -> MaterializeResult:
-    """Mergeable statistics of this partition's TRAIN rows: moments, nulls, categories, median sketches."""
-    artifacts, config = store.get(), preprocess_config(source.spec(), settings)
-    rows, totals = [], {"train_rows": 0}
-    with timed(totals):
-        for key, _, _ in partition_windows(context):
-            frame = artifacts.read_frame("cyclical_features", key)
-            stats = compute_partition_stats(frame, config)
-            artifacts.write_json(stats.to_dict(), "preprocess_stats", key)
-            train_rows = int((frame[config.split_column] == config.train_split).sum())
-            rows.append({"partition": key, "train_rows": train_rows})
-            totals["train_rows"] += train_rows
-    return MaterializeResult(metadata=per_partition_metadata(rows, totals))
-
-
-@asset(deps=[preprocess_stats], group_name="preprocessing", kinds={"json"})
+@asset(deps=["preprocess_stats"], group_name="preprocessing", kinds={"json"})
 def preprocessor(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
                  store: ArtifactStoreResource) -> MaterializeResult:
     """Imputer, scaler and one-hot vocabulary fitted on every partition's train statistics (JSON, no pickle)."""
@@ -98,24 +69,3 @@ def preprocessor(context: AssetExecutionContext, source: SourceResource, setting
 
 def load_preprocessor(artifacts) -> FittedPreprocessor:
     return FittedPreprocessor.from_dict(artifacts.read_json("preprocessor", "preprocessor"))
-
-
-@asset(**PARTITIONED, deps=[cyclical_features, preprocessor], kinds={"parquet"}, check_specs=[checks.spec(
-    "features", checks.FINITE_FEATURES, "no NaN or inf in any feature column after imputation and scaling")])
-def features(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-             store: ArtifactStoreResource) -> MaterializeResult:
-    """Every row imputed, scaled and one-hot encoded with the fitted preprocessor (all splits)."""
-    artifacts = store.get()
-    fitted = load_preprocessor(artifacts)
-    names = list(fitted.feature_names_)
-    rows, totals = [], {"rows": 0, "features": len(names)}
-    bad = np.zeros(len(names), dtype=np.int64)
-    with timed(totals):
-        for key, _, _ in partition_windows(context):
-            frame = fitted.transform_frame(artifacts.read_frame("cyclical_features", key))
-            artifacts.write_frame(frame, "features", key)
-            bad += checks.count_bad_values(frame[names].to_numpy())
-            rows.append({"partition": key, "rows": len(frame)})
-            totals["rows"] += len(frame)
-    check = checks.finite_features_check(bad, totals["rows"], names)
-    return MaterializeResult(metadata=per_partition_metadata(rows, totals), check_results=[check])

@@ -1,103 +1,152 @@
-"""stride_windows -> pca_stats -> pca_models -> projected_windows.
+"""features -> stride_windows -> pca_stats (one streaming pass), pca_models, projected_windows.
 
-Windows need the previous partition's last ``window_size - 1`` rows per entity:
-the dependency on ``features`` maps each partition to itself and its predecessor
-(``TimeWindowPartitionMapping(start_offset=-1)``), which the UI draws.
-PCA is fitted from per-partition statistics merged in ``pca_models`` (backfilling
-one partition rewrites its statistics; the merge re-reads only the small d x d
-files), then applied to every partition's windows in ``projected_windows``.
+``features`` applies the fitted preprocessor chunk by chunk; in the same pass the windows of each
+chunk are found by the one rule (``emberharmony_core.windowing``), their index is stored
+(``stride_windows``: which row each window ends on, never the expanded windows) and the
+statistics of the train windows are accumulated straight from the rows (``pca_stats``). Each
+entity's series continues from the previous partition through a small carry (its row count and
+last ``window_size - 1`` rows), which is why ``stride_windows`` depends on its own previous
+partition. ``pca_models`` merges the statistics; ``projected_windows`` reads ``features`` once more
+and projects every window.
 """
 
+from contextlib import ExitStack
 
 import numpy as np
-from dagster import AssetDep, AssetExecutionContext, BackfillPolicy, MaterializeResult, asset
+import pandas as pd
+from dagster import AssetDep, AssetExecutionContext, AssetSpec, MaterializeResult, asset, multi_asset
 
 from emberharmony_core.features.pca import PCAModel, PCAStats
-from emberharmony_core.partition_windows import partition_windows as build_partition_windows
-from emberharmony_core.partition_windows import expected_window_counts, tail
+from emberharmony_core.layout import (CYCLICAL, FEATURES, PROJECTED, STRIDE_WINDOWS, WINDOWS_LAYOUT, has_carry,
+                                      iter_asset_frames, load_carry, save_carry, stride_folder)
+from emberharmony_core.windowing import Windower, chunk_rows, project_windows, window_index, window_stats
 
 from .. import checks
-from ..partitions import daily_partitions, with_previous_partition
+from ..partitions import daily_partitions, previous_partition
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import markdown_table, partition_windows, per_partition_metadata, previous_partition_key, timed
-from .preprocessing import features, passthrough_columns
+from ._common import PARTITIONED, markdown_table, per_partition_metadata, previous_partition_key, run_partitions, \
+    selected_names, timed
+from .preprocessing import load_preprocessor
 
-PARTITIONED = dict(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(), group_name="windows")
-
-
-def stride_folder(stride: int) -> str:
-    return f"stride={stride}"
+WINDOW_STEPS = [FEATURES, STRIDE_WINDOWS, "pca_stats"]
 
 
-def _storable(values: np.ndarray) -> np.ndarray:
-    """Object arrays (entity ids) become fixed-width strings so no pickle is ever needed."""
-    return values.astype(str) if values.dtype == object else values
+def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: int) -> Windower:
+    """A ``Windower`` continuing from the previous partition's carry (none before the first partition)."""
+    previous = previous_partition_key(key)
+    carry = None
+    if previous is not None:
+        if not has_carry(artifacts, previous):
+            raise FileNotFoundError(
+                f"windows of partition {key} continue each entity's series from partition {previous}, whose window "
+                f"carry is missing: materialise stride_windows for {previous} first (or backfill the range from there)")
+        carry = load_carry(artifacts, previous)
+    return Windower(settings.window_size, settings.strides, carry, n_features=n_features, dtype=settings.dtype)
 
 
-@asset(**PARTITIONED, deps=[AssetDep(features, partition_mapping=with_previous_partition)], kinds={"numpy"},
-       check_specs=[checks.spec("stride_windows", checks.WINDOW_COUNTS,
-                                "windows per stride equal what the partition's rows per entity (and the tail) imply")])
-def stride_windows(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-                   backend: BackendResource, store: ArtifactStoreResource) -> MaterializeResult:
-    """Per stride, the windows whose last row lies in this partition: (m, window_size * F) float arrays."""
+@multi_asset(
+    name="features_and_windows",
+    specs=[
+        AssetSpec(FEATURES, deps=[CYCLICAL, "preprocessor"], group_name="preprocessing", kinds={"parquet"},
+                  description="Every row imputed, scaled and one-hot encoded with the fitted preprocessor (all splits); "
+                              "entity, timestamp, split and target are carried along."),
+        AssetSpec(STRIDE_WINDOWS, group_name="windows", kinds={"parquet"},
+                  deps=[FEATURES, AssetDep(STRIDE_WINDOWS, partition_mapping=previous_partition)],
+                  description="Per stride, the windows ending in the partition, stored as an index (row of features "
+                              "each ends on, entity, end time, split) plus each entity's carry; load the windows "
+                              "with emberharmony_core.layout.load_stride_windows."),
+        AssetSpec("pca_stats", deps=[STRIDE_WINDOWS], group_name="windows", kinds={"numpy"},
+                  description="Per stride, mergeable PCA statistics (count, mean, scatter; float64) of the "
+                              "partition's TRAIN windows, computed from the feature rows."),
+    ],
+    check_specs=[
+        checks.spec(FEATURES, checks.FINITE_FEATURES, "no NaN or inf in any feature column after imputation and scaling"),
+        checks.spec(STRIDE_WINDOWS, checks.WINDOW_COUNTS,
+                    "windows per stride equal what each entity's row counts imply (closed form)"),
+    ],
+    can_subset=True,
+    **PARTITIONED,
+)
+def features_and_windows(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
+                         backend: BackendResource, store: ArtifactStoreResource):
+    """Per partition, one pass over its rows: features, the window index and carry, the train windows' statistics."""
     artifacts, compute, spec = store.get(), backend.get(), source.spec()
-    w = settings.window_size
-    rows, totals = [], {"backend": compute.name, "window_size": w, "strides": str(settings.strides)}
-    expected, produced = dict.fromkeys(settings.strides, 0), dict.fromkeys(settings.strides, 0)
-    with timed(totals):
-        for key, _, _ in partition_windows(context):
-            current = artifacts.read_frame("features", key)
-            previous_key = previous_partition_key(key)
-            previous_tail = None
-            if previous_key is not None and w > 1:
-                if not artifacts.exists("features", previous_key, suffix=".parquet"):
-                    raise FileNotFoundError(
-                        f"stride_windows {key} needs the last {w - 1} rows of features partition {previous_key}: "
-                        f"materialise features for {previous_key} first (or backfill the range from there)")
-                previous_tail = tail(artifacts.read_frame("features", previous_key), spec.entity_column, w - 1)
-            feature_columns = [c for c in current.columns if c not in passthrough_columns(spec, settings)]
-            by_stride = build_partition_windows(
-                current, previous_tail, feature_columns=feature_columns, timestamp_column=spec.timestamp_column,
-                entity_column=spec.entity_column, window_size=w, strides=settings.strides, backend=compute,
-                dtype=settings.dtype)
-            row = {"partition": key, "rows": len(current)}
-            implied = expected_window_counts(current, previous_tail, spec.entity_column, w, settings.strides)
-            for stride, result in by_stride.items():
-                expected[stride] += implied[stride]
-                produced[stride] += result.candidates
-                artifacts.write_arrays({"windows": compute.to_numpy(result.windows), "entity": _storable(result.entity),
-                                        "end_time": result.end_time, "split": result.split.astype(str),
-                                        "candidates": np.int64(result.candidates),
-                                        "feature_columns": np.array(feature_columns, dtype=str)},
-                                       "stride_windows", stride_folder(stride), key)
-                row[f"windows_stride_{stride}"] = int(result.windows.shape[0])
-                if result.mixed_split_dropped:
-                    row[f"mixed_split_dropped_stride_{stride}"] = result.mixed_split_dropped
-            rows.append(row)
-    for stride in settings.strides:
-        totals[f"windows_stride_{stride}"] = sum(r[f"windows_stride_{stride}"] for r in rows)
-    totals["window_width"] = w * len(feature_columns) if rows else 0
-    return MaterializeResult(metadata=per_partition_metadata(rows, totals),
-                             check_results=[checks.window_counts_check(expected, produced)])
-
-
-@asset(**PARTITIONED, deps=[stride_windows], kinds={"numpy"})
-def pca_stats(context: AssetExecutionContext, settings: PipelineSettings, backend: BackendResource,
-              store: ArtifactStoreResource) -> MaterializeResult:
-    """Per stride, mergeable PCA statistics (count, mean, scatter; float64) of this partition's TRAIN windows."""
-    artifacts, compute = store.get(), backend.get()
-    rows, totals = [], {"backend": compute.name}
-    with timed(totals):
-        for key, _, _ in partition_windows(context):
-            row = {"partition": key}
-            for stride in settings.strides:
-                stored = artifacts.read_arrays("stride_windows", stride_folder(stride), key)
-                train = stored["windows"][stored["split"] == "train"]
-                stats = PCAStats(n_features=train.shape[1]).update(compute.asarray(train))
-                artifacts.write_arrays(stats.to_arrays(), "pca_stats", stride_folder(stride), key)
-                row[f"train_windows_stride_{stride}"] = int(len(train))
-            rows.append(row)
-    return MaterializeResult(metadata=per_partition_metadata(rows, totals))
+    selected = selected_names(context)
+    fitted = load_preprocessor(artifacts)
+    names = list(fitted.feature_names_)
+    strides, w = list(settings.strides), settings.window_size
+    entity = spec.entity_column
+    artifacts.write_json({"window_size": w, "strides": strides, "feature_columns": names, "entity_column": entity,
+                          "timestamp_column": spec.timestamp_column, "dtype": settings.dtype},
+                         STRIDE_WINDOWS, WINDOWS_LAYOUT)
+    windowing = bool(selected & {STRIDE_WINDOWS, "pca_stats"})
+    rows = {name: [] for name in WINDOW_STEPS}
+    totals = {FEATURES: {"rows": 0, "features": len(names), "backend": compute.name},
+              STRIDE_WINDOWS: {"backend": compute.name, "window_size": w, "strides": str(strides),
+                               "window_width": w * len(names)},
+              "pca_stats": {"backend": compute.name}}
+    bad = np.zeros(len(names), dtype=np.int64)
+    expected, produced = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0)
+    timing = totals[FEATURES if FEATURES in selected else STRIDE_WINDOWS if STRIDE_WINDOWS in selected else "pca_stats"]
+    with timed(timing):
+        for key, _, _ in run_partitions(context):
+            if FEATURES in selected:
+                chunks = (fitted.transform_frame(frame) for frame in
+                          iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk))
+            else:
+                chunks = artifacts.iter_frames(FEATURES, key, rows=settings.rows_per_chunk)
+            windower = windower_for(artifacts, key, settings, len(names)) if windowing else None
+            stats = {s: PCAStats(w * len(names)) for s in strides}
+            counts = {f"windows_stride_{s}": 0 for s in strides}
+            dropped = dict.fromkeys(strides, 0)
+            n_rows = 0
+            with ExitStack() as files:
+                features_file = files.enter_context(artifacts.frame_writer(FEATURES, key)) if FEATURES in selected else None
+                index_files = {s: files.enter_context(artifacts.frame_writer(STRIDE_WINDOWS, key, stride_folder(s)))
+                               for s in strides} if STRIDE_WINDOWS in selected else {}
+                for frame in chunks:
+                    if features_file is not None:
+                        features_file.write(frame)
+                        bad += checks.count_bad_values(frame[names].to_numpy())
+                    if windower is not None:
+                        chunk = chunk_rows(frame, names, entity, spec.timestamp_column, settings.dtype)
+                        made = windower.add(chunk, compute)
+                        for s in strides:
+                            counts[f"windows_stride_{s}"] += len(made.starts[s])
+                            dropped[s] += made.mixed_split_dropped[s]
+                            expected[s] += made.expected[s]
+                            produced[s] += made.candidates[s]
+                            if s in index_files:
+                                index_files[s].write(window_index(made, s, chunk, n_rows, entity or "entity"))
+                            if "pca_stats" in selected:
+                                stats[s] = stats[s].merge(window_stats(made, s))
+                    n_rows += len(frame)
+            if STRIDE_WINDOWS in selected:
+                save_carry(artifacts, key, windower.carry)
+                row = {"partition": key, "rows": n_rows, **counts}
+                row.update({f"mixed_split_dropped_stride_{s}": n for s, n in dropped.items() if n})
+                rows[STRIDE_WINDOWS].append(row)
+            if "pca_stats" in selected:
+                for s in strides:
+                    artifacts.write_arrays(stats[s].to_arrays(), "pca_stats", stride_folder(s), key)
+                rows["pca_stats"].append({"partition": key, **{f"train_windows_stride_{s}": stats[s].n_samples
+                                                               for s in strides}})
+            if FEATURES in selected:
+                rows[FEATURES].append({"partition": key, "rows": n_rows})
+                totals[FEATURES]["rows"] += n_rows
+    for s in strides:
+        totals[STRIDE_WINDOWS][f"windows_stride_{s}"] = sum(r[f"windows_stride_{s}"] for r in rows[STRIDE_WINDOWS])
+    for name in WINDOW_STEPS:
+        if name not in selected:
+            continue
+        totals[name].update({k: timing[k] for k in ("seconds", "peak_rss_mib")})
+        results = []
+        if name == FEATURES:
+            results.append(checks.finite_features_check(bad, totals[FEATURES]["rows"], names, asset_key=FEATURES))
+        if name == STRIDE_WINDOWS:
+            results.append(checks.window_counts_check(expected, produced, asset_key=STRIDE_WINDOWS))
+        yield MaterializeResult(asset_key=name, metadata=per_partition_metadata(rows[name], totals[name]),
+                                check_results=results)
 
 
 def merged_stats(artifacts, stride: int) -> tuple[PCAStats, int]:
@@ -116,7 +165,7 @@ def merged_stats(artifacts, stride: int) -> tuple[PCAStats, int]:
     return merged, used
 
 
-@asset(deps=[pca_stats], group_name="windows", kinds={"numpy"}, check_specs=[checks.spec(
+@asset(deps=["pca_stats"], group_name="windows", kinds={"numpy"}, check_specs=[checks.spec(
     "pca_models", checks.EXPLAINED_VARIANCE, "ratios finite, in [0, 1], decreasing, summing to at most 1")])
 def pca_models(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource) -> MaterializeResult:
     """Per stride, PCA fitted on ALL train windows, merged from per-partition statistics (exact, order-free)."""
@@ -149,21 +198,36 @@ def load_model(artifacts, stride: int) -> PCAModel:
     return PCAModel.from_arrays(artifacts.read_arrays("pca_models", stride_folder(stride)))
 
 
-@asset(**PARTITIONED, deps=[stride_windows, pca_models], kinds={"numpy"})
-def projected_windows(context: AssetExecutionContext, settings: PipelineSettings, backend: BackendResource,
-                      store: ArtifactStoreResource) -> MaterializeResult:
-    """Every window of the partition projected onto its stride's fitted components: (m, n_components)."""
-    artifacts, compute = store.get(), backend.get()
+@asset(**PARTITIONED, deps=[STRIDE_WINDOWS, pca_models], group_name="windows", kinds={"parquet"})
+def projected_windows(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
+                      backend: BackendResource, store: ArtifactStoreResource) -> MaterializeResult:
+    """Every window of the partition projected onto its stride's components: per stride, entity, end_time,
+    split and pc_1 .. pc_k, in window order (Parquet, one file per stride and day)."""
+    artifacts, compute, spec = store.get(), backend.get(), source.spec()
     models = {stride: load_model(artifacts, stride) for stride in settings.strides}
+    names = list(load_preprocessor(artifacts).feature_names_)
+    entity = spec.entity_column or "entity"
     rows, totals = [], {"backend": compute.name}
     with timed(totals):
-        for key, _, _ in partition_windows(context):
-            row = {"partition": key}
-            for stride, model in models.items():
-                stored = artifacts.read_arrays("stride_windows", stride_folder(stride), key)
-                projected = compute.to_numpy(model.transform(compute.asarray(stored["windows"])))
-                artifacts.write_arrays({"projected": projected, "entity": stored["entity"], "end_time": stored["end_time"],
-                                        "split": stored["split"]}, "projected_windows", stride_folder(stride), key)
-                row[f"windows_stride_{stride}"] = int(projected.shape[0])
+        for key, _, _ in run_partitions(context):
+            windower = windower_for(artifacts, key, settings, len(names))
+            row, offset = {"partition": key}, 0
+            with ExitStack() as files:
+                outputs = {s: files.enter_context(artifacts.frame_writer(PROJECTED, key, stride_folder(s))) for s in models}
+                for frame in artifacts.iter_frames(FEATURES, key, rows=settings.rows_per_chunk):
+                    chunk = chunk_rows(frame, names, spec.entity_column, spec.timestamp_column, settings.dtype)
+                    made = windower.add(chunk, compute)
+                    for s, model in models.items():
+                        projected = compute.to_numpy(project_windows(made, s, model))
+                        index = window_index(made, s, chunk, offset, entity).drop(columns="row")
+                        components = pd.DataFrame(projected, columns=[f"pc_{i + 1}" for i in range(projected.shape[1])])
+                        outputs[s].write(pd.concat([index, components], axis=1))
+                        row[f"windows_stride_{s}"] = row.get(f"windows_stride_{s}", 0) + len(index)
+                    offset += len(frame)
+                for s, model in models.items():  # an empty partition still gets its (empty) files
+                    if outputs[s].schema is None:
+                        outputs[s].write(pd.DataFrame({entity: pd.Series(dtype=object), "end_time": pd.Series(dtype="datetime64[ns, UTC]"),
+                                                       "split": pd.Series(dtype=object),
+                                                       **{f"pc_{i + 1}": pd.Series(dtype=settings.dtype) for i in range(model.n_components_)}}))
             rows.append(row)
     return MaterializeResult(metadata=per_partition_metadata(rows, totals))

@@ -7,7 +7,7 @@
     model = stats.fit(n_components=32)    # PCAModel, scikit-learn attribute names
     projected = model.transform(batch)    # same kind of array (and dtype) as batch
 
-    # windows of (n, F) rows, every stride from one pass (rows[0] is global row first_row):
+    # windows of one series of (n, F) rows, several strides (rows[0] is series row first_row):
     parts = PCAStats.from_stride_windows(rows, window_size=5, strides=(1, 3, 5), first_row=first_row)
     models = {s: merged[s].fit(32) for s in (1, 3, 5)}          # after merging parts over partitions
     projected = project_stride_windows(rows, 5, models, first_row=first_row)   # {stride: (m_s, 32)}
@@ -33,6 +33,7 @@ from typing import Mapping
 import numpy as np
 
 from ..ops import backend_of
+from ..windowing import gather_windows
 
 _FLOAT_DTYPES = ("float32", "float64")
 
@@ -144,13 +145,13 @@ def _check_result(backend, x, scatter: np.ndarray, where: str) -> None:
         raise ValueError(f"{where}: the scatter matrix overflows {backend.dtype_name(x)}; scale the data or pass float64")
 
 
-def _window_plan(n: int, window_size, strides, first_row):
-    """(w, sorted strides, {s: offset of the first window in rows[lo:]}, {s: window count}, lo, hi).
-
-    Stride-s windows start at the rows whose global index (``first_row`` + local index) is a
-    multiple of s; ``rows[lo:hi]`` is the span every requested window lies in (``hi == 0``: none)."""
+def _series_plan(rows, window_size, strides, first_row):
+    """(backend, rows, w, sorted strides, {s: window starts}) for one series whose ``rows[0]`` is row ``first_row``
+    (the rule of ``emberharmony_core.windowing``: stride-s windows start at the series rows 0, s, 2s, ...)."""
+    from ..windowing import series_starts
     from .windows import _check_setting
 
+    backend, r = _as_batch(rows)
     w = _check_setting("window_size", window_size)
     if isinstance(strides, (int, np.integer)) and not isinstance(strides, bool):
         strides = [strides]
@@ -159,99 +160,17 @@ def _window_plan(n: int, window_size, strides, first_row):
         raise ValueError("strides must name at least one stride")
     if isinstance(first_row, bool) or not isinstance(first_row, (int, np.integer)) or first_row < 0:
         raise ValueError(f"first_row must be an integer >= 0, got {first_row!r}")
-    offsets = {s: (-int(first_row)) % s for s in strides}
-    counts = {s: 0 if n - w < offsets[s] else (n - w - offsets[s]) // s + 1 for s in strides}
-    used = [s for s in strides if counts[s]]
-    if not used:
-        return w, strides, offsets, counts, 0, 0
-    lo = min(offsets[s] for s in used)
-    hi = max(offsets[s] + (counts[s] - 1) * s + w for s in used)
-    return w, strides, {s: offsets[s] - lo for s in strides}, counts, lo, hi
+    starts = {s: series_starts(int(r.shape[0]), w, s, int(first_row)) for s in strides}
+    return backend, r, w, strides, starts
 
 
-def _window_blocks(backend, r, w: int, centre64: np.ndarray | None, block: int):
-    """Yield (first window index, (k, w * F) C-ordered block of stride-1 windows of ``r - centre``).
-
-    Per block, the block's rows are centred as one flat contiguous subtraction (a broadcast (F,)
-    operand would cost a loop per row) and the overlapping window view copied once.
-    ``centre64=None``: the rows as they are."""
-    n, features = int(r.shape[0]), int(r.shape[1])
-    m1 = n - w + 1
-    block = min(block, m1)
-    tiled = None if centre64 is None else backend.asarray(np.tile(centre64, block + w - 1), backend.dtype_name(r))
-    for b0 in range(0, m1, block):
-        b1 = min(m1, b0 + block)
-        rows = r[b0 : b1 + w - 1]
-        if tiled is not None:
-            size = (b1 - b0 + w - 1) * features
-            flat = backend.subtract(backend.reshape(rows, (size,)), tiled if size == int(tiled.shape[0]) else tiled[:size])
-            rows = backend.reshape(flat, (b1 - b0 + w - 1, features))
-        views = backend.sliding_windows(rows, w, 1)  # (k, w, F), zero-copy where the backend can
-        yield b0, backend.contiguous(backend.reshape(views, (b1 - b0, w * features)))
-
-
-def _stride_rows(block, block_start: int, offset: int, count: int, s: int):
-    """Rows of a stride-1 window block that are stride-s windows (offset + k * s, k < count): a row-strided view, or None."""
-    if count == 0:
-        return None
-    first = block_start + (offset - block_start) % s
-    stop = min(block_start + int(block.shape[0]), offset + (count - 1) * s + 1)
-    return block[first - block_start : stop - block_start : s] if first < stop else None
-
-
-def _stride1_scatter(backend, r, shift, first_row_blocks: np.ndarray, w: int) -> np.ndarray:
-    """(w * F, w * F) float64 scatter of all stride-1 windows of ``c = r - shift`` about the shift.
-
-    ``first_row_blocks`` is ``[G_0 .. G_{w-1}]`` (F, w * F) with ``G_d = sum_{t < m} c[t] c[t + d]^T``
-    (m windows). Block (i, i + d) of the window scatter sums the same products over t in [i, m + i),
-    so it is G_d minus the first i terms plus the i terms past m: only the first and last w - 1 rows
-    are needed, taken to the host and centred there exactly as on the backend (same dtype)."""
-    n, features = int(r.shape[0]), int(r.shape[1])
-    m = n - w + 1
-    shift_np = backend.to_numpy(shift)
-    head = (backend.to_numpy(r[: w - 1]) - shift_np).astype(np.float64)  # c[0 : w - 1]
-    tail = (backend.to_numpy(r[m:n]) - shift_np).astype(np.float64)  # c[m : n]
-    d = w * features
-    raw = np.empty((d, d), dtype=np.float64)
-    for i in range(w):
-        for j in range(i, w):
-            lag = j - i
-            block = first_row_blocks[:, lag * features : (lag + 1) * features].copy()
-            if i:
-                block -= head[:i].T @ head[lag : lag + i]
-                block += tail[:i].T @ tail[lag : lag + i]
-            raw[i * features : (i + 1) * features, j * features : (j + 1) * features] = block
-            raw[j * features : (j + 1) * features, i * features : (i + 1) * features] = block.T
-    return raw
-
-
-def _window_sums(backend, r, ones, total: np.ndarray, s: int, offset: int, m: int, w: int) -> np.ndarray:
-    """(w, F) float64: sum over the m stride-s windows (starting at offset + k * s) of each window position's row.
-
-    Position i sums rows offset + i + k * s, one residue class mod s: the class's sum over rows[:L]
-    (L = (n // s) * s; one product for all classes) corrected by the few rows near either end."""
-    n, features = int(r.shape[0]), int(r.shape[1])
-    if s == 1:
-        length, residue = n, total.reshape(1, features)
-    else:
-        q = n // s
-        length = q * s
-        residue = _to64(backend, backend.matmul(ones[:, :q], backend.reshape(r[:length], (q, s * features)))).reshape(s, features)
-    head_end = min(n, offset + w)  # rows below every position's first row lie here
-    tail_start = min(length, offset + (m - 1) * s + 1)  # rows past some position's last row, or past L, lie here
-    if tail_start <= head_end:
-        index, edge = np.arange(n), _to64(backend, r)
-    else:
-        index = np.concatenate([np.arange(head_end), np.arange(tail_start, n)])
-        edge = np.concatenate([_to64(backend, r[:head_end]), _to64(backend, r[tail_start:n])])
-    sums = np.empty((w, features), dtype=np.float64)
-    for i in range(w):
-        t0, t1 = offset + i, offset + i + (m - 1) * s
-        same = index % s == t0 % s
-        minus = same & (index < length) & ((index < t0) | (index > t1))
-        plus = same & (index >= length) & (index >= t0) & (index <= t1)
-        sums[i] = residue[t0 % s] - edge[minus].sum(axis=0) + edge[plus].sum(axis=0)
-    return sums
+def _check_window_rows(backend, r, starts: dict, w: int, where: str) -> None:
+    """Every row from the first window's first row to the last window's last row is finite (rows that a
+    stride larger than the window skips included), else an error naming the values and row columns."""
+    used = [st for st in starts.values() if len(st)]
+    if used:
+        lo, hi = min(int(st[0]) for st in used), max(int(st[-1]) for st in used) + w
+        _check_finite(backend, r[lo:hi], where)
 
 
 class PCAStats:
@@ -322,61 +241,26 @@ class PCAStats:
 
     @classmethod
     def from_stride_windows(cls, rows, window_size: int, strides, *, first_row: int = 0, block_windows: int | None = None) -> "dict[int, PCAStats]":
-        """Statistics of the stride windows of ``rows`` for several strides at once: ``{stride: PCAStats}``.
+        """Statistics of the stride windows of one series for several strides: ``{stride: PCAStats}``.
 
         With ``first_row=0`` each entry equals ``PCAStats().update(stride_windows(rows, window_size, s))``
-        (to the input dtype's rounding; float64 rows: ~1e-10). ``first_row`` is the global index of
-        ``rows[0]`` when ``rows`` is a partition (plus the previous partition's last ``window_size - 1``
-        rows): stride-``s`` windows then start at the global rows ``0, s, 2s, ...`` that fit, so merging
-        the partitions' statistics gives the whole table's, whatever the partitioning.
+        (to the input dtype's rounding). ``first_row`` is the series row number of ``rows[0]`` (when ``rows``
+        continue a series after its first ``first_row`` rows, starting with the last ``window_size - 1``
+        rows before them): stride-``s`` windows then start at the series rows 0, s, 2s, ..., so merging the
+        parts gives the whole series' statistics whatever the cut (the rule of ``emberharmony_core.windowing``).
 
-        rows: (n, F) NumPy or backend array. strides: an int or ints >= 1. Returns (w * F)-feature
-        statistics per stride (empty ones where a stride has no window).
-
-        How: the rows are shifted by their column means (one matrix-vector product; non-finite
-        rows show there and only then are the rows scanned to name them), the stride-1 windows are
-        materialised ``block_windows`` at a time (default: a few MiB, so a block stays in cache) as
-        centred copies, and each stride's windows are a row-strided view of that block, so
-        ``block[a::s].T @ block[a::s]`` runs in BLAS without another copy. Window sums come from
-        per-residue row sums plus a few edge rows; the scatter about the exact window mean follows
-        from ``S = Y.T @ Y - m * delta delta.T``. Products run in the input dtype and are summed in
-        float64. Rows between the first and last window are all checked for NaN/inf, including rows
-        that a stride larger than ``window_size`` skips.
+        rows: (n, F) NumPy or backend array. strides: an int or ints >= 1. Returns (w * F)-feature statistics
+        per stride (empty ones where a stride has no window). The windows are gathered ``block_windows`` at a
+        time (default: a few MiB) and each block goes through ``update``: products in the input dtype, summed
+        in float64. Rows between the first and last window must be finite.
         """
-        backend, r = _as_batch(rows)
-        n, features = int(r.shape[0]), int(r.shape[1])
-        w, strides, offsets, counts, lo, hi = _window_plan(n, window_size, strides, first_row)
-        d = w * features
-        out = {s: cls(d) for s in strides}
-        if hi == 0:
-            return out
-        r, n = r[lo:hi], hi - lo
-        dtype = backend.dtype_name(r)
-        where = "PCAStats.from_stride_windows"
-        ones = _ones(backend, n, dtype)
-        total, shift, shift64 = _shift(backend, r, ones, where)
-        grams = {s: _Sum64(backend) for s in strides}
-        for block_start, block in _window_blocks(backend, r, w, shift64, block_windows or _block_rows(d, dtype)):
-            for s in strides:
-                if s == 1:  # first block row only: (F, k) @ (k, w * F), the rest follows from it (see _stride1_scatter)
-                    grams[s].add(backend.matmul(backend.transpose(block[:, :features]), block))
-                    continue
-                view = _stride_rows(block, block_start, offsets[s], counts[s], s)
-                if view is not None:
-                    grams[s].add(backend.matmul(backend.transpose(view), view))
+        backend, r, w, strides, starts = _series_plan(rows, window_size, strides, first_row)
+        _check_window_rows(backend, r, starts, w, "PCAStats.from_stride_windows")
+        out = {}
         for s in strides:
-            m = counts[s]
-            if m == 0:
-                continue
-            mean = _window_sums(backend, r, ones, total, s, offsets[s], m, w).reshape(d) / m
-            delta = mean - np.tile(shift64, w)
-            if s == 1:
-                raw = _stride1_scatter(backend, r, shift, grams[s].value(), w)
-            else:
-                raw = grams[s].value()
-            scatter = raw - m * np.outer(delta, delta)
-            _check_result(backend, r, scatter, where)
-            out[s]._absorb(m, mean, (scatter + scatter.T) * 0.5)
+            out[s] = cls(w * int(r.shape[1]))
+            for block in gather_windows(backend, r, starts[s], w, block_windows):
+                out[s].update(block)
         return out
 
     def update_windows(self, rows, window_size: int, stride: int) -> "PCAStats":
@@ -547,58 +431,34 @@ def _check_models(models) -> None:
 
 
 def iter_project_stride_windows(rows, window_size: int, models: "Mapping[int, PCAModel]", *, first_row: int = 0, block_windows: int | None = None):
-    """Stream the projections of ``project_stride_windows`` block by block: yields
-    ``(stride, start, projected)`` where ``projected`` (k, k_s) holds windows ``start .. start + k - 1``
-    of that stride (numbered as in ``stride_windows``), in order for each stride; blocks cover every
-    window exactly once. Nothing the size of the whole result is held: write each block out as it comes.
-
-    The stride-1 windows are materialised ``block_windows`` at a time (default: a few MiB, in cache)
-    and every stride projects its row-strided view of the block, as ``PCAModel.transform`` does:
-    ``block[a::s] @ components_.T - mean_ @ components_.T``.
+    """Stream the projections of ``project_stride_windows`` block by block: yields ``(stride, start, projected)``
+    where ``projected`` (k, k_s) holds windows ``start .. start + k - 1`` of that stride (numbered as in
+    ``stride_windows``), in order for each stride; blocks cover every window exactly once. Nothing the size of
+    the whole result is held: write each block out as it comes.
     """
     _check_models(models)
-    backend, r = _as_batch(rows)
-    n, features = int(r.shape[0]), int(r.shape[1])
-    w, strides, offsets, counts, lo, hi = _window_plan(n, window_size, list(models), first_row)
-    d = w * features
+    backend, r, w, strides, starts = _series_plan(rows, window_size, list(models), first_row)
+    d = w * int(r.shape[1])
     for s in strides:
         if not isinstance(models[s], PCAModel):
             raise TypeError(f"project_stride_windows: models[{s}] is {type(models[s]).__name__}, not PCAModel")
         if models[s].n_features_in_ != d:
-            raise ValueError(f"project_stride_windows: the model for stride {s} expects {models[s].n_features_in_} features, windows of {w} x {features} have {d}")
-    used = [s for s in strides if counts[s]]
-    if not used:
-        return
-    dtype = backend.dtype_name(r)
-    r = r[lo:hi]
-    block = min(block_windows or _block_rows(d, dtype), hi - lo - w + 1)
-    components, bias = {}, {}
-    for s in used:
-        bias_row, components[s] = models[s]._on(backend, dtype)  # (mean_ @ components_.T, components_.T) in dtype
-        # subtracted from the flattened (k, k_s) product: one contiguous pass, not a loop per row
-        bias[s] = backend.asarray(np.tile(backend.to_numpy(bias_row), -(-block // s) + 1), dtype)
-    done = {s: 0 for s in used}
-    for block_start, windows in _window_blocks(backend, r, w, None, block):
-        for s in used:
-            view = _stride_rows(windows, block_start, offsets[s], counts[s], s)
-            if view is None:
-                continue
-            product = backend.matmul(view, components[s])
-            size = int(product.shape[0]) * int(product.shape[1])
-            flat = backend.subtract(backend.reshape(product, (size,)), bias[s][:size])
-            yield s, done[s], backend.reshape(flat, tuple(int(v) for v in product.shape))
-            done[s] += int(product.shape[0])
+            raise ValueError(f"project_stride_windows: the model for stride {s} expects {models[s].n_features_in_} "
+                             f"features, windows of {w} x {int(r.shape[1])} have {d}")
+    for s in strides:
+        done = 0
+        for block in gather_windows(backend, r, starts[s], w, block_windows):
+            yield s, done, models[s].transform(block)
+            done += int(block.shape[0])
 
 
 def project_stride_windows(rows, window_size: int, models: "Mapping[int, PCAModel]", *, first_row: int = 0, block_windows: int | None = None) -> dict:
     """Project the stride windows of ``rows`` with each stride's model: ``{stride: (m_s, k_s) array}``.
 
     With ``first_row=0`` entry ``s`` equals ``models[s].transform(stride_windows(rows, window_size, s))``
-    (to the input dtype's rounding); ``first_row`` places the windows on the global stride phase as in
-    ``PCAStats.from_stride_windows``. rows: (n, F) NumPy or backend array; the results are that
-    backend's arrays in the rows' dtype. ``models``: ``{stride: PCAModel}`` fitted on w * F features.
-    One pass over the stride-1 windows serves every stride (see ``iter_project_stride_windows``, which
-    streams the same blocks without assembling them).
+    (to the input dtype's rounding); ``first_row`` places the windows on the series' stride phase as in
+    ``PCAStats.from_stride_windows``. rows: (n, F) NumPy or backend array; the results are that backend's
+    arrays in the rows' dtype. ``models``: ``{stride: PCAModel}`` fitted on w * F features.
     """
     _check_models(models)
     backend, r = _as_batch(rows)

@@ -1,5 +1,5 @@
 """Table readers: the embedded DuckDB default and BigQuery, behind one face (``base.TableReader``)."""
 
-from .base import TableReader, TableSpec, WindowRead, validate_columns
+from .base import DEFAULT_ROWS_PER_CHUNK, TableReader, TableSpec, WindowRead, WindowStream, validate_columns
 
-__all__ = ["TableReader", "TableSpec", "WindowRead", "validate_columns"]
+__all__ = ["DEFAULT_ROWS_PER_CHUNK", "TableReader", "TableSpec", "WindowRead", "WindowStream", "validate_columns"]

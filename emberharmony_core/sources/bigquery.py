@@ -4,16 +4,22 @@
 
 * identifiers (``project.dataset.table`` and every column) are validated and quoted
   when the reader is built, before the client is touched (``sql.py``);
-* ``read_window(start, end)`` first checks the configured columns against the
-  table's schema (one ``tables.get``; a typo'd column fails naming it, no query
-  is run), then runs ONE query ``SELECT <configured columns> ... WHERE ts >= @start
-  AND ts < @end ORDER BY entity, ts`` with TIMESTAMP query parameters;
+* ``iter_window(start, end, rows_per_chunk)`` first checks the configured columns
+  against the table's schema (one ``tables.get``; a typo'd column fails naming it,
+  no query is run), then -- at the first chunk -- runs ONE query ``SELECT <configured
+  columns> ... WHERE ts >= @start AND ts < @end ORDER BY entity NULLS LAST, ts``
+  with TIMESTAMP query parameters;
 * rows come back as Arrow record batches: through the BigQuery Storage Read API
   when it is available (gRPC streams, several times faster than REST for large
-  results), through ``tabledata.list`` pages (REST) otherwise. Memory is bounded by
-  the window's result (batches are concatenated once, at the end) -- never by the table;
-* bytes processed / billed, rows, pages, seconds and whether the Storage API was
-  used are logged and returned in ``WindowRead.metadata``.
+  results), through ``tabledata.list`` pages (REST) otherwise, and are regrouped
+  into pandas chunks of exactly ``rows_per_chunk`` rows (``base.iter_pandas_chunks``).
+  Python memory is bounded by one chunk plus one batch: REST pages are at most
+  ``min(page_size, rows_per_chunk)`` rows; Storage API messages are sized by the
+  server (the ``ORDER BY`` makes google-cloud-bigquery read ONE stream, so the order
+  survives and at most one message is queued);
+* ``read_window(start, end)`` is the concatenation of those chunks;
+* bytes processed / billed, rows, pages, chunks, seconds and whether the Storage API
+  was used are logged and returned in the stream's / ``WindowRead``'s metadata.
 
 Storage API decision (``use_storage_api``): ``False`` -> REST; ``True`` -> Storage
 API (``ImportError`` if ``google-cloud-bigquery-storage`` is missing); ``None``
@@ -34,13 +40,14 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from .base import TableSpec, WindowRead, as_utc, normalise_frame, validate_columns
+from .base import (DEFAULT_ROWS_PER_CHUNK, TableSpec, WindowRead, WindowStream, as_utc, check_rows_per_chunk,
+                   validate_columns)
 from .sql import bigquery_window_query, parse_bigquery_table
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 100_000
-"""Rows per REST page (``tabledata.list``); the Storage API sizes its own messages."""
+"""Rows per REST page (``tabledata.list``), at most ``rows_per_chunk``; the Storage API sizes its own messages."""
 
 # BigQuery type -> Arrow type, for the schema of an empty result (google-cloud-bigquery's
 # own mapping for non-empty results gives the same types).
@@ -74,7 +81,7 @@ class BigQueryTableReader:
     use_storage_api : bool or None
         See the module docstring; ``None`` decides automatically.
     page_size : int
-        Rows per REST page.
+        Rows per REST page (a stream uses ``min(page_size, rows_per_chunk)``).
     bqstorage_client : google.cloud.bigquery_storage.BigQueryReadClient, optional
         Reuse one Storage Read client (created lazily otherwise).
     maximum_bytes_billed : int, optional
@@ -96,6 +103,7 @@ class BigQueryTableReader:
         self.page_size = int(page_size)
         self.maximum_bytes_billed = maximum_bytes_billed
         self._bqstorage_client = bqstorage_client
+        self._columns = list(spec.columns)  # the query's output columns (pushdown adds its own)
         self._column_types: dict[str, str] | None = None
         self._validated = False
 
@@ -135,70 +143,103 @@ class BigQueryTableReader:
             credentials=getattr(self.client, "_credentials", None))
         return self._bqstorage_client
 
-    def read_window(self, start: datetime, end: datetime) -> WindowRead:
-        """Rows with ``start <= timestamp < end``, only ``spec.columns``, sorted by (entity, timestamp)."""
-        from google.cloud import bigquery
+    def iter_window(self, start: datetime, end: datetime,
+                    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
+        """Rows with ``start <= timestamp < end``, only ``spec.columns``, as chunks of ``rows_per_chunk`` rows
+        in (entity NULLS LAST, timestamp) order (see ``base.WindowStream``: an empty window yields no chunk).
 
+        The columns are checked now; the query runs at the first chunk (or ``empty_frame()``).
+        """
+        rows_per_chunk = check_rows_per_chunk(rows_per_chunk)
         lower, upper = as_utc(start), as_utc(end)
         if upper < lower:
             raise ValueError(f"window end {upper} is before its start {lower}")
         if not self._validated:
             self.validate()
-        bqstorage = self.storage_client()
+        query = self._query
 
-        started = time.perf_counter()
-        job_config = bigquery.QueryJobConfig(query_parameters=[
-            bigquery.ScalarQueryParameter("start", "TIMESTAMP", lower.to_pydatetime()),
-            bigquery.ScalarQueryParameter("end", "TIMESTAMP", upper.to_pydatetime()),
-        ])
-        if self.maximum_bytes_billed is not None:
-            job_config.maximum_bytes_billed = int(self.maximum_bytes_billed)
-        job = self.client.query(self._query, job_config=job_config)
-        rows = job.result(page_size=self.page_size)  # raises on a failed job (query_and_wait may not)
-        queried = time.perf_counter()
+        def produce(metadata: dict):
+            from google.cloud import bigquery
 
-        used_storage = bqstorage is not None
-        if used_storage:
-            should_use = getattr(rows, "_should_use_bqstorage", None)
-            if should_use is not None:
-                try:
-                    used_storage = bool(should_use(bqstorage, create_bqstorage_client=False))
-                except Exception:  # private helper changed: report what we asked for
-                    pass
-        batches: list[pa.RecordBatch] = []
-        n_rows = 0
-        for batch in rows.to_arrow_iterable(bqstorage_client=bqstorage):
-            batches.append(batch)
-            n_rows += batch.num_rows
-            logger.debug("bigquery %s [%s, %s): page %d, %d rows so far",
-                         self.spec.table, lower, upper, len(batches), n_rows)
-        table = (pa.Table.from_batches(batches) if batches
-                 else self._empty_table(rows.schema))
-        frame = normalise_frame(table.to_pandas(), self.spec)
-        seconds = time.perf_counter() - started
+            bqstorage = self.storage_client()
+            started = time.perf_counter()
+            job_config = bigquery.QueryJobConfig(query_parameters=[
+                bigquery.ScalarQueryParameter("start", "TIMESTAMP", lower.to_pydatetime()),
+                bigquery.ScalarQueryParameter("end", "TIMESTAMP", upper.to_pydatetime()),
+            ])
+            if self.maximum_bytes_billed is not None:
+                job_config.maximum_bytes_billed = int(self.maximum_bytes_billed)
+            job = self.client.query(query, job_config=job_config)
+            # raises on a failed job (query_and_wait may not); pages no larger than a chunk
+            rows = job.result(page_size=min(self.page_size, rows_per_chunk))
+            queried = time.perf_counter()
 
-        metadata = {
+            used_storage = bqstorage is not None
+            if used_storage:
+                should_use = getattr(rows, "_should_use_bqstorage", None)
+                if should_use is not None:
+                    try:
+                        used_storage = bool(should_use(bqstorage, create_bqstorage_client=False))
+                    except Exception:  # private helper changed: report what we asked for
+                        pass
+            metadata.update({
+                "job_id": job.job_id,
+                "location": getattr(job, "location", None),
+                "bytes_processed": job.total_bytes_processed,
+                "bytes_billed": job.total_bytes_billed,
+                "cache_hit": getattr(job, "cache_hit", None),
+                "storage_api": used_storage,
+                "query_seconds": round(queried - started, 4),
+            })
+            n_rows = 0
+            batches = rows.to_arrow_iterable(bqstorage_client=bqstorage)
+            try:
+                first = next(batches, None)
+                # the schema: the first batch's (even with 0 rows), else one built from the result's schema
+                yield first.schema if first is not None else self._empty_table(rows.schema).schema
+                for batch in ([first] if first is not None else []):
+                    metadata["pages"] += 1
+                    metadata["bytes_read"] += int(batch.nbytes)
+                    n_rows += batch.num_rows
+                    yield batch
+                for batch in batches:
+                    metadata["pages"] += 1
+                    metadata["bytes_read"] += int(batch.nbytes)
+                    n_rows += batch.num_rows
+                    logger.debug("bigquery %s [%s, %s): page %d, %d rows so far",
+                                 self.spec.table, lower, upper, metadata["pages"], n_rows)
+                    yield batch
+            finally:
+                close = getattr(batches, "close", None)
+                if close is not None:
+                    close()
+            logger.info(
+                "bigquery %s [%s, %s): %d rows in %d pages, %s bytes processed, %s billed, %.2fs (%s)",
+                self.spec.table, lower, upper, n_rows, metadata["pages"], metadata["bytes_processed"],
+                metadata["bytes_billed"], time.perf_counter() - started, "storage API" if used_storage else "REST",
+            )
+
+        return WindowStream(self.spec, self._columns, rows_per_chunk, produce, {
             "source": "bigquery",
             "table": self.spec.table,
-            "job_id": job.job_id,
-            "location": getattr(job, "location", None),
-            "rows": len(frame),
-            "pages": len(batches),
-            "bytes_processed": job.total_bytes_processed,
-            "bytes_billed": job.total_bytes_billed,
-            "cache_hit": getattr(job, "cache_hit", None),
-            "bytes_read": int(table.nbytes),
-            "storage_api": used_storage,
-            "query_seconds": round(queried - started, 4),
-            "seconds": round(seconds, 4),
-            "query": self._query,
-        }
-        logger.info(
-            "bigquery %s [%s, %s): %d rows in %d pages, %s bytes processed, %s billed, %.2fs (%s)",
-            self.spec.table, lower, upper, len(frame), len(batches), metadata["bytes_processed"],
-            metadata["bytes_billed"], seconds, "storage API" if used_storage else "REST",
-        )
-        return WindowRead(frame, metadata)
+            "job_id": None,
+            "location": None,
+            "rows": 0,
+            "pages": 0,
+            "bytes_processed": None,
+            "bytes_billed": None,
+            "cache_hit": None,
+            "bytes_read": 0,
+            "storage_api": None,
+            "query_seconds": None,
+            "seconds": 0.0,
+            "query": query,
+        })
+
+    def read_window(self, start: datetime, end: datetime) -> WindowRead:
+        """Rows with ``start <= timestamp < end``, only ``spec.columns``, in (entity NULLS LAST, timestamp)
+        order: the concatenation of ``iter_window``'s chunks."""
+        return self.iter_window(start, end).read()
 
     def _empty_table(self, schema) -> pa.Table:
         fields = [pa.field(f.name, _ARROW_TYPES.get(f.field_type, pa.string())) for f in schema or ()]

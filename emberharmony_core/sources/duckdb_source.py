@@ -1,4 +1,12 @@
-"""The embedded default source: a table in a local DuckDB database file."""
+"""The embedded default source: a table in a local DuckDB database file.
+
+``iter_window`` streams the window query's result as Arrow record batches
+(``relation.to_arrow_reader(rows_per_chunk)``; ``fetch_record_batch`` on DuckDB
+versions without it) and regroups them into pandas chunks of exactly
+``rows_per_chunk`` rows (``base.iter_pandas_chunks``): DuckDB may hand over smaller
+batches. DuckDB itself sorts for the ``ORDER BY`` (spilling to disk when it must);
+Python holds one chunk and one batch at a time.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,8 @@ from typing import Callable, ContextManager, Mapping
 
 import duckdb
 
-from .base import TableSpec, WindowRead, as_utc, normalise_frame, validate_columns
+from .base import (DEFAULT_ROWS_PER_CHUNK, TableSpec, WindowRead, WindowStream, as_utc, check_rows_per_chunk,
+                   validate_columns)
 from .sql import duckdb_table, duckdb_window_query
 
 
@@ -60,22 +69,44 @@ class DuckDBTableReader:
             self._timestamp_is_aware = "TIME ZONE" in kind.upper() or kind.upper() == "TIMESTAMPTZ"
         return stamp.to_pydatetime() if self._timestamp_is_aware else stamp.tz_localize(None).to_pydatetime()
 
-    def read_window(self, start: datetime, end: datetime) -> WindowRead:
-        """Rows with ``start <= ts < end``. A naive TIMESTAMP column is taken to hold UTC times."""
-        started = time.perf_counter()
+    def iter_window(self, start: datetime, end: datetime,
+                    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
+        """Rows with ``start <= ts < end`` as chunks of ``rows_per_chunk`` rows (see ``base.WindowStream``:
+        an empty window yields no chunk). A naive TIMESTAMP column is taken to hold UTC times.
+
+        The connection (from ``connect``) is held from the first chunk until the stream ends or is
+        closed; while a stream is open, do not run other queries on a shared connection.
+        """
+        rows_per_chunk = check_rows_per_chunk(rows_per_chunk)
         lower, upper = as_utc(start), as_utc(end)
-        bounds = [self._bound(lower), self._bound(upper)]
-        with self._connect() as connection:
-            connection.execute("SET TimeZone = 'UTC'")
-            relation = connection.sql(self._query, params=bounds)
-            table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
-        frame = normalise_frame(table.to_pandas(), self.spec)
-        return WindowRead(frame, {
+        bounds = [self._bound(lower), self._bound(upper)]  # before the query: it may open a connection
+
+        def produce(metadata: dict):
+            with self._connect() as connection:
+                connection.execute("SET TimeZone = 'UTC'")
+                relation = connection.sql(self._query, params=bounds)
+                if hasattr(relation, "to_arrow_reader"):  # DuckDB >= 1.5
+                    reader = relation.to_arrow_reader(rows_per_chunk)
+                else:
+                    reader = relation.fetch_record_batch(rows_per_chunk)
+                try:
+                    yield reader.schema
+                    for batch in reader:
+                        metadata["bytes_read"] += int(batch.nbytes)
+                        yield batch
+                finally:
+                    reader.close()
+
+        return WindowStream(self.spec, self.spec.columns, rows_per_chunk, produce, {
             "source": "duckdb",
             "database": str(self.database),
             "table": self.spec.table,
-            "rows": len(frame),
-            "bytes_read": int(table.nbytes),
-            "seconds": round(time.perf_counter() - started, 4),
+            "rows": 0,
+            "bytes_read": 0,
+            "seconds": 0.0,
             "query": self._query,
         })
+
+    def read_window(self, start: datetime, end: datetime) -> WindowRead:
+        """Rows with ``start <= ts < end``: the concatenation of ``iter_window``'s chunks."""
+        return self.iter_window(start, end).read()

@@ -28,10 +28,21 @@ Two layers:
   identifiers validated and quoted by ``sql.py``). Run it with any BigQuery client
   (``client.query(sql, job_config=QueryJobConfig(query_parameters=...))``) or
   transpile it (the tests run it on DuckDB via sqlglot and on the bqemulator emulator).
-* ``read_window_pushdown(session, spec, start, end, split_key=...)`` -- runs it
-  through a ``bigframes`` session (``session.read_gbq_query``) and returns a
-  ``WindowRead`` (pandas) or, with ``to_pandas=False``, the bigframes DataFrame,
-  which stays in BigQuery for further bigframes work.
+* ``iter_window_pushdown(session, spec, start, end, split_key=..., rows_per_chunk=...)``
+  -- runs it through a ``bigframes`` session (``session.read_gbq_query``) and streams
+  the result as a ``WindowStream`` of pandas chunks; ``read_window_pushdown`` returns
+  their concatenation as a ``WindowRead`` or, with ``to_pandas=False``, the bigframes
+  DataFrame, which stays in BigQuery for further bigframes work.
+
+Row order: the SQL ends with ``ORDER BY entity NULLS LAST, ts``. Through the BigQuery
+client (``BigQueryPushdownReader``) that order arrives as is (google-cloud-bigquery
+reads an ``ORDER BY`` result over one Storage API stream). bigframes does NOT keep it:
+``read_gbq_query`` reads the query's destination (temporary) table, and a table has no
+row order (bigframes orders it by a row hash). So the bigframes path sorts again in
+bigframes (``sort_values``, computed by BigQuery: one more query, which scans the
+window's result, not the source table) and streams that ordered result with
+``DataFrame.to_pandas_batches(page_size=rows_per_chunk)`` (bigframes 2.x: executed
+with ``ordered=True``).
 
 When to use pushdown
 --------------------
@@ -72,13 +83,13 @@ Re-materialising a partition reruns its query and yields the same split labels
 from __future__ import annotations
 
 import re
-import time
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
 from ..features.cyclical import CYCLICAL_SUFFIXES  # the local feature names, one source of truth
-from .base import TableSpec, WindowRead, as_utc, normalise_frame, validate_columns
-from .sql import IdentifierError, check_column, parse_bigquery_table, quote_column
+from .base import (DEFAULT_ROWS_PER_CHUNK, TableSpec, WindowRead, WindowStream, as_utc, check_rows_per_chunk,
+                   validate_columns)
+from .sql import IdentifierError, check_column, order_by_sql, parse_bigquery_table, quote_column
 
 TWO_PI = "6.283185307179586"  # repr(2 * math.pi): exact float64 literal
 _TIMEZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-/]{0,63}$|^[+-]\d{2}(:?\d{2})?$")
@@ -112,6 +123,14 @@ def cyclical_sql(local: str, prefix: str) -> list[str]:
     return items
 
 
+def pushdown_columns(spec: TableSpec, split_column: str = "split") -> list[str]:
+    """The pushdown result's columns, in order: ``spec.columns``, the split, 8 cyclical columns per datetime column."""
+    outputs = [*spec.columns, split_column]
+    for column in spec.datetime_columns:
+        outputs += [f"{column}_{suffix}" for suffix in CYCLICAL_SUFFIXES]
+    return outputs
+
+
 def pushdown_sql(spec: TableSpec, split_key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1), *,
                  split_column: str = "split", timezone: str = "UTC",
                  column_types: Mapping[str, str] | None = None) -> str:
@@ -137,7 +156,7 @@ def pushdown_sql(spec: TableSpec, split_key: str, fractions: Sequence[float] = (
     -------
     str
         One SELECT with the parameters ``@start`` and ``@end`` (TIMESTAMP),
-        ``WHERE ts >= @start AND ts < @end``, ordered by (entity, timestamp).
+        ``WHERE ts >= @start AND ts < @end``, ordered by (entity NULLS LAST, timestamp).
     """
     from emberharmony_core.features.split import split_sql_expression
 
@@ -149,9 +168,7 @@ def pushdown_sql(spec: TableSpec, split_key: str, fractions: Sequence[float] = (
     columns = list(spec.columns)
     types = dict(column_types or {})
 
-    outputs = [*columns, split_column]
-    for column in spec.datetime_columns:
-        outputs += [f"{column}_{suffix}" for suffix in CYCLICAL_SUFFIXES]
+    outputs = pushdown_columns(spec, split_column)
     clashes = sorted({c for c in outputs if outputs.count(c) > 1})
     if clashes:
         raise ValueError(f"pushdown output columns would repeat {clashes}: rename split_column or the source columns")
@@ -171,7 +188,7 @@ def pushdown_sql(spec: TableSpec, split_key: str, fractions: Sequence[float] = (
         outer += cyclical_sql(quote_column(locals_[column]), column)
 
     ts = quote_column(spec.timestamp_column)
-    order = ", ".join(quote_column(c) for c in spec.order_by)
+    order = order_by_sql(spec.order_by, spec.timestamp_column, quote_column)
     return (
         f"WITH {_CTE} AS (\n"
         f"  SELECT {', '.join(inner)}\n"
@@ -192,21 +209,8 @@ def query_parameters_api_repr(start: datetime, end: datetime) -> dict:
     return {"parameterMode": "NAMED", "queryParameters": [param("start", start), param("end", end)]}
 
 
-def read_window_pushdown(session: Any, spec: TableSpec, start: datetime, end: datetime, *, split_key: str,
-                         fractions: Sequence[float] = (0.8, 0.1, 0.1), split_column: str = "split",
-                         timezone: str = "UTC", column_types: Mapping[str, str] | None = None,
-                         to_pandas: bool = True, allow_large_results: bool = False):
-    """Run ``pushdown_sql`` for ``[start, end)`` through a bigframes session.
-
-    ``session`` is a ``bigframes.session.Session`` (or the ``bigframes.pandas``
-    module for the global session). ``column_types`` (name -> BigQuery type)
-    lets the configured columns and ``split_key`` be checked before the query;
-    pass ``BigQueryTableReader(...).column_types()``.
-
-    Returns a ``WindowRead`` (rows sorted by entity, timestamp; timestamp UTC) when
-    ``to_pandas``; otherwise the bigframes DataFrame (order not guaranteed:
-    BigQuery query results carry no order).
-    """
+def _check_pushdown(spec: TableSpec, start: datetime, end: datetime, split_key: str,
+                    column_types: Mapping[str, str] | None, allow_large_results: bool):
     if allow_large_results:
         raise ValueError("allow_large_results=True is not supported: bigframes' dry run for it drops the "
                          "@start/@end query parameters; keep windows under BigQuery's result size limit")
@@ -217,25 +221,94 @@ def read_window_pushdown(session: Any, spec: TableSpec, start: datetime, end: da
         validate_columns(spec, column_types)
         if split_key not in column_types:
             raise ValueError(f"table {spec.table!r} has no column {split_key!r} (split_key)")
+    return lower, upper
+
+
+def iter_window_pushdown(session: Any, spec: TableSpec, start: datetime, end: datetime, *, split_key: str,
+                         fractions: Sequence[float] = (0.8, 0.1, 0.1), split_column: str = "split",
+                         timezone: str = "UTC", column_types: Mapping[str, str] | None = None,
+                         rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
+    """``pushdown_sql`` for ``[start, end)`` through a bigframes session, as chunks of ``rows_per_chunk`` rows.
+
+    ``session`` is a ``bigframes.session.Session`` (or the ``bigframes.pandas`` module for the
+    global session). ``column_types`` (name -> BigQuery type) lets the configured columns and
+    ``split_key`` be checked before the query; pass ``BigQueryTableReader(...).column_types()``.
+
+    At the first chunk: ``session.read_gbq_query(sql)``, then ``sort_values([entity, ts],
+    na_position="last")`` on the bigframes DataFrame (its query result has lost the SQL's
+    order, see the module docstring) and ``to_pandas_batches(page_size=rows_per_chunk)``,
+    regrouped into exact chunks. Column types are bigframes' (nullable pandas / Arrow
+    dtypes, the same in every chunk); the timestamp column is ``datetime64[ns, UTC]``. An
+    empty window yields no chunk (``base.WindowStream``).
+    """
+    rows_per_chunk = check_rows_per_chunk(rows_per_chunk)
+    lower, upper = _check_pushdown(spec, start, end, split_key, column_types, False)
     sql = pushdown_sql(spec, split_key, fractions, split_column=split_column, timezone=timezone,
                        column_types=column_types)
-    started = time.perf_counter()
-    frame = session.read_gbq_query(sql, configuration={"query": query_parameters_api_repr(lower, upper)},
-                                   allow_large_results=False)
-    if not to_pandas:
-        return frame
-    result = normalise_frame(frame.to_pandas(), spec)
-    job = getattr(frame, "_query_job", None)
-    return WindowRead(result, {
+
+    def produce(metadata: dict):
+        frame = session.read_gbq_query(sql, configuration={"query": query_parameters_api_repr(lower, upper)},
+                                       allow_large_results=False)
+        job = getattr(frame, "_query_job", None)
+        metadata.update(job_id=getattr(job, "job_id", None),
+                        bytes_processed=getattr(job, "total_bytes_processed", None),
+                        bytes_billed=getattr(job, "total_bytes_billed", None))
+        ordered = frame.sort_values(spec.order_by, na_position="last")
+        batches = ordered.to_pandas_batches(page_size=rows_per_chunk, allow_large_results=False)
+        metadata["ordered_read_bytes_processed"] = getattr(batches, "total_bytes_processed", None)
+        batches = iter(batches)
+        try:
+            first = next(batches, None)  # bigframes yields at least one (maybe empty) frame
+            if first is None:
+                yield frame_schema(ordered)
+            else:
+                yield first.iloc[:0]
+                yield first
+            yield from batches
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    return WindowStream(spec, pushdown_columns(spec, split_column), rows_per_chunk, produce, {
         "source": "bigquery-pushdown",
         "table": spec.table,
-        "rows": len(result),
-        "job_id": getattr(job, "job_id", None),
-        "bytes_processed": getattr(job, "total_bytes_processed", None),
-        "bytes_billed": getattr(job, "total_bytes_billed", None),
-        "seconds": round(time.perf_counter() - started, 4),
+        "rows": 0,
+        "job_id": None,
+        "bytes_processed": None,
+        "bytes_billed": None,
+        "seconds": 0.0,
         "query": sql,
     })
+
+
+def frame_schema(frame: Any):
+    """An empty pandas frame with a (bigframes) DataFrame's columns and dtypes."""
+    import pandas as pd
+
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in frame.dtypes.items()})
+
+
+def read_window_pushdown(session: Any, spec: TableSpec, start: datetime, end: datetime, *, split_key: str,
+                         fractions: Sequence[float] = (0.8, 0.1, 0.1), split_column: str = "split",
+                         timezone: str = "UTC", column_types: Mapping[str, str] | None = None,
+                         to_pandas: bool = True, allow_large_results: bool = False):
+    """Run ``pushdown_sql`` for ``[start, end)`` through a bigframes session.
+
+    Returns a ``WindowRead`` -- the concatenation of ``iter_window_pushdown``'s chunks: rows in
+    (entity NULLS LAST, timestamp) order, timestamp UTC -- when ``to_pandas``; otherwise the
+    bigframes DataFrame of the query (order not guaranteed: bigframes reads query results
+    from a table, which has no row order).
+    """
+    lower, upper = _check_pushdown(spec, start, end, split_key, column_types, allow_large_results)
+    if to_pandas:
+        return iter_window_pushdown(session, spec, lower, upper, split_key=split_key, fractions=fractions,
+                                    split_column=split_column, timezone=timezone,
+                                    column_types=column_types).read()
+    sql = pushdown_sql(spec, split_key, fractions, split_column=split_column, timezone=timezone,
+                       column_types=column_types)
+    return session.read_gbq_query(sql, configuration={"query": query_parameters_api_repr(lower, upper)},
+                                  allow_large_results=False)
 
 
 class BigQueryPushdownReader:
@@ -267,13 +340,22 @@ class BigQueryPushdownReader:
             raise ValueError(f"table {self.spec.table!r} has no column {self.split_key!r} (split_key)")
         self._reader._query = pushdown_sql(self.spec, self.split_key, self.fractions, split_column=self.split_column,
                                            timezone=self.timezone, column_types=types)
+        self._reader._columns = pushdown_columns(self.spec, self.split_column)
 
-    def read_window(self, start: datetime, end: datetime) -> WindowRead:
+    def iter_window(self, start: datetime, end: datetime,
+                    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
+        """The window's pushdown rows as chunks of ``rows_per_chunk`` rows (``BigQueryTableReader.iter_window``
+        with ``pushdown_sql``: same paging, order and metadata)."""
+        check_rows_per_chunk(rows_per_chunk)
         if not self._reader._validated:
             self.validate()
-        read = self._reader.read_window(start, end)
-        read.metadata.update(source="bigquery-pushdown", split_key=self.split_key)
-        return read
+        stream = self._reader.iter_window(start, end, rows_per_chunk)
+        stream.metadata.update(source="bigquery-pushdown", split_key=self.split_key)
+        return stream
+
+    def read_window(self, start: datetime, end: datetime) -> WindowRead:
+        """The concatenation of ``iter_window``'s chunks."""
+        return self.iter_window(start, end).read()
 
 
 class BigFramesPushdownReader:
@@ -298,10 +380,19 @@ class BigFramesPushdownReader:
     def validate(self) -> None:
         validate_columns(self.spec, self.column_types())
 
-    def read_window(self, start: datetime, end: datetime) -> WindowRead:
-        return read_window_pushdown(self.session, self.spec, start, end, split_key=self.split_key,
+    def iter_window(self, start: datetime, end: datetime,
+                    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
+        """The window's pushdown rows as chunks of ``rows_per_chunk`` rows: ``iter_window_pushdown``
+        (bigframes re-sorts the result and streams it with ``to_pandas_batches``)."""
+        return iter_window_pushdown(self.session, self.spec, start, end, split_key=self.split_key,
                                     fractions=self.fractions, split_column=self.split_column,
-                                    timezone=self.timezone, column_types=self.column_types())
+                                    timezone=self.timezone, column_types=self.column_types(),
+                                    rows_per_chunk=rows_per_chunk)
+
+    def read_window(self, start: datetime, end: datetime) -> WindowRead:
+        """The concatenation of ``iter_window``'s chunks."""
+        return self.iter_window(start, end).read()
 
 
-__all__ = ["BigQueryPushdownReader", "BigFramesPushdownReader", "pushdown_sql", "cyclical_sql", "query_parameters_api_repr", "read_window_pushdown", "CYCLICAL_SUFFIXES"]
+__all__ = ["BigQueryPushdownReader", "BigFramesPushdownReader", "pushdown_sql", "pushdown_columns", "cyclical_sql",
+           "query_parameters_api_repr", "iter_window_pushdown", "read_window_pushdown", "CYCLICAL_SUFFIXES"]

@@ -54,12 +54,22 @@ def parse_bigquery_table(table: str) -> tuple[str, str, str]:
     return project, dataset, name
 
 
+def order_by_sql(order_by: list[str], timestamp_column: str, quote) -> str:
+    """``ORDER BY`` items: every key but the timestamp ``NULLS LAST`` (``entity NULLS LAST, ts``).
+
+    Written out because the engines differ: BigQuery sorts NULLs first by default, DuckDB
+    last; pandas puts NaN last. The timestamp needs no clause: the window's
+    ``ts >= start`` filter leaves no NULL timestamp. ``quote`` validates and quotes a column.
+    """
+    return ", ".join(quote(c) if c == timestamp_column else f"{quote(c)} NULLS LAST" for c in order_by)
+
+
 def bigquery_window_query(table: str, columns: list[str], timestamp_column: str, order_by: list[str]) -> str:
-    """SELECT only ``columns`` for ``@start <= ts < @end``; bounds are query parameters."""
+    """SELECT only ``columns`` for ``@start <= ts < @end`` ordered by (entity NULLS LAST, ts); bounds are query parameters."""
     project, dataset, name = parse_bigquery_table(table)
     select = ", ".join(f"`{check_column(c)}`" for c in columns)
-    order = ", ".join(f"`{check_column(c)}`" for c in order_by)
     ts = check_column(timestamp_column)
+    order = order_by_sql(order_by, ts, quote_column)
     return (f"SELECT {select} FROM `{project}.{dataset}.{name}` "
             f"WHERE `{ts}` >= @start AND `{ts}` < @end ORDER BY {order}")
 
@@ -73,8 +83,8 @@ def duckdb_table(table: str) -> str:
 
 
 def duckdb_window_query(table: str, columns: list[str], timestamp_column: str, order_by: list[str]) -> str:
-    """SELECT only ``columns`` for ``? <= ts < ?`` (two positional parameters)."""
+    """SELECT only ``columns`` for ``? <= ts < ?`` (two positional parameters), ordered by (entity NULLS LAST, ts)."""
     select = ", ".join(f'"{check_column(c)}"' for c in columns)
-    order = ", ".join(f'"{check_column(c)}"' for c in order_by)
     ts = check_column(timestamp_column)
+    order = order_by_sql(order_by, ts, lambda c: f'"{check_column(c)}"')
     return f'SELECT {select} FROM {duckdb_table(table)} WHERE "{ts}" >= ? AND "{ts}" < ? ORDER BY {order}'

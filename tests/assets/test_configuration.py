@@ -9,6 +9,7 @@ import re
 import pytest
 from dagster import DagsterInstance, materialize
 
+from tests.conftest import materialized_metadata
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.definitions import DEMO_SOURCE
 from emberharmony_assets.resources import BackendResource, DuckDBSourceResource
@@ -83,11 +84,11 @@ def test_the_backend_resource_reaches_every_compute_asset(demo_database, tmp_pat
                              "features", "stride_windows", "pca_stats", "pca_models", "projected_windows"])
     assert result.success
     used = {method for backend, method in CALLS if backend == name}
-    assert "take" in used  # cyclical_features: the per-hour sin/cos table gathered on the backend
-    assert "sliding_windows" in used  # stride_windows
+    assert "take" in used  # cyclical_features: the per-hour sin/cos table; windows gathered from the feature rows
+    assert "asarray" in used  # the feature rows go to the backend once per chunk
     assert "matmul" in used  # pca_stats and projected_windows
     for asset in ("stride_windows", "pca_stats", "projected_windows"):
-        assert result.asset_materializations_for_node(asset)[0].metadata["backend"].value == name
+        assert materialized_metadata(result, asset)["backend"].value == name
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -22,10 +22,12 @@ from dagster import DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from google.cloud import bigquery
 
+from tests.conftest import materialized_metadata
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.bigquery import BigQuerySourceResource
 from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
 from emberharmony_core.demo import FEATURES, DemoConfig, _day_frame
+from emberharmony_core.layout import load_stride_windows, read_asset_frame
 from emberharmony_core.store import ArtifactStore
 
 PARTITIONS = ["2026-01-01", "2026-01-02", "2026-01-03"]
@@ -94,12 +96,32 @@ class StandInSession:
         StandInSession.queries.append(query)
         job_config = bigquery.QueryJobConfig.from_api_repr({"query": configuration["query"]})
         table = self.bqclient.query(query, job_config=job_config).result().to_arrow(create_bqstorage_client=False)
+        return StandInFrame(table.to_pandas())
 
-        class Frame:
-            def to_pandas(self):
-                return table.to_pandas()
 
-        return Frame()
+class StandInFrame:
+    """What BigFramesPushdownReader uses of a bigframes DataFrame: sort_values (here in pandas; bigframes
+    sorts in BigQuery) and to_pandas_batches (pages of at most page_size rows, at least one frame)."""
+
+    def __init__(self, frame):
+        self.frame = frame
+
+    @property
+    def dtypes(self):
+        return self.frame.dtypes
+
+    def to_pandas(self):
+        return self.frame
+
+    def sort_values(self, by, *, na_position="last", **kwargs):
+        return StandInFrame(self.frame.sort_values(list(by), kind="stable", na_position=na_position))
+
+    def to_pandas_batches(self, page_size=None, **kwargs):
+        if self.frame.empty:
+            yield self.frame
+        step = page_size or max(len(self.frame), 1)
+        for offset in range(0, len(self.frame), step):
+            yield self.frame.iloc[offset:offset + step]
 
 
 @pytest.mark.parametrize("pushdown, engine", [(False, "sql"), (True, "sql"), (True, "bigframes")],
@@ -120,20 +142,20 @@ def test_graph_from_bigquery_equals_graph_from_duckdb(sources, duckdb_graph, bq_
     StandInSession.queries.clear()
     store, result = run(source, str(tmp_path / "from_bigquery"))
     assert len(StandInSession.queries) == (len(PARTITIONS) if engine == "bigframes" else 0)  # one query per day
-    raw_metadata = result.asset_materializations_for_node("raw_chunk")[0].metadata
+    raw_metadata = materialized_metadata(result, "raw_chunk")
     assert raw_metadata["source"].value == "BigQuerySourceResource"
     assert raw_metadata["pushdown"].value is pushdown
     for key in PARTITIONS:
         for asset in ("split_data", "cyclical_features", "features"):
-            ours, theirs = store.read_frame(asset, key), duckdb_graph.read_frame(asset, key)
+            ours, theirs = read_asset_frame(store, asset, key), read_asset_frame(duckdb_graph, asset, key)
             assert list(ours["split"]) == list(theirs["split"])
             numeric = theirs.select_dtypes("number").columns
             pd.testing.assert_frame_equal(ours[numeric], theirs[numeric], check_dtype=False, rtol=1e-6, atol=1e-6)
         for stride in (1, 3, 5):
-            ours = store.read_arrays("stride_windows", f"stride={stride}", key)
-            theirs = duckdb_graph.read_arrays("stride_windows", f"stride={stride}", key)
-            np.testing.assert_array_equal(ours["entity"], theirs["entity"])
-            np.testing.assert_allclose(ours["windows"], theirs["windows"], rtol=1e-6, atol=1e-6)
+            ours, our_index = load_stride_windows(store, key, stride)
+            theirs, their_index = load_stride_windows(duckdb_graph, key, stride)
+            pd.testing.assert_frame_equal(our_index, their_index)
+            np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
     for stride in (1, 3, 5):
         ours, theirs = (s.read_arrays("pca_models", f"stride={stride}") for s in (store, duckdb_graph))
         assert int(ours["n_samples"]) == int(theirs["n_samples"])

@@ -13,14 +13,17 @@
 Each result is compared with ``features.split.assign_split`` (labels equal) and
 ``features.cyclical.cyclical_features`` (float64, to 1e-6) on the same rows.
 
-Not run offline: ``read_window_pushdown`` through a real bigframes session. A
+Not run offline: ``read_window_pushdown`` / ``iter_window_pushdown`` through a real bigframes session. A
 bigframes Session needs BigQuery: against bqemulator 1.4.0 it fails while starting
 (its clock sync runs ``SELECT CURRENT_TIMESTAMP() AS current_timestamp`` through
 ``query_and_wait``; the emulator fails that query -- DuckDB binder error on the
 alias -- and ``query_and_wait`` hands back an empty result, so bigframes stops with
 ``StopIteration``). bigframes does not compile this SQL (it is passed through as
 written), so there is no bigframes-compiled SQL to run here. What is tested is the
-call bigframes receives (a recording stand-in for the session), not bigframes.
+calls bigframes receives (a recording stand-in for the session and its DataFrame:
+``read_gbq_query``, ``sort_values``, ``to_pandas_batches``), not bigframes: in particular
+that bigframes' ``to_pandas_batches`` keeps the ``sort_values`` order is bigframes' promise
+(it executes with ``ordered=True``), not shown here.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from emberharmony_core.features.cyclical import cyclical_features
 from emberharmony_core.features.split import assign_split
 from emberharmony_core.ops import get_backend
 from emberharmony_core.sources.base import TableSpec, normalise_frame
-from emberharmony_core.sources.pushdown import (CYCLICAL_SUFFIXES, pushdown_sql, query_parameters_api_repr,
-                                                read_window_pushdown)
+from emberharmony_core.sources.pushdown import (CYCLICAL_SUFFIXES, iter_window_pushdown, pushdown_columns, pushdown_sql,
+                                                query_parameters_api_repr, read_window_pushdown)
 from emberharmony_core.sources.sql import IdentifierError
 
 TABLE = "events"
@@ -102,7 +105,7 @@ def test_pushdown_sql_shape():
     assert "< 90 THEN 'validation' ELSE 'test' END AS `split`" in sql
     assert "MOD(EXTRACT(DAYOFWEEK FROM `eh_local_0`) + 5, 7) / 7" in sql  # BigQuery 1=Sunday -> Monday=0
     assert "EXTRACT(DAY FROM LAST_DAY(DATE(`eh_local_0`)))" in sql
-    assert "DATETIME(`ts`, 'UTC')" in sql and sql.rstrip().endswith("ORDER BY `entity`, `ts`")
+    assert "DATETIME(`ts`, 'UTC')" in sql and sql.rstrip().endswith("ORDER BY `entity` NULLS LAST, `ts`")
     for name in FEATURE_COLUMNS:
         assert f"AS `{name}`" in sql
     assert "*" not in sql.replace("6.283185307179586 * (", "")
@@ -231,21 +234,47 @@ def test_pushdown_transpiled_to_duckdb_equals_local(key, fractions, tz):
 # --- the bigframes call ------------------------------------------------------------------------------
 
 
+class _BigFramesLike:
+    """Stands in for a bigframes DataFrame: no row order (like a query result read from its table)
+    until ``sort_values``; ``to_pandas_batches`` hands out uneven pages of at most ``page_size`` rows
+    with bigframes' offset index, and at least one (maybe empty) frame, as bigframes 2.x does."""
+
+    def __init__(self, frame: pd.DataFrame, calls: list, ordered: bool = False):
+        self.frame, self.calls, self.ordered = frame, calls, ordered
+
+    @property
+    def dtypes(self):
+        return self.frame.dtypes
+
+    def to_pandas(self):
+        return self.frame if self.ordered else self.frame.sample(frac=1.0, random_state=0)
+
+    def sort_values(self, by, *, na_position="last", **kwargs):
+        self.calls.append(("sort_values", list(by), {"na_position": na_position, **kwargs}))
+        frame = self.to_pandas().sort_values(list(by), kind="stable", na_position=na_position)
+        return _BigFramesLike(frame, self.calls, ordered=True)
+
+    def to_pandas_batches(self, page_size=None, **kwargs):
+        self.calls.append(("to_pandas_batches", page_size, kwargs))
+        frame, sizes, offset, i = self.to_pandas(), [page_size, max(1, page_size // 3), 1], 0, 0
+        frame = frame.set_axis(pd.RangeIndex(len(frame)) + 1000)  # not a fresh index
+        if frame.empty:
+            yield frame
+        while offset < len(frame):
+            yield frame.iloc[offset:offset + sizes[i % 3]]
+            offset += sizes[i % 3]
+            i += 1
+
+
 class _RecordingSession:
     """Stands in for a bigframes Session: records read_gbq_query, answers with a precomputed frame."""
 
     def __init__(self, answer: pd.DataFrame):
-        self.answer, self.calls = answer, []
+        self.answer, self.calls, self.frame_calls = answer, [], []
 
     def read_gbq_query(self, query, **kwargs):
         self.calls.append((query, kwargs))
-        answer = self.answer
-
-        class _BigFramesLike:
-            def to_pandas(self):
-                return answer.sample(frac=1.0, random_state=0)  # BigQuery results carry no order
-
-        return _BigFramesLike()
+        return _BigFramesLike(self.answer, self.frame_calls)  # BigQuery results carry no order
 
 
 def test_read_window_pushdown_passes_parameters_and_normalises(events):
@@ -261,8 +290,42 @@ def test_read_window_pushdown_passes_parameters_and_normalises(events):
     params = kwargs["configuration"]["query"]["queryParameters"]
     assert [p["parameterValue"]["value"] for p in params] == ["2023-01-01 00:00:00.000000+00:00",
                                                               "2024-12-31 00:00:00.000000+00:00"]
-    pd.testing.assert_frame_equal(read.frame, expected)  # re-sorted by (entity, ts)
+    pd.testing.assert_frame_equal(read.frame, expected)  # re-sorted by (entity, ts) in "bigframes"
     assert read.metadata["rows"] == len(expected) and read.metadata["query"] == query
+    assert session.frame_calls[0] == ("sort_values", ["entity", "ts"], {"na_position": "last"})
+    assert session.frame_calls[1][0] == "to_pandas_batches"
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 7, 1000])
+def test_iter_window_pushdown_streams_sorted_chunks(events, rows_per_chunk):
+    name, frame = events
+    expected = _local(frame, "entity", (0.8, 0.1, 0.1))[pushdown_columns(_spec(name))]  # the SQL's column order
+    session = _RecordingSession(expected)
+    types = {"entity": "STRING", "ts": "TIMESTAMP", "uid": "INTEGER", "x": "FLOAT"}
+    with iter_window_pushdown(session, _spec(name), START, END, split_key="entity", column_types=types,
+                              rows_per_chunk=rows_per_chunk) as stream:
+        assert session.calls == []  # nothing runs before the first chunk
+        chunks = list(stream)
+    assert session.frame_calls[1] == ("to_pandas_batches", rows_per_chunk, {"allow_large_results": False})
+    assert [len(c) for c in chunks[:-1]] == [rows_per_chunk] * (len(chunks) - 1)
+    assert 1 <= len(chunks[-1]) <= rows_per_chunk
+    assert stream.columns == list(expected.columns)
+    for chunk in chunks:
+        assert list(chunk.columns) == stream.columns and isinstance(chunk.index, pd.RangeIndex)
+        assert chunk.index.start == 0 and str(chunk["ts"].dtype) == "datetime64[ns, UTC]"
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), expected)
+    assert stream.metadata["rows"] == len(expected) and stream.metadata["chunks"] == len(chunks)
+
+
+def test_iter_window_pushdown_empty_window_yields_nothing(events):
+    name, frame = events
+    empty = _local(frame, "entity", (0.8, 0.1, 0.1)).iloc[:0]
+    with iter_window_pushdown(_RecordingSession(empty), _spec(name), START, END, split_key="entity") as stream:
+        assert list(stream) == []
+        assert list(stream.empty_frame().columns) == list(empty.columns) and stream.empty_frame().empty
+    assert stream.metadata["rows"] == 0 and stream.metadata["chunks"] == 0
+    with pytest.raises(ValueError, match="rows_per_chunk"):
+        iter_window_pushdown(_RecordingSession(empty), _spec(name), START, END, split_key="entity", rows_per_chunk=0)
 
 
 def test_read_window_pushdown_checks_before_querying(events):

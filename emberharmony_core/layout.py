@@ -1,0 +1,129 @@
+"""What each asset stores, and how to read it back chunk by chunk (no dagster import).
+
+Each row-wise asset stores only the columns it adds, one Parquet file per partition, row-aligned:
+
+    raw_chunk/date=K/part-0.parquet           the source columns
+    split_data/date=K/part-0.parquet          split
+    cyclical_features/date=K/part-0.parquet   {column}_sin_hour ... {column}_cos_month
+    features/date=K/part-0.parquet            entity, timestamp, split, target, then the feature columns
+    stride_windows/stride=S/date=K/part-0.parquet   per window: row (of features K it ends on), entity, end_time, split
+    stride_windows/carry/K.npz                each entity's row count and last window_size - 1 feature rows after K
+    projected_windows/stride=S/date=K/part-0.parquet  entity, end_time, split, pc_1 .. pc_k
+
+so ``split_data`` reads as raw_chunk's columns plus ``split``, and ``cyclical_features`` as both plus
+its own (``iter_asset_frames``). Windows are never stored expanded: ``load_stride_windows`` rebuilds
+them from ``features`` and the previous partition's carry with the rule of ``emberharmony_core.windowing``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .store import ArtifactReadError, ArtifactStore
+from .windowing import WindowCarry, Windower, chunk_rows, gather_windows, window_index
+
+RAW, SPLIT, CYCLICAL, FEATURES = "raw_chunk", "split_data", "cyclical_features", "features"
+STRIDE_WINDOWS, PROJECTED = "stride_windows", "projected_windows"
+FRAME_PARTS = {RAW: (RAW,), SPLIT: (RAW, SPLIT), CYCLICAL: (RAW, SPLIT, CYCLICAL)}
+WINDOWS_LAYOUT = "layout"  # stride_windows/layout.json: window size, strides, feature and key columns
+CARRY = "carry"
+
+
+def stride_folder(stride: int) -> str:
+    return f"stride={int(stride)}"
+
+
+def iter_asset_frames(store: ArtifactStore, asset: str, key: str, rows: int = 200_000) -> Iterator[pd.DataFrame]:
+    """The asset's rows for partition ``key`` as it defines them (``split_data`` = raw_chunk's columns + split,
+    ...), as frames of at most ``rows`` rows; the row-aligned files are zipped without loading them whole."""
+    parts = FRAME_PARTS.get(asset, (asset,))
+    counts = {part: store.frame_rows(part, key) for part in parts}
+    if len(set(counts.values())) > 1:
+        raise ArtifactReadError(f"partition {key}: {', '.join(f'{p} has {n} rows' for p, n in counts.items())}; they must "
+                                f"match: re-materialise {', '.join(parts[1:])} for partition {key}")
+    if not any(counts.values()):  # an empty partition: one empty frame with every column
+        yield pd.concat([store.read_frame(part, key) for part in parts], axis=1)
+        return
+    streams = [store.iter_batches(part, key, rows=rows) for part in parts]
+    pending: list[pa.RecordBatch | None] = [None] * len(streams)
+    while True:
+        for i, stream in enumerate(streams):
+            while pending[i] is None or pending[i].num_rows == 0:
+                pending[i] = next(stream, None)
+                if pending[i] is None:
+                    return
+        n = min(batch.num_rows for batch in pending)
+        names, columns = [], []
+        for batch in pending:
+            head = batch.slice(0, n)
+            names.extend(head.schema.names)
+            columns.extend(head.columns)
+        yield pa.Table.from_arrays(columns, names=names).to_pandas()
+        pending = [batch.slice(n) for batch in pending]
+
+
+def read_asset_frame(store: ArtifactStore, asset: str, key: str) -> pd.DataFrame:
+    """The whole partition of a row-wise asset as one frame (tests, small partitions)."""
+    return pd.concat(list(iter_asset_frames(store, asset, key, rows=1 << 30)), ignore_index=True)
+
+
+# the window carry: state of every entity's series after a partition
+def save_carry(store: ArtifactStore, key: str, carry: WindowCarry) -> None:
+    store.write_arrays(carry.to_arrays(), STRIDE_WINDOWS, CARRY, key)
+
+
+def has_carry(store: ArtifactStore, key: str) -> bool:
+    return store.exists(STRIDE_WINDOWS, CARRY, key, suffix=".npz")
+
+
+def load_carry(store: ArtifactStore, key: str) -> WindowCarry:
+    return WindowCarry.from_arrays(store.read_arrays(STRIDE_WINDOWS, CARRY, key))
+
+
+def load_stride_windows(store: ArtifactStore, key: str, stride: int, previous_key: str | None = None,
+                        backend=None) -> tuple[np.ndarray, pd.DataFrame]:
+    """The stride's windows ending in partition ``key``: ``(windows, index)``.
+
+    ``windows`` (m, window_size * F) NumPy (or ``backend``) array, each row the window's feature rows
+    concatenated in time order; ``index`` its stored index (row, entity, end_time, split) in the same order.
+    Rebuilt from ``features`` (chunk by chunk) and the carry of ``previous_key`` (default: the latest
+    stored carry before ``key``; none for the first partition), so only the index is on disk.
+
+        windows, index = load_stride_windows(ArtifactStore("data/artifacts"), "2026-01-05", 3)
+    """
+    from .ops import get_backend
+
+    backend = backend or get_backend("numpy")
+    layout = store.read_json(STRIDE_WINDOWS, WINDOWS_LAYOUT)
+    if previous_key is None:
+        earlier = [k for k in carry_keys(store) if k < key]
+        previous_key = earlier[-1] if earlier else None
+    carry = load_carry(store, previous_key) if previous_key is not None else None
+    windower = Windower(layout["window_size"], [stride], carry, n_features=len(layout["feature_columns"]),
+                        dtype=layout["dtype"])
+    blocks, indexes, offset = [], [], 0
+    entity = layout["entity_column"] or "entity"
+    for frame in store.iter_frames(FEATURES, key):
+        rows = chunk_rows(frame, layout["feature_columns"], layout["entity_column"], layout["timestamp_column"],
+                          layout["dtype"])
+        made = windower.add(rows, backend)
+        blocks.extend(gather_windows(backend, made.rows, made.starts[stride], made.window_size))
+        indexes.append(window_index(made, stride, rows, offset, entity))
+        offset += len(rows)
+    width = layout["window_size"] * len(layout["feature_columns"])
+    windows = backend.concat(blocks, axis=0) if blocks else backend.zeros((0, width), layout["dtype"])
+    index = pd.concat(indexes, ignore_index=True) if indexes else pd.DataFrame(columns=["row", entity, "end_time", "split"])
+    return windows, index
+
+
+def carry_keys(store: ArtifactStore) -> list[str]:
+    return store.list_names(STRIDE_WINDOWS, CARRY, suffix=".npz")
+
+
+__all__ = ["RAW", "SPLIT", "CYCLICAL", "FEATURES", "STRIDE_WINDOWS", "PROJECTED", "FRAME_PARTS", "stride_folder",
+           "iter_asset_frames", "read_asset_frame", "save_carry", "has_carry", "load_carry", "carry_keys",
+           "load_stride_windows"]

@@ -1,0 +1,322 @@
+"""Where stride windows are: the one rule, used by the statistics, the projection, the stored
+index and the checks.
+
+The rule
+--------
+Per entity (never across entities), an entity's rows in time order are numbered t = 0, 1, 2, ...
+over its whole series (every partition, in order). The stride-``s`` window ending on row ``t``
+holds rows ``t - w + 1 .. t`` and exists when ``t >= w - 1`` and ``(t - w + 1) % s == 0``: windows
+start at rows 0, s, 2s, ... of the entity's series, exactly what ``stride_windows`` gives on that
+entity's series alone (the seed's rule). A window whose rows carry different splits is dropped
+(counted). Each window belongs to the chunk, and so to the partition, holding its last row.
+
+Why this rule: it depends neither on how rows are chunked nor on how time is partitioned
+(the same windows whatever ``rows_per_chunk`` or the partition granularity), and it needs from
+the past only a small carry per entity (how many rows it has had, and its last ``w - 1`` rows),
+so a window reaches back over as many partitions as it must (an entity with one row a day still
+gets its windows). The price: an old partition that gains or loses rows shifts the stride phase
+of the entity's later windows, so later partitions must be re-materialised (Dagster shows them
+stale through the carry's dependency).
+
+    windower = Windower(window_size=5, strides=(1, 3, 5), carry=None)   # or the previous partition's carry
+    for chunk in chunks:                                                 # ChunkRows, in (entity, time) order
+        made = windower.add(chunk, backend)                              # ChunkWindows
+        stats = window_stats(made, stride=3)                             # PCAStats of its train windows
+        projected = project_windows(made, 3, model)                      # (m, k) backend array
+    carry = windower.carry                                               # store it for the next partition
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "validation", "test")
+TRAIN = 0  # code of "train" in SPLITS
+_BLOCK_BYTES = 8 * 2**20  # windows gathered per block: a few MiB, so a block is made and multiplied in cache
+
+
+def split_codes(values) -> np.ndarray:
+    """(n,) int8 codes into ``SPLITS`` for split names; an unknown name raises naming it."""
+    values = np.asarray(values)
+    codes = np.full(len(values), -1, dtype=np.int8)
+    for code, name in enumerate(SPLITS):
+        codes[values == name] = code
+    if (codes < 0).any():
+        bad = pd.unique(values[codes < 0])[:5]
+        raise ValueError(f"split column holds {list(bad)}; expected one of {list(SPLITS)}")
+    return codes
+
+
+def count_windows(seen_before: np.ndarray, rows: np.ndarray, window_size: int, stride: int) -> np.ndarray:
+    """Windows the rule makes from ``rows`` new rows of an entity that had ``seen_before`` rows: per entity, (E,) int64.
+
+    Closed form, independent of how ``Windower`` finds them (the window-count check compares the two):
+    the row numbers t in [seen_before, seen_before + rows) with t >= w - 1 and t = w - 1 (mod s)."""
+    a, b = np.asarray(seen_before, dtype=np.int64), np.asarray(seen_before, dtype=np.int64) + np.asarray(rows, dtype=np.int64)
+    low = np.maximum(a, window_size - 1)
+    first = low + (window_size - 1 - low) % stride
+    return np.where(first < b, (b - 1 - first) // stride + 1, 0)
+
+
+@dataclass
+class ChunkRows:
+    """One chunk of rows, grouped by entity (each entity's rows contiguous) and in time order within an entity.
+
+    features (n, F) float array; entity (n,) keys (any hashable; None everywhere for a single series);
+    time (n,) int64 ns since epoch UTC; split (n,) int8 codes into ``SPLITS``."""
+
+    features: np.ndarray
+    entity: np.ndarray
+    time: np.ndarray
+    split: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+class WindowCarry:
+    """Per entity: rows seen so far (``seen`` (E,) int64) and its last ``w - 1`` rows, right-aligned:
+    ``rows`` (E, w - 1, F), ``time`` (E, w - 1) int64 ns, ``split`` (E, w - 1) int8 (slots before an
+    entity's first row are zeros). ``keys`` (E,) are the entity keys in first-seen order."""
+
+    def __init__(self, window_size: int, n_features: int, dtype="float32", keys=None, seen=None, rows=None,
+                 time=None, split=None):
+        self.window_size, self.n_features = int(window_size), int(n_features)
+        tail = self.window_size - 1
+        self.keys = np.asarray([] if keys is None else keys, dtype=object)
+        e = len(self.keys)
+        self.seen = np.zeros(e, np.int64) if seen is None else np.asarray(seen, np.int64)
+        self.rows = np.zeros((e, tail, self.n_features), dtype) if rows is None else np.asarray(rows)
+        self.time = np.zeros((e, tail), np.int64) if time is None else np.asarray(time, np.int64)
+        self.split = np.zeros((e, tail), np.int8) if split is None else np.asarray(split, np.int8)
+        self._index = pd.Index(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Position of each key in the carry, -1 where the entity has not been seen."""
+        return self._index.get_indexer(keys) if len(self.keys) else np.full(len(keys), -1, dtype=np.int64)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        keys = self.keys
+        if len(keys) and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in keys):
+            stored, kind = keys.astype(np.int64), "int"
+        elif len(keys) and all(k is None for k in keys):
+            stored, kind = np.zeros(len(keys), np.int64), "none"
+        else:
+            stored, kind = keys.astype(str), "str"
+        return {"keys": stored, "key_kind": np.array(kind), "seen": self.seen, "rows": self.rows, "time": self.time,
+                "split": self.split, "window_size": np.int64(self.window_size)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "WindowCarry":
+        kind = str(arrays["key_kind"])
+        keys = arrays["keys"]
+        keys = [None] * len(keys) if kind == "none" else keys.astype(np.int64).tolist() if kind == "int" else keys.astype(str).tolist()
+        rows = arrays["rows"]
+        return cls(int(arrays["window_size"]), int(rows.shape[2]), rows.dtype, keys=keys, seen=arrays["seen"], rows=rows,
+                   time=arrays["time"], split=arrays["split"])
+
+
+@dataclass
+class ChunkWindows:
+    """The windows whose last row lies in one chunk.
+
+    ``rows`` (N', F) backend array: per entity block, its carried rows then its chunk rows, so every
+    window is ``rows[start : start + w]``. Per stride ``s``: ``starts[s]`` (m,) int64 into ``rows``,
+    ``end_row[s]`` (m,) the chunk row each window ends on, ``split[s]`` (m,) int8 code, in (entity, time)
+    order; ``candidates[s]`` windows before dropping the ``mixed_split_dropped[s]`` that mixed splits;
+    ``expected[s]`` the closed-form count (``count_windows``) the check compares ``candidates`` with."""
+
+    backend: object
+    rows: object
+    window_size: int
+    starts: dict[int, np.ndarray] = field(default_factory=dict)
+    end_row: dict[int, np.ndarray] = field(default_factory=dict)
+    split: dict[int, np.ndarray] = field(default_factory=dict)
+    candidates: dict[int, int] = field(default_factory=dict)
+    mixed_split_dropped: dict[int, int] = field(default_factory=dict)
+    expected: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:
+        return self.window_size * int(self.rows.shape[1])
+
+
+class Windower:
+    """Applies the rule chunk after chunk, carrying each entity's count and last ``w - 1`` rows."""
+
+    def __init__(self, window_size: int, strides: Sequence[int], carry: WindowCarry | None = None, *,
+                 n_features: int | None = None, dtype="float32"):
+        from .features.windows import _check_setting
+
+        self.window_size = _check_setting("window_size", window_size)
+        self.strides = [_check_setting("stride", s) for s in strides]
+        if carry is not None and carry.window_size != self.window_size:
+            raise ValueError(f"the carried window state was made with window_size {carry.window_size}, not "
+                             f"{self.window_size}: re-materialise stride_windows from the first partition")
+        self.carry = carry
+        self._n_features, self._dtype = n_features, dtype
+
+    def add(self, chunk: ChunkRows, backend) -> ChunkWindows:
+        """Windows ending in ``chunk`` (rows grouped by entity, in time order, continuing the carry)."""
+        w, n = self.window_size, len(chunk)
+        features = np.ascontiguousarray(chunk.features)
+        f = int(features.shape[1]) if features.ndim == 2 else 0
+        if self.carry is None:
+            self.carry = WindowCarry(w, self._n_features if self._n_features is not None else f, features.dtype)
+        carry = self.carry
+        if n and f != carry.n_features:
+            raise ValueError(f"chunk has {f} feature columns, the carried window state {carry.n_features}: the feature "
+                             "columns changed; re-materialise stride_windows from the first partition")
+        tail = w - 1
+
+        # entity blocks in the chunk, and what the carry knows of them
+        entity = np.asarray(chunk.entity, dtype=object)
+        change = np.flatnonzero(entity[1:] != entity[:-1]) + 1 if n else np.zeros(0, np.int64)
+        b0 = np.concatenate([[0], change]).astype(np.int64) if n else np.zeros(0, np.int64)
+        lengths = np.diff(np.append(b0, n))
+        keys = entity[b0]
+        if len(pd.unique(keys)) != len(keys):
+            raise ValueError("rows are not grouped by entity (an entity appears in two separate runs of rows); "
+                             "the source must return rows ordered by entity, then time")
+        pos = carry.lookup(keys)
+        seen0 = np.where(pos >= 0, carry.seen[np.maximum(pos, 0)] if len(carry) else 0, 0)
+        carried = np.minimum(seen0, tail)  # carried rows placed before each block
+
+        # source layout: block b = its carried rows, then its chunk rows
+        block_len = carried + lengths
+        offsets = np.concatenate([[0], np.cumsum(block_len)[:-1]]).astype(np.int64)
+        total = int(block_len.sum())
+        block_of = np.repeat(np.arange(len(b0)), block_len)
+        local = np.arange(total) - offsets[block_of]  # position inside the block
+        from_carry = local < carried[block_of]
+        chunk_row = np.where(from_carry, -1, b0[block_of] + local - carried[block_of])
+        slot = tail - carried[block_of] + local  # carry slot for carried positions
+        rows = np.empty((total, f), dtype=features.dtype)
+        times = np.empty(total, np.int64)
+        splits = np.empty(total, np.int8)
+        mine = ~from_carry
+        rows[mine], times[mine], splits[mine] = features[chunk_row[mine]], chunk.time[chunk_row[mine]], chunk.split[chunk_row[mine]]
+        if from_carry.any():
+            cpos, cslot = pos[block_of[from_carry]], slot[from_carry]
+            rows[from_carry] = carry.rows[cpos, cslot].astype(features.dtype, copy=False)
+            times[from_carry], splits[from_carry] = carry.time[cpos, cslot], carry.split[cpos, cslot]
+        series = seen0[block_of] - carried[block_of] + local  # row number t in the entity's series
+
+        made = ChunkWindows(backend=backend, rows=backend.asarray(rows), window_size=w)
+        pure = None
+        if w > 1 and total >= w:
+            view = np.lib.stride_tricks.sliding_window_view(splits, w)
+            pure = view.min(axis=1) == view.max(axis=1)  # by window start
+        for s in self.strides:
+            ends = np.flatnonzero(mine & (series >= tail) & ((series - tail) % s == 0))
+            starts = ends - tail
+            made.candidates[s] = len(ends)
+            made.expected[s] = int(count_windows(seen0, lengths, w, s).sum())
+            if pure is not None and len(starts):
+                keep = pure[starts]
+                starts, ends = starts[keep], ends[keep]
+            made.mixed_split_dropped[s] = made.candidates[s] - len(starts)
+            made.starts[s], made.end_row[s], made.split[s] = starts, chunk_row[ends], splits[ends]
+
+        self._carry_forward(keys, pos, seen0 + lengths, rows, times, splits, offsets + block_len, f, features.dtype)
+        return made
+
+    def _carry_forward(self, keys, pos, seen, rows, times, splits, block_end, f, dtype) -> None:
+        """New carry: the chunk's entities get their new count and last ``w - 1`` rows; others are kept."""
+        carry, tail = self.carry, self.window_size - 1
+        new = pos < 0
+        e_old = len(carry)
+        all_keys = np.concatenate([carry.keys, keys[new]]) if new.any() else carry.keys
+        where = np.where(new, e_old + np.cumsum(new) - 1, pos)
+        grow = int(new.sum())
+        out_seen = np.concatenate([carry.seen, np.zeros(grow, np.int64)])
+        out_rows = np.concatenate([carry.rows.astype(dtype, copy=False), np.zeros((grow, tail, f), dtype)])
+        out_time = np.concatenate([carry.time, np.zeros((grow, tail), np.int64)])
+        out_split = np.concatenate([carry.split, np.zeros((grow, tail), np.int8)])
+        out_seen[where] = seen
+        if tail:
+            # slot k of entity b holds source row block_end[b] - tail + k, when that row is in the block
+            source = block_end[:, None] - tail + np.arange(tail)[None, :]
+            valid = np.arange(tail)[None, :] >= tail - np.minimum(seen, tail)[:, None]
+            src = np.where(valid, source, 0)
+            out_rows[where] = np.where(valid[..., None], rows[src], 0)
+            out_time[where] = np.where(valid, times[src], 0)
+            out_split[where] = np.where(valid, splits[src], 0)
+        self.carry = WindowCarry(self.window_size, f, dtype, keys=all_keys, seen=out_seen, rows=out_rows,
+                                 time=out_time, split=out_split)
+
+
+def gather_windows(backend, rows, starts: np.ndarray, window_size: int, block: int | None = None) -> Iterator[object]:
+    """Yield (k, w * F) contiguous blocks of the windows ``rows[start : start + w]`` flattened, in ``starts`` order."""
+    f = int(rows.shape[1])
+    d = window_size * f
+    block = block or max(256, _BLOCK_BYTES // max(1, d * 4))
+    offsets = np.arange(window_size, dtype=np.int64)
+    for b0 in range(0, len(starts), block):
+        index = (starts[b0 : b0 + block, None] + offsets[None, :]).reshape(-1)
+        picked = backend.take(rows, backend.asarray(index), axis=0)  # (k * w, F)
+        yield backend.reshape(picked, (len(index) // window_size, d))
+
+
+def window_stats(made: ChunkWindows, stride: int, split: int | None = TRAIN):
+    """``PCAStats`` of the stride's windows in ``made`` (only those of ``split``; None: all), d = w * F."""
+    from .features.pca import PCAStats
+
+    starts = made.starts[stride] if split is None else made.starts[stride][made.split[stride] == split]
+    stats = PCAStats(made.width)
+    for block in gather_windows(made.backend, made.rows, starts, made.window_size):
+        stats.update(block)
+    return stats
+
+
+def project_windows(made: ChunkWindows, stride: int, model):
+    """Every window of the stride in ``made`` projected with ``model``: (m, k) backend array, window order."""
+    backend = made.backend
+    parts = [model.transform(block) for block in gather_windows(backend, made.rows, made.starts[stride], made.window_size)]
+    if not parts:
+        return backend.zeros((0, model.n_components_), backend.dtype_name(made.rows))
+    return parts[0] if len(parts) == 1 else backend.concat(parts, axis=0)
+
+
+def series_starts(n_rows: int, window_size: int, stride: int, first_row: int = 0) -> np.ndarray:
+    """Starts (into ``rows``) of the rule's stride windows over one series whose ``rows[0]`` is row ``first_row``."""
+    t = np.arange(max(0, n_rows - window_size + 1), dtype=np.int64)
+    return t[(t + first_row) % stride == 0]
+
+
+
+
+def chunk_rows(frame: pd.DataFrame, feature_columns: Sequence[str], entity_column: str | None, timestamp_column: str,
+               dtype="float32", split_column: str = "split") -> ChunkRows:
+    """The ``ChunkRows`` of a features frame (rows grouped by entity, in time order)."""
+    n = len(frame)
+    return ChunkRows(
+        features=frame[list(feature_columns)].to_numpy(dtype=dtype),
+        entity=frame[entity_column].to_numpy(dtype=object) if entity_column else np.full(n, None, dtype=object),
+        time=frame[timestamp_column].to_numpy(dtype="datetime64[ns]").astype(np.int64),
+        split=split_codes(frame[split_column].to_numpy()),
+    )
+
+
+def window_index(made: ChunkWindows, stride: int, rows: ChunkRows, row_offset: int = 0,
+                 entity_column: str = "entity") -> pd.DataFrame:
+    """The stored index of a stride's windows: ``row`` (the partition row each ends on, int64), the entity,
+    ``end_time`` (UTC) and ``split``, one row per window in window order."""
+    end = made.end_row[stride]
+    return pd.DataFrame({
+        "row": end.astype(np.int64) + int(row_offset),
+        entity_column: rows.entity[end],
+        "end_time": pd.to_datetime(rows.time[end], utc=True),
+        "split": np.asarray(SPLITS, dtype=object)[made.split[stride]],
+    })
+
+
+__all__ = ["SPLITS", "TRAIN", "ChunkRows", "ChunkWindows", "WindowCarry", "Windower", "chunk_rows", "count_windows", "gather_windows",
+           "project_windows", "series_starts", "split_codes", "window_index", "window_stats"]

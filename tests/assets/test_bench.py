@@ -1,0 +1,116 @@
+"""``make bench-graph``: the floor graph follows any asset graph; all three methods run end to end."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import (AssetCheckSpec, AssetDep, AssetKey, AssetSpec, BackfillPolicy, DagsterInstance,
+                     DailyPartitionsDefinition, Definitions, MaterializeResult, TimeWindowPartitionMapping, asset,
+                     materialize, multi_asset)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from emberharmony_assets import bench
+
+ROOT = Path(__file__).resolve().parents[2]
+
+DAYS = DailyPartitionsDefinition(start_date="2026-02-01", end_date="2026-02-04", timezone="UTC")  # 3 partitions
+SINGLE = dict(partitions_def=DAYS, backfill_policy=BackfillPolicy.single_run())
+
+
+def _toy_defs() -> Definitions:
+    """A graph with no name in common with ours: a partitioned asset, a subsettable multi-asset whose
+    outputs depend on each other (not in name order), on their own previous partition and on the
+    previous partition upstream, with a check; an unpartitioned asset; an external (non-materialisable) spec."""
+    previous = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)
+
+    @asset(**SINGLE, group_name="toy", deps=["outside"])
+    def alpha():
+        return MaterializeResult()
+
+    @multi_asset(**SINGLE, can_subset=True, name="pair",
+                 specs=[AssetSpec("zeta", group_name="toy", skippable=True,
+                                  deps=[AssetDep(alpha, partition_mapping=TimeWindowPartitionMapping(start_offset=-1)),
+                                        AssetDep("zeta", partition_mapping=previous)]),
+                        AssetSpec("eta", group_name="toy", skippable=True, deps=["zeta", alpha])],
+                 check_specs=[AssetCheckSpec("zeta_ok", asset="zeta")])
+    def pair(context):
+        raise AssertionError("the floor never runs the real bodies")
+
+    @asset(deps=["zeta"], group_name="models", check_specs=[AssetCheckSpec("delta_ok", asset="delta")])
+    def delta():
+        raise AssertionError("the floor never runs the real bodies")
+
+    return Definitions(assets=[AssetSpec("outside"), alpha, pair, delta])
+
+
+def test_floor_copies_the_graphs_specs_checks_and_grouping():
+    defs = _toy_defs()
+    floor = bench.floor_assets(defs)
+    real = {a.node_def.name: a for a in defs.assets if hasattr(a, "node_def")}
+    assert sorted(a.node_def.name for a in floor) == sorted(real)  # the external spec is not materialised
+    for noop in floor:
+        original = real[noop.node_def.name]
+        assert noop.keys == original.keys and noop.check_keys == original.check_keys
+        assert noop.can_subset == original.can_subset and noop.backfill_policy == original.backfill_policy
+        assert noop.partitions_def == original.partitions_def
+        for key in original.keys:
+            assert noop.specs_by_key[key].deps == original.specs_by_key[key].deps  # partition mappings too
+            assert noop.specs_by_key[key].group_name == original.specs_by_key[key].group_name
+    assert bench.graph_partition_keys(floor) == ["2026-02-01", "2026-02-02", "2026-02-03"]
+
+
+def test_floor_materialises_every_asset_partition_and_passes_every_check_in_one_run():
+    floor = bench.floor_assets(_toy_defs())
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(floor, instance=instance, tags={ASSET_PARTITION_RANGE_START_TAG: "2026-02-01",
+                                                             ASSET_PARTITION_RANGE_END_TAG: "2026-02-03"})
+        assert result.success
+        materialised = [(e.asset_key.to_user_string(), e.partition) for e in
+                        (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())]
+        assert sorted(materialised) == sorted([(k, p) for k in ("alpha", "zeta", "eta")
+                                               for p in ("2026-02-01", "2026-02-02", "2026-02-03")] + [("delta", None)])
+        assert sorted(e.check_name for e in result.get_asset_check_evaluations() if e.passed) == ["delta_ok", "zeta_ok"]
+        # a subset of the multi-asset: only what is selected is reported
+        subset = materialize(floor, instance=instance, selection=["eta"], partition_key="2026-02-02")
+        assert subset.success
+        assert [e.asset_key for e in subset.get_asset_materialization_events()] == [AssetKey("eta")]
+
+
+def test_floor_of_the_real_graph_has_the_same_keys_and_checks():
+    from emberharmony_assets.definitions import defs
+
+    floor = bench.floor_assets(defs)
+    real = [a for a in defs.assets if getattr(a, "is_materializable", False)]
+    assert set().union(*(a.keys for a in floor)) == set().union(*(a.keys for a in real))
+    assert set().union(*(a.check_keys for a in floor)) == set().union(*(a.check_keys for a in real))
+
+
+ROW = re.compile(r"^(seed|floor|main)\s+([0-9.]+)\s+([0-9,]+)\s+([0-9,]+)\s+\S+\s+\S+\s+\S+\s+(\S+)\s*$", re.M)
+
+
+def test_bench_graph_runs_seed_floor_and_main_and_prints_the_table(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBERHARMONY_", "DAGSTER_HOME"))}
+    env["EMBERHARMONY_BACKEND"] = "numpy"
+    done = subprocess.run([sys.executable, "-m", "emberharmony_assets.bench", "--entities", "4", "--days", "3",
+                           "--work", str(tmp_path / "work")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=240)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "4 entities x 3 days = 576 rows" in done.stdout
+    rows = {m.group(1): m for m in ROW.finditer(done.stdout)}
+    assert sorted(rows) == ["floor", "main", "seed"], done.stdout
+    for method, row in rows.items():
+        assert float(row.group(2)) > 0 and row.group(5) == "ok", row.group(0)
+        assert 0 < int(row.group(4).replace(",", "")) < 16_000  # peak RSS, MiB
+    assert re.search(r"seed/main \(speed-up\): [0-9.]+x wall", done.stdout)
+    assert re.search(r"main/floor: [0-9.]+x wall", done.stdout)
+    assert re.search(r"main artifacts: [0-9,]+ MiB = [0-9.]+x the DuckDB file", done.stdout)
+    assert re.search(r"floor cost: [0-9,]+ events .* ms/event, [0-9.]+ ms/materialisation", done.stdout)
+    # each method ran in its own fresh folder on its own copy of the table
+    work = tmp_path / "work" / "custom"
+    assert (work / "seed-1" / "demo.duckdb").is_file() and (work / "main-1" / "home" / "demo.duckdb").is_file()
+    assert (work / "floor-1" / "home" / "dagster_home").is_dir()
