@@ -108,11 +108,11 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                     if RAW in writers:
                         writers[RAW].write(chunk[spec.columns])
                     if SPLIT in steps:
+                        keys = split_keys(chunk, key_column, key)
                         if not pushdown:  # else BigQuery computed it with the same hash
-                            chunk["split"] = assign_split(split_keys(chunk, key_column, key), tuple(settings.split_fractions))
+                            chunk["split"] = assign_split(keys, tuple(settings.split_fractions))
                         if SPLIT in writers:
                             writers[SPLIT].write(chunk[["split"]])
-                            keys = split_keys(chunk, key_column, key)
                             first_splits.append(pd.DataFrame({"key": keys.astype(str), "split": chunk["split"].to_numpy()})
                                                 .drop_duplicates("key"))
                             for split, count in chunk["split"].value_counts().items():

@@ -105,11 +105,11 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                 index_files = {s: files.enter_context(artifacts.frame_writer(STRIDE_WINDOWS, key, stride_folder(s)))
                                for s in strides} if STRIDE_WINDOWS in selected else {}
                 for frame in chunks:
+                    chunk = chunk_rows(frame, names, entity, spec.timestamp_column, settings.dtype) if windower else None
                     if features_file is not None:
                         features_file.write(frame)
-                        bad += checks.count_bad_values(frame[names].to_numpy())
+                        bad += checks.count_bad_values(chunk.features if chunk is not None else frame[names].to_numpy())
                     if windower is not None:
-                        chunk = chunk_rows(frame, names, entity, spec.timestamp_column, settings.dtype)
                         made = windower.add(chunk, compute)
                         for s in strides:
                             counts[f"windows_stride_{s}"] += len(made.starts[s])
