@@ -149,6 +149,10 @@ def run_floor(argv: list[str]) -> int:
                       EMBERHARMONY_PARTITION_END=end.isoformat())
     os.environ.setdefault("DAGSTER_HOME", os.path.join(home, "dagster_home"))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    from .main import RANGE_PLANNED_EVENTS, run_config
+
+    for name, value in RANGE_PLANNED_EVENTS.items():  # the main job's own settings
+        os.environ.setdefault(name, value)
 
     from dagster import DagsterInstance, materialize
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -158,7 +162,8 @@ def run_floor(argv: list[str]) -> int:
     tags = {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]} if keys else {}
     print(f"floor: {len(assets)} no-op asset definitions over {len(keys)} partitions in one run", flush=True)
     started = time.perf_counter()
-    result = materialize(assets, instance=DagsterInstance.get(), raise_on_error=False, tags=tags)
+    result = materialize(assets, instance=DagsterInstance.get(), raise_on_error=False, tags=tags,
+                         run_config=run_config())
     print(f"floor run {result.run_id[:8]}: {'succeeded' if result.success else 'FAILED'} in "
           f"{time.perf_counter() - started:.1f} s")
     return 0 if result.success else 1

@@ -73,21 +73,52 @@ def window_counts_check(expected: dict[int, int], produced: dict[int, int], asse
                                       "mismatched": str(mismatched) if mismatched else "none"})
 
 
-def explained_variance_check(ratios_by_stride: dict[int, np.ndarray]) -> AssetCheckResult:
-    """Ratios finite, in [0, 1], non-increasing, summing to at most 1, first one positive."""
-    problems = []
+def explained_variance_check(ratios_by_stride: dict[int, np.ndarray], dtype: str = "float32", *,
+                             n_features_by_stride: dict[int, int] | None = None,
+                             ranks_by_stride: dict[int, int] | None = None) -> AssetCheckResult:
+    """Ratios finite, in [0, 1], non-increasing, summing to at most 1, first one positive: each up to rounding.
+
+    Rounding is judged relative to ``dtype``'s epsilon (the windows' dtype: float32 windows are float32
+    products even though the statistics are float64): ``tolerance = eps(dtype) * d``, with ``d`` the window
+    width from ``n_features_by_stride`` (default: the number of ratios). Ratios in ``[-tolerance, 0)`` are
+    rounding of zero eigenvalues and count as 0; the sum may exceed 1 by ``tolerance`` (clipped negative
+    eigenvalues do that when ``n_components`` is above the numerical rank of rank-deficient windows, e.g.
+    sin/cos columns of consecutive hours). Metadata: per stride the total ratio, the tolerance and the
+    numerical rank (``ranks_by_stride`` when given, e.g. ``PCAStats.numerical_rank(dtype)``; else counted
+    from the ratios, which only sees the first ``len(ratios)`` components).
+    """
+    from emberharmony_core.features.pca import numerical_rank, rank_tolerance
+
+    problems, metadata = [], {"dtype": str(dtype)}
     for stride, ratio in ratios_by_stride.items():
+        ratio = np.asarray(ratio, dtype=np.float64).reshape(-1)
+        d = int((n_features_by_stride or {}).get(stride, ratio.size))
+        tol = rank_tolerance(dtype, d)
+        metadata[f"tolerance_stride_{stride}"] = float(f"{tol:.3g}")
+        if ratio.size == 0:
+            problems.append(f"stride {stride}: no explained-variance ratios")
+            continue
         if not np.all(np.isfinite(ratio)):
             problems.append(f"stride {stride}: non-finite ratio")
             continue
-        if ratio.min() < -1e-12 or ratio.max() > 1 + 1e-12:
-            problems.append(f"stride {stride}: ratio outside [0, 1]")
-        if np.any(np.diff(ratio) > 1e-12):
-            problems.append(f"stride {stride}: ratios not in decreasing order")
-        if ratio.sum() > 1 + 1e-9:
-            problems.append(f"stride {stride}: ratios sum to {ratio.sum():.6f} > 1")
-        if ratio[0] <= 0:
+        total = float(ratio.sum())
+        metadata[f"total_ratio_stride_{stride}"] = round(total, 8)
+        rank = ranks_by_stride[stride] if ranks_by_stride and stride in ranks_by_stride else numerical_rank(ratio, d, dtype)
+        metadata[f"numerical_rank_stride_{stride}"] = int(rank)
+        if ratio.size > rank:
+            metadata[f"components_beyond_rank_stride_{stride}"] = int(ratio.size - rank)
+        if ratio.min() < -tol or ratio.max() > 1 + tol:
+            problems.append(f"stride {stride}: ratio outside [0, 1] beyond tolerance {tol:.2g} "
+                            f"(min {ratio.min():.3g}, max {ratio.max():.9g})")
+        clipped = np.clip(ratio, 0.0, None)
+        rises = np.diff(clipped)
+        if np.any(rises > tol):
+            at = int(np.argmax(rises))
+            problems.append(f"stride {stride}: ratios not in decreasing order (component {at + 2} is "
+                            f"{rises[at]:.3g} above component {at + 1})")
+        if clipped.sum() > 1 + tol:
+            problems.append(f"stride {stride}: ratios sum to {clipped.sum():.9f} > 1 + {tol:.2g}")
+        if clipped[0] <= 0:
             problems.append(f"stride {stride}: first component explains nothing")
-    return AssetCheckResult(check_name=EXPLAINED_VARIANCE, passed=not problems,
-                            metadata={**{f"total_ratio_stride_{s}": round(float(r.sum()), 5) for s, r in ratios_by_stride.items()},
-                                      "problems": "; ".join(problems) or "none"})
+    metadata["problems"] = "; ".join(problems) or "none"
+    return AssetCheckResult(check_name=EXPLAINED_VARIANCE, passed=not problems, metadata=metadata)

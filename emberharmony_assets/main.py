@@ -28,7 +28,22 @@ def parse_args(argv):
     parser.add_argument("--backend", default=None, help="auto | numpy | torch | mlx (default: $EMBERHARMONY_BACKEND or auto)")
     parser.add_argument("--home", default=None, help="data folder (default: $EMBERHARMONY_HOME or ./data)")
     parser.add_argument("--fresh", action="store_true", help="regenerate the demo table and artifacts")
+    parser.add_argument("--verbose", action="store_true", help="print Dagster's whole event stream (DEBUG)")
     return parser.parse_args(argv)
+
+
+# One "planned" event per asset for the run's whole range instead of one per asset and partition
+# (Dagster's own switch, read when the run is created): 905 fewer event-log writes on the demo,
+# about 9 ms each on SQLite. Dagster's trade-off: while this run is going, or if it fails, the UI
+# does not mark its partitions in progress / failed (they show as missing until materialised).
+# Only this process sets it; runs launched from the UI keep Dagster's default.
+RANGE_PLANNED_EVENTS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1"}
+
+
+def run_config(verbose: bool = False) -> dict:
+    """Dagster's console logger: warnings and errors only, unless ``verbose`` (every DEBUG event). The
+    event log (what the UI shows) is the same either way."""
+    return {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                       EMBERHARMONY_PARTITION_END=end.isoformat())
     os.environ.setdefault("DAGSTER_HOME", os.path.join(home, "dagster_home"))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    for name, value in RANGE_PLANNED_EVENTS.items():
+        os.environ.setdefault(name, value)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("emberharmony_core").setLevel(logging.INFO)
 
@@ -78,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     result = materialize(
         all_assets, instance=DagsterInstance.get(), resources=resources, raise_on_error=False,
         tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+        run_config=run_config(args.verbose),
     )
     seconds = time.perf_counter() - started
     return print_summary(result, seconds)

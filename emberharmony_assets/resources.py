@@ -69,7 +69,19 @@ class SourceResource(ConfigurableResource):
         if not self.feature_columns:
             raise ValueError("source feature_columns is empty: name at least one numeric column")
         with self.open_reader() as reader:
-            reader.validate()  # a typo'd column fails here, naming it
+            reader.validate()  # a typo'd column or a wrongly typed one fails here, naming it
+
+    def validate_settings(self, settings: "PipelineSettings") -> None:
+        """Check ``settings`` against this source's table before any asset writes (one schema read, no rows).
+
+        ``settings.validate()``, then every column the settings name (``split_key``, ``target_column``,
+        ``force_categorical_columns``, ``drop_columns``) must exist and be read, and every source column
+        must exist with a type that fits its role; one ``ValueError`` lists every problem. The settings
+        are a resource of their own, so assets call this first thing (a resource cannot see the other).
+        """
+        settings.validate()
+        with self.open_reader() as reader:
+            reader.validate(**settings.schema_settings())
 
 
 class DuckDBSourceResource(SourceResource):
@@ -81,11 +93,16 @@ class DuckDBSourceResource(SourceResource):
     def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):
         from dagster_duckdb import DuckDBResource
 
-        from emberharmony_core.sources.duckdb_source import DuckDBTableReader
+        from emberharmony_core.sources.duckdb_source import DuckDBTableReader, check_database_file
 
-        duckdb_resource = DuckDBResource(database=self.database, connection_config={"access_mode": "READ_ONLY"})
+        # a missing file fails at once, naming the path (a read-only connect to it would be retried ~100 s)
+        database = check_database_file(self.database)
+        duckdb_resource = DuckDBResource(database=database, connection_config={"access_mode": "READ_ONLY"})
         with duckdb_resource.get_connection() as connection:  # one read-only connection for every window
-            yield DuckDBTableReader(self.database, self.spec(), connect=lambda: nullcontext(connection))
+            try:
+                yield DuckDBTableReader(database, self.spec(), connect=lambda: nullcontext(connection))
+            finally:  # dagster-duckdb closes it only when the block succeeds: close it on failure too
+                connection.close()
 
 
 class PipelineSettings(ConfigurableResource):
@@ -121,6 +138,8 @@ class PipelineSettings(ConfigurableResource):
             raise ValueError(f"strides repeat a value: {self.strides}")
         if self.rows_per_chunk < 1:
             raise ValueError(f"rows_per_chunk must be >= 1, got {self.rows_per_chunk}")
+        if isinstance(self.max_categories, bool) or self.max_categories < 1:
+            raise ValueError(f"max_categories must be >= 1, got {self.max_categories}")
         if self.n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {self.n_components}")
         if self.dtype not in ("float32", "float64"):
@@ -129,6 +148,12 @@ class PipelineSettings(ConfigurableResource):
             raise ValueError(f"null_threshold must be in (0, 1], got {self.null_threshold}")
         validate_fractions(tuple(self.split_fractions))
         return self
+
+    def schema_settings(self) -> dict:
+        """The settings that name source columns, as ``TableReader.validate`` / ``validate_schema`` take them."""
+        return dict(drop_columns=tuple(self.drop_columns), target_column=self.target_column, split_key=self.split_key,
+                    force_categorical_columns=tuple(self.force_categorical_columns),
+                    max_categories=self.max_categories)
 
 
 class ArtifactStoreResource(ConfigurableResource):

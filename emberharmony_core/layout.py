@@ -107,12 +107,12 @@ def load_stride_windows(store: ArtifactStore, key: str, stride: int, previous_ke
                         dtype=layout["dtype"])
     blocks, indexes, offset = [], [], 0
     entity = layout["entity_column"] or "entity"
-    for frame in store.iter_frames(FEATURES, key):
-        rows = chunk_rows(frame, layout["feature_columns"], layout["entity_column"], layout["timestamp_column"],
-                          layout["dtype"])
+    for batch in store.iter_batches(FEATURES, key):
+        rows = chunk_rows(batch, layout["feature_columns"], layout["entity_column"],
+                                     layout["timestamp_column"], layout["dtype"])
         made = windower.add(rows, backend)
         blocks.extend(gather_windows(backend, made.rows, made.starts[stride], made.window_size))
-        indexes.append(window_index(made, stride, rows, offset, entity))
+        indexes.append(window_index(made, stride, rows, offset, entity).to_pandas())
         offset += len(rows)
     width = layout["window_size"] * len(layout["feature_columns"])
     windows = backend.concat(blocks, axis=0) if blocks else backend.zeros((0, width), layout["dtype"])

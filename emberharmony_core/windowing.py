@@ -33,6 +33,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 SPLITS = ("train", "validation", "test")
 TRAIN = 0  # code of "train" in SPLITS
@@ -293,30 +294,53 @@ def series_starts(n_rows: int, window_size: int, stride: int, first_row: int = 0
 
 
 
-def chunk_rows(frame: pd.DataFrame, feature_columns: Sequence[str], entity_column: str | None, timestamp_column: str,
-               dtype="float32", split_column: str = "split") -> ChunkRows:
-    """The ``ChunkRows`` of a features frame (rows grouped by entity, in time order)."""
-    n = len(frame)
+def chunk_rows(batch: "pa.RecordBatch | pa.Table", feature_columns: Sequence[str], entity_column: str | None,
+                          timestamp_column: str, dtype="float32", split_column: str = "split",
+                          features: np.ndarray | None = None) -> ChunkRows:
+    """The ``ChunkRows`` of an Arrow batch of ``features`` rows (grouped by entity, in time order); ``features``
+    (n, F), when given, is the batch's feature matrix already computed (else read from ``feature_columns``)."""
+    n = batch.num_rows
+    matrix = features
+    if matrix is None:
+        matrix = np.empty((n, len(feature_columns)), dtype=dtype)
+        for j, name in enumerate(feature_columns):
+            matrix[:, j] = batch.column(name).to_numpy(zero_copy_only=False)
+    stamps = batch.column(timestamp_column)
+    stamps = stamps.cast(pa.timestamp("ns", tz=getattr(stamps.type, "tz", None))).cast(pa.int64())
     return ChunkRows(
-        features=frame[list(feature_columns)].to_numpy(dtype=dtype),
-        entity=frame[entity_column].to_numpy(dtype=object) if entity_column else np.full(n, None, dtype=object),
-        time=frame[timestamp_column].to_numpy(dtype="datetime64[ns]").astype(np.int64),
-        split=split_codes(frame[split_column].to_numpy()),
+        features=matrix,
+        entity=_object_values(batch.column(entity_column)) if entity_column else np.full(n, None, dtype=object),
+        time=stamps.to_numpy(zero_copy_only=False).astype(np.int64, copy=False),
+        split=split_codes(batch.column(split_column).to_numpy(zero_copy_only=False)),
     )
 
 
+def _object_values(column) -> np.ndarray:
+    """(n,) object array of an Arrow column's values (None for nulls), as pandas' ``to_numpy(dtype=object)``."""
+    if column.null_count:
+        return np.asarray(column.to_pylist(), dtype=object)
+    return column.to_numpy(zero_copy_only=False).astype(object, copy=False)
+
+
 def window_index(made: ChunkWindows, stride: int, rows: ChunkRows, row_offset: int = 0,
-                 entity_column: str = "entity") -> pd.DataFrame:
-    """The stored index of a stride's windows: ``row`` (the partition row each ends on, int64), the entity,
-    ``end_time`` (UTC) and ``split``, one row per window in window order."""
+                 entity_column: str = "entity") -> pa.Table:
+    """The stored index of a stride's windows (Arrow): ``row`` (the partition row each ends on, int64), the
+    entity, ``end_time`` (UTC, ns) and ``split``, one row per window in window order."""
     end = made.end_row[stride]
-    return pd.DataFrame({
-        "row": end.astype(np.int64) + int(row_offset),
-        entity_column: rows.entity[end],
-        "end_time": pd.to_datetime(rows.time[end], utc=True),
-        "split": np.asarray(SPLITS, dtype=object)[made.split[stride]],
+    return pa.table({
+        "row": pa.array(end.astype(np.int64) + int(row_offset), type=pa.int64()),
+        entity_column: pa.array(rows.entity[end]),
+        "end_time": pa.array(rows.time[end], type=pa.timestamp("ns", tz="UTC")),
+        "split": pa.array(np.asarray(SPLITS, dtype=object)[made.split[stride]], type=pa.string()),
     })
 
 
-__all__ = ["SPLITS", "TRAIN", "ChunkRows", "ChunkWindows", "WindowCarry", "Windower", "chunk_rows", "count_windows", "gather_windows",
+def columns_table(matrix: np.ndarray, names: Sequence[str], first: "pa.Table | None" = None) -> pa.Table:
+    """``first``'s columns, then one column per column of ``matrix`` (m, k) named ``names``."""
+    matrix = np.asfortranarray(matrix)  # each column contiguous: handed to Arrow without another copy
+    arrays = (list(first.columns) if first is not None else []) + [pa.array(matrix[:, j]) for j in range(matrix.shape[1])]
+    return pa.Table.from_arrays(arrays, names=[*(first.column_names if first is not None else []), *names])
+
+
+__all__ = ["SPLITS", "TRAIN", "ChunkRows", "ChunkWindows", "WindowCarry", "Windower", "chunk_rows", "columns_table", "count_windows", "gather_windows",
            "project_windows", "series_starts", "split_codes", "window_index", "window_stats"]

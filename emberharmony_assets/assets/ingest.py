@@ -73,6 +73,7 @@ def source_chunks(stream, columns: list[str]):
 def ingest(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
            backend: BackendResource, store: ArtifactStoreResource):
     """Read each partition once and materialise every selected step chunk by chunk."""
+    source.validate_settings(settings)  # bad settings or a schema that does not fit fail here, before any write
     artifacts, compute, spec = store.get(), backend.get(), source.spec()
     selected = selected_names(context)
     steps = STEPS[min(STEPS.index(name) for name in selected):]

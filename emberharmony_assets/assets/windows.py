@@ -19,7 +19,8 @@ from dagster import AssetDep, AssetExecutionContext, AssetSpec, MaterializeResul
 from emberharmony_core.features.pca import PCAModel, PCAStats
 from emberharmony_core.layout import (CYCLICAL, FEATURES, PROJECTED, STRIDE_WINDOWS, WINDOWS_LAYOUT, has_carry,
                                       iter_asset_frames, load_carry, save_carry, stride_folder)
-from emberharmony_core.windowing import Windower, chunk_rows, project_windows, window_index, window_stats
+from emberharmony_core.windowing import Windower, chunk_rows, columns_table, project_windows, window_index, \
+    window_stats
 
 from .. import checks
 from ..partitions import daily_partitions, previous_partition
@@ -90,11 +91,11 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
     timing = totals[FEATURES if FEATURES in selected else STRIDE_WINDOWS if STRIDE_WINDOWS in selected else "pca_stats"]
     with timed(timing):
         for key, _, _ in run_partitions(context):
-            if FEATURES in selected:
-                chunks = (fitted.transform_frame(frame) for frame in
+            if FEATURES in selected:  # (features table, its feature matrix) per chunk
+                chunks = (fitted.transform_arrow(frame) for frame in
                           iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk))
             else:
-                chunks = artifacts.iter_frames(FEATURES, key, rows=settings.rows_per_chunk)
+                chunks = ((batch, None) for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk))
             windower = windower_for(artifacts, key, settings, len(names)) if windowing else None
             stats = {s: PCAStats(w * len(names)) for s in strides}
             counts = {f"windows_stride_{s}": 0 for s in strides}
@@ -104,11 +105,12 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                 features_file = files.enter_context(artifacts.frame_writer(FEATURES, key)) if FEATURES in selected else None
                 index_files = {s: files.enter_context(artifacts.frame_writer(STRIDE_WINDOWS, key, stride_folder(s)))
                                for s in strides} if STRIDE_WINDOWS in selected else {}
-                for frame in chunks:
-                    chunk = chunk_rows(frame, names, entity, spec.timestamp_column, settings.dtype) if windower else None
+                for table, matrix in chunks:
+                    chunk = chunk_rows(table, names, entity, spec.timestamp_column, settings.dtype,
+                                                  features=matrix) if windower else None
                     if features_file is not None:
-                        features_file.write(frame)
-                        bad += checks.count_bad_values(chunk.features if chunk is not None else frame[names].to_numpy())
+                        features_file.write(table)
+                        bad += checks.count_bad_values(matrix)
                     if windower is not None:
                         made = windower.add(chunk, compute)
                         for s in strides:
@@ -120,7 +122,7 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                                 index_files[s].write(window_index(made, s, chunk, n_rows, entity or "entity"))
                             if "pca_stats" in selected:
                                 stats[s] = stats[s].merge(window_stats(made, s))
-                    n_rows += len(frame)
+                    n_rows += table.num_rows
             if STRIDE_WINDOWS in selected:
                 save_carry(artifacts, key, windower.carry)
                 row = {"partition": key, "rows": n_rows, **counts}
@@ -170,28 +172,63 @@ def merged_stats(artifacts, stride: int) -> tuple[PCAStats, int]:
 def pca_models(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource) -> MaterializeResult:
     """Per stride, PCA fitted on ALL train windows, merged from per-partition statistics (exact, order-free)."""
     artifacts = store.get()
-    metadata, summary, ratios = {}, [], {}
+    metadata, summary, ratios, ranks, widths = {}, [], {}, {}, {}
     with timed(metadata):
+        merged = {stride: merged_stats(artifacts, stride) for stride in settings.strides}
+        short = [s for s, (stats, _) in merged.items() if stats.n_samples < 2]
+        if short:
+            files = {s: sum(daily_partitions.has_partition_key(n)
+                            for n in artifacts.list_names("pca_stats", stride_folder(s), suffix=".npz"))
+                     for s in settings.strides}
+            windows = {s: int(stats.n_samples) for s, (stats, _) in merged.items()}
+            with_train = {s: used for s, (_, used) in merged.items()}
+            w, first = settings.window_size, min(settings.strides)
+            gaps = (f"; or gaps longer than max_gap={settings.max_gap} break the series"
+                    if getattr(settings, "max_gap", None) else "")
+            if not any(files.values()):
+                reason = ("pca_stats has not been materialised for any partition: materialise features, "
+                          "stride_windows and pca_stats (for partitions that hold train rows) first")
+            elif windows[first] < 2:
+                reason = (f"a window needs window_size={w} consecutive rows of one entity, all in the train split: "
+                          f"either the entities have fewer than {w} rows each in the materialised partitions (too "
+                          f"few rows per entity, or window_size too large for the data: lower window_size or "
+                          f"materialise more partitions), or no row falls in the train split (check the split "
+                          f"fractions and the split key){gaps}")
+            else:
+                reason = (f"stride s keeps every s-th window: {windows[first]} train windows at stride {first} are "
+                          f"too few for stride(s) {short}; use smaller strides or more partitions")
+            raise ValueError(
+                f"stride(s) {short}: fewer than 2 train windows, PCA cannot be fitted. pca_stats files per stride: "
+                f"{files} (of {len(daily_partitions.get_partition_keys())} partitions in the definition); "
+                f"partitions with train windows per stride: {with_train}; train windows per stride: {windows}. "
+                f"Likely reason: {reason}")
         for stride in settings.strides:
-            stats, used = merged_stats(artifacts, stride)
-            if stats.n_samples < 2:
-                raise ValueError(f"stride {stride}: {stats.n_samples} train windows; materialise pca_stats for "
-                                 "partitions whose rows include the train split")
+            stats, used = merged[stride]
             k = min(settings.n_components, stats.n_samples, stats.n_features)
             if k < settings.n_components:
                 context.log.warning(f"stride {stride}: n_components {settings.n_components} is more than "
                                     f"{stats.n_samples} windows x {stats.n_features} features allow; using {k}")
+            rank = ranks[stride] = stats.numerical_rank(settings.dtype)
+            widths[stride] = int(stats.n_features)
+            if k > rank:
+                warning = (f"stride {stride}: n_components {k} exceeds the numerical rank {rank} of the train "
+                           f"windows ({stats.n_features} features, {settings.dtype}): components beyond {rank} explain less than "
+                           f"eps x {stats.n_features} of the largest, which {settings.dtype} rounding does not resolve "
+                           "(rank-deficient windows: e.g. sin/cos columns of consecutive hours are linearly dependent)")
+                context.log.warning(warning)
+                metadata[f"rank_warning_stride_{stride}"] = warning
             model = stats.fit(k)
             artifacts.write_arrays(model.to_arrays(), "pca_models", stride_folder(stride))
             ratio = ratios[stride] = model.explained_variance_ratio_
             summary.append({"stride": stride, "train_windows": int(model.n_samples_), "partitions": used,
                             "features": int(model.n_features_in_), "components": int(model.n_components_),
-                            "explained_variance": round(float(ratio.sum()), 4)})
+                            "numerical_rank": rank, "explained_variance": round(float(ratio.sum()), 4)})
             metadata[f"explained_variance_ratio_stride_{stride}"] = markdown_table(
                 [{"component": i + 1, "ratio": round(float(r), 5), "cumulative": round(float(c), 5)}
                  for i, (r, c) in enumerate(zip(ratio, np.cumsum(ratio)))])
     metadata["models"] = markdown_table(summary)
-    return MaterializeResult(metadata=metadata, check_results=[checks.explained_variance_check(ratios)])
+    return MaterializeResult(metadata=metadata, check_results=[checks.explained_variance_check(
+        ratios, settings.dtype, n_features_by_stride=widths, ranks_by_stride=ranks)])
 
 
 def load_model(artifacts, stride: int) -> PCAModel:
@@ -214,16 +251,15 @@ def projected_windows(context: AssetExecutionContext, source: SourceResource, se
             row, offset = {"partition": key}, 0
             with ExitStack() as files:
                 outputs = {s: files.enter_context(artifacts.frame_writer(PROJECTED, key, stride_folder(s))) for s in models}
-                for frame in artifacts.iter_frames(FEATURES, key, rows=settings.rows_per_chunk):
-                    chunk = chunk_rows(frame, names, spec.entity_column, spec.timestamp_column, settings.dtype)
+                for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk):
+                    chunk = chunk_rows(batch, names, spec.entity_column, spec.timestamp_column, settings.dtype)
                     made = windower.add(chunk, compute)
                     for s, model in models.items():
                         projected = compute.to_numpy(project_windows(made, s, model))
-                        index = window_index(made, s, chunk, offset, entity).drop(columns="row")
-                        components = pd.DataFrame(projected, columns=[f"pc_{i + 1}" for i in range(projected.shape[1])])
-                        outputs[s].write(pd.concat([index, components], axis=1))
-                        row[f"windows_stride_{s}"] = row.get(f"windows_stride_{s}", 0) + len(index)
-                    offset += len(frame)
+                        index = window_index(made, s, chunk, offset, entity).drop_columns(["row"])
+                        outputs[s].write(columns_table(projected, [f"pc_{i + 1}" for i in range(projected.shape[1])], index))
+                        row[f"windows_stride_{s}"] = row.get(f"windows_stride_{s}", 0) + index.num_rows
+                    offset += batch.num_rows
                 for s, model in models.items():  # an empty partition still gets its (empty) files
                     if outputs[s].schema is None:
                         outputs[s].write(pd.DataFrame({entity: pd.Series(dtype=object), "end_time": pd.Series(dtype="datetime64[ns, UTC]"),

@@ -85,6 +85,10 @@ class TableReader(Protocol):
     def column_types(self) -> Mapping[str, str]:
         """The table's schema: column name -> the engine's type name."""
 
+    def validate(self, **settings) -> None:
+        """Check the table against ``spec`` and the pipeline ``settings`` that name columns (one schema
+        read, no rows): ``validate_columns``; raises one ``ValueError`` listing every problem."""
+
     def read_window(self, start: datetime, end: datetime) -> WindowRead:
         """Rows with ``start <= timestamp < end`` (tz-aware UTC datetimes), only ``spec.columns``."""
 
@@ -93,23 +97,14 @@ class TableReader(Protocol):
         """The same rows as ``read_window``, as chunks of at most ``rows_per_chunk`` rows."""
 
 
-def validate_columns(spec: TableSpec, column_types: Mapping[str, str]) -> None:
-    """Raise ``ValueError`` naming every configured column the table does not have."""
-    roles = {spec.timestamp_column: "timestamp_column"}
-    if spec.entity_column:
-        roles[spec.entity_column] = "entity_column"
-    for role in ("datetime_columns", "feature_columns", "categorical_columns", "extra_columns"):
-        for column in getattr(spec, role):
-            roles.setdefault(column, role)
-    lower = {c.lower(): c for c in column_types}
-    missing = [f"{column!r} ({role})" for column, role in roles.items() if column not in column_types]
-    if missing:
-        hints = [lower[c.split("'")[1].lower()] for c in missing if c.split("'")[1].lower() in lower]
-        hint = f"; did you mean {', '.join(map(repr, hints))}?" if hints else ""
-        raise ValueError(
-            f"table {spec.table!r} has no column {', '.join(missing)}; its columns are "
-            f"{', '.join(sorted(column_types))}{hint}"
-        )
+def validate_columns(spec: TableSpec, column_types: Mapping[str, str], dialect: str = "duckdb", **settings) -> None:
+    """Raise ONE ``ValueError`` (``schema.SchemaError``) naming every configured column the table lacks
+    and every column whose type does not fit its role (a non-numeric feature, a timestamp that is not
+    one...); with ``settings`` (``drop_columns``, ``target_column``, ``split_key``,
+    ``force_categorical_columns``, ``max_categories``) those are checked too. See ``schema.py``."""
+    from .schema import validate_schema
+
+    validate_schema(spec, column_types, dialect=dialect, **settings)
 
 
 def as_utc(value: datetime | pd.Timestamp) -> pd.Timestamp:

@@ -119,9 +119,13 @@ class BigQueryTableReader:
             self._column_types = {field.name: field.field_type for field in table.schema}
         return self._column_types
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming every configured column the table lacks (no query is run)."""
-        validate_columns(self.spec, self.column_types())
+    dialect = "bigquery"
+
+    def validate(self, **settings) -> None:
+        """Check the configured columns (they exist, their types fit their roles) and the ``settings`` that
+        name columns against the table's schema; one ``ValueError`` lists every problem (``schema.py``).
+        No query is run."""
+        validate_columns(self.spec, self.column_types(), self.dialect, **settings)
         self._validated = True
 
     def storage_client(self) -> Any | None:

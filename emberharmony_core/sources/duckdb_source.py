@@ -10,7 +10,7 @@ Python holds one chunk and one batch at a time.
 
 from __future__ import annotations
 
-import time
+import os
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Callable, ContextManager, Mapping
@@ -20,6 +20,23 @@ import duckdb
 from .base import (DEFAULT_ROWS_PER_CHUNK, TableSpec, WindowRead, WindowStream, as_utc, check_rows_per_chunk,
                    validate_columns)
 from .sql import duckdb_table, duckdb_window_query
+
+
+def check_database_file(database: str) -> str:
+    """``database`` if it names an existing DuckDB file (or ``:memory:`` / a ``md:`` or URL database);
+    else a ``FileNotFoundError`` naming the path -- at once, instead of a read-only connect failing
+    (dagster-duckdb retries that for about 100 s)."""
+    text = os.fspath(database)
+    if text == ":memory:" or text.startswith(":memory:") or text.startswith(("md:", "motherduck:")) or "://" in text:
+        return text
+    if os.path.isfile(text):
+        return text
+    where = os.path.abspath(text)
+    what = "is a directory, not a DuckDB file" if os.path.isdir(text) else "does not exist"
+    raise FileNotFoundError(
+        f"DuckDB database {text!r} ({where}) {what}: check the source's `database` setting; to create the demo "
+        f"table there run `make demo` (or `python -m emberharmony_core.demo --database {text}`)"
+    )
 
 
 class DuckDBTableReader:
@@ -38,9 +55,11 @@ class DuckDBTableReader:
         self._timestamp_is_aware: bool | None = None
         duckdb_table(spec.table)  # validate early
 
+    dialect = "duckdb"
+
     @contextmanager
     def _read_only_connection(self):
-        connection = duckdb.connect(self.database, read_only=True)
+        connection = duckdb.connect(check_database_file(self.database), read_only=True)
         try:
             yield connection
         finally:
@@ -58,9 +77,10 @@ class DuckDBTableReader:
             raise ValueError(f"DuckDB database {self.database!r} has no table {self.spec.table!r}")
         return dict(rows)
 
-    def validate(self) -> None:
-        """Check every configured column exists (raises ``ValueError`` naming the missing ones)."""
-        validate_columns(self.spec, self.column_types())
+    def validate(self, **settings) -> None:
+        """Check the configured columns (they exist, their types fit their roles) and the ``settings`` that
+        name columns against the table's schema; one ``ValueError`` lists every problem (``schema.py``)."""
+        validate_columns(self.spec, self.column_types(), self.dialect, **settings)
 
     def _bound(self, stamp) -> datetime:
         """A window bound typed like the timestamp column: aware for TIMESTAMPTZ, naive UTC otherwise."""

@@ -218,7 +218,7 @@ def _check_pushdown(spec: TableSpec, start: datetime, end: datetime, split_key: 
     if upper < lower:
         raise ValueError(f"window end {upper} is before its start {lower}")
     if column_types is not None:
-        validate_columns(spec, column_types)
+        validate_columns(spec, column_types, "bigquery")
         if split_key not in column_types:
             raise ValueError(f"table {spec.table!r} has no column {split_key!r} (split_key)")
     return lower, upper
@@ -332,9 +332,12 @@ class BigQueryPushdownReader:
     def column_types(self) -> Mapping[str, str]:
         return self._reader.column_types()
 
-    def validate(self) -> None:
-        """Check the columns and the split key against the schema, then build the pushdown SQL."""
-        self._reader.validate()
+    dialect = "bigquery"
+
+    def validate(self, **settings) -> None:
+        """Check the columns, the ``settings`` that name columns (``BigQueryTableReader.validate``) and the
+        split key against the schema, then build the pushdown SQL."""
+        self._reader.validate(**settings)
         types = self._reader.column_types()
         if self.split_key not in types:
             raise ValueError(f"table {self.spec.table!r} has no column {self.split_key!r} (split_key)")
@@ -377,8 +380,11 @@ class BigFramesPushdownReader:
             self._column_types = {field.name: field.field_type for field in table.schema}
         return self._column_types
 
-    def validate(self) -> None:
-        validate_columns(self.spec, self.column_types())
+    dialect = "bigquery"
+
+    def validate(self, **settings) -> None:
+        """Check the columns and the ``settings`` that name columns against the schema (``schema.py``)."""
+        validate_columns(self.spec, self.column_types(), self.dialect, **settings)
 
     def iter_window(self, start: datetime, end: datetime,
                     rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:

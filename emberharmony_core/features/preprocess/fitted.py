@@ -117,7 +117,7 @@ class FittedPreprocessor:
         """
         flat = self.flatten(frame)
         n = len(flat)
-        out = np.zeros((n, self.n_features_out_), dtype=np.dtype(self.config.dtype))
+        out = np.zeros((n, self.n_features_out_), dtype=np.dtype(self.config.dtype), order="F")  # filled by column
         for j, col in enumerate(self.numeric_columns_):
             series = self._column(flat, col)
             if series is None:
@@ -149,6 +149,17 @@ class FittedPreprocessor:
         keep = [c for c in self.passthrough_columns_ if c in frame.columns]
         features = pd.DataFrame(X, columns=names, index=frame.index)
         return pd.concat([frame[keep], features], axis=1) if keep else features
+
+    def transform_arrow(self, frame: pd.DataFrame) -> tuple["pa.Table", np.ndarray]:
+        """:meth:`transform_frame`'s columns as an Arrow table, and the (n_rows, n_features_out_) matrix X its
+        feature columns were made from (shared memory, no copy): what the windows pass writes and windows."""
+        import pyarrow as pa
+
+        X, names = self.transform(frame)
+        keep = [c for c in self.passthrough_columns_ if c in frame.columns]
+        first = pa.Table.from_pandas(frame[keep], preserve_index=False) if keep else None
+        arrays = (first.columns if first is not None else []) + [pa.array(X[:, j]) for j in range(X.shape[1])]
+        return pa.Table.from_arrays(arrays, names=[*keep, *names]), X
 
     # ------------------------------------------------------------------ reporting
     def summary_records(self) -> list[dict[str, Any]]:

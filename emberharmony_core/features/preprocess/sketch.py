@@ -28,6 +28,7 @@ raise ``median_exact_max_values`` or lower ``median_relative_accuracy`` for such
 
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any
 
@@ -171,26 +172,24 @@ class MedianSketch:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"alpha": self.alpha, "max_exact": self.max_exact, "mode": "exact" if self.exact else "buckets"}
         if self.exact:
-            out["values"] = self.values.tolist()  # repr of floats: exact round trip
-            out["counts"] = self.counts.tolist()
+            out["values"] = _pack(self.values, "<f8")  # the float64 bytes: an exact round trip, ~20x faster than repr
+            out["counts"] = _pack(self.counts, "<i8")
         else:
-            out.update(
-                neg_index=self.neg_index.tolist(), neg_counts=self.neg_counts.tolist(),
-                pos_index=self.pos_index.tolist(), pos_counts=self.pos_counts.tolist(),
-                zero_count=int(self.zero_count),
-            )
+            out.update({name: _pack(getattr(self, name), "<i8")
+                        for name in ("neg_index", "neg_counts", "pos_index", "pos_counts")})
+            out["zero_count"] = int(self.zero_count)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MedianSketch":
         sketch = cls(data["alpha"], data["max_exact"])
         if data["mode"] == "exact":
-            sketch.values = np.asarray(data["values"], dtype=np.float64)
-            sketch.counts = np.asarray(data["counts"], dtype=np.int64)
+            sketch.values = _unpack(data["values"], "<f8", np.float64)
+            sketch.counts = _unpack(data["counts"], "<i8", np.int64)
         else:
             sketch.values = sketch.counts = None
             for name in ("neg_index", "neg_counts", "pos_index", "pos_counts"):
-                setattr(sketch, name, np.asarray(data[name], dtype=np.int64))
+                setattr(sketch, name, _unpack(data[name], "<i8", np.int64))
             sketch.zero_count = int(data["zero_count"])
         return sketch
 
@@ -207,3 +206,15 @@ def _add(ia: np.ndarray, ca: np.ndarray, ib: np.ndarray, cb: np.ndarray):
     cnt = np.concatenate([ca, cb])
     uidx, inv = np.unique(idx, return_inverse=True)
     return uidx, np.bincount(inv, weights=cnt, minlength=len(uidx)).astype(np.int64)
+
+
+def _pack(values: np.ndarray, layout: str) -> dict[str, str]:
+    """A 1-d array as JSON: its little-endian bytes in base64 (``{"b64": ..., "dtype": layout}``)."""
+    return {"b64": base64.b64encode(np.ascontiguousarray(values, dtype=layout).tobytes()).decode("ascii"), "dtype": layout}
+
+
+def _unpack(stored, layout: str, dtype) -> np.ndarray:
+    """Inverse of ``_pack``; a plain JSON list (the earlier format) is read as it is."""
+    if isinstance(stored, dict):
+        return np.frombuffer(base64.b64decode(stored["b64"]), dtype=stored.get("dtype", layout)).astype(dtype)
+    return np.asarray(stored, dtype=dtype)

@@ -62,12 +62,15 @@ def flatten_struct_columns(frame: pd.DataFrame, struct_columns: Iterable[str], s
     struct_columns = [c for c in struct_columns if c in frame.columns]
     if not struct_columns:
         return frame, {}
-    pieces: list[pd.DataFrame | pd.Series] = []
+    pieces: list[pd.DataFrame] = []
     fields: dict[str, list[str]] = {}
-    for col in frame.columns:
+    position = 0  # the struct columns' neighbours go in as slices, not one frame per column
+    for index, col in enumerate(frame.columns):
         if col not in struct_columns:
-            pieces.append(frame[[col]])
             continue
+        if index > position:
+            pieces.append(frame.iloc[:, position:index])
+        position = index + 1
         series = frame[col]
         prefix = f"{col}{sep}"
         if _is_arrow_struct(series.dtype):
@@ -83,4 +86,6 @@ def flatten_struct_columns(frame: pd.DataFrame, struct_columns: Iterable[str], s
         if clash:
             raise PreprocessError(f"flattening struct column {col!r} creates {clash}, which already exist in the frame")
         pieces.append(flat)
+    if position < frame.shape[1]:
+        pieces.append(frame.iloc[:, position:])
     return pd.concat(pieces, axis=1), fields
