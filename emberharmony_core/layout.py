@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .store import ArtifactReadError, ArtifactStore
+from .store import ArtifactReadError, ArtifactStore, frame_from_arrow
 from .windowing import WindowCarry, Windower, chunk_rows, gather_windows, window_index
 
 RAW, SPLIT, CYCLICAL, FEATURES = "raw_chunk", "split_data", "cyclical_features", "features"
@@ -62,7 +62,7 @@ def iter_asset_frames(store: ArtifactStore, asset: str, key: str, rows: int = 20
             head = batch.slice(0, n)
             names.extend(head.schema.names)
             columns.extend(head.columns)
-        yield pa.Table.from_arrays(columns, names=names).to_pandas()
+        yield frame_from_arrow(pa.Table.from_arrays(columns, names=names))
         pending = [batch.slice(n) for batch in pending]
 
 

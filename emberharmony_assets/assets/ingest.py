@@ -119,11 +119,11 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                             for split, count in chunk["split"].value_counts().items():
                                 split_counts[split] += int(count)
                     if CYCLICAL in steps:
-                        if pushdown:  # BigQuery computed them (float64): same dtype as local
-                            chunk[cyclical_names] = chunk[cyclical_names].astype("float32")
+                        if pushdown:  # BigQuery computed them (float64): the settings' dtype, as computed here
+                            chunk[cyclical_names] = chunk[cyclical_names].astype(settings.dtype)
                         else:
                             for column in spec.datetime_columns:
-                                chunk = add_cyclical_features(chunk, column, compute)
+                                chunk = add_cyclical_features(chunk, column, compute, dtype=settings.dtype)
                         if CYCLICAL in writers:
                             writers[CYCLICAL].write(chunk[cyclical_names])
                             bad_cyclical += checks.count_bad_values(chunk[cyclical_names].to_numpy(), bound=1.0)

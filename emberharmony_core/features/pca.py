@@ -368,14 +368,19 @@ class PCAStats:
             "n_samples": np.asarray(self.n_samples, dtype=np.int64),
             "n_features": np.asarray(-1 if self.n_features is None else self.n_features, dtype=np.int64),
             "mean": self.mean.astype(np.float64, copy=True),
-            "scatter": self.scatter.astype(np.float64, copy=True),
+            # the scatter is symmetric: its upper triangle (row by row) is all there is to store
+            "scatter_upper": self.scatter[np.triu_indices(self.scatter.shape[0])].astype(np.float64),
         }
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "PCAStats":
-        _require(arrays, ("n_samples", "mean", "scatter"), "PCAStats")
+        _require(arrays, ("n_samples", "mean"), "PCAStats")
         mean = np.asarray(arrays["mean"], dtype=np.float64)
-        scatter = np.asarray(arrays["scatter"], dtype=np.float64)
+        if "scatter_upper" in arrays:
+            scatter = _symmetric_from_upper(np.asarray(arrays["scatter_upper"], dtype=np.float64), mean.shape[0])
+        else:
+            _require(arrays, ("scatter",), "PCAStats")
+            scatter = np.asarray(arrays["scatter"], dtype=np.float64)
         n_features = int(arrays["n_features"]) if "n_features" in arrays else mean.shape[0]
         out = cls(None if n_features < 0 else n_features)
         d = out.n_features or 0
@@ -384,6 +389,18 @@ class PCAStats:
         out.n_samples = int(arrays["n_samples"])
         out.mean, out.scatter = mean.copy(), scatter.copy()
         return out
+
+
+def _symmetric_from_upper(upper: np.ndarray, d: int) -> np.ndarray:
+    """(d, d) symmetric matrix from its upper triangle, row by row (``np.triu_indices(d)`` order)."""
+    if upper.shape != (d * (d + 1) // 2,):
+        raise ValueError(f"PCAStats.from_arrays: scatter_upper has {upper.shape} values, {d} features need "
+                         f"{d * (d + 1) // 2}")
+    out = np.zeros((d, d))
+    rows, cols = np.triu_indices(d)
+    out[rows, cols] = upper
+    out[cols, rows] = upper
+    return out
 
 
 class PCAModel:

@@ -23,6 +23,8 @@ from typing import Any, Callable, Generator, Iterable, Iterator, Mapping, Protoc
 import pandas as pd
 import pyarrow as pa
 
+from ..store import frame_from_arrow
+
 DEFAULT_ROWS_PER_CHUNK = 200_000
 """Rows per chunk of ``iter_window`` (and of the chunks ``read_window`` concatenates)."""
 
@@ -199,20 +201,21 @@ def iter_pandas_chunks(pieces: Iterable[Piece], spec: TableSpec, rows_per_chunk:
     """THE chunking path of every reader: engine pieces in, pandas chunks of exactly ``rows_per_chunk``
     rows out (the last shorter), in the pieces' order, each ``normalise_types``-ed.
 
-    Arrow groups are converted with ``Table.to_pandas()`` -- the conversion ``read_window``
-    always used -- so column types are pandas' usual ones for the Arrow types. One caveat of
+    Arrow groups are converted with ``store.frame_from_arrow`` -- the conversion ``read_window``
+    always used -- so column types are pandas' usual ones for the Arrow types, except STRUCT columns,
+    which stay Arrow-backed (``pd.ArrowDtype``). One caveat of
     converting per chunk: an INTEGER (BOOL) column with NULLs is float64 (object) only in the
     chunks that hold a NULL, int64 (bool) in the others; the concatenation has the type a
     whole-window conversion gives.
     """
     for group in rechunk(pieces, rows_per_chunk):
-        frame = group.to_pandas() if isinstance(group, pa.Table) else group.copy()
+        frame = frame_from_arrow(group) if isinstance(group, pa.Table) else group.copy()
         yield normalise_types(frame, spec)
 
 
 def empty_frame_for(schema: pa.Schema | pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     """The zero-row frame of an Arrow schema (or an empty pandas frame), typed like the chunks."""
-    frame = schema.empty_table().to_pandas() if isinstance(schema, pa.Schema) else schema.iloc[:0].copy()
+    frame = frame_from_arrow(schema.empty_table()) if isinstance(schema, pa.Schema) else schema.iloc[:0].copy()
     return normalise_types(frame, spec)
 
 

@@ -20,16 +20,15 @@ def _arrow_struct_frame(series: pd.Series, prefix: str) -> pd.DataFrame:
 
     def walk(arr, name):
         if pa.types.is_struct(arr.type):
-            for i, f in enumerate(arr.type):
-                child = arr.field(i)
-                if arr.null_count:  # a null parent makes its children null
-                    child = pc.if_else(arr.is_valid(), child, pa.nulls(len(child), child.type))
+            # flatten(): each child sliced like its parent (a chunk is often a slice) and null where the parent is
+            for f, child in zip(arr.type, arr.flatten()):
                 walk(child, f"{name}.{f.name}" if name else f.name)
         else:
             out[name] = arr.to_pandas()
 
     walk(array, "")
-    frame = pd.DataFrame(out, index=series.index)
+    frame = pd.DataFrame(out)  # positional: the Arrow children have a fresh index, the series may not
+    frame.index = series.index
     return frame.add_prefix(prefix)
 
 
@@ -74,8 +73,10 @@ def flatten_struct_columns(frame: pd.DataFrame, struct_columns: Iterable[str], s
         series = frame[col]
         prefix = f"{col}{sep}"
         if _is_arrow_struct(series.dtype):
-            flat = _arrow_struct_frame(series, prefix)
             has_values = bool(series.notna().any())
+            # no struct value in the chunk: no field columns, as for dict rows (all-null fields would be typed
+            # here but not there, and a chunk's column types must not depend on how the column arrived)
+            flat = _arrow_struct_frame(series, prefix) if has_values else pd.DataFrame(index=series.index)
         else:
             records = [v if isinstance(v, Mapping) else {} for v in series.tolist()]
             has_values = any(records)
