@@ -2,6 +2,15 @@
 PY := .venv/bin/python
 SETUP_INPUTS := pyproject.toml scripts/setup.sh scripts/setup_bqemulator.sh scripts/constraints.txt
 
+# One data folder and one Dagster instance for `make demo`, `make ui` and the README's `dagster` CLI
+# commands: data/ and data/dagster_home under this repository (absolute). Set EMBERHARMONY_HOME or
+# DAGSTER_HOME (in the environment or as `make ui DAGSTER_HOME=...`) to use others. Not exported to
+# `make test`: the tests make their own.
+EMBERHARMONY_HOME ?= $(CURDIR)/data
+DAGSTER_HOME ?= $(EMBERHARMONY_HOME)/dagster_home
+demo ui: export EMBERHARMONY_HOME := $(EMBERHARMONY_HOME)
+demo ui: export DAGSTER_HOME := $(DAGSTER_HOME)
+
 .PHONY: setup demo test ui bench bench-graph
 setup: .venv/.installed
 .venv/.installed: $(SETUP_INPUTS)
@@ -14,7 +23,8 @@ test: setup
 	$(PY) -m pytest $(ARGS)
 
 ui: setup
-	DAGSTER_HOME=$(CURDIR)/data/dagster_home .venv/bin/dagster dev
+	$(PY) -c 'import emberharmony_assets.main as m; m.ensure_instance()'
+	.venv/bin/dagster dev -w workspace.yaml
 
 bench: setup
 	$(PY) -m emberharmony_core.bench $(ARGS)

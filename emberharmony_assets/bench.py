@@ -137,33 +137,28 @@ def graph_partition_keys(assets: list) -> list[str]:
 
 
 def run_floor(argv: list[str]) -> int:
-    """``--child floor``: materialise the floor graph like ``emberharmony_assets.main`` materialises the real one."""
+    """``--child floor``: materialise the floor graph like ``emberharmony_assets.main`` materialises the real one:
+    the same environment (``prepare_environment``: data folder, partition range, DAGSTER_HOME and its
+    dagster.yaml, range-planned events, quiet warnings), the same named job resolved the same way
+    (``resolve_job``), one run over the whole range on the persistent instance (``execute_range``: range tags,
+    the same run config and loggers)."""
     parser = argparse.ArgumentParser(prog="floor")
     parser.add_argument("--days", type=int, required=True)
     parser.add_argument("--start", required=True)
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
     home = os.path.abspath(args.home)
-    end = date.fromisoformat(args.start) + timedelta(days=args.days)
-    os.environ.update(EMBERHARMONY_HOME=home, EMBERHARMONY_PARTITION_START=args.start,
-                      EMBERHARMONY_PARTITION_END=end.isoformat())
-    os.environ.setdefault("DAGSTER_HOME", os.path.join(home, "dagster_home"))
-    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-    from .main import RANGE_PLANNED_EVENTS, run_config
+    from .main import execute_range, prepare_environment, resolve_job
 
-    for name, value in RANGE_PLANNED_EVENTS.items():  # the main job's own settings
-        os.environ.setdefault(name, value)
-
-    from dagster import DagsterInstance, materialize
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    for note in prepare_environment(home, args.start, args.days, os.path.join(home, "dagster_home")):
+        print(note)
 
     assets = floor_assets()
     keys = graph_partition_keys(assets)
-    tags = {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]} if keys else {}
-    print(f"floor: {len(assets)} no-op asset definitions over {len(keys)} partitions in one run", flush=True)
+    job = resolve_job(assets)
+    print(f"floor: {len(assets)} no-op asset definitions over {len(keys)} partitions in one run of {job.name}", flush=True)
     started = time.perf_counter()
-    result = materialize(assets, instance=DagsterInstance.get(), raise_on_error=False, tags=tags,
-                         run_config=run_config())
+    result = execute_range(job, keys, tags={"emberharmony/launched_by": "emberharmony_assets.bench floor"})
     print(f"floor run {result.run_id[:8]}: {'succeeded' if result.success else 'FAILED'} in "
           f"{time.perf_counter() - started:.1f} s")
     return 0 if result.success else 1

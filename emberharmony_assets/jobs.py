@@ -4,16 +4,22 @@
   ``pca_stats``; its schedule runs each morning for the newest complete day.
 * ``refit_job``: merges the statistics into ``pca_models`` and projects the newest
   partition; scheduled an hour after the partition job.
-* ``full_refresh_job``: everything (the main job); for a range, launch a backfill
-  from the UI — every partitioned asset has a single-run backfill policy, so a
-  range runs as one run that loops over its partitions one at a time.
+* ``full_refresh_job``: everything (the main job, ``python -m emberharmony_assets.main``,
+  runs it over the whole partition range); for a range, launch a backfill from the UI —
+  every partitioned asset has a single-run backfill policy, so a range runs as one run
+  that loops over its partitions one at a time.
+
+Both schedules start stopped (Dagster's default): turn them on in the UI (Automation) or with
+``dagster schedule start``. Each asks for the day that ended before its tick; once the partitions
+end (``EMBERHARMONY_PARTITION_END``) or before they start, the tick is skipped with a reason
+instead of asking for the last (or first) day again.
 """
 
+from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
-from dagster import AssetSelection, RunRequest, ScheduleEvaluationContext, SkipReason, build_schedule_from_partitioned_job, \
-    define_asset_job, schedule
+from dagster import AssetSelection, RunRequest, ScheduleEvaluationContext, SkipReason, define_asset_job, schedule
 
 from .partitions import daily_partitions
 
@@ -24,18 +30,37 @@ daily_partition_job = define_asset_job("daily_partition_job", selection=AssetSel
 refit_job = define_asset_job("refit_job", selection=AssetSelection.assets("pca_models", "projected_windows"))
 full_refresh_job = define_asset_job("full_refresh_job", selection=AssetSelection.all())
 
-daily_partition_schedule = build_schedule_from_partitioned_job(daily_partition_job, hour_of_day=1, minute_of_hour=0)
+
+def day_that_ended(context: ScheduleEvaluationContext) -> tuple[str | None, SkipReason | None]:
+    """The partition key of the (UTC) day before the tick, or why there is none to run."""
+    when = context.scheduled_execution_time or datetime.now(timezone.utc)
+    day = (when.astimezone(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%d")
+    if daily_partitions.has_partition_key(day):
+        return day, None
+    first, last = daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key()
+    if first is None or day < first:
+        return None, SkipReason(f"{day} is before the first partition {first} (EMBERHARMONY_PARTITION_START)")
+    end = f"{daily_partitions.end:%Y-%m-%d}" if daily_partitions.end else ""
+    return None, SkipReason(
+        f"{day} is after the last partition {last}: the partitions end there (EMBERHARMONY_PARTITION_END={end}), "
+        "nothing new to materialise. Set EMBERHARMONY_PARTITION_END later, or empty for a set that grows every "
+        "day, to keep the schedule going")
+
+
+@schedule(job=daily_partition_job, cron_schedule="0 1 * * *", execution_timezone="UTC",
+          name="daily_partition_job_schedule")
+def daily_partition_job_schedule(context: ScheduleEvaluationContext):
+    """Materialise the day that just ended through pca_stats (skipped outside the partitions)."""
+    day, skip = day_that_ended(context)
+    return skip or RunRequest(run_key=day, partition_key=day)
 
 
 @schedule(job=refit_job, cron_schedule="0 2 * * *", execution_timezone="UTC")
 def daily_refit_schedule(context: ScheduleEvaluationContext):
     """Refit pca_models from every partition's statistics and project the newest partition."""
-    day_before = context.scheduled_execution_time - timedelta(days=1)
-    newest = daily_partitions.get_partition_key_for_timestamp(day_before.timestamp())
-    if not daily_partitions.has_partition_key(newest):
-        return SkipReason(f"{newest} is outside the partitions ({daily_partitions.start:%Y-%m-%d} onwards)")
-    return RunRequest(run_key=f"refit-{newest}", partition_key=newest)
+    day, skip = day_that_ended(context)
+    return skip or RunRequest(run_key=f"refit-{day}", partition_key=day)
 
 
 all_jobs = [daily_partition_job, refit_job, full_refresh_job]
-all_schedules = [daily_partition_schedule, daily_refit_schedule]
+all_schedules = [daily_partition_job_schedule, daily_refit_schedule]

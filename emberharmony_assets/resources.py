@@ -18,6 +18,7 @@ from emberharmony_core.features.split import validate_fractions
 from emberharmony_core.ops import get_backend
 from emberharmony_core.sources.base import DEFAULT_ROWS_PER_CHUNK, TableSpec
 from emberharmony_core.store import ArtifactStore
+from emberharmony_core.windowing import parse_duration
 
 
 def data_home() -> str:
@@ -106,7 +107,20 @@ class DuckDBSourceResource(SourceResource):
 
 
 class PipelineSettings(ConfigurableResource):
-    """The seed's knobs, with its defaults."""
+    """The seed's knobs, with its defaults.
+
+    ``max_gap`` (off by default): a duration; a window two of whose consecutive rows are more than
+    ``max_gap`` apart is not made, and is counted (the rule: ``emberharmony_core.windowing``). It is off
+    because inferring it from the cadence is ambiguous: irregular series (events, trades, report-on-change
+    sensors), a cadence that changes over time or differs between entities, and series sparse by nature
+    (weekdays only: a weekend is not a gap) each make a median step wrong for part of the data, and a
+    wrong guess drops windows silently. Off, every window is made; set it when you know the cadence.
+
+    ``split_block`` (off by default): a duration such as ``"7d"``; used only when there is no split key
+    column (no ``split_key``, no entity column), where the split key is otherwise the partition date.
+    Rows are split by the time block they fall in (``emberharmony_core.features.split_blocks``), so only
+    windows crossing a block boundary can mix splits; ``"1d"`` equals the partition-date default.
+    """
 
     window_size: int = 5
     strides: list[int] = Field(default_factory=lambda: [1, 3, 5])
@@ -122,6 +136,12 @@ class PipelineSettings(ConfigurableResource):
     max_categories: int = 50
     rows_per_chunk: int = Field(default=DEFAULT_ROWS_PER_CHUNK, description="rows read, processed and written at a time; "
                                 "memory follows it, results do not")
+    max_gap: Optional[str] = Field(default=None, description="a duration ('2h', '1d', '90min'): windows two of whose "
+                                   "consecutive rows are further apart are not made (counted per partition as "
+                                   "gap_dropped_stride_S); default off")
+    split_block: Optional[str] = Field(default=None, description="a duration ('7d'): without split_key and entity "
+                                       "column, hash the time block a row falls in (7d = ISO weeks) instead of the "
+                                       "partition date, so fewer windows mix splits")
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self.validate()
@@ -147,6 +167,13 @@ class PipelineSettings(ConfigurableResource):
         if not 0.0 < self.null_threshold <= 1.0:
             raise ValueError(f"null_threshold must be in (0, 1], got {self.null_threshold}")
         validate_fractions(tuple(self.split_fractions))
+        parse_duration("max_gap", self.max_gap)  # a bad duration raises naming the setting and the value
+        if self.split_block is not None:
+            parse_duration("split_block", self.split_block)
+            if self.split_key is not None:
+                raise ValueError(f"split_block ({self.split_block!r}) and split_key ({self.split_key!r}) are both set: "
+                                 "split_block replaces the partition-date key only when there is no split key "
+                                 "column; unset one of them")
         return self
 
     def schema_settings(self) -> dict:

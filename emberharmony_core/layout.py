@@ -104,7 +104,7 @@ def load_stride_windows(store: ArtifactStore, key: str, stride: int, previous_ke
         previous_key = earlier[-1] if earlier else None
     carry = load_carry(store, previous_key) if previous_key is not None else None
     windower = Windower(layout["window_size"], [stride], carry, n_features=len(layout["feature_columns"]),
-                        dtype=layout["dtype"])
+                        dtype=layout["dtype"], max_gap=layout.get("max_gap"))
     blocks, indexes, offset = [], [], 0
     entity = layout["entity_column"] or "entity"
     for batch in store.iter_batches(FEATURES, key):

@@ -18,6 +18,35 @@ gets its windows). The price: an old partition that gains or loses rows shifts t
 of the entity's later windows, so later partitions must be re-materialised (Dagster shows them
 stale through the carry's dependency).
 
+Gaps (``max_gap``, off by default)
+----------------------------------
+With ``max_gap`` set (a duration), a window two of whose consecutive rows are more than
+``max_gap`` apart (``time[i + 1] - time[i] > max_gap``, strictly) is not made: it is dropped from
+the windows the rule above finds, and counted (``gap_dropped[s]``). Only that: the stride phase is
+the entity's whole-series phase as without ``max_gap``, and no other window moves. Windows that
+mix splits are counted first (``mixed_split_dropped``); ``gap_dropped`` counts the remaining ones
+that span a gap, so ``kept = candidates - mixed_split_dropped - gap_dropped`` exactly.
+
+Why drop, not restart the phase at each gap (segments): (1) it keeps the rule's independence of
+chunking and partitioning with nothing new to carry: the carry already holds the times of each
+entity's last ``w - 1`` rows, which is all a window reaching back needs to see a gap (a window
+spans only its own ``w`` rows, and ``w = 1`` windows span none); (2) ``max_gap`` is monotone:
+setting or changing it only removes windows that span gaps and never shifts the phase of later
+windows, so runs with and without it compare window for window, the carry does not depend on it
+(after changing it each partition's windows can be recomputed on their own, in any order, with the
+stored carries), and the closed-form count check keeps its
+meaning (it counts the rule's positions; gap and split drops are counted on top of it); (3) the
+reference is one line for a user: the whole-series windows, minus those whose largest time step
+exceeds ``max_gap``. The price: after a gap the first kept window at stride ``s`` may start up to
+``s - 1`` rows later than a per-segment phase would start it.
+
+Why off by default: a cadence to infer ``max_gap`` from is ambiguous on real data: irregular series
+(event logs, trades, sensors that report on change), series whose cadence changes over time, mixed
+cadences across entities, and series that are sparse by nature (one row a day, weekdays only:
+the weekend is not a gap) all give a median step that is wrong for some of the data, and a wrong
+guess silently drops windows. Off means every window is made; the count of what ``max_gap`` would
+drop is one setting away, and per-partition metadata shows it.
+
     windower = Windower(window_size=5, strides=(1, 3, 5), carry=None)   # or the previous partition's carry
     for chunk in chunks:                                                 # ChunkRows, in (entity, time) order
         made = windower.add(chunk, backend)                              # ChunkWindows
@@ -50,6 +79,23 @@ def split_codes(values) -> np.ndarray:
         bad = pd.unique(values[codes < 0])[:5]
         raise ValueError(f"split column holds {list(bad)}; expected one of {list(SPLITS)}")
     return codes
+
+
+def parse_duration(name: str, value) -> int | None:
+    """A duration setting (``"2h"``, ``"1d"``, ``"90min"``, a ``pandas.Timedelta``) as int64 nanoseconds, or None
+    when ``value`` is None; anything else, or a duration that is not positive, raises naming the setting."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a duration such as '2h', '1d' or '90min', got {value!r}")
+    try:
+        delta = pd.Timedelta(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} must be a duration such as '2h', '1d' or '90min' (pandas.Timedelta), got {value!r}: "
+                         f"{exc}") from None
+    if pd.isna(delta) or delta <= pd.Timedelta(0):
+        raise ValueError(f"{name} must be a positive duration such as '2h', '1d' or '90min', got {value!r}")
+    return int(delta.value)
 
 
 def count_windows(seen_before: np.ndarray, rows: np.ndarray, window_size: int, stride: int) -> np.ndarray:
@@ -131,8 +177,11 @@ class ChunkWindows:
     ``rows`` (N', F) backend array: per entity block, its carried rows then its chunk rows, so every
     window is ``rows[start : start + w]``. Per stride ``s``: ``starts[s]`` (m,) int64 into ``rows``,
     ``end_row[s]`` (m,) the chunk row each window ends on, ``split[s]`` (m,) int8 code, in (entity, time)
-    order; ``candidates[s]`` windows before dropping the ``mixed_split_dropped[s]`` that mixed splits;
-    ``expected[s]`` the closed-form count (``count_windows``) the check compares ``candidates`` with."""
+    order; ``candidates[s]`` windows before dropping the ``mixed_split_dropped[s]`` that mixed splits and
+    then the ``gap_dropped[s]`` that span a gap longer than ``max_gap``; ``expected[s]`` the closed-form count
+    (``count_windows``) the check compares ``candidates`` with; ``gaps`` how many steps between consecutive
+    rows of an entity, ending on a row of the chunk, exceed ``max_gap`` (0 when it is off; with ``window_size``
+    1 nothing is carried, so the step into an entity's first row of the chunk is not seen: no window spans it)."""
 
     backend: object
     rows: object
@@ -143,6 +192,8 @@ class ChunkWindows:
     candidates: dict[int, int] = field(default_factory=dict)
     mixed_split_dropped: dict[int, int] = field(default_factory=dict)
     expected: dict[int, int] = field(default_factory=dict)
+    gap_dropped: dict[int, int] = field(default_factory=dict)
+    gaps: int = 0
 
     @property
     def width(self) -> int:
@@ -150,10 +201,13 @@ class ChunkWindows:
 
 
 class Windower:
-    """Applies the rule chunk after chunk, carrying each entity's count and last ``w - 1`` rows."""
+    """Applies the rule chunk after chunk, carrying each entity's count and last ``w - 1`` rows.
+
+    ``max_gap`` (a duration: ``"2h"``, ``pandas.Timedelta``, or int nanoseconds; None: off) drops the
+    windows spanning a step longer than it (see the module docstring)."""
 
     def __init__(self, window_size: int, strides: Sequence[int], carry: WindowCarry | None = None, *,
-                 n_features: int | None = None, dtype="float32"):
+                 n_features: int | None = None, dtype="float32", max_gap=None):
         from .features.windows import _check_setting
 
         self.window_size = _check_setting("window_size", window_size)
@@ -163,6 +217,10 @@ class Windower:
                              f"{self.window_size}: re-materialise stride_windows from the first partition")
         self.carry = carry
         self._n_features, self._dtype = n_features, dtype
+        self.max_gap_ns = (None if max_gap is None else int(max_gap) if isinstance(max_gap, (int, np.integer))
+                           and not isinstance(max_gap, bool) else parse_duration("max_gap", max_gap))
+        if self.max_gap_ns is not None and self.max_gap_ns <= 0:
+            raise ValueError(f"max_gap must be a positive duration, got {max_gap!r}")
 
     def add(self, chunk: ChunkRows, backend) -> ChunkWindows:
         """Windows ending in ``chunk`` (rows grouped by entity, in time order, continuing the carry)."""
@@ -215,6 +273,12 @@ class Windower:
         if w > 1 and total >= w:
             view = np.lib.stride_tricks.sliding_window_view(splits, w)
             pure = view.min(axis=1) == view.max(axis=1)  # by window start
+        steps_over = None  # steps_over[i]: steps longer than max_gap among rows 0..i of the layout
+        if self.max_gap_ns is not None and total > 1:
+            same_entity = block_of[1:] == block_of[:-1]
+            over = (np.diff(times) > self.max_gap_ns) & same_entity  # step i -> i + 1
+            made.gaps = int((over & mine[1:]).sum())
+            steps_over = np.concatenate([[0], np.cumsum(over)])
         for s in self.strides:
             ends = np.flatnonzero(mine & (series >= tail) & ((series - tail) % s == 0))
             starts = ends - tail
@@ -224,6 +288,10 @@ class Windower:
                 keep = pure[starts]
                 starts, ends = starts[keep], ends[keep]
             made.mixed_split_dropped[s] = made.candidates[s] - len(starts)
+            if steps_over is not None and w > 1 and len(starts):
+                keep = steps_over[ends] == steps_over[starts]  # no step longer than max_gap inside the window
+                starts, ends = starts[keep], ends[keep]
+            made.gap_dropped[s] = made.candidates[s] - made.mixed_split_dropped[s] - len(starts)
             made.starts[s], made.end_row[s], made.split[s] = starts, chunk_row[ends], splits[ends]
 
         self._carry_forward(keys, pos, seen0 + lengths, rows, times, splits, offsets + block_len, f, features.dtype)
@@ -343,4 +411,4 @@ def columns_table(matrix: np.ndarray, names: Sequence[str], first: "pa.Table | N
 
 
 __all__ = ["SPLITS", "TRAIN", "ChunkRows", "ChunkWindows", "WindowCarry", "Windower", "chunk_rows", "columns_table", "count_windows", "gather_windows",
-           "project_windows", "series_starts", "split_codes", "window_index", "window_stats"]
+           "parse_duration", "project_windows", "series_starts", "split_codes", "window_index", "window_stats"]

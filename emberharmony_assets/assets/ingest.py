@@ -17,6 +17,7 @@ from emberharmony_core.features.cyclical import CYCLICAL_SUFFIXES
 from emberharmony_core.features.cyclical import cyclical_features as add_cyclical_features
 from emberharmony_core.features.preprocess import compute_partition_stats
 from emberharmony_core.features.split import assign_split
+from emberharmony_core.features.split_blocks import split_block_keys
 from emberharmony_core.layout import CYCLICAL, RAW, SPLIT, iter_asset_frames
 
 from .. import checks
@@ -29,9 +30,13 @@ SPLITS = ("train", "validation", "test")
 READ_FIGURES = ("bytes_read", "bytes_processed", "bytes_billed", "pages", "chunks")
 
 
-def split_keys(frame, key_column: str | None, partition_key: str) -> np.ndarray:
-    """The values hashed for the split: the key column, or the partition date (one split per day)."""
+def split_keys(frame, key_column: str | None, partition_key: str, timestamp_column: str | None = None,
+               split_block: str | None = None) -> np.ndarray:
+    """The values hashed for the split: the key column; without one, the time block of each row
+    (``settings.split_block``, e.g. "7d" = ISO weeks keyed by their Monday) or else the partition date."""
     if key_column is None:
+        if split_block is not None:
+            return split_block_keys(frame[timestamp_column], split_block)
         return np.full(len(frame), partition_key, dtype=object)
     return frame[key_column].to_numpy()
 
@@ -87,7 +92,8 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
     cyclical_names = [f"{column}_{suffix}" for column in spec.datetime_columns for suffix in CYCLICAL_SUFFIXES]
     rows = {name: [] for name in steps}
     totals = {RAW: {"rows": 0, "source": type(source).__name__, "pushdown": pushdown},
-              SPLIT: {"rows": 0, "split_key": key_column or "partition date"},
+              SPLIT: {"rows": 0, "split_key": key_column or (f"time block {settings.split_block}" if settings.split_block
+                                                              else "partition date")},
               CYCLICAL: {"rows": 0, "backend": compute.name, "datetime_columns": ", ".join(spec.datetime_columns)},
               "preprocess_stats": {"train_rows": 0}}
     first_splits, bad_cyclical = [], np.zeros(len(cyclical_names), dtype=np.int64)
@@ -109,7 +115,7 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                     if RAW in writers:
                         writers[RAW].write(chunk[spec.columns])
                     if SPLIT in steps:
-                        keys = split_keys(chunk, key_column, key)
+                        keys = split_keys(chunk, key_column, key, spec.timestamp_column, settings.split_block)
                         if not pushdown:  # else BigQuery computed it with the same hash
                             chunk["split"] = assign_split(keys, tuple(settings.split_fractions))
                         if SPLIT in writers:

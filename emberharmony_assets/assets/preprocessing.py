@@ -22,13 +22,13 @@ def preprocess_config(spec: TableSpec, settings: PipelineSettings) -> Preprocess
 
     Numeric features are the source's ``feature_columns`` plus every numeric column
     that reaches this point (cyclical features, booleans, flattened struct fields);
-    identifiers and raw datetimes are excluded.
+    identifiers (entity, split key) and raw datetimes are excluded.
     """
     return PreprocessConfig(
         # the source's categorical columns are forced; other string columns (struct fields too) are detected
         force_categorical_columns=tuple(dict.fromkeys([*spec.categorical_columns, *settings.force_categorical_columns])),
         drop_columns=tuple(settings.drop_columns),
-        exclude_columns=tuple(dict.fromkeys(c for c in (spec.entity_column, spec.timestamp_column,
+        exclude_columns=tuple(dict.fromkeys(c for c in (spec.entity_column, spec.timestamp_column, settings.split_key,
                                                         *spec.datetime_columns) if c)),
         target_column=settings.target_column,
         null_threshold=settings.null_threshold,

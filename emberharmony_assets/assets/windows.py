@@ -42,7 +42,8 @@ def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: in
                 f"windows of partition {key} continue each entity's series from partition {previous}, whose window "
                 f"carry is missing: materialise stride_windows for {previous} first (or backfill the range from there)")
         carry = load_carry(artifacts, previous)
-    return Windower(settings.window_size, settings.strides, carry, n_features=n_features, dtype=settings.dtype)
+    return Windower(settings.window_size, settings.strides, carry, n_features=n_features, dtype=settings.dtype,
+                    max_gap=settings.max_gap)
 
 
 @multi_asset(
@@ -78,7 +79,8 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
     strides, w = list(settings.strides), settings.window_size
     entity = spec.entity_column
     artifacts.write_json({"window_size": w, "strides": strides, "feature_columns": names, "entity_column": entity,
-                          "timestamp_column": spec.timestamp_column, "dtype": settings.dtype},
+                          "timestamp_column": spec.timestamp_column, "dtype": settings.dtype,
+                          "max_gap": settings.max_gap},
                          STRIDE_WINDOWS, WINDOWS_LAYOUT)
     windowing = bool(selected & {STRIDE_WINDOWS, "pca_stats"})
     rows = {name: [] for name in WINDOW_STEPS}
@@ -99,7 +101,7 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
             windower = windower_for(artifacts, key, settings, len(names)) if windowing else None
             stats = {s: PCAStats(w * len(names)) for s in strides}
             counts = {f"windows_stride_{s}": 0 for s in strides}
-            dropped = dict.fromkeys(strides, 0)
+            dropped, gap_dropped, gaps = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0), 0
             n_rows = 0
             with ExitStack() as files:
                 features_file = files.enter_context(artifacts.frame_writer(FEATURES, key)) if FEATURES in selected else None
@@ -113,9 +115,11 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                         bad += checks.count_bad_values(matrix)
                     if windower is not None:
                         made = windower.add(chunk, compute)
+                        gaps += made.gaps
                         for s in strides:
                             counts[f"windows_stride_{s}"] += len(made.starts[s])
                             dropped[s] += made.mixed_split_dropped[s]
+                            gap_dropped[s] += made.gap_dropped[s]
                             expected[s] += made.expected[s]
                             produced[s] += made.candidates[s]
                             if s in index_files:
@@ -127,6 +131,8 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                 save_carry(artifacts, key, windower.carry)
                 row = {"partition": key, "rows": n_rows, **counts}
                 row.update({f"mixed_split_dropped_stride_{s}": n for s, n in dropped.items() if n})
+                if settings.max_gap is not None:  # gaps longer than max_gap, and the windows spanning them
+                    row.update({"gaps": gaps, **{f"gap_dropped_stride_{s}": n for s, n in gap_dropped.items()}})
                 rows[STRIDE_WINDOWS].append(row)
             if "pca_stats" in selected:
                 for s in strides:
@@ -138,6 +144,12 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                 totals[FEATURES]["rows"] += n_rows
     for s in strides:
         totals[STRIDE_WINDOWS][f"windows_stride_{s}"] = sum(r[f"windows_stride_{s}"] for r in rows[STRIDE_WINDOWS])
+    dropped_names = [f"mixed_split_dropped_stride_{s}" for s in strides]
+    if settings.max_gap is not None:
+        totals[STRIDE_WINDOWS]["max_gap"] = settings.max_gap
+        dropped_names += ["gaps", *(f"gap_dropped_stride_{s}" for s in strides)]
+    for name in dropped_names:  # over the run's partitions (a range's table shows only its first and last ones)
+        totals[STRIDE_WINDOWS][f"{name}_total"] = sum(r.get(name, 0) for r in rows[STRIDE_WINDOWS])
     for name in WINDOW_STEPS:
         if name not in selected:
             continue
