@@ -81,7 +81,7 @@ def topological_keys(specs) -> list:
 def noop_assets_like(assets_def):
     """A no-op ``multi_asset`` with ``assets_def``'s node name, specs, check specs, partitions,
     backfill policy and subsetting; its body reports every selected asset and check, nothing else."""
-    from dagster import AssetCheckResult, MaterializeResult, multi_asset
+    from dagster import AssetCheckResult, AssetObservation, MaterializeResult, multi_asset
 
     specs = list(assets_def.specs)
     check_specs = list(assets_def.check_specs)
@@ -92,12 +92,16 @@ def noop_assets_like(assets_def):
                  backfill_policy=assets_def.backfill_policy)
     def _noop(context):
         try:
-            partitions = len(context.partition_keys)
+            keys = list(context.partition_keys)
         except Exception:  # unpartitioned
-            partitions = None
+            keys = None
         metadata = {"rows": 0, "seconds": 0.0}
-        if partitions is not None:
-            metadata["partitions"] = partitions
+        if keys is not None:
+            metadata["partitions"] = len(keys)
+            observed = next(k for k in order if k in context.selected_asset_keys)
+            if len(keys) > 1:  # as the real steps do: one observation per partition of a range (its own figures)
+                for key in keys:
+                    context.log_event(AssetObservation(asset_key=observed, partition=key, metadata={"rows": 0}))
         checks = sorted(context.selected_asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
         for key in order:  # each selected asset, then its checks (as a real body would report them)
             if key in context.selected_asset_keys:

@@ -21,8 +21,12 @@ EXPLAINED_VARIANCE = "explained_variance_sane"
 MIN_KEYS_FOR_FRACTIONS = 20
 
 
+# checks that guard correctness: when one fails, Dagster does not run what depends on the asset
+BLOCKING = {FINITE_FEATURES, WINDOW_COUNTS, EXPLAINED_VARIANCE}
+
+
 def spec(asset: str, name: str, description: str) -> AssetCheckSpec:
-    return AssetCheckSpec(name=name, asset=asset, description=description)
+    return AssetCheckSpec(name=name, asset=asset, description=description, blocking=name in BLOCKING)
 
 
 def split_fractions_check(keys: np.ndarray, splits: np.ndarray, fractions, names=("train", "validation", "test"),

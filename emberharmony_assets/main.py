@@ -200,16 +200,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend:
         resources["backend"] = BackendResource(name=args.backend)
     source = resources["source"]
+    if args.fresh:  # first, before the demo table is replaced: a run writing here makes it fail at once, naming it
+        from emberharmony_core.store import StoreBusyError
+
+        try:
+            resources["store"].get().wipe()  # the store's writers lock, exclusive, without waiting
+        except StoreBusyError as exc:
+            print(f"--fresh: {exc}", file=sys.stderr)
+            return 1
     if isinstance(source, DuckDBSourceResource):
         demo = DemoConfig(entities=args.entities, days=args.days, start=args.start)
         os.makedirs(home, exist_ok=True)
         started = time.perf_counter()
         rows = write_demo_table(source.database, demo, replace=args.fresh)
         print(f"demo table {demo.table} in {source.database}: {rows:,} rows ({time.perf_counter() - started:.1f} s)")
-    if args.fresh:
-        import shutil
-
-        shutil.rmtree(resources["store"].base_path, ignore_errors=True)
     for note in notes:
         print(note)
 

@@ -14,8 +14,9 @@ from typing import ContextManager, Optional
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
+from emberharmony_core.features.row_checks import check_on_duplicate
 from emberharmony_core.features.split import validate_fractions
-from emberharmony_core.ops import get_backend
+from emberharmony_core.ops import describe_backend, get_backend
 from emberharmony_core.sources.base import DEFAULT_ROWS_PER_CHUNK, TableSpec
 from emberharmony_core.store import ArtifactStore
 from emberharmony_core.windowing import parse_duration
@@ -33,7 +34,9 @@ class BackendResource(ConfigurableResource):
     device: Optional[str] = Field(default=None, description="torch: cpu/cuda/cuda:N/mps; mlx: cpu/gpu")
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        self.get()  # unknown or missing backend fails here, before any asset runs
+        chosen = self.get()  # unknown or missing backend fails here, before any asset runs
+        if context.log is not None:  # in the run's Dagster log: which backend ran, and why for auto
+            context.log.info(f"backend {self.name!r} -> {describe_backend(self.name, chosen)}")
 
     def get(self):
         return get_backend(self.name, self.device)
@@ -142,6 +145,10 @@ class PipelineSettings(ConfigurableResource):
     split_block: Optional[str] = Field(default=None, description="a duration ('7d'): without split_key and entity "
                                        "column, hash the time block a row falls in (7d = ISO weeks) instead of the "
                                        "partition date, so fewer windows mix splits")
+    on_duplicate: str = Field(default="error", description="rows sharing one (entity, timestamp): 'error' (default) "
+                              "fails the partition naming them; 'keep_last' keeps the last in the source's order "
+                              "(ties come in the engine's order); 'mean' averages the numeric features, every other "
+                              "column must agree (emberharmony_core.features.row_checks)")
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self.validate()
@@ -167,6 +174,7 @@ class PipelineSettings(ConfigurableResource):
         if not 0.0 < self.null_threshold <= 1.0:
             raise ValueError(f"null_threshold must be in (0, 1], got {self.null_threshold}")
         validate_fractions(tuple(self.split_fractions))
+        check_on_duplicate(self.on_duplicate)
         parse_duration("max_gap", self.max_gap)  # a bad duration raises naming the setting and the value
         if self.split_block is not None:
             parse_duration("split_block", self.split_block)
@@ -184,12 +192,30 @@ class PipelineSettings(ConfigurableResource):
 
 
 class ArtifactStoreResource(ConfigurableResource):
-    """Where artifacts live: a local folder or an fsspec URL (gs://bucket/prefix)."""
+    """Where artifacts live: a local folder or an fsspec URL (gs://bucket/prefix).
+
+    Every run (every step process, with the multiprocess executor) holds the store's writers lock
+    SHARED from resource setup to teardown (``yield_for_execution``, which also runs the setup and
+    teardown hooks): runs may write at once (a partition file's writes serialise on its own lock),
+    while ``ArtifactStore.wipe()`` (``main.py --fresh``) fails at once naming their pids. Local
+    folders only; on fsspec URLs the locks are no-ops (``emberharmony_core.store``).
+    """
 
     base_path: str = Field(default_factory=lambda: os.path.join(data_home(), "artifacts"))
 
     def get(self) -> ArtifactStore:
         return ArtifactStore(self.base_path)
+
+    @contextmanager
+    def yield_for_execution(self, context: InitResourceContext):
+        run = getattr(context, "run", None)
+        owner = f"run {run.run_id[:8]} ({run.job_name})" if run is not None else "a Dagster execution"
+        with self.get().writers_lock(owner=owner):
+            self.setup_for_execution(context)
+            try:
+                yield self
+            finally:
+                self.teardown_after_execution(context)
 
 
 __all__ = ["BackendResource", "SourceResource", "DuckDBSourceResource", "PipelineSettings",

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .store import ArtifactReadError, ArtifactStore, frame_from_arrow
+from .store import ArtifactReadError, ArtifactStore, frame_from_arrow, repair_command
 from .windowing import WindowCarry, Windower, chunk_rows, gather_windows, window_index
 
 RAW, SPLIT, CYCLICAL, FEATURES = "raw_chunk", "split_data", "cyclical_features", "features"
@@ -44,7 +44,9 @@ def iter_asset_frames(store: ArtifactStore, asset: str, key: str, rows: int = 20
     counts = {part: store.frame_rows(part, key) for part in parts}
     if len(set(counts.values())) > 1:
         raise ArtifactReadError(f"partition {key}: {', '.join(f'{p} has {n} rows' for p, n in counts.items())}; they must "
-                                f"match: re-materialise {', '.join(parts[1:])} for partition {key}")
+                                f"match (asset {asset}, partition {key}): re-materialise {', '.join(parts[1:])} for "
+                                f"partition {key}: {repair_command(','.join(parts[1:]), key, store.base)}",
+                                asset=asset, partition=key)
     if not any(counts.values()):  # an empty partition: one empty frame with every column
         yield pd.concat([store.read_frame(part, key) for part in parts], axis=1)
         return
@@ -98,7 +100,8 @@ def load_stride_windows(store: ArtifactStore, key: str, stride: int, previous_ke
     from .ops import get_backend
 
     backend = backend or get_backend("numpy")
-    layout = store.read_json(STRIDE_WINDOWS, WINDOWS_LAYOUT)
+    # written by every stride_windows run: re-materialising this partition rewrites it (the read error says so)
+    layout = store.read_json(STRIDE_WINDOWS, WINDOWS_LAYOUT, partition=key)
     if previous_key is None:
         earlier = [k for k in carry_keys(store) if k < key]
         previous_key = earlier[-1] if earlier else None

@@ -29,3 +29,15 @@ def materialized_metadata(result, asset: str) -> dict:
         if materialization.asset_key.to_user_string() == asset:
             return materialization.metadata
     raise KeyError(f"no materialisation of {asset!r} in run {result.run_id}")
+
+
+def artifact_files(folder) -> list[str]:
+    """The artifacts under ``folder`` (relative paths), leaving out the store's hidden lock files (``.writers*``,
+    ``.locks/``): what "nothing was written" is about."""
+    from pathlib import Path
+
+    root = Path(folder)
+    if not root.exists():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))

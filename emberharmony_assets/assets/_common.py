@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import pandas as pd
-from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue
+from dagster import AssetExecutionContext, AssetObservation, BackfillPolicy, MetadataValue
 
 from ..partitions import daily_partitions
 
@@ -69,13 +69,32 @@ TABLE_ROWS = 10  # per end of a range: the metadata stays the same size however 
 
 
 def per_partition_metadata(rows: list[dict], totals: dict) -> dict:
-    """One partition: its own figures. A range: totals, the smallest and largest figure per
-    field, and a table of the first and last partitions (Dagster copies this metadata onto
-    every partition's materialisation, so it must not grow with the range)."""
+    """One partition: its own figures. A range: the RUN's totals, labelled as such, the smallest and largest
+    figure per field, and a table of the first and last partitions (Dagster copies this metadata onto every
+    partition's materialisation, so it must not grow with the range; each partition's own figures are in its
+    observation, see ``observe_partitions``)."""
     if len(rows) == 1:
         return {**rows[0], **totals}
     numeric = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     spread = {f"{k}_per_partition": f"{min(r.get(k, 0) for r in rows)} .. {max(r.get(k, 0) for r in rows)}"
               for k in numeric}
     shown = rows if len(rows) <= 2 * TABLE_ROWS else rows[:TABLE_ROWS] + rows[-TABLE_ROWS:]
-    return {**totals, **spread, "partitions": len(rows), "per_partition": markdown_table(shown)}
+    shown_note = "all" if len(rows) <= 2 * TABLE_ROWS else f"first and last {TABLE_ROWS} of {len(rows)}"
+    return {"scope": f"run totals over {len(rows)} partitions {rows[0]['partition']} .. {rows[-1]['partition']}; "
+                     "this partition's own figures: its observation", **totals, **spread, "partitions": len(rows),
+            "per_partition": markdown_table(shown), "per_partition_rows_shown": shown_note}
+
+
+def observe_partitions(context: AssetExecutionContext, asset_key: str, *row_lists: list[dict]) -> None:
+    """Log one ``AssetObservation`` of ``asset_key`` per partition of a multi-partition run, holding that
+    partition's own figures (the rows of ``row_lists`` merged by partition): the UI shows them on the
+    partition, where the materialisation's metadata is the run's. One event-log write per step and partition
+    (measured ~17 ms on the SQLite instance), so a step observes one asset, not each of its assets."""
+    merged: dict[str, dict] = {}
+    for rows in row_lists:
+        for row in rows:
+            merged.setdefault(row["partition"], {}).update({k: v for k, v in row.items() if k != "partition"})
+    if len(merged) < 2:
+        return  # one partition: its materialisation already holds its own figures
+    for key, figures in merged.items():
+        context.log_event(AssetObservation(asset_key=asset_key, partition=key, metadata=figures))

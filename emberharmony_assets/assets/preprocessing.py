@@ -10,6 +10,7 @@ windows pass) applies it to every row.
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from emberharmony_core.features.preprocess import FittedPreprocessor, PreprocessConfig, PreprocessStats, fit_preprocessor
+from emberharmony_core.features.preprocess.stats import merge_partition_stats
 from emberharmony_core.sources.base import TableSpec
 
 from ..partitions import daily_partitions
@@ -47,10 +48,9 @@ def preprocessor(context: AssetExecutionContext, source: SourceResource, setting
         raise ValueError("no preprocess_stats partitions are materialised: materialise some partitions first")
     metadata = {"partitions": len(names)}
     with timed(metadata):
-        merged = None  # one partition's statistics in memory at a time, merged in partition order
-        for name in names:
-            stats = PreprocessStats.from_dict(artifacts.read_json("preprocess_stats", name))
-            merged = stats if merged is None else merged.merge(stats)
+        # one partition's statistics in memory at a time, merged in partition order; drift names both partitions
+        merged = merge_partition_stats((name, PreprocessStats.from_dict(artifacts.read_json("preprocess_stats", name)))
+                                       for name in names)
         fitted = fit_preprocessor(merged, config)
         artifacts.write_json(fitted.to_dict(), "preprocessor", "preprocessor")
     summary = fitted.summary()

@@ -17,6 +17,7 @@ import pandas as pd
 from dagster import AssetDep, AssetExecutionContext, AssetSpec, MaterializeResult, asset, multi_asset
 
 from emberharmony_core.features.pca import PCAModel, PCAStats
+from emberharmony_core.features.preprocess.config import PreprocessError
 from emberharmony_core.layout import (CYCLICAL, FEATURES, PROJECTED, STRIDE_WINDOWS, WINDOWS_LAYOUT, has_carry,
                                       iter_asset_frames, load_carry, save_carry, stride_folder)
 from emberharmony_core.windowing import Windower, chunk_rows, columns_table, project_windows, window_index, \
@@ -25,8 +26,8 @@ from emberharmony_core.windowing import Windower, chunk_rows, columns_table, pro
 from .. import checks
 from ..partitions import daily_partitions, previous_partition
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import PARTITIONED, markdown_table, per_partition_metadata, previous_partition_key, run_partitions, \
-    selected_names, timed
+from ._common import PARTITIONED, markdown_table, observe_partitions, per_partition_metadata, previous_partition_key, \
+    run_partitions, selected_names, timed
 from .preprocessing import load_preprocessor
 
 WINDOW_STEPS = [FEATURES, STRIDE_WINDOWS, "pca_stats"]
@@ -44,6 +45,16 @@ def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: in
         carry = load_carry(artifacts, previous)
     return Windower(settings.window_size, settings.strides, carry, n_features=n_features, dtype=settings.dtype,
                     max_gap=settings.max_gap)
+
+
+def transformed_chunks(fitted, frames, key: str):
+    """(features table, its (n, F) matrix) per frame; a value that cannot become a finite feature fails the
+    partition, naming it (nothing of the partition is kept: its files are still temporary)."""
+    for frame in frames:
+        try:
+            yield fitted.transform_arrow(frame)
+        except PreprocessError as exc:
+            raise PreprocessError(f"features, partition {key}: {exc}") from None
 
 
 @multi_asset(
@@ -94,8 +105,7 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
     with timed(timing):
         for key, _, _ in run_partitions(context):
             if FEATURES in selected:  # (features table, its feature matrix) per chunk
-                chunks = (fitted.transform_arrow(frame) for frame in
-                          iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk))
+                chunks = transformed_chunks(fitted, iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk), key)
             else:
                 chunks = ((batch, None) for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk))
             windower = windower_for(artifacts, key, settings, len(names)) if windowing else None
@@ -150,6 +160,8 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
         dropped_names += ["gaps", *(f"gap_dropped_stride_{s}" for s in strides)]
     for name in dropped_names:  # over the run's partitions (a range's table shows only its first and last ones)
         totals[STRIDE_WINDOWS][f"{name}_total"] = sum(r.get(name, 0) for r in rows[STRIDE_WINDOWS])
+    observed = STRIDE_WINDOWS if STRIDE_WINDOWS in selected else min(selected & set(WINDOW_STEPS), key=WINDOW_STEPS.index)
+    observe_partitions(context, observed, *(rows[name] for name in WINDOW_STEPS if name in selected))
     for name in WINDOW_STEPS:
         if name not in selected:
             continue
@@ -181,10 +193,12 @@ def merged_stats(artifacts, stride: int) -> tuple[PCAStats, int]:
 
 @asset(deps=["pca_stats"], group_name="windows", kinds={"numpy"}, check_specs=[checks.spec(
     "pca_models", checks.EXPLAINED_VARIANCE, "ratios finite, in [0, 1], decreasing, summing to at most 1")])
-def pca_models(context: AssetExecutionContext, settings: PipelineSettings, store: ArtifactStoreResource) -> MaterializeResult:
-    """Per stride, PCA fitted on ALL train windows, merged from per-partition statistics (exact, order-free)."""
-    artifacts = store.get()
-    metadata, summary, ratios, ranks, widths = {}, [], {}, {}, {}
+def pca_models(context: AssetExecutionContext, settings: PipelineSettings, backend: BackendResource,
+               store: ArtifactStoreResource) -> MaterializeResult:
+    """Per stride, PCA fitted on ALL train windows, merged from per-partition statistics (exact, order-free);
+    the float64 eigendecomposition runs on the backend."""
+    artifacts, compute = store.get(), backend.get()
+    metadata, summary, ratios, ranks, widths = {"backend": compute.name}, [], {}, {}, {}
     with timed(metadata):
         merged = {stride: merged_stats(artifacts, stride) for stride in settings.strides}
         short = [s for s, (stats, _) in merged.items() if stats.n_samples < 2]
@@ -229,9 +243,13 @@ def pca_models(context: AssetExecutionContext, settings: PipelineSettings, store
                            "(rank-deficient windows: e.g. sin/cos columns of consecutive hours are linearly dependent)")
                 context.log.warning(warning)
                 metadata[f"rank_warning_stride_{stride}"] = warning
-            model = stats.fit(k)
+            model = stats.fit(k, backend=compute)
             artifacts.write_arrays(model.to_arrays(), "pca_models", stride_folder(stride))
             ratio = ratios[stride] = model.explained_variance_ratio_
+            # plain numbers: the UI plots them across materialisations
+            metadata[f"explained_variance_at_k_stride_{stride}"] = round(float(ratio.sum()), 6)
+            metadata[f"first_component_ratio_stride_{stride}"] = round(float(ratio[0]), 6)
+            metadata[f"train_windows_stride_{stride}"] = int(model.n_samples_)
             summary.append({"stride": stride, "train_windows": int(model.n_samples_), "partitions": used,
                             "features": int(model.n_features_in_), "components": int(model.n_components_),
                             "numerical_rank": rank, "explained_variance": round(float(ratio.sum()), 4)})
@@ -278,4 +296,5 @@ def projected_windows(context: AssetExecutionContext, source: SourceResource, se
                                                        "split": pd.Series(dtype=object),
                                                        **{f"pc_{i + 1}": pd.Series(dtype=settings.dtype) for i in range(model.n_components_)}}))
             rows.append(row)
+    observe_partitions(context, PROJECTED, rows)
     return MaterializeResult(metadata=per_partition_metadata(rows, totals))

@@ -327,8 +327,9 @@ class PCAStats:
         the sums are float64. 0 for empty statistics or constant data."""
         return numerical_rank(self.eigenvalues(), self.n_features or 0, dtype)
 
-    def fit(self, n_components: int) -> "PCAModel":
-        """Principal components by float64 symmetric eigendecomposition of the scatter matrix.
+    def fit(self, n_components: int, backend=None) -> "PCAModel":
+        """Principal components by float64 symmetric eigendecomposition of the scatter matrix (on ``backend``'s
+        ``eigh`` when one is given, e.g. torch on a GPU for wide windows; NumPy otherwise).
 
         Eigenvalues that rounding makes slightly negative (rank-deficient data) are clipped to 0, so every
         ``explained_variance_`` is >= 0; the ratios are of the trace (the total variance), so with
@@ -340,7 +341,10 @@ class PCAStats:
             raise ValueError(f"PCA needs at least 2 samples to fit, these statistics hold {n}")
         limit = min(n, d)
         k = _check_n_components(n_components, limit, n, d)
-        eigenvalues, eigenvectors = np.linalg.eigh(self.scatter)
+        if backend is None:
+            eigenvalues, eigenvectors = np.linalg.eigh(self.scatter)
+        else:
+            eigenvalues, eigenvectors = (np.asarray(backend.to_numpy(a), dtype=np.float64) for a in backend.eigh(self.scatter))
         order = np.argsort(eigenvalues)[::-1][:limit]  # descending; rank is at most min(n, d)
         scatter_eigenvalues = np.clip(eigenvalues[order], 0.0, None)
         vectors = eigenvectors[:, order].T  # (limit, d), rows are components

@@ -125,6 +125,15 @@ def get_backend(name: str = "auto", device: str | None = None):
     return cls(device=device)
 
 
+def describe_backend(name: str, backend) -> str:
+    """One line for logs: the backend ``get_backend(name)`` gave, its device, and for ``auto`` the reason."""
+    device = getattr(backend, "device", None)
+    text = backend.name + (f" on {device}" if device not in (None, "cpu") and str(device) != "cpu" else "")
+    if str(name).strip().lower() == "auto":
+        text += f" ({_auto_choice()[2]})"
+    return text
+
+
 def backend_of(x):
     """The backend that holds array ``x``: torch tensors -> torch (on the tensor's device),
     MLX arrays -> mlx, anything else (NumPy arrays, lists, scalars) -> numpy.
@@ -145,4 +154,4 @@ def _backend_for(name: str, device: str | None):
     return _backend_class(name)(device=device)
 
 
-__all__ = ["get_backend", "backend_of", "available_backends", "BackendUnavailableError", "BACKEND_NAMES"]
+__all__ = ["get_backend", "backend_of", "describe_backend", "available_backends", "BackendUnavailableError", "BACKEND_NAMES"]

@@ -11,6 +11,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, materialize
 
+from tests.conftest import artifact_files
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.definitions import DEMO_SETTINGS, DEMO_SOURCE
 from emberharmony_assets.resources import DuckDBSourceResource, PipelineSettings
@@ -85,13 +86,13 @@ def test_bad_settings_fail_before_anything_is_written(private_database, tmp_path
     message = run_fails(resources)
     for culprit in CULPRITS:
         assert culprit in message, (culprit, message)
-    assert not (tmp_path / "artifacts").exists()
+    assert artifact_files(tmp_path / "artifacts") == []
 
 
 def test_max_categories_zero_fails_before_any_work(private_database, tmp_path):
     resources = make_resources(private_database, str(tmp_path / "artifacts"), max_categories=0)
     assert "max_categories must be >= 1, got 0" in run_fails(resources)
-    assert not (tmp_path / "artifacts").exists()
+    assert artifact_files(tmp_path / "artifacts") == []
 
 
 def test_text_typed_columns_fail_before_any_work_naming_them(private_database, tmp_path):
@@ -101,7 +102,7 @@ def test_text_typed_columns_fail_before_any_work_naming_them(private_database, t
     assert "Binder Error" not in message
     assert "timestamp_column 'ts' is VARCHAR" in message and 'CAST("ts" AS TIMESTAMP)' in message
     assert "feature_columns 'humidity' is VARCHAR, not numeric" in message and 'CAST("humidity" AS DOUBLE)' in message
-    assert not (tmp_path / "artifacts").exists()
+    assert artifact_files(tmp_path / "artifacts") == []
 
 
 def test_a_missing_duckdb_file_fails_at_once_naming_the_path(tmp_path):

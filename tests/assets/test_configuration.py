@@ -9,7 +9,7 @@ import re
 import pytest
 from dagster import DagsterInstance, materialize
 
-from tests.conftest import materialized_metadata
+from tests.conftest import artifact_files, materialized_metadata
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.definitions import DEMO_SOURCE
 from emberharmony_assets.resources import BackendResource, DuckDBSourceResource
@@ -79,16 +79,20 @@ def test_the_backend_resource_reaches_every_compute_asset(demo_database, tmp_pat
                          instance=DagsterInstance.ephemeral(), selection=[
                              "raw_chunk", "split_data", "cyclical_features", "preprocess_stats", "preprocessor"])
     assert result.success
+    instance = DagsterInstance.ephemeral()
     result = materialize(all_assets, resources=resources, partition_key=PARTITIONS[0],
-                         instance=DagsterInstance.ephemeral(), selection=[
+                         instance=instance, selection=[
                              "features", "stride_windows", "pca_stats", "pca_models", "projected_windows"])
     assert result.success
     used = {method for backend, method in CALLS if backend == name}
     assert "take" in used  # cyclical_features: the per-hour sin/cos table; windows gathered from the feature rows
     assert "asarray" in used  # the feature rows go to the backend once per chunk
     assert "matmul" in used  # pca_stats and projected_windows
-    for asset in ("stride_windows", "pca_stats", "projected_windows"):
+    assert "eigh" in used  # pca_models: the eigendecomposition runs on the chosen backend too
+    for asset in ("stride_windows", "pca_stats", "pca_models", "projected_windows"):
         assert materialized_metadata(result, asset)["backend"].value == name
+    logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(f"backend '{name}' -> {name}" in message for message in logged), "the run's Dagster log names the backend"
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -101,13 +105,13 @@ def test_the_backend_resource_reaches_every_compute_asset(demo_database, tmp_pat
 def test_bad_settings_fail_before_any_work(demo_database, tmp_path, settings, message):
     resources = make_resources(demo_database, str(tmp_path / "artifacts"), **settings)
     assert_fails(resources, ["raw_chunk", "split_data"], message)
-    assert not Path(tmp_path / "artifacts").exists()
+    assert artifact_files(tmp_path / "artifacts") == []
 
 
 def test_unknown_backend_fails_naming_the_available_ones(demo_database, tmp_path):
     resources = make_resources(demo_database, str(tmp_path / "artifacts"), backend="jax")
     assert_fails(resources, ["raw_chunk", "split_data", "cyclical_features"], r"unknown backend 'jax'.*numpy, torch, mlx")
-    assert not Path(tmp_path / "artifacts").exists()
+    assert artifact_files(tmp_path / "artifacts") == []
 
 
 def test_a_missing_column_fails_naming_it(demo_database, tmp_path):
@@ -115,4 +119,4 @@ def test_a_missing_column_fails_naming_it(demo_database, tmp_path):
     resources["source"] = DuckDBSourceResource(database=demo_database, **{
         **DEMO_SOURCE, "feature_columns": ["temperature", "humidty"]})
     assert_fails(resources, ["raw_chunk"], r"no column 'humidty' \(feature_columns\).*did you mean|no column 'humidty'")
-    assert not Path(tmp_path / "artifacts").exists()
+    assert artifact_files(tmp_path / "artifacts") == []

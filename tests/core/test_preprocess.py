@@ -431,3 +431,20 @@ def test_nullable_and_arrow_dtypes():
     X, names = pre.transform(df)
     assert names == ["b", "i", "o", "c_x", "c_y"] and np.isfinite(X).all()
     np.testing.assert_array_equal(pre.statistics_, [0.5, 2.5, 0.5])  # medians of train non-nulls (rows 0, 1, 3)
+
+
+@pytest.mark.parametrize("bad_value, dtype", [(np.inf, "float32"), (-np.inf, "float64"), (1e200, "float32")])
+def test_transform_refuses_values_that_cannot_be_finite_features(frame, bad_value, dtype):
+    """+-inf anywhere (any split), or a value beyond the output dtype's range, fails naming the column and the
+    value: such rows never reach windows or projections. NaN stays fine (imputed)."""
+    config = PreprocessConfig(exclude_columns=("ts", "entity"), force_categorical_columns=("store",), dtype=dtype)
+    fitted = fit_preprocessor(compute_partition_stats(frame, config), config)
+    broken = frame.copy()
+    broken.loc[[5, 9], "amount"] = bad_value
+    broken.loc[5, "split"] = "test"
+    with pytest.raises(PreprocessError, match=r"column 'amount': 2 value\(s\) not finite") as raised:
+        fitted.transform(broken)
+    assert repr(float(bad_value)) in str(raised.value) or "inf" in str(raised.value)
+    fine = frame.copy()
+    fine.loc[[5, 9], "amount"] = np.nan
+    assert np.isfinite(fitted.transform(fine)[0]).all()

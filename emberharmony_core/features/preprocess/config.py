@@ -55,7 +55,33 @@ class MissingColumnError(PreprocessError, KeyError):
 
 
 class StructFieldsError(PreprocessError):
-    """A STRUCT column has different fields in different partitions."""
+    """A STRUCT column has different fields in different partitions (``column``, ``fields``: the two field lists,
+    ``keys``: the two partitions when :func:`merge_partition_stats` knows them)."""
+
+    def __init__(self, message: str, column: str | None = None, fields=(None, None), keys=(None, None)):
+        super().__init__(message)
+        self.column, self.fields, self.keys = column, tuple(fields), tuple(keys)
+
+
+class ColumnTypeDriftError(PreprocessError):
+    """A column has one kind (numeric / boolean / categorical) in some partitions and another in others
+    (``column``, ``kinds`` and ``types``: both sides; ``keys``: the two partitions when known)."""
+
+    def __init__(self, message: str, column: str | None = None, kinds=(None, None), types=(None, None),
+                 keys=(None, None)):
+        super().__init__(message)
+        self.column, self.kinds, self.types, self.keys = column, tuple(kinds), tuple(types), tuple(keys)
+
+
+def drift_remedy(column: str, source: str | None = None) -> str:
+    """What a pipeline user can do about a column whose type differs between partitions: a fix upstream, or
+    settings that exist (``PipelineSettings.force_categorical_columns`` / ``drop_columns``). ``source``: the
+    STRUCT column a flattened field came from (that is the one to fix or drop)."""
+    upstream = source or column
+    return (f"give the source column {upstream!r} one type in every partition (fix or CAST it upstream, then "
+            f"re-materialise the partitions that had the other type from raw_chunk on), or in the pipeline settings "
+            f"set force_categorical_columns=[{column!r}] (categories in every partition) or drop_columns=[{upstream!r}] "
+            f"(leave it out), then re-materialise preprocess_stats for every partition")
 
 
 class ConfigMismatchError(PreprocessError):

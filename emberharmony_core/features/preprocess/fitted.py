@@ -128,7 +128,15 @@ class FittedPreprocessor:
                 except (TypeError, ValueError) as exc:
                     raise PreprocessError(f"numeric column {col!r} has non-numeric values ({exc})") from None
                 x = np.where(np.isnan(x), self.statistics_[j], x)
-            out[:, j] = (x - self.mean_[j]) / self.scale_[j]
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below, naming the column
+                out[:, j] = (x - self.mean_[j]) / self.scale_[j]
+        bad = ~np.isfinite(out[:, : len(self.numeric_columns_)])
+        if bad.any():  # +-inf in the input, or a value beyond the output dtype's range: never into windows
+            raise PreprocessError("; ".join(
+                f"column {col!r}: {int(bad[:, j].sum())} value(s) not finite after imputing and scaling to "
+                f"{self.config.dtype} (first: {frame_value(flat, col, int(np.flatnonzero(bad[:, j])[0]))!r})"
+                for j, col in enumerate(self.numeric_columns_) if bad[:, j].any())
+                + " -- fix or filter them in the source (NULL is imputed), or use dtype float64 for values beyond float32")
         offset = len(self.numeric_columns_)
         for col, cats in self.categories_.items():
             series = self._column(flat, col)
@@ -356,3 +364,8 @@ def fit_preprocessor(stats: PreprocessStats, config: PreprocessConfig | None = N
         categories_=categories, struct_fields_=dict(stats.struct_fields), sources_=sources,
         target_=stats.target, dropped_=dropped, columns_=records,
     )
+
+
+def frame_value(frame: pd.DataFrame, column: str, position: int):
+    """The value at row ``position`` of ``frame[column]`` (for messages), or None when the column is absent."""
+    return frame[column].iloc[position] if column in frame.columns else None

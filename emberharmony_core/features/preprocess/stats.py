@@ -20,12 +20,15 @@ import numpy as np
 import pandas as pd
 
 from .config import (
+    ColumnTypeDriftError,
     ConfigMismatchError,
     PreprocessConfig,
     PreprocessError,
     StructFieldsError,
+    _first_non_null,
     category_keys,
     detect_column_types,
+    drift_remedy,
 )
 from .sketch import MedianSketch
 from .structs import flatten_struct_columns
@@ -45,7 +48,9 @@ class ColumnStats:
     ``sketch`` for the median. Categorical: ``categories`` (canonical key -> count),
     ``numeric_categories`` (sort numerically), ``overflow`` (more distinct values
     than ``max_category_values_tracked``: counts discarded). ``source`` is the STRUCT
-    column a flattened field came from, else None.
+    column a flattened field came from, else None. ``dtype``: the data types seen (pandas dtype names,
+    sorted, "|"-joined; informational, for messages: a nullable integer column reads as float64 in
+    chunks that hold a null).
     """
 
     kind: str
@@ -60,6 +65,7 @@ class ColumnStats:
     numeric_categories: bool = True
     overflow: bool = False
     source: str | None = None
+    dtype: str | None = None
 
     @property
     def count(self) -> int:
@@ -71,6 +77,8 @@ class ColumnStats:
             out.update(categories=self.categories, numeric_categories=self.numeric_categories, overflow=self.overflow)
         else:
             out.update(mean=self.mean, m2=self.m2, min=self.min, max=self.max, sketch=self.sketch.to_dict())
+        if self.dtype is not None:
+            out["dtype"] = self.dtype
         return out
 
     @classmethod
@@ -89,9 +97,13 @@ def _numeric_stats(values: np.ndarray, n_rows: int, config: PreprocessConfig, na
         raise PreprocessError(f"numeric column {name!r} has infinite values in train rows; replace them (or null them) upstream")
     st = ColumnStats(kind=kind, n_rows=n_rows, null_count=n_rows - len(x))
     if len(x):
-        st.mean = float(np.mean(x))
-        st.m2 = float(np.sum(np.square(x - st.mean)))
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, naming the column
+            st.mean = float(np.mean(x))
+            st.m2 = float(np.sum(np.square(x - st.mean)))
         st.min, st.max = float(x.min()), float(x.max())
+        if not (np.isfinite(st.mean) and np.isfinite(st.m2)):  # finite values whose mean / squares overflow float64
+            raise PreprocessError(f"numeric column {name!r}: the mean or variance of its train values overflows float64 "
+                                  f"(values between {st.min:.3g} and {st.max:.3g}); rescale the column upstream")
     st.sketch = MedianSketch.from_values(x, config.median_relative_accuracy, config.median_exact_max_values)
     return st
 
@@ -159,8 +171,7 @@ class PreprocessStats:
                 raise StructFieldsError(
                     f"struct column {col!r} has different fields in different partitions: "
                     f"only in one: {sorted(set(a) - set(b))}, only in the other: {sorted(set(b) - set(a))} "
-                    f"(set struct_fields='union' to treat missing fields as null)"
-                )
+                    f"(fields {a} vs {b}); {_struct_remedy(col)}", column=col, fields=(a, b))
         for col in sorted(set(self.columns) | set(other.columns)):
             a, b = self.columns.get(col), other.columns.get(col)
             a = a if a is not None else _absent(b, self.n_train_rows)
@@ -223,12 +234,12 @@ def _merge_column(name: str, a: ColumnStats, b: ColumnStats) -> ColumnStats:
         elif a.count == 0 and b.count == 0:
             a, b = (a, _absent(a, b.n_rows)) if a.kind <= b.kind else (_absent(b, a.n_rows), b)
         else:
-            raise PreprocessError(
-                f"column {name!r} is {a.kind} in some partitions and {b.kind} in others; "
-                f"fix its type upstream or list it in numeric_columns / categorical_columns / force_categorical_columns"
-            )
+            raise ColumnTypeDriftError(
+                f"column {name!r} is {_kind_text(a)} in some partitions and {_kind_text(b)} in others; "
+                f"{drift_remedy(name, a.source or b.source)}",
+                column=name, kinds=(a.kind, b.kind), types=(a.dtype, b.dtype))
     out = ColumnStats(kind=a.kind, n_rows=a.n_rows + b.n_rows, null_count=a.null_count + b.null_count,
-                      source=a.source or b.source)
+                      source=a.source or b.source, dtype=_merge_dtype(a, b))
     if a.kind == "categorical":
         out.numeric_categories = (a.numeric_categories or a.count == 0) and (b.numeric_categories or b.count == 0)
         out.overflow = a.overflow or b.overflow
@@ -250,6 +261,88 @@ def _merge_column(name: str, a: ColumnStats, b: ColumnStats) -> ColumnStats:
         out.max = max(v for v in (a.max, b.max) if v is not None)
     out.sketch = a.sketch.merge(b.sketch)
     return out
+
+
+def _kind_text(st: ColumnStats) -> str:
+    return st.kind + (f" ({st.dtype})" if st.dtype else "")
+
+
+def _merge_dtype(a: ColumnStats, b: ColumnStats) -> str | None:
+    """The dtypes of the sides that hold values (of both when neither does), sorted: order-free."""
+    sides = [st for st in (a, b) if st.count > 0] or [a, b]
+    names = sorted({t for st in sides for t in (st.dtype or "").split("|") if t})
+    return "|".join(names) or None
+
+
+def _struct_remedy(column: str) -> str:
+    return (f"give {column!r} the same fields in every partition upstream (a STRUCT type, or null for a missing "
+            f"field; then re-materialise the partitions that differed from raw_chunk on), or set "
+            f"drop_columns=[{column!r}] in the pipeline settings and re-materialise preprocess_stats for every "
+            f"partition (calling the core directly, PreprocessConfig(struct_fields='union') treats missing fields as null)")
+
+
+def type_name(series: pd.Series) -> str:
+    """A column's type for messages: its dtype, and for object columns the Python type of the first value."""
+    if series.dtype == object:
+        value = _first_non_null(series)
+        return "object" if value is None else f"object of {type(value).__name__}"
+    return str(series.dtype)
+
+
+def merge_partition_stats(named_stats: Iterable[tuple[str, PreprocessStats]]) -> PreprocessStats:
+    """Merge ``(partition key, statistics)`` pairs in the order given (one partition in memory at a time: pass a
+    generator), naming partitions when they do not fit together.
+
+    A column whose kind differs (numeric in one partition, text in another), a STRUCT column whose fields
+    differ, or statistics computed with other settings raise the error :meth:`PreprocessStats.merge` raises,
+    reworded to name the column, BOTH partitions (the first one that showed the other kind / fields, and the
+    one being merged), both types or field sets, and remedies that exist as pipeline settings.
+
+        merged = merge_partition_stats((k, PreprocessStats.from_dict(store.read_json("preprocess_stats", k)))
+                                       for k in keys)
+    """
+    merged: PreprocessStats | None = None
+    kinds: dict[str, tuple[str, ColumnStats]] = {}     # column -> (first partition with values, its stats)
+    fields: dict[str, tuple[str, list[str]]] = {}      # struct column -> (first partition with fields, them)
+    first_key = None
+    for key, stats in named_stats:
+        if merged is None:
+            merged, first_key = stats, key
+        else:
+            try:
+                merged = merged.merge(stats)
+            except ColumnTypeDriftError as exc:
+                col = exc.column
+                before_key, before = kinds.get(col, (first_key, merged.columns.get(col)))
+                now = stats.columns.get(col)
+                remedy = drift_remedy(col, (before.source if before else None) or (now.source if now else None))
+                raise ColumnTypeDriftError(
+                    f"column {col!r} changes type between partitions: {_kind_text(before) if before else exc.kinds[0]} "
+                    f"in partition {before_key} but {_kind_text(now) if now else exc.kinds[1]} in partition {key}; "
+                    f"{remedy}", column=col, kinds=exc.kinds, types=exc.types, keys=(before_key, key)) from None
+            except StructFieldsError as exc:
+                col = exc.column
+                before_key, before = fields.get(col, (first_key, exc.fields[0]))
+                now = stats.struct_fields.get(col) or exc.fields[1]
+                raise StructFieldsError(
+                    f"struct column {col!r} has different fields in partition {before_key} ({before}) and in "
+                    f"partition {key} ({now}): only in {before_key}: {sorted(set(before) - set(now))}, only in "
+                    f"{key}: {sorted(set(now) - set(before))}; {_struct_remedy(col)}",
+                    column=col, fields=(before, now), keys=(before_key, key)) from None
+            except ConfigMismatchError as exc:
+                raise ConfigMismatchError(
+                    f"preprocess_stats of partition {key} do not fit those of the partitions before it (from "
+                    f"{first_key}): {exc}; the settings changed since: re-materialise preprocess_stats for every "
+                    f"partition") from None
+        for col, st in stats.columns.items():
+            if st.count > 0 and col not in kinds:
+                kinds[col] = (key, st)
+        for col, names in stats.struct_fields.items():
+            if names is not None and col not in fields:
+                fields[col] = (key, names)
+    if merged is None:
+        raise ValueError("merge_partition_stats needs at least one (partition key, PreprocessStats) pair")
+    return merged
 
 
 def merge_stats(stats: Iterable[PreprocessStats]) -> PreprocessStats:
@@ -317,10 +410,10 @@ def compute_partition_stats(frame: pd.DataFrame, config: PreprocessConfig | None
     for col in roles["numeric"] + roles["boolean"]:
         kind = "numeric" if col in roles["numeric"] else "boolean"
         st = _numeric_stats(numeric_values(flat[col]), n, config, col, kind)
-        st.source = sources.get(col)
+        st.source, st.dtype = sources.get(col), type_name(flat[col])
         out.columns[col] = st
     for col in roles["categorical"]:
         st = _categorical_stats(flat[col], config)
-        st.source = sources.get(col)
+        st.source, st.dtype = sources.get(col), type_name(flat[col])
         out.columns[col] = st
     return out
