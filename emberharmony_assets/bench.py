@@ -50,6 +50,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from .summary import folder_bytes
+
 SHAPES = {"demo": (64, 90), "wide": (6400, 5), "big": (32000, 2)}
 MAIN_ONLY_SHAPES = {"big"}
 METHODS = ("seed", "floor", "main")
@@ -228,17 +230,6 @@ class Run:
     @property
     def ok(self) -> bool:
         return self.rc == 0
-
-
-def folder_bytes(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                pass
-    return total
 
 
 def dagster_figures(dagster_home: str) -> dict:

@@ -109,7 +109,8 @@ def _peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def _folder_mib(path: str) -> float:
+def folder_bytes(path: str) -> int:
+    """Bytes of every file under ``path`` (files that vanish while walking are skipped)."""
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
@@ -117,7 +118,7 @@ def _folder_mib(path: str) -> float:
                 total += os.path.getsize(os.path.join(root, name))
             except OSError:
                 pass
-    return total / 2**20
+    return total
 
 
 def stored_figures(store, keys: list[str], strides: list[int]) -> dict:
@@ -212,7 +213,7 @@ def report_lines(result, seconds: float, *, keys: list[str], store, artifacts: s
                     error = error.cause  # Dagster's wrapper first, the asset's own error last
                 if error is not None:
                     lines.append(f"  {event.step_key or 'run'} failed: {error.message.strip()}")
-    size = f" ({_folder_mib(artifacts):,.1f} MiB)" if os.path.isdir(artifacts) else ""
+    size = f" ({folder_bytes(artifacts) / 2**20:,.1f} MiB)" if os.path.isdir(artifacts) else ""
     lines.append(f"artifacts: {artifacts}{size}")
     lines.append(f"Dagster instance (DAGSTER_HOME): {dagster_home}")
     lines.append(f"open the UI: {ui}")

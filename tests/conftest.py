@@ -41,3 +41,13 @@ def artifact_files(folder) -> list[str]:
         return []
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def failure_text(error: BaseException) -> str:
+    """The error and every error it was raised from (Dagster wraps asset and resource failures)."""
+    texts, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        texts.append(str(error))
+        error = error.__cause__ or error.__context__
+    return " | ".join(texts)

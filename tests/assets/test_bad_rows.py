@@ -13,7 +13,7 @@ import pytest
 from dagster import DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from tests.conftest import materialized_metadata
+from tests.conftest import failure_text, materialized_metadata
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.definitions import DEMO_SOURCE
 from emberharmony_assets.resources import DuckDBSourceResource
@@ -25,15 +25,6 @@ INGEST = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
 DAY = "2026-01-02"
 AT = "TIMESTAMPTZ '2026-01-02 03:00:00+00'"
 ROWS_PER_DAY = 24 * 24
-
-
-def failure_text(error: BaseException) -> str:
-    texts, seen = [], set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        texts.append(str(error))
-        error = error.__cause__ or error.__context__
-    return " | ".join(texts)
 
 
 def with_table(resources: dict, table: str) -> dict:

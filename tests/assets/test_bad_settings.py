@@ -11,7 +11,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, materialize
 
-from tests.conftest import artifact_files
+from tests.conftest import artifact_files, failure_text
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.definitions import DEMO_SETTINGS, DEMO_SOURCE
 from emberharmony_assets.resources import DuckDBSourceResource, PipelineSettings
@@ -19,16 +19,6 @@ from emberharmony_assets.resources import DuckDBSourceResource, PipelineSettings
 from .conftest import PARTITIONS, make_resources
 
 INGEST = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
-
-
-def failure_text(error: BaseException) -> str:
-    """The error and every error it was raised from (Dagster wraps asset and resource failures)."""
-    texts, seen = [], set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        texts.append(str(error))
-        error = error.__cause__ or error.__context__
-    return " | ".join(texts)
 
 
 def run_fails(resources, selection=INGEST) -> str:

@@ -9,7 +9,7 @@ import re
 import pytest
 from dagster import DagsterInstance, materialize
 
-from tests.conftest import artifact_files, materialized_metadata
+from tests.conftest import artifact_files, failure_text, materialized_metadata
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.definitions import DEMO_SOURCE
 from emberharmony_assets.resources import BackendResource, DuckDBSourceResource
@@ -18,16 +18,6 @@ from emberharmony_core.ops import get_backend
 from .conftest import PARTITIONS, make_resources
 
 CALLS: list[tuple[str, str]] = []
-
-
-def failure_text(error: BaseException) -> str:
-    """The error and every error it was raised from (Dagster wraps resource failures)."""
-    texts, seen = [], set()
-    while error is not None and id(error) not in seen:  # chains can loop back on themselves
-        seen.add(id(error))
-        texts.append(str(error))
-        error = error.__cause__ or error.__context__
-    return " | ".join(texts)
 
 
 def assert_fails(resources, selection, message):
