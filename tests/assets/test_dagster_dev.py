@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,12 +22,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def default_signals() -> None:
+    """In the child: SIGINT back to its default (a background job inherits it ignored, and `dagster dev` maps
+    SIGTERM to what SIGINT does), so SIGTERM stops it cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_dagster_dev_loads_the_workspace_and_lists_the_assets(tmp_path):
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "EMBERHARMONY_HOME": str(tmp_path / "data")}
     dagster = Path(sys.executable).parent / "dagster"
     process = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                               preexec_fn=default_signals)
     try:
         deadline, nodes, last_error = time.monotonic() + 120, None, None
         while time.monotonic() < deadline and nodes is None:
@@ -47,5 +55,9 @@ def test_dagster_dev_loads_the_workspace_and_lists_the_assets(tmp_path):
         assert by_key["stride_windows"]["isPartitioned"] and not by_key["pca_models"]["isPartitioned"]
         assert by_key["pca_models"]["hasAssetChecks"]
     finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=30)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # never leave a webserver behind
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

@@ -1,0 +1,251 @@
+"""A partition backfill through `dagster dev`, as a real client: GraphQL over HTTP, nothing imported from Dagster.
+
+`dagster dev -w workspace.yaml` on a small demo table; `launchPartitionBackfill` of `full_refresh_job` over three
+days; the daemon that `dagster dev` starts executes it as ONE run (single-run backfill policy); then, read back
+through the API: each partition's own figures (its observation) against the files the run stored, the
+materialisations' metadata labelled as the run's totals, and every asset check's result.
+
+Why a job backfill (``selector`` + ``partitionNames``) and not a pure asset backfill (``assetSelection`` +
+``partitionNames``, what the UI's *Materialize* of a selection sends): Dagster accepts the whole graph in one
+asset backfill (unpartitioned ``preprocessor`` / ``pca_models`` included), but runs it in waves, one run per
+partitions definition and never the self-dependent ``stride_windows`` in a run with another asset: 7 runs, and
+the backfill daemon advances one wave per 30 s tick (``DEFAULT_DAEMON_INTERVAL_SECONDS``, not configurable), so
+3.5 minutes (1 minute more than to ``pca_stats`` alone). The job backfill is one run over the range, the path the
+main job takes. The run executes in process: five step processes cost ~12 s on a 2-core machine, which decides
+whether the run ends before the daemon's next tick (the backfill is marked complete on a tick) or 30 s later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from emberharmony_core.demo import DemoConfig, write_demo_table
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = DemoConfig(entities=24, days=4, cadence_minutes=60, start="2026-01-01")
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
+STRIDES = (1, 3, 5)
+JOB = "full_refresh_job"
+LOCATION = "emberharmony"  # workspace.yaml's location_name
+STARTUP_S, BACKFILL_S = 120, 180
+
+METADATA = """metadataEntries { label __typename
+    ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue } ... on TextMetadataEntry { text }
+    ... on BoolMetadataEntry { boolValue } ... on MarkdownMetadataEntry { mdStr } }"""
+LAUNCH = """mutation ($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+    __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message stack }
+    ... on PartitionSetNotFoundError { message } ... on PartitionKeysNotFoundError { message }
+    ... on UnauthorizedError { message } ... on RunConfigValidationInvalid { errors { message } } } }"""
+BACKFILL = """query ($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
+    ... on PartitionBackfill { status error { message stack } runs { runId status jobName tags { key value } } }
+    ... on PythonError { message } ... on BackfillNotFoundError { message } } }"""
+RUN_ERRORS = """query ($id: ID!) { runOrError(runId: $id) { ... on Run { status eventConnection(limit: 5000) { events {
+    __typename ... on MessageEvent { message level stepKey } ... on ErrorEvent { error { message stack } } } } } } }"""
+ASSET_EVENTS = """query ($key: AssetKeyInput!, $days: [String!]) { assetOrError(assetKey: $key) { __typename ... on Asset {
+    assetObservations(partitions: $days) { partition runId %s }
+    assetMaterializations(partitions: $days) { partition runId %s } } } }""" % (METADATA, METADATA)
+CHECKS = """{ assetNodes { assetKey { path } assetChecksOrError { __typename ... on AssetChecks { checks { name
+    executionForLatestMaterialization { runId status evaluation { success %s } } } } } } }""" % METADATA
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(port: int, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"query": query, "variables": variables or {}}).encode())
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        payload = json.loads(response.read())
+    assert not payload.get("errors"), f"GraphQL errors: {payload['errors']}"
+    return payload["data"]
+
+
+def entries(event: dict) -> dict:
+    """A metadata list as {label: value}, whatever the entry type."""
+    out = {}
+    for entry in event["metadataEntries"]:
+        values = [v for k, v in entry.items() if k not in ("label", "__typename")]
+        out[entry["label"]] = values[0] if values else None
+    return out
+
+
+def wait_for_assets(port: int, process: subprocess.Popen) -> None:
+    deadline, last_error = time.monotonic() + STARTUP_S, None
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"dagster dev exited with {process.returncode}"
+        try:
+            if graphql(port, "{ assetNodes { assetKey { path } } }", timeout=5)["assetNodes"]:
+                return  # empty while the code location loads
+        except Exception as error:  # webserver still starting
+            last_error = error
+        time.sleep(0.5)
+    raise AssertionError(f"webserver listed no assets within {STARTUP_S} s: {last_error}")
+
+
+def run_errors(port: int, run_id: str) -> str:
+    """The ERROR-level events of a run and their stack traces, for a failure message."""
+    run = graphql(port, RUN_ERRORS, {"id": run_id})["runOrError"]
+    lines = [f"run {run_id}: {run.get('status')}"]
+    for event in (run.get("eventConnection") or {}).get("events", []):
+        if event.get("level") in ("ERROR", "CRITICAL") or event.get("error"):
+            lines.append(f"[{event.get('stepKey') or '-'}] {event['__typename']}: {event.get('message', '')}")
+            if event.get("error"):
+                lines.append(event["error"]["message"] + "".join((event["error"].get("stack") or [])[-6:]))
+    return "\n".join(lines)
+
+
+def wait_for_backfill(port: int, backfill_id: str, process: subprocess.Popen) -> dict:
+    """Poll until the backfill is complete; fail at once with the run's errors when a run or the backfill fails."""
+    deadline, backfill = time.monotonic() + BACKFILL_S, None
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"dagster dev exited with {process.returncode} during the backfill"
+        backfill = graphql(port, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+        assert backfill["__typename"] == "PartitionBackfill", backfill
+        failed = [r for r in backfill["runs"] if r["status"] in ("FAILURE", "CANCELED", "CANCELING")]
+        if failed or backfill["status"] in ("FAILED", "FAILING", "COMPLETED_FAILED", "CANCELED", "CANCELING"):
+            details = "\n".join(run_errors(port, r["runId"]) for r in (failed or backfill["runs"]))
+            raise AssertionError(f"backfill {backfill_id} {backfill['status']}: {backfill['error']}\n{details}")
+        if backfill["status"] in ("COMPLETED_SUCCESS", "COMPLETED"):
+            return backfill
+        time.sleep(1)
+    runs = "\n".join(run_errors(port, r["runId"]) for r in (backfill or {}).get("runs", []))
+    raise AssertionError(f"backfill {backfill_id} not complete after {BACKFILL_S} s: {backfill}\n{runs}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM to `dagster dev` (it shuts its webserver, daemon and code servers down), then SIGKILL what is left
+    of its process group (run workers included)."""
+    try:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait(timeout=10)
+
+
+def default_signals() -> None:
+    """In the child: SIGINT back to its default, so that Python maps it (and `dagster dev` SIGTERM) to a clean
+    shutdown even when the test runs in a background job, which inherits SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_the_checks(tmp_path):
+    data, home = tmp_path / "data", tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # a throw-away instance: no telemetry
+    assert write_demo_table(data / "demo.duckdb", DEMO) == DEMO.rows
+    port, log_path = free_port(), tmp_path / "dagster_dev.log"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "EMBERHARMONY_HOME": str(data), "EMBERHARMONY_SOURCE": "duckdb",
+           "EMBERHARMONY_PARTITION_START": "2026-01-01", "EMBERHARMONY_PARTITION_END": "2026-01-05",
+           "EMBERHARMONY_BACKEND": "numpy"}
+    dagster = Path(sys.executable).parent / "dagster"
+    with open(log_path, "wb") as log:  # a file, not a pipe: nobody reads it while the run logs its events
+        process = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=default_signals)
+    try:
+        wait_for_assets(port, process)
+        selector = {"partitionSetName": f"{JOB}_partition_set",
+                    "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": LOCATION}}
+        launched = graphql(port, LAUNCH, {"params": {
+            "selector": selector, "partitionNames": DAYS, "title": "test_dagster_dev_backfill",
+            "runConfigData": {"execution": {"config": {"in_process": {}}}}}})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill = wait_for_backfill(port, launched["backfillId"], process)
+
+        # one run over the range (single-run backfill policy), the whole job, succeeded
+        assert len(backfill["runs"]) == 1, backfill["runs"]
+        run = backfill["runs"][0]
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        assert (run["status"], run["jobName"]) == ("SUCCESS", JOB)
+        assert (tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")) == \
+            (DAYS[0], DAYS[-1]), tags
+        run_id, artifacts = run["runId"], data / "artifacts"
+
+        def events(asset: str) -> tuple[dict, dict]:
+            """(observation metadata, latest materialisation metadata) per partition of the run's days, this run's."""
+            node = graphql(port, ASSET_EVENTS, {"key": {"path": [asset]}, "days": DAYS})["assetOrError"]
+            assert node["__typename"] == "Asset", node
+            observed, materialised = {}, {}
+            for event in node["assetObservations"]:
+                assert event["runId"] == run_id and event["partition"] not in observed, (asset, event)
+                observed[event["partition"]] = entries(event)
+            for event in node["assetMaterializations"]:  # newest first
+                assert event["runId"] == run_id, (asset, event)
+                materialised.setdefault(event["partition"], entries(event))
+            return observed, materialised
+
+        def stored_rows(asset: str, day: str, stride: int | None = None) -> int:
+            folder = artifacts / asset / (f"stride={stride}" if stride else "") / f"date={day}"
+            return pq.read_metadata(folder / "part-0.parquet").num_rows
+
+        # each partition of stride_windows: its own observation, its own figures, equal to its stored index
+        windows, windows_materialised = events("stride_windows")
+        assert sorted(windows) == sorted(windows_materialised) == DAYS, (windows, windows_materialised)
+        for day in DAYS:
+            for stride in STRIDES:
+                assert windows[day][f"windows_stride_{stride}"] == stored_rows("stride_windows", day, stride), (day, stride)
+            assert windows[day]["rows"] == stored_rows("features", day)
+        # the first day has no carry (no window reaches back into a previous day): fewer windows than the others
+        first, *later = (windows[day]["windows_stride_1"] for day in DAYS)
+        assert all(first < n for n in later), [windows[d]["windows_stride_1"] for d in DAYS]
+        # the materialisation of a partition is the run's: said so, and its figures are the sums
+        for day in DAYS:
+            run_level = windows_materialised[day]
+            assert str(run_level.get("scope")).startswith(f"run totals over 3 partitions {DAYS[0]} .. {DAYS[-1]}"), run_level
+            assert run_level["partitions"] == 3
+            for stride in STRIDES:
+                assert run_level[f"windows_stride_{stride}"] == sum(windows[d][f"windows_stride_{stride}"] for d in DAYS)
+
+        # the projection observes its own partitions too: every window of the day projected
+        projected, _ = events("projected_windows")
+        assert sorted(projected) == DAYS
+        for day in DAYS:
+            for stride in STRIDES:
+                assert projected[day][f"windows_stride_{stride}"] == stored_rows("projected_windows", day, stride)
+
+        # every asset check of the graph ran in this run, on its latest materialisation, and passed
+        results = {}
+        for node in graphql(port, CHECKS)["assetNodes"]:
+            checks = node["assetChecksOrError"]
+            assert checks["__typename"] == "AssetChecks", (node["assetKey"], checks)
+            for check in checks["checks"]:
+                results[("/".join(node["assetKey"]["path"]), check["name"])] = check["executionForLatestMaterialization"]
+        assert {("features", "no_missing_or_infinite_features"), ("stride_windows", "window_counts_match_rows"),
+                ("split_data", "split_fractions_near_configured"), ("cyclical_features", "cyclical_features_finite_in_unit_range"),
+                ("pca_models", "explained_variance_sane")} <= set(results), sorted(results)
+        for key, execution in results.items():
+            assert execution is not None, f"check {key}: no execution for the latest materialisation"
+            assert (execution["runId"], execution["status"]) == (run_id, "SUCCEEDED"), (key, execution)
+            assert execution["evaluation"]["success"], (key, execution)
+        counts = entries(results[("stride_windows", "window_counts_match_rows")]["evaluation"])
+        assert counts["mismatched"] == "none"
+        for stride in STRIDES:  # the check covers the whole range: the closed form equals every day's windows
+            assert counts[f"expected_stride_{stride}"] == counts[f"produced_stride_{stride}"] == \
+                sum(windows[d][f"windows_stride_{stride}"] for d in DAYS)
+        finite = entries(results[("features", "no_missing_or_infinite_features")]["evaluation"])
+        assert finite["bad_values_by_column"] == "none"
+        assert finite["rows_checked"] == sum(windows[d]["rows"] for d in DAYS)
+    except BaseException:
+        log_tail = log_path.read_text(errors="replace")[-6000:] if log_path.exists() else "(no output)"
+        print(f"--- dagster dev output (last 6,000 characters) ---\n{log_tail}")
+        raise
+    finally:
+        stop(process)
