@@ -28,7 +28,7 @@ def data_home() -> str:
 
 
 class BackendResource(ConfigurableResource):
-    """Which compute backend every asset uses: ``auto``, ``numpy``, ``torch`` or ``mlx`` (plus a device)."""
+    """Which compute backend every asset uses: auto, numpy, torch or mlx (plus a device)."""
 
     name: str = Field(default="auto", description="auto | numpy | torch | mlx")
     device: Optional[str] = Field(default=None, description="torch: cpu/cuda/cuda:N/mps; mlx: cpu/gpu")
@@ -45,12 +45,12 @@ class BackendResource(ConfigurableResource):
 class SourceResource(ConfigurableResource):
     """The columns every source shares. Subclasses say where the table lives."""
 
-    table: str
-    timestamp_column: str = "ts"
+    table: str = Field(description="the source table (DuckDB: name in the file; BigQuery: project.dataset.table)")
+    timestamp_column: str = Field(default="ts", description="TIMESTAMP column that places each row in a daily partition")
     entity_column: Optional[str] = Field(default=None, description="separate series; windows never cross entities")
     feature_columns: list[str] = Field(default_factory=list, description="numeric inputs")
     datetime_columns: Optional[list[str]] = Field(default=None, description="cyclical features (default: timestamp)")
-    categorical_columns: list[str] = Field(default_factory=list)
+    categorical_columns: list[str] = Field(default_factory=list, description="columns one-hot encoded with the train vocabulary")
     extra_columns: list[str] = Field(default_factory=list, description="read and passed along (targets, structs)")
 
     def spec(self) -> TableSpec:
@@ -91,7 +91,8 @@ class SourceResource(ConfigurableResource):
 class DuckDBSourceResource(SourceResource):
     """The embedded default: a table in a DuckDB file (read-only connections via dagster-duckdb)."""
 
-    database: str = Field(default_factory=lambda: os.path.join(data_home(), "demo.duckdb"))
+    database: str = Field(default_factory=lambda: os.path.join(data_home(), "demo.duckdb"),
+                          description="path of the DuckDB file (opened read-only)")
 
     @contextmanager
     def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):
@@ -112,31 +113,33 @@ class DuckDBSourceResource(SourceResource):
 class PipelineSettings(ConfigurableResource):
     """The seed's knobs, with its defaults.
 
-    ``max_gap`` (off by default): a duration; a window two of whose consecutive rows are more than
-    ``max_gap`` apart is not made, and is counted (the rule: ``emberharmony_core.windowing``). It is off
+    max_gap (off by default): a duration; a window two of whose consecutive rows are more than
+    max_gap apart is not made, and is counted (the rule: emberharmony_core.windowing). It is off
     because inferring it from the cadence is ambiguous: irregular series (events, trades, report-on-change
     sensors), a cadence that changes over time or differs between entities, and series sparse by nature
     (weekdays only: a weekend is not a gap) each make a median step wrong for part of the data, and a
     wrong guess drops windows silently. Off, every window is made; set it when you know the cadence.
 
-    ``split_block`` (off by default): a duration such as ``"7d"``; used only when there is no split key
-    column (no ``split_key``, no entity column), where the split key is otherwise the partition date.
-    Rows are split by the time block they fall in (``emberharmony_core.features.split_blocks``), so only
-    windows crossing a block boundary can mix splits; ``"1d"`` equals the partition-date default.
+    split_block (off by default): a duration such as "7d"; used only when there is no split key
+    column (no split_key, no entity column), where the split key is otherwise the partition date.
+    Rows are split by the time block they fall in (emberharmony_core.features.split_blocks), so only
+    windows crossing a block boundary can mix splits; "1d" equals the partition-date default.
     """
 
-    window_size: int = 5
-    strides: list[int] = Field(default_factory=lambda: [1, 3, 5])
-    n_components: int = 32
-    split_fractions: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])
+    window_size: int = Field(default=5, description="rows per window (consecutive rows of one entity)")
+    strides: list[int] = Field(default_factory=lambda: [1, 3, 5], description="window strides; one PCA per stride")
+    n_components: int = Field(default=32, description="principal components kept per stride")
+    split_fractions: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1],
+                                         description="train, validation, test shares (whole percents, summing to 1)")
     split_key: Optional[str] = Field(default=None, description="column hashed for the split; default: the entity "
                                      "column, or the partition date when there is none")
     dtype: str = Field(default="float32", description="float32 (fast path) or float64 for windows and projections")
     null_threshold: float = Field(default=0.9, description="drop feature columns whose train null share exceeds this")
-    drop_columns: list[str] = Field(default_factory=list)
-    force_categorical_columns: list[str] = Field(default_factory=list)
+    drop_columns: list[str] = Field(default_factory=list, description="columns left out before anything else")
+    force_categorical_columns: list[str] = Field(default_factory=list,
+                                                 description="columns treated as categorical whatever their type")
     target_column: Optional[str] = Field(default=None, description="kept aside, never a feature")
-    max_categories: int = 50
+    max_categories: int = Field(default=50, description="most frequent categories kept per column (>= 1)")
     rows_per_chunk: int = Field(default=DEFAULT_ROWS_PER_CHUNK, description="rows read, processed and written at a time; "
                                 "memory follows it, results do not")
     max_gap: Optional[str] = Field(default=None, description="a duration ('2h', '1d', '90min'): windows two of whose "
@@ -195,13 +198,14 @@ class ArtifactStoreResource(ConfigurableResource):
     """Where artifacts live: a local folder or an fsspec URL (gs://bucket/prefix).
 
     Every run (every step process, with the multiprocess executor) holds the store's writers lock
-    SHARED from resource setup to teardown (``yield_for_execution``, which also runs the setup and
+    SHARED from resource setup to teardown (yield_for_execution, which also runs the setup and
     teardown hooks): runs may write at once (a partition file's writes serialise on its own lock),
-    while ``ArtifactStore.wipe()`` (``main.py --fresh``) fails at once naming their pids. Local
-    folders only; on fsspec URLs the locks are no-ops (``emberharmony_core.store``).
+    while ArtifactStore.wipe() (main.py --fresh) fails at once naming their pids. Local
+    folders only; on fsspec URLs the locks are no-ops (emberharmony_core.store).
     """
 
-    base_path: str = Field(default_factory=lambda: os.path.join(data_home(), "artifacts"))
+    base_path: str = Field(default_factory=lambda: os.path.join(data_home(), "artifacts"),
+                           description="local folder or fsspec URL (gs://bucket/prefix) of the artifacts")
 
     def get(self) -> ArtifactStore:
         return ArtifactStore(self.base_path)
