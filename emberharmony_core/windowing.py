@@ -114,12 +114,14 @@ class ChunkRows:
     """One chunk of rows, grouped by entity (each entity's rows contiguous) and in time order within an entity.
 
     features (n, F) float array; entity (n,) keys (any hashable; None everywhere for a single series);
-    time (n,) int64 ns since epoch UTC; split (n,) int8 codes into ``SPLITS``."""
+    time (n,) int64 ns since epoch UTC; split (n,) int8 codes into ``SPLITS``; ``entity_arrow``, when the rows
+    came from Arrow, the same keys as an Arrow array (the window index takes from it, no object conversion)."""
 
     features: np.ndarray
     entity: np.ndarray
     time: np.ndarray
     split: np.ndarray
+    entity_arrow: "pa.Array | None" = None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -378,9 +380,16 @@ def chunk_rows(batch: "pa.RecordBatch | pa.Table", feature_columns: Sequence[str
     return ChunkRows(
         features=matrix,
         entity=_object_values(batch.column(entity_column)) if entity_column else np.full(n, None, dtype=object),
+        entity_arrow=_as_array(batch.column(entity_column)) if entity_column else None,
         time=stamps.to_numpy(zero_copy_only=False).astype(np.int64, copy=False),
         split=split_codes(batch.column(split_column).to_numpy(zero_copy_only=False)),
     )
+
+
+def _as_array(column) -> pa.Array:
+    """One Arrow array (a table's column is chunked), dictionary-encoded values decoded."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
 
 
 def _object_values(column) -> np.ndarray:
@@ -397,7 +406,7 @@ def window_index(made: ChunkWindows, stride: int, rows: ChunkRows, row_offset: i
     end = made.end_row[stride]
     return pa.table({
         "row": pa.array(end.astype(np.int64) + int(row_offset), type=pa.int64()),
-        entity_column: pa.array(rows.entity[end]),
+        entity_column: rows.entity_arrow.take(pa.array(end)) if rows.entity_arrow is not None else pa.array(rows.entity[end]),
         "end_time": pa.array(rows.time[end], type=pa.timestamp("ns", tz="UTC")),
         "split": pa.array(np.asarray(SPLITS, dtype=object)[made.split[stride]], type=pa.string()),
     })

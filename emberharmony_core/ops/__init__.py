@@ -83,8 +83,7 @@ def _measured_choice() -> tuple[str, str | None, str]:
         return "torch", "cuda", "a CUDA device is present"
     if _is_apple_silicon() and _installed("mlx"):
         return "mlx", None, "Apple silicon"
-    return "numpy", None, "CPU only: NumPy (torch on a CPU does not pay for its import and copies end to end; " \
-                          "MLX is never chosen off Apple silicon)"
+    return "numpy", None, "no CUDA device, not Apple silicon; torch on a CPU is no faster end to end, MLX is never chosen here"
 
 
 @lru_cache(maxsize=None)
