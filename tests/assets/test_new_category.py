@@ -1,0 +1,71 @@
+"""A category that first appears after the preprocessor was fitted is encoded with the FITTED vocabulary (an
+unseen value: all of that column's one-hot features are 0), so later days window and project like any other
+day; refitting the preprocessor on a vocabulary of another size fails the windows pass naming what to redo,
+instead of mixing widths (real DuckDB file, real Dagster)."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pytest
+from dagster import DagsterInstance, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from tests.conftest import failure_text
+from emberharmony_assets.assets import all_assets
+from emberharmony_core.store import ArtifactStore
+
+from .conftest import PARTITIONS, make_resources
+
+INGEST = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
+WINDOWS = ["features", "stride_windows", "pca_stats"]
+
+
+def run(resources, selection, first, last):
+    return materialize(all_assets, selection=selection, resources=resources, instance=DagsterInstance.ephemeral(),
+                       tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
+
+
+@pytest.fixture
+def database(demo_database, tmp_path) -> str:
+    """The small demo, where every sensor of site 'north' reports status 'brand-new' from the third day on."""
+    path = str(tmp_path / "new_category.duckdb")
+    with duckdb.connect(path) as connection:
+        connection.execute(f"ATTACH '{demo_database}' AS demo (READ_ONLY)")
+        connection.execute("CREATE TABLE sensor_readings AS SELECT * FROM demo.sensor_readings")
+        connection.execute(f"UPDATE sensor_readings SET status = 'brand-new' WHERE ts >= TIMESTAMPTZ '{PARTITIONS[2]} 00:00:00+00'"
+                           " AND site = (SELECT min(site) FROM sensor_readings)")
+    return path
+
+
+def test_a_category_new_after_the_fit_is_encoded_by_the_fitted_vocabulary(database, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    resources = make_resources(database, str(artifacts))
+    assert run(resources, INGEST, PARTITIONS[0], PARTITIONS[1]).success
+    assert run(resources, ["preprocessor"], PARTITIONS[0], PARTITIONS[0]).success  # vocabulary of days 1-2
+    assert run(resources, INGEST, PARTITIONS[2], PARTITIONS[3]).success  # 'brand-new' arrives on day 3
+    result = run(resources, WINDOWS + ["pca_models", "projected_windows"], PARTITIONS[0], PARTITIONS[3])
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+
+    store = ArtifactStore(artifacts)
+    day3 = store.read_frame("features", PARTITIONS[2])
+    status = [c for c in day3.columns if c.startswith("status_")]
+    assert status and not any("brand-new" in c for c in status)  # the fitted vocabulary, not the new value
+    raw = store.read_frame("raw_chunk", PARTITIONS[2])
+    new = (raw["status"] == "brand-new").to_numpy()
+    assert new.any() and not new.all()
+    assert (day3.loc[new, status].to_numpy() == 0).all()  # unseen: all zero
+    assert (day3.loc[~new, status].to_numpy().sum(axis=1) == 1).all()
+    features = store.read_json("stride_windows", "layout")["feature_columns"]
+    assert np.isfinite(day3[features].to_numpy()).all()
+    for stride in (1, 3, 5):
+        projected = store.read_frame("projected_windows", PARTITIONS[2], f"stride={stride}")
+        assert len(projected) and np.isfinite(projected.filter(like="pc_").to_numpy()).all()
+
+    # refit on all four days: the vocabulary grows by one, so every day's features (and the windows' carry)
+    # must be redone; windowing day 3 alone on top of day 2's old carry fails, naming the fix
+    assert run(resources, ["preprocessor"], PARTITIONS[0], PARTITIONS[0]).success
+    with pytest.raises(Exception) as failed:
+        run(resources, WINDOWS, PARTITIONS[2], PARTITIONS[2])
+    message = failure_text(failed.value)
+    assert "feature columns changed" in message and "re-materialise stride_windows from the first partition" in message
