@@ -25,6 +25,7 @@ from emberharmony_core.windowing import Windower, chunk_rows, columns_table, pro
 
 from .. import checks
 from ..partitions import daily_partitions, previous_partition
+from ..plots import scree_plot_metadata
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
 from ._common import PARTITIONED, markdown_table, observe_partitions, per_partition_metadata, previous_partition_key, \
     run_partitions, selected_names, timed
@@ -96,8 +97,9 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
     windowing = bool(selected & {STRIDE_WINDOWS, "pca_stats"})
     rows = {name: [] for name in WINDOW_STEPS}
     totals = {FEATURES: {"rows": 0, "features": len(names), "backend": compute.name},
-              STRIDE_WINDOWS: {"backend": compute.name, "window_size": w, "strides": str(strides),
-                               "window_width": w * len(names)},
+              # settings as text: a number would be plotted across materialisations as a flat line
+              STRIDE_WINDOWS: {"backend": compute.name, "strides": str(strides),
+                               "window": f"{w} rows x {len(names)} features = {w * len(names)} values"},
               "pca_stats": {"backend": compute.name}}
     bad = np.zeros(len(names), dtype=np.int64)
     expected, produced = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0)
@@ -257,6 +259,7 @@ def pca_models(context: AssetExecutionContext, settings: PipelineSettings, backe
                 [{"component": i + 1, "ratio": round(float(r), 5), "cumulative": round(float(c), 5)}
                  for i, (r, c) in enumerate(zip(ratio, np.cumsum(ratio)))])
     metadata["models"] = markdown_table(summary)
+    metadata["scree_plot"] = scree_plot_metadata(ratios)
     return MaterializeResult(metadata=metadata, check_results=[checks.explained_variance_check(
         ratios, settings.dtype, n_features_by_stride=widths, ranks_by_stride=ranks)])
 

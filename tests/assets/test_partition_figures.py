@@ -4,6 +4,10 @@ run's (real DuckDB file, real Dagster instance)."""
 
 from __future__ import annotations
 
+import base64
+import re
+import struct
+
 import pyarrow.parquet as pq
 from dagster import AssetKey, DagsterEventType, DagsterInstance, EventRecordsFilter, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -69,3 +73,18 @@ def test_a_one_partition_run_keeps_its_figures_on_the_materialisation(demo_datab
     assert observations(instance, "stride_windows") == {}
     metadata = latest_materialization_metadata(instance, "stride_windows", PARTITIONS[0])
     assert "scope" not in metadata and metadata["windows_stride_1"] > 0
+
+
+def test_pca_models_shows_a_scree_plot(demo_database, tmp_path):
+    """The UI renders markdown images: the scree plot is an inline PNG with one curve per stride."""
+    instance = DagsterInstance.ephemeral()
+    result = materialize(all_assets, resources=make_resources(demo_database, str(tmp_path / "artifacts")), instance=instance,
+                         tags={ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0], ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[2]})
+    assert result.success
+    records = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey("pca_models")))
+    markdown = records[0].asset_materialization.metadata["scree_plot"].value
+    encoded = re.fullmatch(r"!\[[^\]]+\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown).group(1)
+    png = base64.b64decode(encoded)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (640, 320) and len(png) < 200_000
