@@ -4,6 +4,10 @@ Switching from the embedded DuckDB default is configuration only: set
 ``EMBERHARMONY_SOURCE=bigquery`` (plus the ``EMBERHARMONY_BQ_*`` variables below),
 or bind ``BigQuerySourceResource`` as ``source`` yourself. Every downstream asset
 is unchanged.
+
+Write-back (off by default): ``export_dataset`` (``EMBERHARMONY_BQ_EXPORT_DATASET``) makes the
+``bigquery_features`` and ``bigquery_projected_windows`` assets write ``features`` and
+``projected_windows`` to day-partitioned tables there (``emberharmony_assets.assets.export``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dagster_gcp import BigQueryResource
 from pydantic import Field
 
 from emberharmony_core.sources.bigquery import BigQueryTableReader
+from emberharmony_core.sources.bigquery_export import EXPORT_METHODS, export_table_id
 from emberharmony_core.sources.pushdown import BigFramesPushdownReader, BigQueryPushdownReader
 
 from .resources import SourceResource
@@ -39,6 +44,28 @@ class BigQuerySourceResource(SourceResource):
     pushdown: bool = Field(default=False, description="compute split and cyclical features inside BigQuery")
     pushdown_engine: str = Field(default="sql", description="sql: one query through the BigQuery client; "
                                  "bigframes: the same query through a bigframes session")
+    export_dataset: Optional[str] = Field(default=None, description="write-back (off when empty): the dataset "
+                                          "('dataset' in the job project, or 'project.dataset') that receives "
+                                          "features and projected_windows as tables partitioned by day")
+    export_table_prefix: str = Field(default="", description="prefix of the write-back tables' names "
+                                     "(<prefix>features, <prefix>projected_windows)")
+    export_method: str = Field(default="auto", description="how a day is replaced: partition_decorator (one "
+                               "WRITE_TRUNCATE load job on table$YYYYMMDD), transaction (staging table, then "
+                               "DELETE + INSERT in one transaction), auto (transaction on an emulator, "
+                               "partition_decorator on BigQuery)")
+
+    def export_table(self, name: str) -> Optional[str]:
+        """``project.dataset.<prefix><name>`` of the write-back table for asset ``name``, or None when off."""
+        if not self.export_dataset:
+            return None
+        return export_table_id(self.export_dataset, name, self.project or self.table.split(".")[0],
+                               self.export_table_prefix)
+
+    def setup_for_execution(self, context) -> None:
+        super().setup_for_execution(context)
+        if self.export_method not in EXPORT_METHODS:
+            raise ValueError(f"export_method must be one of {', '.join(EXPORT_METHODS)}, got {self.export_method!r}")
+        self.export_table("features")  # a malformed export_dataset / prefix fails here, naming it
 
     def _bigquery(self) -> BigQueryResource:
         return BigQueryResource(project=self.project, location=self.location, gcp_credentials=self.gcp_credentials)
@@ -94,7 +121,8 @@ class BigQuerySourceResource(SourceResource):
 
 def bigquery_source_from_env() -> BigQuerySourceResource:
     """``EMBERHARMONY_BQ_TABLE`` (required), ``_PROJECT``, ``_LOCATION``, ``_CREDENTIALS`` (base64 key),
-    ``_COLUMNS`` (JSON: timestamp_column, entity_column, feature_columns, ...), ``_PUSHDOWN`` (1/0)."""
+    ``_COLUMNS`` (JSON: timestamp_column, entity_column, feature_columns, ...), ``_PUSHDOWN`` (1/0),
+    ``_EXPORT_DATASET`` (write-back on), ``_EXPORT_PREFIX``, ``_EXPORT_METHOD``."""
     table = os.environ.get("EMBERHARMONY_BQ_TABLE")
     if not table:
         raise ValueError("EMBERHARMONY_SOURCE=bigquery needs EMBERHARMONY_BQ_TABLE=project.dataset.table")
@@ -105,4 +133,8 @@ def bigquery_source_from_env() -> BigQuerySourceResource:
     credentials = EnvVar("EMBERHARMONY_BQ_CREDENTIALS") if os.environ.get("EMBERHARMONY_BQ_CREDENTIALS") else None
     return BigQuerySourceResource(
         table=table, project=os.environ.get("EMBERHARMONY_BQ_PROJECT"), location=os.environ.get("EMBERHARMONY_BQ_LOCATION"),
-        gcp_credentials=credentials, pushdown=os.environ.get("EMBERHARMONY_BQ_PUSHDOWN", "0") == "1", **columns)
+        gcp_credentials=credentials, pushdown=os.environ.get("EMBERHARMONY_BQ_PUSHDOWN", "0") == "1",
+        export_dataset=os.environ.get("EMBERHARMONY_BQ_EXPORT_DATASET") or None,
+        export_table_prefix=os.environ.get("EMBERHARMONY_BQ_EXPORT_PREFIX", ""),
+        export_method=os.environ.get("EMBERHARMONY_BQ_EXPORT_METHOD", "auto"), **columns)
+

@@ -1,4 +1,5 @@
-"""Feature functions: split, cyclical datetime features, stride windows, PCA, preprocessing.
+"""Feature functions: split, cyclical datetime features, stride windows, PCA, preprocessing, and
+scikit-learn interop (``StreamingPCA``; importing it needs scikit-learn).
 
 Names resolve lazily so that importing one feature module does not import the others.
 """
@@ -20,6 +21,7 @@ _EXPORTS = {
     "PCAModel": "pca",
     "project_stride_windows": "pca",
     "iter_project_stride_windows": "pca",
+    "StreamingPCA": "sklearn_api",
     "PreprocessConfig": "preprocess",
     "PreprocessStats": "preprocess",
     "FittedPreprocessor": "preprocess",

@@ -461,6 +461,19 @@ class PCAModel:
         _, components_t = self._on(backend, dtype)
         return backend.add(backend.matmul(z, backend.transpose(components_t)), backend.asarray(self.mean_, dtype))
 
+    def to_sklearn(self):
+        """This model as a fitted ``sklearn.decomposition.PCA(n_components=k, svd_solver="full")``.
+
+        Its attributes are set as scikit-learn's own ``fit`` sets them (``components_``, ``mean_``,
+        ``explained_variance_``, ``explained_variance_ratio_``, ``singular_values_``, ``noise_variance_``,
+        ``n_components_``, ``n_samples_``, ``n_features_in_``; float64), so ``transform``,
+        ``inverse_transform``, ``get_covariance``, ``get_precision`` and ``score`` work, and ``transform``
+        equals ours (float64 output, as scikit-learn computes with float64 components). Needs scikit-learn.
+        """
+        from .sklearn_api import pca_model_to_sklearn
+
+        return pca_model_to_sklearn(self)
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
             "components": self.components_.copy(),

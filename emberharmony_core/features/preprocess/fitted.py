@@ -202,6 +202,29 @@ class FittedPreprocessor:
         scaler.n_samples_seen_ = int(self.n_samples_seen_)
         return imputer, scaler
 
+    def to_sklearn_pipeline(self, output: str = "default"):
+        """The whole preprocessor as a fitted scikit-learn ``Pipeline`` whose ``transform(frame)`` equals
+        ``self.transform(frame)[0]`` (same columns, order, dtype; ``get_feature_names_out()`` is
+        :attr:`feature_names_`). Steps (see ``emberharmony_core.features.sklearn_api.preprocessor_pipeline``):
+
+        * ``"flatten"``: ``StructFlattener``, the fitted STRUCT columns flattened to ``{col}_{field}`` (as
+          :meth:`flatten`), the flat feature columns selected; a STRUCT field absent from the frame is all null.
+        * ``"encode"``: a ``ColumnTransformer``: numeric and boolean columns through
+          ``SimpleImputer(strategy="median")`` + ``StandardScaler()`` with our statistics; categorical columns
+          through ``OneHotEncoder(categories=<our kept categories, our order>, handle_unknown="ignore")``.
+          It needs **flat** input: ``pipeline["encode"].transform(self.flatten(frame))`` (float64).
+        * ``"cast"``: to ``config.dtype``.
+
+        ``output="pandas"`` makes every step return DataFrames (columns :attr:`feature_names_`, the frame's
+        index); set it here rather than with ``set_output`` on the returned (already fitted) pipeline.
+
+        Differences: ours raises on +-inf (or values beyond the output dtype) after scaling; scikit-learn's
+        objects pass them through. :meth:`to_sklearn` (imputer and scaler only) is unchanged.
+        """
+        from ..sklearn_api import preprocessor_pipeline
+
+        return preprocessor_pipeline(self, output)
+
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         return {
