@@ -93,6 +93,8 @@ class DuckDBSourceResource(SourceResource):
 
     database: str = Field(default_factory=lambda: os.path.join(data_home(), "demo.duckdb"),
                           description="path of the DuckDB file (opened read-only)")
+    memory_limit: str = Field(default="256MB", description="DuckDB's memory for a partition's ordered read; beyond "
+                              "it the sort spills to DuckDB's temporary folder, so memory does not grow with a day's rows")
 
     @contextmanager
     def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):
@@ -102,7 +104,8 @@ class DuckDBSourceResource(SourceResource):
 
         # a missing file fails at once, naming the path (a read-only connect to it would be retried ~100 s)
         database = check_database_file(self.database)
-        duckdb_resource = DuckDBResource(database=database, connection_config={"access_mode": "READ_ONLY"})
+        duckdb_resource = DuckDBResource(database=database, connection_config={"access_mode": "READ_ONLY",
+                                                                              "memory_limit": self.memory_limit})
         with duckdb_resource.get_connection() as connection:  # one read-only connection for every window
             try:
                 yield DuckDBTableReader(database, self.spec(), connect=lambda: nullcontext(connection))
