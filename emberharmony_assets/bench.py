@@ -101,7 +101,9 @@ def noop_assets_like(assets_def):
         if keys is not None:
             metadata["partitions"] = len(keys)
             observed = next(k for k in order if k in context.selected_asset_keys)
-            if len(keys) > 1:  # as the real steps do: one observation per partition of a range (its own figures)
+            # as the real partitioned steps do: one observation per partition of a range (its own figures); an
+            # unpartitioned step in a range run also sees the range's keys, and observes nothing
+            if len(keys) > 1 and assets_def.partitions_def is not None:
                 for key in keys:
                     context.log_event(AssetObservation(asset_key=observed, partition=key, metadata={"rows": 0}))
         checks = sorted(context.selected_asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
