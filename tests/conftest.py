@@ -51,3 +51,30 @@ def failure_text(error: BaseException) -> str:
         texts.append(str(error))
         error = error.__cause__ or error.__context__
     return " | ".join(texts)
+
+
+def default_signals() -> None:
+    """``preexec_fn`` for servers the tests start: SIGINT back to its default in the child (a background job
+    inherits it ignored, and Dagster maps SIGTERM to what SIGINT does), so SIGTERM stops them cleanly."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def stop_process_group(process, grace: float = 15) -> None:
+    """SIGTERM to ``process`` (a server started with ``start_new_session=True``), then after ``grace`` seconds
+    SIGKILL whatever is left of its process group (code servers, run workers)."""
+    import os
+    import signal
+    import subprocess
+
+    try:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait(timeout=10)

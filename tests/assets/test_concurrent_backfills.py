@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ import numpy as np
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from tests.conftest import default_signals, stop_process_group
 from emberharmony_assets.definitions import DEMO_SOURCE, build_definitions
 from emberharmony_assets.jobs import INGEST_PASS_TAG
 from emberharmony_assets.partitions import daily_partitions
@@ -133,23 +133,8 @@ def run_errors(instance: DagsterInstance, run) -> str:
     return "\n".join(lines)
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the daemon (it stops its code server), then SIGKILL what is left of its process group."""
-    try:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait(timeout=10)
 
 
-def default_signals() -> None:
-    """In the child: SIGINT/SIGTERM handled as usual even when pytest runs in a background job."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_runs(instance: DagsterInstance, daemon: subprocess.Popen, log: Path) -> list:
@@ -203,7 +188,7 @@ def test_a_backfill_run_per_day_two_at_once_through_the_run_queue_equals_one_run
     try:
         records = wait_for_runs(instance, daemon, log)
     finally:
-        stop(daemon)
+        stop_process_group(daemon, 20)
     queued_s = time.monotonic() - started
     failed = [r.dagster_run for r in records if r.dagster_run.status != DagsterRunStatus.SUCCESS]
     assert not failed, "\n".join(run_errors(instance, run) for run in failed) + "\n" + log.read_text()[-4000:]

@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.conftest import default_signals
+
 ROOT = Path(__file__).resolve().parents[2]
 QUERY = """{ assetNodes { assetKey { path } isPartitioned hasAssetChecks } }"""
 
@@ -21,11 +23,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def default_signals() -> None:
-    """In the child: SIGINT back to its default (a background job inherits it ignored, and `dagster dev` maps
-    SIGTERM to what SIGINT does), so SIGTERM stops it cleanly."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_dagster_dev_loads_the_workspace_and_lists_the_assets(tmp_path):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from tests.conftest import default_signals, stop_process_group
 from emberharmony_core.demo import DemoConfig, write_demo_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,25 +125,8 @@ def wait_for_backfill(port: int, backfill_id: str, process: subprocess.Popen) ->
     raise AssertionError(f"backfill {backfill_id} not complete after {BACKFILL_S} s: {backfill}\n{runs}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM to `dagster dev` (it shuts its webserver, daemon and code servers down), then SIGKILL what is left
-    of its process group (run workers included)."""
-    try:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait(timeout=10)
 
 
-def default_signals() -> None:
-    """In the child: SIGINT back to its default, so that Python maps it (and `dagster dev` SIGTERM) to a clean
-    shutdown even when the test runs in a background job, which inherits SIGINT ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_the_checks(tmp_path):
@@ -248,4 +231,4 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
         print(f"--- dagster dev output (last 6,000 characters) ---\n{log_tail}")
         raise
     finally:
-        stop(process)
+        stop_process_group(process, 15)
