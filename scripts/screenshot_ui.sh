@@ -6,8 +6,11 @@
 #   sudo apt-get install -y chromium         # Debian's Chromium (not installed by the project)
 #   bash scripts/screenshot_ui.sh [OUT_DIR]  # default OUT_DIR: data/screenshots
 #
-# Look at the PNGs: the graph shows three groups (ingest, preprocessing, windows); the stride_windows page shows the
-# partition's own observation (windows_stride_1 of that day, not the run's total); pca_models shows the scree plot.
+# Look at the PNGs: the graph shows three groups (ingest, preprocessing, windows); the stride_windows partition page
+# shows the materialisation's metadata labelled as the run's totals ("scope: run totals over 90 partitions ...") with
+# the day's own observation below it; pca_models lists the plotted figures and the scree plot. Checked here once:
+# the screenshots come out, but Dagster's first-visit "Join the Dagster community" dialog covers the page centre
+# (a headless --screenshot cannot dismiss it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-data/screenshots}
