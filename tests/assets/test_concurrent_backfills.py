@@ -45,6 +45,7 @@ from tests.conftest import default_signals, stop_process_group
 from emberharmony_assets.definitions import DEMO_SOURCE, build_definitions
 from emberharmony_assets.jobs import INGEST_PASS_TAG
 from emberharmony_assets.partitions import daily_partitions
+from emberharmony_assets.main import dagster_yaml
 from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource
 from emberharmony_core.demo import DemoConfig, write_demo_table
 from emberharmony_core.store import ArtifactStore
@@ -155,7 +156,10 @@ def test_a_backfill_run_per_day_two_at_once_through_the_run_queue_equals_one_run
     for folder in (single_data, multi_data, home, reference_home):
         folder.mkdir()
     assert write_demo_table(multi_data / "demo.duckdb", DEMO) == DEMO.rows
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    # the main job's instance settings (pooled SQLite storage, written to by every run process here at
+    # once), telemetry off, plus the run queue
+    settings = dagster_yaml(str(home)).replace("telemetry:\n  enabled: true\n", "")
+    (home / "dagster.yaml").write_text(settings + DAGSTER_YAML)
 
     # the reference: the whole graph over the range, one run, its own persistent instance
     started = time.monotonic()

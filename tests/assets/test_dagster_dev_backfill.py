@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from tests.conftest import default_signals, stop_process_group
 from emberharmony_core.demo import DemoConfig, write_demo_table
+from emberharmony_assets.main import dagster_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = DemoConfig(entities=24, days=4, cadence_minutes=60, start="2026-01-01")
@@ -132,7 +133,8 @@ def wait_for_backfill(port: int, backfill_id: str, process: subprocess.Popen) ->
 def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_the_checks(tmp_path):
     data, home = tmp_path / "data", tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # a throw-away instance: no telemetry
+    # the main job's instance settings (pooled SQLite storage), telemetry off: a throw-away instance
+    (home / "dagster.yaml").write_text(dagster_yaml(str(home)).replace("enabled: true", "enabled: false"))
     assert write_demo_table(data / "demo.duckdb", DEMO) == DEMO.rows
     port, log_path = free_port(), tmp_path / "dagster_dev.log"
     env = {**os.environ, "DAGSTER_HOME": str(home), "EMBERHARMONY_HOME": str(data), "EMBERHARMONY_SOURCE": "duckdb",
