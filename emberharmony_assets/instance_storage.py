@@ -33,7 +33,14 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
 )
-from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
+from dagster._core.storage.runs import SqliteRunStorage
+from dagster._core.storage.schedules import SqliteScheduleStorage
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+    _schedule_directory,
+)
 
 # database files (one per run, plus the index) whose engines stay open; older ones are disposed
 MAX_OPEN_SHARDS = 8
@@ -95,8 +102,13 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     """``DagsterSqliteStorage`` (runs, event log, schedules in ``base_dir``) with the pooled event log."""
 
     def __init__(self, base_dir: str, inst_data=None):
-        super().__init__(base_dir, inst_data=inst_data)
+        # DagsterSqliteStorage.__init__ with the pooled event log (not Dagster's, built and then replaced)
+        self.base_dir = base_dir
+        self._run_storage = SqliteRunStorage.from_local(_runs_directory(base_dir))
         self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        self._inst_data = inst_data
+        super(DagsterSqliteStorage, self).__init__()
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> "PooledSqliteStorage":
