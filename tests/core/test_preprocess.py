@@ -6,6 +6,7 @@ StandardScaler, pandas.get_dummies, pandas.json_normalize.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import logging
@@ -448,3 +449,26 @@ def test_transform_refuses_values_that_cannot_be_finite_features(frame, bad_valu
     fine = frame.copy()
     fine.loc[[5, 9], "amount"] = np.nan
     assert np.isfinite(fitted.transform(fine)[0]).all()
+
+
+@pytest.mark.parametrize("values", [
+    np.arange(3000, dtype=np.float64) * 0.37,                     # exact, every count 1: one byte a count
+    np.repeat([1.5, -2.0, 7.0], [70_000, 3, 300]),                # exact, counts beyond 2**16
+    np.concatenate([np.geomspace(1e-6, 1e6, 30_000), -np.geomspace(1e-3, 1e3, 20_000), np.zeros(5)]),  # buckets
+])
+def test_sketch_round_trips_through_json_with_narrow_integer_layouts(values):
+    from emberharmony_core.features.preprocess.sketch import MedianSketch
+
+    sketch = MedianSketch.from_values(values)
+    stored = json.loads(json.dumps(sketch.to_dict()))
+    back = MedianSketch.from_dict(stored)
+    assert back == sketch and back.count == len(values) and back.median() == sketch.median()
+    layouts = [v["dtype"] for v in stored.values() if isinstance(v, dict)]
+    assert all(layout in ("<f8", "<u1", "<u2", "<u4", "<i1", "<i2", "<i4", "<i8") for layout in layouts)
+    if sketch.exact and values.size == 3000:
+        assert stored["counts"]["dtype"] == "<u1"
+    # the earlier format (int64 counts) still reads
+    old = dict(stored)
+    if sketch.exact:
+        old["counts"] = {"b64": base64.b64encode(sketch.counts.astype("<i8").tobytes()).decode(), "dtype": "<i8"}
+        assert MedianSketch.from_dict(old) == sketch

@@ -173,9 +173,9 @@ class MedianSketch:
         out: dict[str, Any] = {"alpha": self.alpha, "max_exact": self.max_exact, "mode": "exact" if self.exact else "buckets"}
         if self.exact:
             out["values"] = _pack(self.values, "<f8")  # the float64 bytes: an exact round trip, ~20x faster than repr
-            out["counts"] = _pack(self.counts, "<i8")
+            out["counts"] = _pack(self.counts, _int_layout(self.counts))
         else:
-            out.update({name: _pack(getattr(self, name), "<i8")
+            out.update({name: _pack(getattr(self, name), _int_layout(getattr(self, name)))
                         for name in ("neg_index", "neg_counts", "pos_index", "pos_counts")})
             out["zero_count"] = int(self.zero_count)
         return out
@@ -206,6 +206,16 @@ def _add(ia: np.ndarray, ca: np.ndarray, ib: np.ndarray, cb: np.ndarray):
     cnt = np.concatenate([ca, cb])
     uidx, inv = np.unique(idx, return_inverse=True)
     return uidx, np.bincount(inv, weights=cnt, minlength=len(uidx)).astype(np.int64)
+
+
+def _int_layout(values: np.ndarray) -> str:
+    """The narrowest little-endian integer layout holding every value (counts are mostly 1: one byte each)."""
+    low, high = (int(values.min()), int(values.max())) if len(values) else (0, 0)
+    for layout in ("<u1", "<u2", "<u4") if low >= 0 else ("<i1", "<i2", "<i4"):
+        info = np.iinfo(np.dtype(layout))
+        if info.min <= low and high <= info.max:
+            return layout
+    return "<i8"
 
 
 def _pack(values: np.ndarray, layout: str) -> dict[str, str]:
