@@ -93,7 +93,7 @@ class DuckDBSourceResource(SourceResource):
 
     database: str = Field(default_factory=lambda: os.path.join(data_home(), "demo.duckdb"),
                           description="path of the DuckDB file (opened read-only)")
-    memory_limit: str = Field(default="256MB", description="DuckDB's memory for a partition's ordered read; beyond "
+    memory_limit: str = Field(default="128MB", description="DuckDB's memory for a partition's ordered read; beyond "
                               "it the sort spills to DuckDB's temporary folder, so memory does not grow with a day's rows")
 
     @contextmanager

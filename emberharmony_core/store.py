@@ -429,7 +429,10 @@ class ArtifactStore:
         if not target.exists():
             raise self._missing(target, parts)
         try:
-            return target, pq.ParquetFile(target.open("rb") if target.protocol not in ("", "file", "local") else target.path)
+            # pre_buffer=False: Arrow's default pre-buffering keeps every row group read so far (measured: a
+            # 15-row-group raw_chunk file's reader grew 65 -> 202 MiB); without it a reader holds one row group
+            source = target.open("rb") if target.protocol not in ("", "file", "local") else target.path
+            return target, pq.ParquetFile(source, pre_buffer=False)
         except Exception as exc:
             raise self._unreadable(target, parts, exc) from None
 

@@ -130,26 +130,55 @@ class ChunkRows:
 class WindowCarry:
     """Per entity: rows seen so far (``seen`` (E,) int64) and its last ``w - 1`` rows, right-aligned:
     ``rows`` (E, w - 1, F), ``time`` (E, w - 1) int64 ns, ``split`` (E, w - 1) int8 (slots before an
-    entity's first row are zeros). ``keys`` (E,) are the entity keys in first-seen order."""
+    entity's first row are zeros). ``keys`` (E,) are the entity keys in first-seen order.
+
+    The arrays are views of buffers with room to spare (grown 1.5x when entities are added), updated in
+    place for a chunk's entities only: a chunk costs O(its rows), not a copy of every entity's carry."""
 
     def __init__(self, window_size: int, n_features: int, dtype="float32", keys=None, seen=None, rows=None,
                  time=None, split=None):
         self.window_size, self.n_features = int(window_size), int(n_features)
         tail = self.window_size - 1
-        self.keys = np.asarray([] if keys is None else keys, dtype=object)
-        e = len(self.keys)
-        self.seen = np.zeros(e, np.int64) if seen is None else np.asarray(seen, np.int64)
-        self.rows = np.zeros((e, tail, self.n_features), dtype) if rows is None else np.asarray(rows)
-        self.time = np.zeros((e, tail), np.int64) if time is None else np.asarray(time, np.int64)
-        self.split = np.zeros((e, tail), np.int8) if split is None else np.asarray(split, np.int8)
-        self._index = pd.Index(self.keys)
+        self._keys = np.asarray([] if keys is None else keys, dtype=object)
+        e = self._n = len(self._keys)
+        self._seen = np.zeros(e, np.int64) if seen is None else np.array(seen, np.int64)
+        self._rows = np.zeros((e, tail, self.n_features), dtype) if rows is None else np.array(rows)
+        self._time = np.zeros((e, tail), np.int64) if time is None else np.array(time, np.int64)
+        self._split = np.zeros((e, tail), np.int8) if split is None else np.array(split, np.int8)
+        self._index = pd.Index(self._keys)
+
+    keys = property(lambda self: self._keys[: self._n])
+    seen = property(lambda self: self._seen[: self._n])
+    rows = property(lambda self: self._rows[: self._n])
+    time = property(lambda self: self._time[: self._n])
+    split = property(lambda self: self._split[: self._n])
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return self._n
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Position of each key in the carry, -1 where the entity has not been seen."""
-        return self._index.get_indexer(keys) if len(self.keys) else np.full(len(keys), -1, dtype=np.int64)
+        return self._index.get_indexer(keys) if self._n else np.full(len(keys), -1, dtype=np.int64)
+
+    def add_entities(self, keys: np.ndarray, dtype) -> None:
+        """Append new entities (zero rows seen); their positions are ``len(self) - len(keys) ..``. The row
+        buffer takes ``dtype``."""
+        n, grow = self._n, len(keys)
+        if n + grow > len(self._keys) or self._rows.dtype != np.dtype(dtype):
+            capacity = max(n + grow, int(1.5 * len(self._keys)) if self._rows.dtype == np.dtype(dtype) else 0, 16)
+
+            def grown(buffer, dtype_=None):
+                out = np.zeros((capacity, *buffer.shape[1:]), dtype_ or buffer.dtype)
+                out[:n] = buffer[:n]
+                return out
+
+            self._keys = grown(self._keys)
+            self._seen, self._time, self._split = grown(self._seen), grown(self._time), grown(self._split)
+            self._rows = grown(self._rows, np.dtype(dtype))
+        self._keys[n : n + grow] = keys
+        self._n = n + grow
+        if grow:
+            self._index = pd.Index(self.keys)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         keys = self.keys
@@ -300,28 +329,20 @@ class Windower:
         return made
 
     def _carry_forward(self, keys, pos, seen, rows, times, splits, block_end, f, dtype) -> None:
-        """New carry: the chunk's entities get their new count and last ``w - 1`` rows; others are kept."""
+        """The chunk's entities get their new count and last ``w - 1`` rows (in place); others are kept."""
         carry, tail = self.carry, self.window_size - 1
         new = pos < 0
-        e_old = len(carry)
-        all_keys = np.concatenate([carry.keys, keys[new]]) if new.any() else carry.keys
-        where = np.where(new, e_old + np.cumsum(new) - 1, pos)
-        grow = int(new.sum())
-        out_seen = np.concatenate([carry.seen, np.zeros(grow, np.int64)])
-        out_rows = np.concatenate([carry.rows.astype(dtype, copy=False), np.zeros((grow, tail, f), dtype)])
-        out_time = np.concatenate([carry.time, np.zeros((grow, tail), np.int64)])
-        out_split = np.concatenate([carry.split, np.zeros((grow, tail), np.int8)])
-        out_seen[where] = seen
+        where = np.where(new, len(carry) + np.cumsum(new) - 1, pos)
+        carry.add_entities(keys[new], dtype)
+        carry.seen[where] = seen
         if tail:
             # slot k of entity b holds source row block_end[b] - tail + k, when that row is in the block
             source = block_end[:, None] - tail + np.arange(tail)[None, :]
             valid = np.arange(tail)[None, :] >= tail - np.minimum(seen, tail)[:, None]
             src = np.where(valid, source, 0)
-            out_rows[where] = np.where(valid[..., None], rows[src], 0)
-            out_time[where] = np.where(valid, times[src], 0)
-            out_split[where] = np.where(valid, splits[src], 0)
-        self.carry = WindowCarry(self.window_size, f, dtype, keys=all_keys, seen=out_seen, rows=out_rows,
-                                 time=out_time, split=out_split)
+            carry.rows[where] = np.where(valid[..., None], rows[src], 0)
+            carry.time[where] = np.where(valid, times[src], 0)
+            carry.split[where] = np.where(valid, splits[src], 0)
 
 
 def gather_windows(backend, rows, starts: np.ndarray, window_size: int, block: int | None = None) -> Iterator[object]:

@@ -106,7 +106,9 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                                                               else "partition date")},
               CYCLICAL: {"rows": 0, "backend": compute.name, "datetime_columns": ", ".join(spec.datetime_columns)},
               "preprocess_stats": {"train_rows": 0}}
-    first_splits, bad_cyclical = [], np.zeros(len(cyclical_names), dtype=np.int64)
+    # each distinct split key's split, over the run (for the split-fractions check): one entry per key, not per row
+    split_of_key: dict[str, str] = {}
+    bad_cyclical = np.zeros(len(cyclical_names), dtype=np.int64)
     reader_context = source.open_reader(key_column, tuple(settings.split_fractions)) if from_source else nullcontext()
     with timed(totals[steps[0]]), reader_context as reader:
         for key, start, end in run_partitions(context):
@@ -134,8 +136,10 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                             chunk["split"] = assign_split(keys, tuple(settings.split_fractions))
                         if SPLIT in writers:
                             writers[SPLIT].write(chunk[["split"]])
-                            first_splits.append(pd.DataFrame({"key": keys.astype(str), "split": chunk["split"].to_numpy()})
-                                                .drop_duplicates("key"))
+                            firsts = pd.DataFrame({"key": keys.astype(str), "split": chunk["split"].to_numpy()}) \
+                                .drop_duplicates("key")
+                            for split_key, split in zip(firsts["key"].to_numpy(), firsts["split"].to_numpy()):
+                                split_of_key.setdefault(split_key, split)
                             for split, count in chunk["split"].value_counts().items():
                                 split_counts[split] += int(count)
                     if CYCLICAL in steps:
@@ -182,9 +186,8 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
             totals[name].update({k: totals[steps[0]][k] for k in ("seconds", "peak_rss_mib")})
         results = []
         if name == SPLIT:
-            seen = pd.concat(first_splits, ignore_index=True).drop_duplicates("key") if first_splits else \
-                pd.DataFrame({"key": [], "split": []})
-            results.append(checks.split_fractions_check(seen["key"].to_numpy(), seen["split"].to_numpy(),
+            results.append(checks.split_fractions_check(np.array(list(split_of_key), dtype=object),
+                                                        np.array(list(split_of_key.values()), dtype=object),
                                                         settings.split_fractions, asset_key=SPLIT))
         if name == CYCLICAL:
             # NaT in a datetime column gives NaN features by design (imputed later): a warning, not an error

@@ -34,11 +34,15 @@ from .preprocessing import load_preprocessor
 WINDOW_STEPS = [FEATURES, STRIDE_WINDOWS, "pca_stats"]
 
 
-def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: int) -> Windower:
-    """A ``Windower`` continuing from the previous partition's carry (none before the first partition)."""
+def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: int,
+                 saved: "tuple[str, object] | None" = None) -> Windower:
+    """A ``Windower`` continuing from the previous partition's carry (none before the first partition);
+    ``saved``: (partition, carry) this run has just saved, used as it is when it is the previous partition's."""
     previous = previous_partition_key(key)
     carry = None
-    if previous is not None:
+    if saved is not None and saved[0] == previous:
+        carry = saved[1]
+    elif previous is not None:
         if not has_carry(artifacts, previous):
             raise FileNotFoundError(
                 f"windows of partition {key} continue each entity's series from partition {previous}, whose window "
@@ -104,13 +108,14 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
     bad = np.zeros(len(names), dtype=np.int64)
     expected, produced = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0)
     timing = totals[FEATURES if FEATURES in selected else STRIDE_WINDOWS if STRIDE_WINDOWS in selected else "pca_stats"]
+    saved = None  # (partition, carry) saved last in this run
     with timed(timing):
         for key, _, _ in run_partitions(context):
             if FEATURES in selected:  # (features table, its feature matrix) per chunk
                 chunks = transformed_chunks(fitted, iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk), key)
             else:
                 chunks = ((batch, None) for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk))
-            windower = windower_for(artifacts, key, settings, len(names)) if windowing else None
+            windower = windower_for(artifacts, key, settings, len(names), saved) if windowing else None
             stats = {s: PCAStats(w * len(names)) for s in strides}
             counts = {f"windows_stride_{s}": 0 for s in strides}
             dropped, gap_dropped, gaps = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0), 0
@@ -141,6 +146,7 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                     n_rows += table.num_rows
             if STRIDE_WINDOWS in selected:
                 save_carry(artifacts, key, windower.carry)
+                saved = (key, windower.carry)  # the next partition continues from it without reading it back
                 row = {"partition": key, "rows": n_rows, **counts}
                 row.update({f"mixed_split_dropped_stride_{s}": n for s, n in dropped.items() if n})
                 if settings.max_gap is not None:  # gaps longer than max_gap, and the windows spanning them

@@ -104,18 +104,25 @@ class DuckDBTableReader:
         def produce(metadata: dict):
             with self._connect() as connection:
                 connection.execute("SET TimeZone = 'UTC'")
-                relation = connection.sql(self._query, params=bounds)
-                if hasattr(relation, "to_arrow_reader"):  # DuckDB >= 1.5
-                    reader = relation.to_arrow_reader(rows_per_chunk)
-                else:
-                    reader = relation.fetch_record_batch(rows_per_chunk)
                 try:
-                    yield reader.schema
-                    for batch in reader:
-                        metadata["bytes_read"] += int(batch.nbytes)
-                        yield batch
-                finally:
-                    reader.close()
+                    relation = connection.sql(self._query, params=bounds)
+                    if hasattr(relation, "to_arrow_reader"):  # DuckDB >= 1.5
+                        reader = relation.to_arrow_reader(rows_per_chunk)
+                    else:
+                        reader = relation.fetch_record_batch(rows_per_chunk)
+                    try:
+                        yield reader.schema
+                        for batch in reader:
+                            metadata["bytes_read"] += int(batch.nbytes)
+                            yield batch
+                    finally:
+                        reader.close()
+                except duckdb.OutOfMemoryException as exc:
+                    limit = connection.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+                    raise MemoryError(
+                        f"DuckDB ran out of its memory_limit ({limit}) reading {self.spec.table} from {lower} to "
+                        f"{upper} in chunks of {rows_per_chunk:,} rows: raise the DuckDB source's memory_limit or "
+                        f"lower settings.rows_per_chunk (DuckDB: {str(exc).splitlines()[0]})") from None
 
         return WindowStream(self.spec, self.spec.columns, rows_per_chunk, produce, {
             "source": "duckdb",

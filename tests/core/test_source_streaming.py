@@ -226,3 +226,23 @@ def test_rechunk_pandas_pieces_and_nothing():
     assert list(rechunk([], 3)) == [] and list(rechunk([pa.RecordBatch.from_pydict({"v": []})], 3)) == []
     with pytest.raises(ValueError, match="rows_per_chunk"):
         list(rechunk(pieces, 0))
+
+
+def test_memory_limit_too_small_names_the_setting(tmp_path):
+    """DuckDB refusing the ordered read within its memory_limit: a MemoryError naming the limit, the table, the
+    window and both settings to change (not DuckDB's bare message)."""
+    path = str(tmp_path / "big.duckdb")
+    with duckdb.connect(path) as connection:
+        connection.execute("CREATE TABLE t AS SELECT 'entity_' || (i % 5000)::VARCHAR AS entity, "
+                           "TIMESTAMPTZ '2024-03-01 00:00:00+00' + to_microseconds((random() * 86400e6)::BIGINT) AS ts, "
+                           "random() AS f, repeat('x', 40) AS pad FROM range(1000000) r(i)")
+    spec = TableSpec(table="t", timestamp_column="ts", entity_column="entity", feature_columns=("f",),
+                     extra_columns=("pad",))
+    connection = duckdb.connect(path, read_only=True, config={"memory_limit": "4MB"})
+    try:
+        reader = DuckDBTableReader(path, spec, connect=lambda: nullcontext(connection))
+        with pytest.raises(MemoryError, match=r"memory_limit \(3\.8 MiB\) reading t from 2024-03-01.*"
+                                              r"raise the DuckDB source's memory_limit or lower settings.rows_per_chunk"):
+            list(reader.iter_window(START, END, rows_per_chunk=100_000))
+    finally:
+        connection.close()
