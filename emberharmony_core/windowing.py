@@ -392,10 +392,11 @@ def chunk_rows(batch: "pa.RecordBatch | pa.Table", feature_columns: Sequence[str
     (n, F), when given, is the batch's feature matrix already computed (else read from ``feature_columns``)."""
     n = batch.num_rows
     matrix = features
-    if matrix is None:
-        matrix = np.empty((n, len(feature_columns)), dtype=dtype)
+    if matrix is None:  # filled column by column in Fortran order (contiguous writes), then one blocked transpose
+        matrix = np.empty((n, len(feature_columns)), dtype=dtype, order="F")
         for j, name in enumerate(feature_columns):
             matrix[:, j] = batch.column(name).to_numpy(zero_copy_only=False)
+        matrix = np.ascontiguousarray(matrix)
     stamps = batch.column(timestamp_column)
     stamps = stamps.cast(pa.timestamp("ns", tz=getattr(stamps.type, "tz", None))).cast(pa.int64())
     return ChunkRows(
