@@ -89,7 +89,7 @@ def observe_partitions(context: AssetExecutionContext, asset_key: str, *row_list
     """Log one ``AssetObservation`` of ``asset_key`` per partition of a multi-partition run, holding that
     partition's own figures (the rows of ``row_lists`` merged by partition): the UI shows them on the
     partition, where the materialisation's metadata is the run's. One event-log write per step and partition
-    (measured ~17 ms on the SQLite instance), so a step observes one asset, not each of its assets."""
+    (5-6 ms on the pooled SQLite storage, 13-17 ms on Dagster's default), so a step observes one asset, not each of its assets."""
     merged: dict[str, dict] = {}
     for rows in row_lists:
         for row in rows:
