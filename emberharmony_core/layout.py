@@ -37,7 +37,7 @@ def stride_folder(stride: int) -> str:
     return f"stride={int(stride)}"
 
 
-def iter_asset_frames(store: ArtifactStore, asset: str, key: str, rows: int = 200_000) -> Iterator[pd.DataFrame]:
+def iter_asset_frames(store: ArtifactStore, asset: str, key: str, rows: int = 100_000) -> Iterator[pd.DataFrame]:
     """The asset's rows for partition ``key`` as it defines them (``split_data`` = raw_chunk's columns + split,
     ...), as frames of at most ``rows`` rows; the row-aligned files are zipped without loading them whole."""
     parts = FRAME_PARTS.get(asset, (asset,))

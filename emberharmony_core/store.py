@@ -441,7 +441,7 @@ class ArtifactStore:
         return self._open_parquet(asset, key, *sub)[1].metadata.num_rows
 
     def iter_batches(self, asset: str, key: str, *sub: str, columns: list[str] | None = None,
-                     rows: int = 200_000) -> Iterator[pa.RecordBatch]:
+                     rows: int = 100_000) -> Iterator[pa.RecordBatch]:
         """The partition's rows as Arrow record batches of at most ``rows`` rows (only ``columns``)."""
         target, handle = self._open_parquet(asset, key, *sub)
         try:
@@ -450,7 +450,7 @@ class ArtifactStore:
             raise self._unreadable(target, (asset, *sub, PARTITION_FOLDER.format(key)), exc) from None
 
     def iter_frames(self, asset: str, key: str, *sub: str, columns: list[str] | None = None,
-                    rows: int = 200_000) -> Iterator[pd.DataFrame]:
+                    rows: int = 100_000) -> Iterator[pd.DataFrame]:
         for batch in self.iter_batches(asset, key, *sub, columns=columns, rows=rows):
             yield frame_from_arrow(batch)
 

@@ -154,6 +154,7 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                     if "preprocess_stats" in selected:
                         part = compute_partition_stats(chunk, config)
                         stats = part if stats is None else stats.merge(part)
+                    chunk = keys = None  # not held while the next chunk is read: one chunk in memory, not two
             if "preprocess_stats" in selected:
                 artifacts.write_json(stats.to_dict(), "preprocess_stats", key)
                 rows["preprocess_stats"].append({"partition": key, "train_rows": int(stats.n_train_rows)})

@@ -144,6 +144,7 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                             if "pca_stats" in selected:
                                 stats[s] = stats[s].merge(window_stats(made, s))
                     n_rows += table.num_rows
+                    table = matrix = chunk = made = None  # not held while the next chunk is read
             if STRIDE_WINDOWS in selected:
                 save_carry(artifacts, key, windower.carry)
                 saved = (key, windower.carry)  # the next partition continues from it without reading it back
@@ -284,9 +285,10 @@ def projected_windows(context: AssetExecutionContext, source: SourceResource, se
     names = list(load_preprocessor(artifacts).feature_names_)
     entity = spec.entity_column or "entity"
     rows, totals = [], {"backend": compute.name}
+    saved = None  # (partition, carry) of the partition just projected: the next one continues from it
     with timed(totals):
         for key, _, _ in run_partitions(context):
-            windower = windower_for(artifacts, key, settings, len(names))
+            windower = windower_for(artifacts, key, settings, len(names), saved)
             row, offset = {"partition": key}, 0
             with ExitStack() as files:
                 outputs = {s: files.enter_context(artifacts.frame_writer(PROJECTED, key, stride_folder(s))) for s in models}
@@ -299,11 +301,13 @@ def projected_windows(context: AssetExecutionContext, source: SourceResource, se
                         outputs[s].write(columns_table(projected, [f"pc_{i + 1}" for i in range(projected.shape[1])], index))
                         row[f"windows_stride_{s}"] = row.get(f"windows_stride_{s}", 0) + index.num_rows
                     offset += batch.num_rows
+                    batch = chunk = made = projected = index = None  # not held while the next chunk is read
                 for s, model in models.items():  # an empty partition still gets its (empty) files
                     if outputs[s].schema is None:
                         outputs[s].write(pd.DataFrame({entity: pd.Series(dtype=object), "end_time": pd.Series(dtype="datetime64[ns, UTC]"),
                                                        "split": pd.Series(dtype=object),
                                                        **{f"pc_{i + 1}": pd.Series(dtype=settings.dtype) for i in range(model.n_components_)}}))
             rows.append(row)
+            saved = (key, windower.carry)  # equals the carry stride_windows stored for this partition
     observe_partitions(context, PROJECTED, rows)
     return MaterializeResult(metadata=per_partition_metadata(rows, totals))

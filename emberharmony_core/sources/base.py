@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from ..store import frame_from_arrow
 
-DEFAULT_ROWS_PER_CHUNK = 200_000
+DEFAULT_ROWS_PER_CHUNK = 100_000
 """Rows per chunk of ``iter_window`` (and of the chunks ``read_window`` concatenates)."""
 
 
