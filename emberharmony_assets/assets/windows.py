@@ -40,7 +40,7 @@ def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: in
     ``saved``: (partition, carry) this run has just saved, used as it is when it is the previous partition's."""
     previous = previous_partition_key(key)
     carry = None
-    if saved is not None and saved[0] == previous:
+    if saved is not None and saved[0] == previous and saved[1] is not None:
         carry = saved[1]
     elif previous is not None:
         if not has_carry(artifacts, previous):
