@@ -18,8 +18,9 @@ from dagster import AssetDep, AssetExecutionContext, AssetSpec, MaterializeResul
 
 from emberharmony_core.features.pca import PCAModel, PCAStats
 from emberharmony_core.features.preprocess.config import PreprocessError
-from emberharmony_core.layout import (CYCLICAL, FEATURES, PROJECTED, STRIDE_WINDOWS, WINDOWS_LAYOUT, has_carry,
-                                      iter_asset_frames, load_carry, save_carry, stride_folder)
+from emberharmony_core.layout import (CYCLICAL, FEATURES, INDEX_DELTA, PCA_STATS, PROJECTED, STRIDE_WINDOWS,
+                                      WINDOWS_LAYOUT, has_carry, iter_asset_frames, load_carry, load_pca_stats,
+                                      pca_stats_keys, save_carry, save_pca_stats, stride_folder)
 from emberharmony_core.windowing import Windower, chunk_rows, columns_table, project_windows, window_index, \
     window_stats
 
@@ -122,7 +123,8 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
             n_rows = 0
             with ExitStack() as files:
                 features_file = files.enter_context(artifacts.frame_writer(FEATURES, key)) if FEATURES in selected else None
-                index_files = {s: files.enter_context(artifacts.frame_writer(STRIDE_WINDOWS, key, stride_folder(s)))
+                index_files = {s: files.enter_context(artifacts.frame_writer(STRIDE_WINDOWS, key, stride_folder(s),
+                                                                            delta=INDEX_DELTA))
                                for s in strides} if STRIDE_WINDOWS in selected else {}
                 for table, matrix in chunks:
                     chunk = chunk_rows(table, names, entity, spec.timestamp_column, settings.dtype,
@@ -155,7 +157,7 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                 rows[STRIDE_WINDOWS].append(row)
             if "pca_stats" in selected:
                 for s in strides:
-                    artifacts.write_arrays(stats[s].to_arrays(), "pca_stats", stride_folder(s), key)
+                    save_pca_stats(artifacts, key, s, stats[s])
                 rows["pca_stats"].append({"partition": key, **{f"train_windows_stride_{s}": stats[s].n_samples
                                                                for s in strides}})
             if FEATURES in selected:
@@ -187,10 +189,10 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
 def merged_stats(artifacts, stride: int) -> tuple[PCAStats, int]:
     """All stored partitions' statistics for one stride, merged; and how many partitions had train windows."""
     merged, used = PCAStats(), 0
-    for name in artifacts.list_names("pca_stats", stride_folder(stride), suffix=".npz"):
+    for name in pca_stats_keys(artifacts, stride):
         if not daily_partitions.has_partition_key(name):
             continue  # a file from partitions outside the current definition
-        stats = PCAStats.from_arrays(artifacts.read_arrays("pca_stats", stride_folder(stride), name))
+        stats = load_pca_stats(artifacts, name, stride)
         if merged.n_features is not None and stats.n_features not in (None, merged.n_features):
             raise ValueError(f"pca_stats {name} (stride {stride}) has {stats.n_features} features, earlier partitions "
                              f"{merged.n_features}: window_size or the feature columns changed since; re-materialise "
@@ -212,8 +214,7 @@ def pca_models(context: AssetExecutionContext, settings: PipelineSettings, backe
         merged = {stride: merged_stats(artifacts, stride) for stride in settings.strides}
         short = [s for s, (stats, _) in merged.items() if stats.n_samples < 2]
         if short:
-            files = {s: sum(daily_partitions.has_partition_key(n)
-                            for n in artifacts.list_names("pca_stats", stride_folder(s), suffix=".npz"))
+            files = {s: sum(daily_partitions.has_partition_key(n) for n in pca_stats_keys(artifacts, s))
                      for s in settings.strides}
             windows = {s: int(stats.n_samples) for s, (stats, _) in merged.items()}
             with_train = {s: used for s, (_, used) in merged.items()}
@@ -223,6 +224,9 @@ def pca_models(context: AssetExecutionContext, settings: PipelineSettings, backe
             if not any(files.values()):
                 reason = ("pca_stats has not been materialised for any partition: materialise features, "
                           "stride_windows and pca_stats (for partitions that hold train rows) first")
+                if any(artifacts.list_names(PCA_STATS, stride_folder(s), suffix=".npz") for s in settings.strides):
+                    reason += (" (the pca_stats/stride=S/K.npz files there are an older layout, no longer read: "
+                               "re-materialise pca_stats)")
             elif windows[first] < 2:
                 reason = (f"a window needs window_size={w} consecutive rows of one entity, all in the train split: "
                           f"either the entities have fewer than {w} rows each in the materialised partitions (too "

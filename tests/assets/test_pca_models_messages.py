@@ -40,6 +40,23 @@ def test_no_pca_stats_at_all_says_so(demo_database, tmp_path):
     assert "pca_stats files per stride: {1: 0, 3: 0, 5: 0}" in text
     assert "train windows per stride: {1: 0, 3: 0, 5: 0}" in text
     assert "has not been materialised for any partition" in text
+    assert "older layout" not in text
+
+
+def test_statistics_in_the_old_npz_layout_are_named_not_silently_ignored(demo_database, tmp_path):
+    import numpy as np
+
+    from emberharmony_core.features.pca import PCAStats
+    from emberharmony_core.store import ArtifactStore
+
+    resources = make_resources(demo_database, str(tmp_path / "artifacts"))
+    old = PCAStats().update(np.random.default_rng(0).standard_normal((10, 4)))
+    ArtifactStore(tmp_path / "artifacts").write_arrays(old.to_arrays(), "pca_stats", "stride=1", PARTITIONS[0])
+    result = materialize(all_assets, selection=["pca_models"], resources=resources,
+                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    text = failure_text(result)
+    assert not result.success and "has not been materialised for any partition" in text
+    assert "pca_stats/stride=S/K.npz files there are an older layout, no longer read: re-materialise pca_stats" in text
 
 
 def test_window_too_large_for_the_rows_says_why_with_the_numbers(demo_database, tmp_path):

@@ -85,3 +85,42 @@ def test_a_forked_child_writes_on_its_own_thread(tmp_path):
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(waited[1]) == 0
     assert store.read_frame("features", "2026-01-02")["row"].tolist() == list(range(9))
+
+
+def test_delta_columns_read_back_equal_and_take_far_less_than_a_dictionary(tmp_path):
+    """A window index's row numbers and end times (increasing within an entity) stored DELTA_BINARY_PACKED."""
+    store = ArtifactStore(tmp_path)
+    rows = np.concatenate([np.arange(0, 3000), np.arange(3005, 6000)])  # a jump, as where windows are dropped
+    index = pa.table({"row": rows, "end_time": pa.array((rows % 48) * 1_800_000_000_000, pa.timestamp("ns", tz="UTC")),
+                      "split": pa.array(["train"] * len(rows))})
+    sizes = {}
+    for delta in ((), ("row", "end_time")):
+        with store.frame_writer("stride_windows", "2026-01-01", "stride=1", delta=delta) as writer:
+            writer.write(index)
+        handle = pq.ParquetFile(store.frame_path("stride_windows", "2026-01-01", "stride=1").path)
+        assert handle.read().equals(index)
+        column = handle.metadata.row_group(0).column(0)
+        sizes[delta] = column.total_compressed_size
+        assert ("DELTA_BINARY_PACKED" in column.encodings) == bool(delta)
+    assert sizes[("row", "end_time")] * 10 < sizes[()], sizes
+
+
+def test_pca_statistics_round_trip_exactly_through_parquet(tmp_path):
+    from emberharmony_core.features.pca import PCAStats
+    from emberharmony_core.layout import load_pca_stats, pca_stats_keys, save_pca_stats
+
+    store = ArtifactStore(tmp_path)
+    stats = PCAStats().update(np.random.default_rng(3).standard_normal((500, 12)) * 1e3)
+    save_pca_stats(store, "2026-01-02", 3, stats)
+    save_pca_stats(store, "2026-01-01", 3, PCAStats())  # a day without train windows
+    back = load_pca_stats(store, "2026-01-02", 3)
+    assert back.n_samples == 500 and back.n_features == 12
+    np.testing.assert_array_equal(back.mean, stats.mean)
+    np.testing.assert_array_equal(back.scatter, stats.scatter)  # bit for bit: float64 stored as float64
+    empty = load_pca_stats(store, "2026-01-01", 3)
+    assert empty.n_samples == 0 and empty.n_features is None
+    assert pca_stats_keys(store, 3) == ["2026-01-01", "2026-01-02"] and pca_stats_keys(store, 1) == []
+    # queryable as it is: one row per partition
+    table = pq.read_table(tmp_path / "pca_stats" / "stride=3" / "date=2026-01-02" / "part-0.parquet")
+    assert table.column_names == ["n_samples", "n_features", "mean", "scatter_upper"]
+    assert len(table["scatter_upper"][0]) == 12 * 13 // 2
