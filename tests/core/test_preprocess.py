@@ -472,3 +472,23 @@ def test_sketch_round_trips_through_json_with_narrow_integer_layouts(values):
     if sketch.exact:
         old["counts"] = {"b64": base64.b64encode(sketch.counts.astype("<i8").tobytes()).decode(), "dtype": "<i8"}
         assert MedianSketch.from_dict(old) == sketch
+
+
+def test_bucketed_sketch_counts_equal_a_per_value_reference():
+    """Bucket counts of an exact sketch turned into buckets (runs of sorted values) equal, bucket by bucket, the
+    counts of every value's own bucket index (the sketch's definition), for both signs and zeros."""
+    import math
+
+    from emberharmony_core.features.preprocess.sketch import MedianSketch
+
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.standard_normal(30_000) * 50, np.zeros(40), -rng.lognormal(size=5_000)])
+    sketch = MedianSketch.from_values(x, alpha=1e-3, max_exact=1_000)
+    assert not sketch.exact and sketch.zero_count == 40
+    log_gamma = math.log(sketch.gamma)
+    for sign, index, counts in ((-1, sketch.neg_index, sketch.neg_counts), (1, sketch.pos_index, sketch.pos_counts)):
+        own = np.ceil(np.log(np.abs(x[np.sign(x) == sign])) / log_gamma).astype(np.int64)
+        ref_index, ref_counts = np.unique(own, return_counts=True)
+        np.testing.assert_array_equal(index, ref_index)
+        np.testing.assert_array_equal(counts, ref_counts)
+        assert counts.dtype == np.int64

@@ -31,3 +31,18 @@ def test_a_chunk_without_any_struct_value_gives_no_field_columns_either_way():
     for frame in (frame_from_arrow(table), table.to_pandas()):
         flat, fields = flatten_struct_columns(frame, ["meta"])
         assert list(flat.columns) == [] and fields == {"meta": []}
+
+
+def test_flattening_keeps_the_column_order_and_does_not_copy_the_other_columns():
+    import numpy as np
+
+    frame = pd.DataFrame({"a": np.arange(5.0), "meta": [{"x": i, "y": f"s{i}"} for i in range(5)], "b": np.ones(5),
+                          "other": [{"z": 1}] * 5, "c": list("vwxyz")}, index=[10, 11, 12, 13, 14])
+    flat, fields = flatten_struct_columns(frame, ["other", "meta"])
+    assert list(flat.columns) == ["a", "meta_x", "meta_y", "b", "other_z", "c"]
+    assert fields == {"meta": ["x", "y"], "other": ["z"]} and list(flat.index) == list(frame.index)
+    assert np.shares_memory(flat["a"].to_numpy(), frame["a"].to_numpy())  # a view, not a copy of every column
+    # duplicate column names (possible in pandas) still flatten, by slices
+    twice = pd.concat([frame[["a", "meta"]], frame[["a"]]], axis=1)
+    flat_twice, _ = flatten_struct_columns(twice, ["meta"])
+    assert list(flat_twice.columns) == ["a", "meta_x", "meta_y", "a"]

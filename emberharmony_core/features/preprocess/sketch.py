@@ -77,15 +77,24 @@ class MedianSketch:
         return sketch
 
     def _bucketize(self, values: np.ndarray, counts: np.ndarray):
+        """(negative, positive) (bucket indices, counts) and the zero count of distinct ``values`` in ascending
+        order (an exact sketch's) with their ``counts``."""
         log_gamma = math.log(self.gamma)
         mag = np.abs(values)
         zero = mag < _TINY
         out = []
-        for mask in (values < 0, values > 0):
+        for mask, descending in ((values < 0, True), (values > 0, False)):
             mask = mask & ~zero
             idx = np.ceil(np.log(mag[mask]) / log_gamma).astype(np.int64)
-            uidx, inv = np.unique(idx, return_inverse=True)
-            out.append((uidx, np.bincount(inv, weights=counts[mask], minlength=len(uidx)).astype(np.int64)))
+            weights = counts[mask]
+            if descending:  # negative values ascending: magnitudes, and so bucket indices, descending
+                idx, weights = idx[::-1], weights[::-1]
+            if len(idx) and np.all(idx[1:] >= idx[:-1]):  # sorted values give runs of one index: no second sort
+                first = np.flatnonzero(np.concatenate([[True], idx[1:] != idx[:-1]]))
+                out.append((idx[first], np.add.reduceat(weights.astype(np.int64), first)))
+            else:
+                uidx, inv = np.unique(idx, return_inverse=True)
+                out.append((uidx, np.bincount(inv, weights=weights, minlength=len(uidx)).astype(np.int64)))
         return out[0], out[1], int(counts[zero].sum())
 
     def _to_buckets(self):

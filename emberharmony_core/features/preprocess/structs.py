@@ -58,18 +58,13 @@ def flatten_struct_columns(frame: pd.DataFrame, struct_columns: Iterable[str], s
     per struct column, the sorted list of its fields (empty when the partition holds
     no non-null struct value: no evidence about the fields).
     """
-    struct_columns = [c for c in struct_columns if c in frame.columns]
+    wanted = set(struct_columns)
+    struct_columns = [c for c in frame.columns if c in wanted]  # in the frame's order
     if not struct_columns:
         return frame, {}
-    pieces: list[pd.DataFrame] = []
     fields: dict[str, list[str]] = {}
-    position = 0  # the struct columns' neighbours go in as slices, not one frame per column
-    for index, col in enumerate(frame.columns):
-        if col not in struct_columns:
-            continue
-        if index > position:
-            pieces.append(frame.iloc[:, position:index])
-        position = index + 1
+    replaced: dict[str, pd.DataFrame] = {}  # struct column -> its field columns
+    for col in struct_columns:
         series = frame[col]
         prefix = f"{col}{sep}"
         if _is_arrow_struct(series.dtype):
@@ -86,7 +81,17 @@ def flatten_struct_columns(frame: pd.DataFrame, struct_columns: Iterable[str], s
         clash = [c for c in flat.columns if c in frame.columns and c != col]
         if clash:
             raise PreprocessError(f"flattening struct column {col!r} creates {clash}, which already exist in the frame")
-        pieces.append(flat)
-    if position < frame.shape[1]:
-        pieces.append(frame.iloc[:, position:])
-    return pd.concat(pieces, axis=1), fields
+        replaced[col] = flat
+    if frame.columns.has_duplicates:  # names cannot key a dict: slices of the frame around the struct columns
+        pieces, position = [], 0
+        for index, col in enumerate(frame.columns):
+            if col in replaced:
+                pieces += [frame.iloc[:, position:index], replaced[col]]
+                position = index + 1
+        return pd.concat([*pieces, frame.iloc[:, position:]], axis=1), fields
+    # the frame's columns in order, each struct column replaced by its fields, none copied (pd.concat of
+    # slices copies them all: 17 ms for 100k rows x 40 columns here)
+    columns = {}
+    for col in frame.columns:
+        columns.update({c: replaced[col][c] for c in replaced[col].columns} if col in replaced else {col: frame[col]})
+    return pd.DataFrame(columns, index=frame.index, copy=False), fields
