@@ -81,6 +81,17 @@ def split_codes(values) -> np.ndarray:
     return codes
 
 
+def _arrow_split_codes(column) -> np.ndarray:
+    """``split_codes`` of an Arrow column of split names, computed in Arrow (no Python string per row)."""
+    import pyarrow.compute as pc
+
+    array = _as_array(column)
+    codes = pc.index_in(array, value_set=pa.array(SPLITS, type=array.type))
+    if codes.null_count:
+        return split_codes(array.to_numpy(zero_copy_only=False))  # raises, naming the unknown values
+    return codes.to_numpy(zero_copy_only=False).astype(np.int8)
+
+
 def parse_duration(name: str, value) -> int | None:
     """A duration setting (``"2h"``, ``"1d"``, ``"90min"``, a ``pandas.Timedelta``) as int64 nanoseconds, or None
     when ``value`` is None; anything else, or a duration that is not positive, raises naming the setting."""
@@ -113,9 +124,10 @@ def count_windows(seen_before: np.ndarray, rows: np.ndarray, window_size: int, s
 class ChunkRows:
     """One chunk of rows, grouped by entity (each entity's rows contiguous) and in time order within an entity.
 
-    features (n, F) float array; entity (n,) keys (any hashable; None everywhere for a single series);
-    time (n,) int64 ns since epoch UTC; split (n,) int8 codes into ``SPLITS``; ``entity_arrow``, when the rows
-    came from Arrow, the same keys as an Arrow array (the window index takes from it, no object conversion)."""
+    features (n, F) float array; entity (n,) keys (any hashable; None everywhere for a single series), or None
+    when ``entity_arrow`` holds them; time (n,) int64 ns since epoch UTC; split (n,) int8 codes into ``SPLITS``;
+    ``entity_arrow``, when the rows came from Arrow, the keys as an Arrow array (entity blocks are found and
+    the window index taken in Arrow, without a Python object per row)."""
 
     features: np.ndarray
     entity: np.ndarray
@@ -267,11 +279,8 @@ class Windower:
         tail = w - 1
 
         # entity blocks in the chunk, and what the carry knows of them
-        entity = np.asarray(chunk.entity, dtype=object)
-        change = np.flatnonzero(entity[1:] != entity[:-1]) + 1 if n else np.zeros(0, np.int64)
-        b0 = np.concatenate([[0], change]).astype(np.int64) if n else np.zeros(0, np.int64)
+        b0, keys = _entity_blocks(chunk)
         lengths = np.diff(np.append(b0, n))
-        keys = entity[b0]
         if len(pd.unique(keys)) != len(keys):
             raise ValueError("rows are not grouped by entity (an entity appears in two separate runs of rows); "
                              "the source must return rows ordered by entity, then time")
@@ -279,51 +288,52 @@ class Windower:
         seen0 = np.where(pos >= 0, carry.seen[np.maximum(pos, 0)] if len(carry) else 0, 0)
         carried = np.minimum(seen0, tail)  # carried rows placed before each block
 
-        # source layout: block b = its carried rows, then its chunk rows
+        # source layout: block b = its carried rows, then its chunk rows. Chunk row i of block b lands at
+        # i + (rows carried into blocks 0..b); carried row k of block b at offsets[b] + k, from carry slot
+        # tail - carried[b] + k
         block_len = carried + lengths
         offsets = np.concatenate([[0], np.cumsum(block_len)[:-1]]).astype(np.int64)
         total = int(block_len.sum())
-        block_of = np.repeat(np.arange(len(b0)), block_len)
-        local = np.arange(total) - offsets[block_of]  # position inside the block
-        from_carry = local < carried[block_of]
-        chunk_row = np.where(from_carry, -1, b0[block_of] + local - carried[block_of])
-        slot = tail - carried[block_of] + local  # carry slot for carried positions
+        dest = np.arange(n, dtype=np.int64) + np.repeat(np.cumsum(carried), lengths)
         rows = np.empty((total, f), dtype=features.dtype)
         times = np.empty(total, np.int64)
         splits = np.empty(total, np.int8)
-        mine = ~from_carry
-        rows[mine], times[mine], splits[mine] = features[chunk_row[mine]], chunk.time[chunk_row[mine]], chunk.split[chunk_row[mine]]
-        if from_carry.any():
-            cpos, cslot = pos[block_of[from_carry]], slot[from_carry]
-            rows[from_carry] = carry.rows[cpos, cslot].astype(features.dtype, copy=False)
-            times[from_carry], splits[from_carry] = carry.time[cpos, cslot], carry.split[cpos, cslot]
-        series = seen0[block_of] - carried[block_of] + local  # row number t in the entity's series
+        rows[dest], times[dest], splits[dest] = features, chunk.time, chunk.split
+        mine = np.ones(total, bool)
+        if carried.any():
+            cblock = np.repeat(np.arange(len(b0)), carried)
+            k = np.arange(len(cblock)) - np.repeat(np.cumsum(carried) - carried, carried)  # 0.. within a block
+            cdest, cpos, cslot = offsets[cblock] + k, pos[cblock], tail - carried[cblock] + k
+            rows[cdest] = carry.rows[cpos, cslot].astype(features.dtype, copy=False)
+            times[cdest], splits[cdest] = carry.time[cpos, cslot], carry.split[cpos, cslot]
+            mine[cdest] = False
+        series = np.repeat(seen0 - b0, lengths) + np.arange(n, dtype=np.int64)  # each chunk row's t in its series
 
         made = ChunkWindows(backend=backend, rows=backend.asarray(rows), window_size=w)
-        pure = None
-        if w > 1 and total >= w:
-            view = np.lib.stride_tricks.sliding_window_view(splits, w)
-            pure = view.min(axis=1) == view.max(axis=1)  # by window start
+        # split changes before each layout position: a window [a, a + w) is pure when none lies inside it
+        split_changes = np.concatenate([[0], np.cumsum(splits[1:] != splits[:-1])]) if w > 1 and total else None
         steps_over = None  # steps_over[i]: steps longer than max_gap among rows 0..i of the layout
         if self.max_gap_ns is not None and total > 1:
+            block_of = np.repeat(np.arange(len(b0)), block_len)
             same_entity = block_of[1:] == block_of[:-1]
             over = (np.diff(times) > self.max_gap_ns) & same_entity  # step i -> i + 1
             made.gaps = int((over & mine[1:]).sum())
             steps_over = np.concatenate([[0], np.cumsum(over)])
         for s in self.strides:
-            ends = np.flatnonzero(mine & (series >= tail) & ((series - tail) % s == 0))
+            end_rows = np.flatnonzero((series >= tail) & ((series - tail) % s == 0))  # chunk rows windows end on
+            ends = dest[end_rows]
             starts = ends - tail
             made.candidates[s] = len(ends)
             made.expected[s] = int(count_windows(seen0, lengths, w, s).sum())
-            if pure is not None and len(starts):
-                keep = pure[starts]
-                starts, ends = starts[keep], ends[keep]
+            if split_changes is not None and len(starts):
+                keep = split_changes[ends] == split_changes[starts]
+                starts, ends, end_rows = starts[keep], ends[keep], end_rows[keep]
             made.mixed_split_dropped[s] = made.candidates[s] - len(starts)
             if steps_over is not None and w > 1 and len(starts):
                 keep = steps_over[ends] == steps_over[starts]  # no step longer than max_gap inside the window
-                starts, ends = starts[keep], ends[keep]
+                starts, ends, end_rows = starts[keep], ends[keep], end_rows[keep]
             made.gap_dropped[s] = made.candidates[s] - made.mixed_split_dropped[s] - len(starts)
-            made.starts[s], made.end_row[s], made.split[s] = starts, chunk_row[ends], splits[ends]
+            made.starts[s], made.end_row[s], made.split[s] = starts, end_rows, splits[ends]
 
         self._carry_forward(keys, pos, seen0 + lengths, rows, times, splits, offsets + block_len, f, features.dtype)
         return made
@@ -343,6 +353,23 @@ class Windower:
             carry.rows[where] = np.where(valid[..., None], rows[src], 0)
             carry.time[where] = np.where(valid, times[src], 0)
             carry.split[where] = np.where(valid, splits[src], 0)
+
+
+def _entity_blocks(chunk: ChunkRows) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each run of one entity's rows (B,) int64, that run's key (B,) object)."""
+    n = len(chunk)
+    if not n:
+        return np.zeros(0, np.int64), np.zeros(0, dtype=object)
+    if chunk.entity_arrow is not None:
+        import pyarrow.compute as pc
+
+        keys = chunk.entity_arrow
+        differs = pc.not_equal(keys.slice(1), keys.slice(0, n - 1)).fill_null(True) if n > 1 else pa.array([], pa.bool_())
+        b0 = np.concatenate([[0], np.flatnonzero(differs.to_numpy(zero_copy_only=False)) + 1]).astype(np.int64)
+        return b0, _object_values(keys.take(pa.array(b0)))
+    entity = np.asarray(chunk.entity, dtype=object)
+    b0 = np.concatenate([[0], np.flatnonzero(entity[1:] != entity[:-1]) + 1]).astype(np.int64)
+    return b0, entity[b0]
 
 
 def gather_windows(backend, rows, starts: np.ndarray, window_size: int, block: int | None = None) -> Iterator[object]:
@@ -401,10 +428,10 @@ def chunk_rows(batch: "pa.RecordBatch | pa.Table", feature_columns: Sequence[str
     stamps = stamps.cast(pa.timestamp("ns", tz=getattr(stamps.type, "tz", None))).cast(pa.int64())
     return ChunkRows(
         features=matrix,
-        entity=_object_values(batch.column(entity_column)) if entity_column else np.full(n, None, dtype=object),
+        entity=None if entity_column else np.full(n, None, dtype=object),
         entity_arrow=_as_array(batch.column(entity_column)) if entity_column else None,
         time=stamps.to_numpy(zero_copy_only=False).astype(np.int64, copy=False),
-        split=split_codes(batch.column(split_column).to_numpy(zero_copy_only=False)),
+        split=_arrow_split_codes(batch.column(split_column)),
     )
 
 
@@ -430,7 +457,7 @@ def window_index(made: ChunkWindows, stride: int, rows: ChunkRows, row_offset: i
         "row": pa.array(end.astype(np.int64) + int(row_offset), type=pa.int64()),
         entity_column: rows.entity_arrow.take(pa.array(end)) if rows.entity_arrow is not None else pa.array(rows.entity[end]),
         "end_time": pa.array(rows.time[end], type=pa.timestamp("ns", tz="UTC")),
-        "split": pa.array(np.asarray(SPLITS, dtype=object)[made.split[stride]], type=pa.string()),
+        "split": pa.array(SPLITS, type=pa.string()).take(pa.array(made.split[stride])),
     })
 
 

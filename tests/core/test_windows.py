@@ -97,3 +97,57 @@ def test_window_end_rows():
     np.testing.assert_array_equal(window_end_rows(10, 3, 2), [2, 4, 6, 8])
     assert window_end_rows(2, 3, 1).shape == (0,)
     assert window_count(10, 3, 2) == 4 and window_count(2, 3, 1) == 0
+
+
+@pytest.mark.parametrize("key_type", ["string", "int64"])
+def test_the_windower_finds_the_same_windows_from_arrow_keys_as_from_python_keys(key_type):
+    """Entity runs found in Arrow (``chunk_rows``) and from Python keys (``ChunkRows``) give the same windows, drops
+    and carry, chunk after chunk; a split change inside an entity drops the windows that span it."""
+    import pyarrow as pa
+
+    from emberharmony_core.ops import get_backend
+    from emberharmony_core.windowing import SPLITS, ChunkRows, Windower, chunk_rows
+
+    rng = np.random.default_rng(5)
+    entities = np.repeat([3, 1, 7, 2], [9, 2, 14, 6])  # grouped, not sorted; one entity shorter than a window
+    n = len(entities)
+    split = np.array(["train"] * n, dtype=object)
+    split[12:15] = "test"  # inside entity 7
+    table = pa.table({"e": pa.array(entities.astype(str) if key_type == "string" else entities),
+                      "ts": pa.array(np.arange(n) * 3_600_000_000_000, pa.timestamp("ns", tz="UTC")),
+                      "split": pa.array(split), "x": rng.standard_normal(n), "y": rng.standard_normal(n)})
+    backend = get_backend("numpy")
+    arrow_side, python_side = Windower(3, [1, 2]), Windower(3, [1, 2])
+    mixed = 0
+    for lo, hi in ((0, 10), (10, 11), (11, n)):  # chunks cut inside entities
+        part = table.slice(lo, hi - lo)
+        from_arrow = chunk_rows(part, ["x", "y"], "e", "ts", "float64")
+        assert from_arrow.entity is None and from_arrow.entity_arrow is not None
+        keys = part["e"].to_numpy().astype(object)
+        from_python = ChunkRows(from_arrow.features, keys, from_arrow.time, from_arrow.split)
+        a, b = arrow_side.add(from_arrow, backend), python_side.add(from_python, backend)
+        for s in (1, 2):
+            np.testing.assert_array_equal(a.starts[s], b.starts[s])
+            np.testing.assert_array_equal(a.end_row[s], b.end_row[s])
+            np.testing.assert_array_equal(a.split[s], b.split[s])
+            assert (a.candidates[s], a.mixed_split_dropped[s], a.expected[s]) == \
+                (b.candidates[s], b.mixed_split_dropped[s], b.expected[s])
+        np.testing.assert_array_equal(a.rows, b.rows)
+        assert [SPLITS[c] for c in from_arrow.split] == list(split[lo:hi])
+        mixed += a.mixed_split_dropped[1]
+    assert arrow_side.carry.keys.tolist() == python_side.carry.keys.tolist()
+    np.testing.assert_array_equal(arrow_side.carry.rows, python_side.carry.rows)
+    # entity 7's series: train, test x 3, train x 10; of its stride-1 windows (ending on rows 2..13) those ending on
+    # rows 2, 4 and 5 mix the two splits (the one ending on row 3 is all test)
+    assert mixed == 3
+
+
+def test_an_unknown_split_name_from_arrow_is_named():
+    import pyarrow as pa
+
+    from emberharmony_core.windowing import chunk_rows
+
+    table = pa.table({"e": ["a", "a"], "ts": pa.array([0, 1], pa.timestamp("ns", tz="UTC")),
+                      "split": ["train", "holdout"], "x": [1.0, 2.0]})
+    with pytest.raises(ValueError, match=r"split column holds \['holdout'\]"):
+        chunk_rows(table, ["x"], "e", "ts")
