@@ -245,10 +245,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     job = resolve_job(all_assets, resources)
     print(run_header(job, all_assets, keys, resources["backend"].name), flush=True)
-    if any(key.to_user_string() == "pca_models" for key in job.asset_layer.executable_asset_keys):
-        from .plots import prepare_in_background
-
-        prepare_in_background()  # the scree plot's matplotlib, imported while the first steps run
     started = time.perf_counter()
     result = execute_range(job, keys, verbose=args.verbose, tags={"emberharmony/launched_by": "emberharmony_assets.main"})
     seconds = time.perf_counter() - started

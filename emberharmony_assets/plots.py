@@ -4,40 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 from typing import Mapping
 
 import numpy as np
 from dagster import MetadataValue
 
 
-_DRAWING = threading.Lock()  # matplotlib is not thread-safe: one drawing at a time in a process
-
-
-def prepare_in_background() -> threading.Thread:
-    """Import matplotlib and draw one small plot on a daemon thread, so this process's later ``scree_plot_png``
-    does not wait for them (about 0.4 s of import and 0.4 s of a first drawing, fonts and caches, here). The
-    main job's process starts it before the run: the import mostly runs while the steps before ``pca_models``
-    are in NumPy, Arrow or DuckDB, which release the GIL."""
-    def warm() -> None:
-        try:
-            scree_plot_png({1: np.array([1.0])})
-        except Exception:  # a broken matplotlib is reported by the real drawing, in pca_models
-            pass
-
-    thread = threading.Thread(target=warm, name="emberharmony-matplotlib-warm-up", daemon=True)
-    thread.start()
-    return thread
-
-
 def scree_plot_png(ratios_by_stride: Mapping[int, np.ndarray]) -> bytes:
     """A PNG (about 640 x 320 px): explained variance ratio per component (bars' outline) and cumulative (line),
     one colour per stride."""
-    with _DRAWING:
-        return _draw(ratios_by_stride)
-
-
-def _draw(ratios_by_stride: Mapping[int, np.ndarray]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg", force=False)

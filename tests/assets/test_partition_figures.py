@@ -88,17 +88,3 @@ def test_pca_models_shows_a_scree_plot(demo_database, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
     assert (width, height) == (640, 320) and len(png) < 200_000
-
-
-def test_the_scree_plot_drawn_while_the_background_warm_up_runs_is_whole():
-    """The main job warms matplotlib up on a thread; a drawing that starts meanwhile waits for it and is a
-    whole PNG (matplotlib is not thread-safe, so the two never draw at once)."""
-    import numpy as np
-
-    from emberharmony_assets.plots import prepare_in_background, scree_plot_png
-
-    thread = prepare_in_background()
-    png = scree_plot_png({1: np.array([0.5, 0.3, 0.2]), 3: np.array([0.6, 0.4])})
-    thread.join(timeout=60)
-    assert not thread.is_alive()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png.endswith(b"IEND\xaeB`\x82")
