@@ -8,7 +8,7 @@ Each row-wise asset stores only the columns it adds, one Parquet file per partit
     features/date=K/part-0.parquet            entity, timestamp, split, target, then the feature columns
     stride_windows/stride=S/date=K/part-0.parquet   per window: row (of features K it ends on), entity, end_time, split
     stride_windows/carry/K.npz                each entity's row count and last window_size - 1 feature rows after K
-    pca_stats/stride=S/date=K/part-0.parquet  one row: n_samples, n_features, mean, scatter_upper (float64 lists)
+    pca_stats/date=K/part-0.parquet           per stride one row: stride, n_samples, n_features, mean, scatter_upper
     projected_windows/stride=S/date=K/part-0.parquet  entity, end_time, split, pc_1 .. pc_k
 
 so ``split_data`` reads as raw_chunk's columns plus ``split``, and ``cyclical_features`` as both plus
@@ -18,7 +18,7 @@ them from ``features`` and the previous partition's carry with the rule of ``emb
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -88,34 +88,45 @@ def load_carry(store: ArtifactStore, key: str) -> WindowCarry:
     return WindowCarry.from_arrays(store.read_arrays(STRIDE_WINDOWS, CARRY, key))
 
 
-# per-partition PCA statistics: one row of a Parquet file per (stride, partition); zstd takes the float64
-# scatter of a demo day from 161 KB to about 45 KB (its entries are sums of float32 products)
-def save_pca_stats(store: ArtifactStore, key: str, stride: int, stats) -> None:
-    """Store ``stats`` (``PCAStats``) of partition ``key`` for ``stride``, atomically."""
-    arrays = stats.to_arrays()
-    columns = {name: (pa.ListArray.from_arrays(pa.array([0, value.size], pa.int32()), pa.array(value.ravel()))
-                      if value.ndim else pa.array([value.item()])) for name, value in arrays.items()}
-    with store.frame_writer(PCA_STATS, key, stride_folder(stride)) as writer:
+# per-partition PCA statistics: one Parquet file per partition, one row per stride; zstd takes the float64
+# scatter of a demo day from 161 KB to about 45 KB a stride (its entries are sums of float32 products)
+def save_pca_stats(store: ArtifactStore, key: str, stats: Mapping[int, object]) -> None:
+    """Store partition ``key``'s ``PCAStats`` per stride (``{stride: stats}``), atomically, in one file."""
+    arrays = [(int(stride), one.to_arrays()) for stride, one in sorted(stats.items())]
+    names = ["n_samples", "n_features", "mean", "scatter_upper"]
+    columns = {"stride": pa.array([stride for stride, _ in arrays], pa.int64())}
+    for name in names:
+        values = [a[name] for _, a in arrays]
+        if values and values[0].ndim:
+            offsets = np.concatenate([[0], np.cumsum([v.size for v in values])]).astype(np.int32)
+            flat = np.concatenate([v.ravel() for v in values]) if values else np.zeros(0)
+            columns[name] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float64()))
+        else:
+            columns[name] = pa.array([int(v) for v in values], pa.int64())
+    with store.frame_writer(PCA_STATS, key) as writer:
         writer.write(pa.table(columns))
 
 
-def load_pca_stats(store: ArtifactStore, key: str, stride: int):
-    """The ``PCAStats`` stored for partition ``key`` and ``stride``."""
+def load_pca_stats(store: ArtifactStore, key: str) -> dict:
+    """Partition ``key``'s stored ``PCAStats`` per stride: ``{stride: stats}``."""
     from .features.pca import PCAStats
 
-    table = store.read_table(PCA_STATS, key, stride_folder(stride))
+    table = store.read_table(PCA_STATS, key)
     try:
-        arrays = {name: (np.asarray(column.chunk(0).values) if pa.types.is_list(column.type) else
-                         np.asarray(column.chunk(0)[0].as_py())) for name, column in zip(table.column_names, table.columns)}
-        return PCAStats.from_arrays(arrays)
-    except (KeyError, IndexError, ValueError, pa.ArrowException) as exc:
-        target = store.frame_path(PCA_STATS, key, stride_folder(stride))
-        raise store._unreadable(target, (PCA_STATS, stride_folder(stride), f"date={key}"), exc) from None
+        out = {}
+        for i, stride in enumerate(table.column("stride").to_pylist()):
+            row = {name: table.column(name)[i] for name in ("n_samples", "n_features", "mean", "scatter_upper")}
+            out[int(stride)] = PCAStats.from_arrays({
+                name: (np.asarray(value.values) if isinstance(value, pa.ListScalar) else np.asarray(value.as_py()))
+                for name, value in row.items()})
+        return out
+    except (KeyError, IndexError, ValueError, TypeError, pa.ArrowException) as exc:
+        raise store._unreadable(store.frame_path(PCA_STATS, key), (PCA_STATS, f"date={key}"), exc) from None
 
 
-def pca_stats_keys(store: ArtifactStore, stride: int) -> list[str]:
-    """Partition keys with stored statistics for ``stride``, sorted."""
-    return store.frame_keys(PCA_STATS, stride_folder(stride))
+def pca_stats_keys(store: ArtifactStore) -> list[str]:
+    """Partition keys with stored statistics, sorted."""
+    return store.frame_keys(PCA_STATS)
 
 
 def load_stride_windows(store: ArtifactStore, key: str, stride: int, previous_key: str | None = None,

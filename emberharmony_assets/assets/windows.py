@@ -156,8 +156,7 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                     row.update({"gaps": gaps, **{f"gap_dropped_stride_{s}": n for s, n in gap_dropped.items()}})
                 rows[STRIDE_WINDOWS].append(row)
             if "pca_stats" in selected:
-                for s in strides:
-                    save_pca_stats(artifacts, key, s, stats[s])
+                save_pca_stats(artifacts, key, stats)
                 rows["pca_stats"].append({"partition": key, **{f"train_windows_stride_{s}": stats[s].n_samples
                                                                for s in strides}})
             if FEATURES in selected:
@@ -186,20 +185,22 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                                 check_results=results)
 
 
-def merged_stats(artifacts, stride: int) -> tuple[PCAStats, int]:
-    """All stored partitions' statistics for one stride, merged; and how many partitions had train windows."""
-    merged, used = PCAStats(), 0
-    for name in pca_stats_keys(artifacts, stride):
+def merged_stats(artifacts, strides) -> dict[int, tuple[PCAStats, int]]:
+    """Per stride, all stored partitions' statistics merged, and how many partitions had train windows."""
+    merged = {int(s): (PCAStats(), 0) for s in strides}
+    for name in pca_stats_keys(artifacts):
         if not daily_partitions.has_partition_key(name):
             continue  # a file from partitions outside the current definition
-        stats = load_pca_stats(artifacts, name, stride)
-        if merged.n_features is not None and stats.n_features not in (None, merged.n_features):
-            raise ValueError(f"pca_stats {name} (stride {stride}) has {stats.n_features} features, earlier partitions "
-                             f"{merged.n_features}: window_size or the feature columns changed since; re-materialise "
-                             "features, stride_windows and pca_stats for every partition")
-        merged = merged.merge(stats)
-        used += stats.n_samples > 0
-    return merged, used
+        for stride, stats in load_pca_stats(artifacts, name).items():
+            if stride not in merged:
+                continue
+            total, used = merged[stride]
+            if total.n_features is not None and stats.n_features not in (None, total.n_features):
+                raise ValueError(f"pca_stats {name} (stride {stride}) has {stats.n_features} features, earlier partitions "
+                                 f"{total.n_features}: window_size or the feature columns changed since; re-materialise "
+                                 "features, stride_windows and pca_stats for every partition")
+            merged[stride] = (total.merge(stats), used + (stats.n_samples > 0))
+    return merged
 
 
 @asset(deps=["pca_stats"], group_name="windows", kinds={"numpy"}, check_specs=[checks.spec(
@@ -211,11 +212,11 @@ def pca_models(context: AssetExecutionContext, settings: PipelineSettings, backe
     artifacts, compute = store.get(), backend.get()
     metadata, summary, ratios, ranks, widths = {"backend": compute.name}, [], {}, {}, {}
     with timed(metadata):
-        merged = {stride: merged_stats(artifacts, stride) for stride in settings.strides}
+        merged = merged_stats(artifacts, settings.strides)
         short = [s for s, (stats, _) in merged.items() if stats.n_samples < 2]
         if short:
-            files = {s: sum(daily_partitions.has_partition_key(n) for n in pca_stats_keys(artifacts, s))
-                     for s in settings.strides}
+            in_range = sum(daily_partitions.has_partition_key(n) for n in pca_stats_keys(artifacts))
+            files = {s: in_range for s in settings.strides}
             windows = {s: int(stats.n_samples) for s, (stats, _) in merged.items()}
             with_train = {s: used for s, (_, used) in merged.items()}
             w, first = settings.window_size, min(settings.strides)

@@ -100,7 +100,7 @@ CASES = {
     "empty parquet": ("cyclical_features/date={P0}/part-0.parquet", "empty", (["features"], P0), "cyclical_features", P0),
     "missing parquet": ("raw_chunk/date={P1}/part-0.parquet", "missing", (["split_data"], P1), "raw_chunk", P1),
     "garbage json": ("preprocess_stats/{P1}.json", "garbage", (["preprocessor"], None), "preprocess_stats", P1),
-    "truncated statistics": ("pca_stats/stride=3/date={P0}/part-0.parquet", "truncated", (["pca_models"], None), "pca_stats", P0),
+    "truncated statistics": ("pca_stats/date={P0}/part-0.parquet", "truncated", (["pca_models"], None), "pca_stats", P0),
     "garbage json, not partitioned": ("preprocessor/preprocessor.json", "garbage", (["features"], P1), "preprocessor", None),
 }
 

@@ -142,7 +142,7 @@ def test_partitions_one_by_one_equal_one_run_and_the_concatenated_rows(demo_data
             assert model.n_samples_ == len(train)
             stats = PCAStats()
             for key in three:
-                stats = stats.merge(load_pca_stats(store_, key, stride))
+                stats = stats.merge(load_pca_stats(store_, key)[stride])
             np.testing.assert_allclose(stats.scatter, scatter, rtol=1e-9, atol=1e-9 * np.abs(scatter).max())
         np.testing.assert_allclose(a.read_arrays("pca_models", f"stride={stride}")["components"],
                                    b.read_arrays("pca_models", f"stride={stride}")["components"], atol=1e-9)
@@ -197,7 +197,7 @@ def test_results_do_not_depend_on_rows_per_chunk(demo_database, tmp_path):
             for stride in STRIDES:
                 pd.testing.assert_frame_equal(store.read_frame("stride_windows", key, f"stride={stride}"),
                                               whole.read_frame("stride_windows", key, f"stride={stride}"))
-                ours, theirs = (load_pca_stats(s, key, stride) for s in (store, whole))
+                ours, theirs = (load_pca_stats(s, key)[stride] for s in (store, whole))
                 assert ours.n_samples == theirs.n_samples
                 np.testing.assert_allclose(ours.scatter, theirs.scatter, rtol=1e-9, atol=1e-9 * np.abs(theirs.scatter).max())
         for stride in STRIDES:
@@ -227,9 +227,9 @@ def test_pca_models_ignore_statistics_of_partitions_outside_the_definition(resou
     run_range(resources, by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT), PARTITIONS[0], PARTITIONS[1])
     store = ArtifactStore(resources["store"].base_path)
     stale = PCAStats().update(np.random.default_rng(0).standard_normal((10, 7)))  # another window width
-    save_pca_stats(store, "2019-01-01", 1, stale)
+    save_pca_stats(store, "2019-01-01", {1: stale})
     run_range(resources, by_name("pca_models"), PARTITIONS[0], PARTITIONS[1])
     model = PCAModel.from_arrays(store.read_arrays("pca_models", "stride=1"))
-    in_range = [load_pca_stats(store, key, 1) for key in PARTITIONS[:2]]
+    in_range = [load_pca_stats(store, key)[1] for key in PARTITIONS[:2]]
     assert model.n_samples_ == sum(s.n_samples for s in in_range)  # the stale file is not merged
     assert model.n_features_in_ == in_range[0].n_features != 7

@@ -110,17 +110,20 @@ def test_pca_statistics_round_trip_exactly_through_parquet(tmp_path):
     from emberharmony_core.layout import load_pca_stats, pca_stats_keys, save_pca_stats
 
     store = ArtifactStore(tmp_path)
-    stats = PCAStats().update(np.random.default_rng(3).standard_normal((500, 12)) * 1e3)
-    save_pca_stats(store, "2026-01-02", 3, stats)
-    save_pca_stats(store, "2026-01-01", 3, PCAStats())  # a day without train windows
-    back = load_pca_stats(store, "2026-01-02", 3)
-    assert back.n_samples == 500 and back.n_features == 12
-    np.testing.assert_array_equal(back.mean, stats.mean)
-    np.testing.assert_array_equal(back.scatter, stats.scatter)  # bit for bit: float64 stored as float64
-    empty = load_pca_stats(store, "2026-01-01", 3)
-    assert empty.n_samples == 0 and empty.n_features is None
-    assert pca_stats_keys(store, 3) == ["2026-01-01", "2026-01-02"] and pca_stats_keys(store, 1) == []
-    # queryable as it is: one row per partition
-    table = pq.read_table(tmp_path / "pca_stats" / "stride=3" / "date=2026-01-02" / "part-0.parquet")
-    assert table.column_names == ["n_samples", "n_features", "mean", "scatter_upper"]
-    assert len(table["scatter_upper"][0]) == 12 * 13 // 2
+    rng = np.random.default_rng(3)
+    stats = {1: PCAStats().update(rng.standard_normal((500, 12)) * 1e3), 3: PCAStats().update(rng.standard_normal((90, 12))),
+             5: PCAStats()}  # a stride without train windows that day
+    save_pca_stats(store, "2026-01-02", stats)
+    save_pca_stats(store, "2026-01-01", {1: PCAStats()})
+    back = load_pca_stats(store, "2026-01-02")
+    assert sorted(back) == [1, 3, 5]
+    for stride in (1, 3):
+        assert back[stride].n_samples == stats[stride].n_samples and back[stride].n_features == 12
+        np.testing.assert_array_equal(back[stride].mean, stats[stride].mean)
+        np.testing.assert_array_equal(back[stride].scatter, stats[stride].scatter)  # bit for bit: float64 as float64
+    assert back[5].n_samples == 0 and back[5].n_features is None
+    assert pca_stats_keys(store) == ["2026-01-01", "2026-01-02"]
+    # queryable as it is: one row per stride
+    table = pq.read_table(tmp_path / "pca_stats" / "date=2026-01-02" / "part-0.parquet")
+    assert table.column_names == ["stride", "n_samples", "n_features", "mean", "scatter_upper"]
+    assert table["stride"].to_pylist() == [1, 3, 5] and len(table["scatter_upper"][0]) == 12 * 13 // 2

@@ -229,7 +229,7 @@ def _int_layout(values: np.ndarray) -> str:
 
 
 _SIGN = np.uint64(1 << 63)
-_ZSTD = pa.Codec("zstd", 3)
+_ZSTD = pa.Codec("zstd", 1)
 
 
 def _order_keys(values: np.ndarray) -> np.ndarray:
