@@ -92,19 +92,20 @@ def load_carry(store: ArtifactStore, key: str) -> WindowCarry:
 # scatter of a demo day from 161 KB to about 45 KB a stride (its entries are sums of float32 products)
 def save_pca_stats(store: ArtifactStore, key: str, stats: Mapping[int, object]) -> None:
     """Store partition ``key``'s ``PCAStats`` per stride (``{stride: stats}``), atomically, in one file."""
-    arrays = [(int(stride), one.to_arrays()) for stride, one in sorted(stats.items())]
-    names = ["n_samples", "n_features", "mean", "scatter_upper"]
-    columns = {"stride": pa.array([stride for stride, _ in arrays], pa.int64())}
-    for name in names:
-        values = [a[name] for _, a in arrays]
-        if values and values[0].ndim:
-            offsets = np.concatenate([[0], np.cumsum([v.size for v in values])]).astype(np.int32)
-            flat = np.concatenate([v.ravel() for v in values]) if values else np.zeros(0)
-            columns[name] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float64()))
-        else:
-            columns[name] = pa.array([int(v) for v in values], pa.int64())
+    rows = [(int(stride), one.to_arrays()) for stride, one in sorted(stats.items())]
+
+    def lists(name: str) -> pa.ListArray:  # one float64 list per stride, from the arrays without a Python float each
+        values = [arrays[name].ravel() for _, arrays in rows]
+        offsets = np.cumsum([0, *(v.size for v in values)]).astype(np.int32)
+        flat = np.concatenate(values) if values else np.zeros(0)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float64()))
+
+    table = pa.table({"stride": pa.array([stride for stride, _ in rows], pa.int64()),
+                      **{name: pa.array([int(arrays[name]) for _, arrays in rows], pa.int64())
+                         for name in ("n_samples", "n_features")},
+                      "mean": lists("mean"), "scatter_upper": lists("scatter_upper")})
     with store.frame_writer(PCA_STATS, key) as writer:
-        writer.write(pa.table(columns))
+        writer.write(table)
 
 
 def load_pca_stats(store: ArtifactStore, key: str) -> dict:
