@@ -118,11 +118,13 @@ class DuckDBTableReader:
                     finally:
                         reader.close()
                 except duckdb.OutOfMemoryException as exc:
-                    limit = connection.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+                    limit, threads = connection.execute(
+                        "SELECT current_setting('memory_limit'), current_setting('threads')").fetchone()
                     raise MemoryError(
-                        f"DuckDB ran out of its memory_limit ({limit}) reading {self.spec.table} from {lower} to "
-                        f"{upper} in chunks of {rows_per_chunk:,} rows: raise the DuckDB source's memory_limit or "
-                        f"lower settings.rows_per_chunk (DuckDB: {str(exc).splitlines()[0]})") from None
+                        f"DuckDB ran out of its memory_limit ({limit}) with {threads} threads, sorting {self.spec.table} "
+                        f"from {lower} to {upper} for the ordered read: each sorting thread needs about 40 MB of it; "
+                        f"raise the DuckDB source's memory_limit or lower its threads (DuckDB: "
+                        f"{str(exc).splitlines()[0]})") from None
 
         return WindowStream(self.spec, self.spec.columns, rows_per_chunk, produce, {
             "source": "duckdb",

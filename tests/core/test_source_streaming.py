@@ -241,8 +241,8 @@ def test_memory_limit_too_small_names_the_setting(tmp_path):
     connection = duckdb.connect(path, read_only=True, config={"memory_limit": "4MB"})
     try:
         reader = DuckDBTableReader(path, spec, connect=lambda: nullcontext(connection))
-        with pytest.raises(MemoryError, match=r"memory_limit \(3\.8 MiB\) reading t from 2024-03-01.*"
-                                              r"raise the DuckDB source's memory_limit or lower settings.rows_per_chunk"):
+        with pytest.raises(MemoryError, match=r"memory_limit \(3\.8 MiB\) with \d+ threads, sorting t from 2024-03-01.*"
+                                              r"raise the DuckDB source's memory_limit or lower its threads"):
             list(reader.iter_window(START, END, rows_per_chunk=100_000))
     finally:
         connection.close()

@@ -1,0 +1,58 @@
+"""The DuckDB source's ordered read sorts with a set number of threads, not the machine's cores.
+
+Each sorting thread needs part of ``memory_limit``: with DuckDB's default (one thread per core) a
+million-row window that sorts in 128MB with 2 threads fails with 16, so a 16-core laptop would fail
+where this 2-core machine passes. A real DuckDB file; no mocks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import duckdb
+import pytest
+
+from emberharmony_assets.resources import DuckDBSourceResource
+
+START, END = datetime(2024, 3, 1, tzinfo=timezone.utc), datetime(2024, 3, 2, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def million_rows(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("threads") / "million.duckdb")
+    with duckdb.connect(path) as connection:
+        connection.execute("CREATE TABLE t AS SELECT 'entity_' || (i % 5000)::VARCHAR AS entity, "
+                           "TIMESTAMPTZ '2024-03-01 00:00:00+00' + to_microseconds((random() * 86400e6)::BIGINT) AS ts, "
+                           "random() AS f, repeat('x', 40) AS pad FROM range(1000000) r(i)")
+    return path
+
+
+def source(database: str, **settings) -> DuckDBSourceResource:
+    return DuckDBSourceResource(database=database, table="t", timestamp_column="ts", entity_column="entity",
+                                feature_columns=["f"], extra_columns=["pad"], **settings)
+
+
+def read_rows(resource: DuckDBSourceResource) -> tuple[int, str]:
+    with resource.open_reader() as reader:
+        rows = sum(len(chunk) for chunk in reader.iter_window(START, END, rows_per_chunk=100_000))
+        with reader._connect() as connection:
+            threads = connection.execute("SELECT current_setting('threads')").fetchone()[0]
+    return rows, str(threads)
+
+
+def test_the_default_read_uses_two_threads_and_fits_128mb(million_rows):
+    rows, threads = read_rows(source(million_rows))
+    assert (rows, threads) == (1_000_000, "2")
+
+
+def test_more_threads_than_the_limit_feeds_fail_naming_both_settings(million_rows):
+    with pytest.raises(MemoryError, match=r"memory_limit \(122\.0 MiB\) with 16 threads, sorting t from 2024-03-01.*"
+                                          r"raise the DuckDB source's memory_limit or lower its threads"):
+        read_rows(source(million_rows, threads=16))
+    rows, threads = read_rows(source(million_rows, threads=16, memory_limit="1GB"))  # what the message advises
+    assert (rows, threads) == (1_000_000, "16")
+
+
+@pytest.mark.parametrize("threads", [0, -1])
+def test_threads_below_one_fail_naming_the_setting(million_rows, threads):
+    with pytest.raises(ValueError, match=rf"DuckDB source threads must be a whole number >= 1, got {threads}"):
+        read_rows(source(million_rows, threads=threads))
