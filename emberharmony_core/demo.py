@@ -69,19 +69,31 @@ def _day_frame(config: DemoConfig, day: int, rng: np.random.Generator) -> pd.Dat
         signal = 10.0 * (k + 1) + signal
         signal[rng.random(n) < config.missing_share] = np.nan
         columns[name] = signal
-    frame = pd.DataFrame({"sensor_id": [f"sensor_{e:04d}" for e in entity], "ts": ts, **columns})
-    frame["site"] = np.array(SITES)[entity % len(SITES)]
-    frame["status"] = np.array(STATUSES)[rng.integers(0, len(STATUSES), size=n)]
+    # the sensor number, not its id: _DAY_SELECT makes sensor_id and meta from it, so no Python string or
+    # dict is made per row (a 3,000,000-row day built them in 2.4 GiB)
+    frame = pd.DataFrame({"sensor": entity, "ts": ts, **columns})
+    frame["site"] = pd.Categorical.from_codes(entity % len(SITES), SITES)
+    names = list(dict.fromkeys(STATUSES))  # STATUSES repeats "ok": its weight
+    frame["status"] = pd.Categorical.from_codes(np.array([names.index(v) for v in STATUSES])[
+        rng.integers(0, len(STATUSES), size=n)], names)
     frame["maintenance"] = rng.random(n) < 0.01
-    frame["meta"] = [{"firmware": f"v{1 + e % 3}.{e % 5}", "rack": int(e % 8)} for e in entity]
     frame["load_next_hour"] = np.roll(columns["load"], -1)
     return frame
+
+
+# sensor_{e:04d}, and meta {firmware v{1 + e % 3}.{e % 5}, rack e % 8}, from the sensor number e
+_DAY_SELECT = (
+    "SELECT printf('sensor_%04d', sensor) AS sensor_id, ts, " + ", ".join(FEATURES) + ", site::VARCHAR, "
+    "status::VARCHAR, maintenance, {'firmware': printf('v%d.%d', 1 + sensor % 3, sensor % 5), "
+    "'rack': (sensor % 8)::INTEGER} AS meta, load_next_hour FROM day_frame"
+)
 
 
 def write_demo_table(database: str | os.PathLike, config: DemoConfig = DemoConfig(), *, replace: bool = False) -> int:
     """Create ``config.table`` in ``database`` (a DuckDB file) unless it exists; returns its row count."""
     os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
-    with duckdb.connect(str(database)) as connection:
+    # DuckDB would take 80% of RAM for the inserts; a day in pandas is the memory that matters (0.8 GiB at 3,000,000 rows)
+    with duckdb.connect(str(database), config={"memory_limit": "256MB"}) as connection:
         connection.execute("SET TimeZone = 'UTC'")  # naive demo times are UTC, whatever the machine's zone
         exists = connection.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [config.table]
@@ -94,7 +106,7 @@ def write_demo_table(database: str | os.PathLike, config: DemoConfig = DemoConfi
         rng = np.random.default_rng(config.seed + 1)
         for day in range(config.days):
             day_frame = _day_frame(config, day, rng)  # noqa: F841 (read by DuckDB's replacement scan)
-            connection.execute(f'INSERT INTO "{staging}" SELECT * FROM day_frame')
+            connection.execute(f'INSERT INTO "{staging}" {_DAY_SELECT}')
         # swap in whole: a crash above leaves the old table (or none), never a half-written one
         connection.execute("BEGIN")
         connection.execute(f'DROP TABLE IF EXISTS "{config.table}"')

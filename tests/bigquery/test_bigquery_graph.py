@@ -26,7 +26,7 @@ from tests.conftest import materialized_metadata
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.bigquery import BigQuerySourceResource
 from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
-from emberharmony_core.demo import FEATURES, DemoConfig, _day_frame
+from emberharmony_core.demo import FEATURES, DemoConfig, write_demo_table
 from emberharmony_core.layout import load_stride_windows, read_asset_frame
 from emberharmony_core.store import ArtifactStore
 
@@ -40,16 +40,20 @@ SCHEMA = ([bigquery.SchemaField("sensor_id", "STRING"), bigquery.SchemaField("ts
              bigquery.SchemaField("maintenance", "BOOL"), bigquery.SchemaField("load_next_hour", "FLOAT64")])
 
 
-def demo_rows() -> pd.DataFrame:
-    rng = np.random.default_rng(DEMO.seed + 1)
-    frame = pd.concat([_day_frame(DEMO, day, rng) for day in range(DEMO.days)], ignore_index=True)
-    return frame.drop(columns=["meta"])
+def demo_rows(database: str) -> pd.DataFrame:
+    """The demo table's rows (without the STRUCT column), as ``write_demo_table`` writes them."""
+    import duckdb
+
+    write_demo_table(database, DEMO)
+    with duckdb.connect(database) as connection:
+        connection.execute("SET TimeZone = 'UTC'")
+        return connection.execute(f"SELECT * EXCLUDE (meta) FROM {DEMO.table}").df()
 
 
 @pytest.fixture(scope="module")
 def sources(bq_client, bq_dataset, tmp_path_factory):
-    frame = demo_rows()
     database = str(tmp_path_factory.mktemp("duckdb") / "same.duckdb")
+    frame = demo_rows(database)
     import duckdb
 
     with duckdb.connect(database) as connection:
