@@ -63,12 +63,12 @@ RANGE = {ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0], ASSET_PARTITION_RANGE_E
 
 
 @pytest.fixture(scope="module")
-def source_table(bq_client, bq_dataset) -> str:
+def source_table(bq_client, bq_dataset, tmp_path_factory) -> str:
     table = f"{bq_dataset}.readings_export"
     bq_client.delete_table(table, not_found_ok=True)
     bq_client.create_table(bigquery.Table(table, schema=SCHEMA))
     records = []
-    for record in demo_rows().to_dict("records"):
+    for record in demo_rows(str(tmp_path_factory.mktemp("demo") / "demo.duckdb")).to_dict("records"):
         record["ts"] = record["ts"].isoformat()
         records.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()})
     for start in range(0, len(records), 500):
