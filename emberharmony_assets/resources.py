@@ -18,6 +18,7 @@ from emberharmony_core.features.row_checks import check_on_duplicate
 from emberharmony_core.features.split import validate_fractions
 from emberharmony_core.ops import describe_backend, get_backend
 from emberharmony_core.sources.base import DEFAULT_ROWS_PER_CHUNK, TableSpec
+from emberharmony_core.sources.duckdb_source import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS
 from emberharmony_core.store import ArtifactStore
 from emberharmony_core.windowing import parse_duration
 
@@ -93,9 +94,9 @@ class DuckDBSourceResource(SourceResource):
 
     database: str = Field(default_factory=lambda: os.path.join(data_home(), "demo.duckdb"),
                           description="path of the DuckDB file (opened read-only)")
-    memory_limit: str = Field(default="128MB", description="DuckDB's memory for a partition's ordered read; beyond "
+    memory_limit: str = Field(default=DEFAULT_MEMORY_LIMIT, description="DuckDB's memory for a partition's ordered read; beyond "
                               "it the sort spills to DuckDB's temporary folder, so memory does not grow with a day's rows")
-    threads: int = Field(default=2, description="DuckDB's threads for that read. Each sorting thread needs about 40 MB "
+    threads: int = Field(default=DEFAULT_THREADS, description="DuckDB's threads for that read. Each sorting thread needs about 40 MB "
                          "of memory_limit, so the default does not follow the machine's cores (DuckDB's own default): "
                          "with 8 or 16 threads, a 3,000,000-row day does not fit in 128MB. Raise memory_limit with it")
 
@@ -103,10 +104,9 @@ class DuckDBSourceResource(SourceResource):
     def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):
         from dagster_duckdb import DuckDBResource
 
-        from emberharmony_core.sources.duckdb_source import DuckDBTableReader, check_database_file
+        from emberharmony_core.sources.duckdb_source import DuckDBTableReader, check_database_file, check_threads
 
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
-            raise ValueError(f"DuckDB source threads must be a whole number >= 1, got {self.threads!r}")
+        check_threads(self.threads)
         # a missing file fails at once, naming the path (a read-only connect to it would be retried ~100 s)
         database = check_database_file(self.database)
         duckdb_resource = DuckDBResource(database=database, connection_config={

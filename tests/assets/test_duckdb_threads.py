@@ -12,6 +12,8 @@ import duckdb
 import pytest
 
 from emberharmony_assets.resources import DuckDBSourceResource
+from emberharmony_core.sources.base import TableSpec
+from emberharmony_core.sources.duckdb_source import DuckDBTableReader
 
 START, END = datetime(2024, 3, 1, tzinfo=timezone.utc), datetime(2024, 3, 2, tzinfo=timezone.utc)
 
@@ -56,3 +58,19 @@ def test_more_threads_than_the_limit_feeds_fail_naming_both_settings(million_row
 def test_threads_below_one_fail_naming_the_setting(million_rows, threads):
     with pytest.raises(ValueError, match=rf"DuckDB source threads must be a whole number >= 1, got {threads}"):
         read_rows(source(million_rows, threads=threads))
+
+
+def test_the_core_reader_alone_has_the_same_bounded_defaults(million_rows):
+    """Without Dagster, ``DuckDBTableReader``'s own connection: 2 threads in 128MB (not DuckDB's 80% of memory
+    and one thread per core), and the same message when a setting is too small for the read."""
+    spec = TableSpec(table="t", timestamp_column="ts", entity_column="entity", feature_columns=("f",),
+                     extra_columns=("pad",))
+    reader = DuckDBTableReader(million_rows, spec)
+    assert sum(len(chunk) for chunk in reader.iter_window(START, END, rows_per_chunk=100_000)) == 1_000_000
+    with reader._connect() as connection:
+        settings = connection.execute("SELECT current_setting('threads'), current_setting('memory_limit')").fetchone()
+    assert settings == (2, "122.0 MiB")
+    with pytest.raises(MemoryError, match=r"with 16 threads, sorting t .*lower its threads"):
+        list(DuckDBTableReader(million_rows, spec, threads=16).iter_window(START, END, rows_per_chunk=100_000))
+    with pytest.raises(ValueError, match=r"threads must be a whole number >= 1, got 0"):
+        DuckDBTableReader(million_rows, spec, threads=0)
