@@ -94,11 +94,13 @@ class DuckDBSourceResource(SourceResource):
 
     database: str = Field(default_factory=lambda: os.path.join(data_home(), "demo.duckdb"),
                           description="path of the DuckDB file (opened read-only)")
-    memory_limit: str = Field(default=DEFAULT_MEMORY_LIMIT, description="DuckDB's memory for a partition's ordered read; beyond "
-                              "it the sort spills to DuckDB's temporary folder, so memory does not grow with a day's rows")
-    threads: int = Field(default=DEFAULT_THREADS, description="DuckDB's threads for that read. Each sorting thread needs about 40 MB "
-                         "of memory_limit, so the default does not follow the machine's cores (DuckDB's own default): "
-                         "with 8 or 16 threads, a 3,000,000-row day does not fit in 128MB. Raise memory_limit with it")
+    memory_limit: str = Field(default=DEFAULT_MEMORY_LIMIT, description="DuckDB's memory for a partition's ordered "
+                              "read; beyond it the sort spills to DuckDB's temporary folder, so memory does not grow "
+                              "with a day's rows")
+    threads: int = Field(default=DEFAULT_THREADS, description="DuckDB's threads for that read. Each sorting thread "
+                         "needs about 40 MB of memory_limit, so the default does not follow the machine's cores "
+                         "(DuckDB's own default): with 8 or 16 threads, a 3,000,000-row day does not fit in 128MB. "
+                         "Raise memory_limit with it")
 
     @contextmanager
     def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):

@@ -92,7 +92,8 @@ _DAY_SELECT = (
 def write_demo_table(database: str | os.PathLike, config: DemoConfig = DemoConfig(), *, replace: bool = False) -> int:
     """Create ``config.table`` in ``database`` (a DuckDB file) unless it exists; returns its row count."""
     os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
-    # DuckDB would take 80% of RAM for the inserts; a day in pandas is the memory that matters (0.8 GiB at 3,000,000 rows)
+    # DuckDB would take 80% of RAM for the inserts; a day in pandas is the memory that matters (0.8 GiB at
+    # 3,000,000 rows)
     with duckdb.connect(str(database), config={"memory_limit": "256MB"}) as connection:
         connection.execute("SET TimeZone = 'UTC'")  # naive demo times are UTC, whatever the machine's zone
         exists = connection.execute(

@@ -137,8 +137,9 @@ class DuckDBTableReader:
                     limit, threads = connection.execute(
                         "SELECT current_setting('memory_limit'), current_setting('threads')").fetchone()
                     raise MemoryError(
-                        f"DuckDB ran out of its memory_limit ({limit}) with {threads} threads, sorting {self.spec.table} "
-                        f"from {lower} to {upper} for the ordered read: each sorting thread needs about 40 MB of it; "
+                        f"DuckDB ran out of its memory_limit ({limit}) with {threads} threads, sorting "
+                        f"{self.spec.table} from {lower} to {upper} for the ordered read: each sorting thread needs "
+                        f"about 40 MB of it; "
                         f"raise the DuckDB source's memory_limit or lower its threads (DuckDB: "
                         f"{str(exc).splitlines()[0]})") from None
 
