@@ -106,13 +106,12 @@ class DuckDBSourceResource(SourceResource):
     def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):
         from dagster_duckdb import DuckDBResource
 
-        from emberharmony_core.sources.duckdb_source import DuckDBTableReader, check_database_file, check_threads
+        from emberharmony_core.sources.duckdb_source import DuckDBTableReader, check_database_file, read_settings
 
-        check_threads(self.threads)
+        settings = read_settings(self.memory_limit, self.threads)  # a bad value fails naming it, not DuckDB's parser
         # a missing file fails at once, naming the path (a read-only connect to it would be retried ~100 s)
         database = check_database_file(self.database)
-        duckdb_resource = DuckDBResource(database=database, connection_config={
-            "access_mode": "READ_ONLY", "memory_limit": self.memory_limit, "threads": self.threads})
+        duckdb_resource = DuckDBResource(database=database, connection_config={"access_mode": "READ_ONLY", **settings})
         with duckdb_resource.get_connection() as connection:  # one read-only connection for every window
             try:
                 yield DuckDBTableReader(database, self.spec(), connect=lambda: nullcontext(connection))

@@ -22,11 +22,17 @@ from .base import (DEFAULT_ROWS_PER_CHUNK, TableSpec, WindowRead, WindowStream, 
 from .sql import duckdb_table, duckdb_window_query
 
 
-def check_threads(threads) -> int:
-    """``threads`` if it is a whole number >= 1, else a ``ValueError`` naming the setting."""
+def read_settings(memory_limit: str, threads: int) -> dict:
+    """The ordered read's DuckDB settings, checked: ``threads`` a whole number >= 1 and ``memory_limit`` a size
+    DuckDB accepts (tried on an in-memory database); else a ``ValueError`` naming the setting."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"DuckDB source threads must be a whole number >= 1, got {threads!r}")
-    return threads
+    try:
+        duckdb.connect(":memory:", config={"memory_limit": memory_limit}).close()
+    except (duckdb.Error, TypeError) as exc:
+        raise ValueError(f"DuckDB source memory_limit {memory_limit!r} is not a size DuckDB accepts, such as '128MB' "
+                         f"or '1GB' ({str(exc).splitlines()[0]})") from None
+    return {"memory_limit": memory_limit, "threads": threads}
 
 
 def check_database_file(database: str) -> str:
@@ -65,7 +71,7 @@ class DuckDBTableReader:
                  memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = DEFAULT_THREADS):
         self.database = database
         self.spec = spec
-        self.config = {"memory_limit": memory_limit, "threads": check_threads(threads)}
+        self.config = read_settings(memory_limit, threads)
         self._connect = connect or self._read_only_connection
         self._query = duckdb_window_query(spec.table, spec.columns, spec.timestamp_column, spec.order_by)
         self._timestamp_is_aware: bool | None = None

@@ -60,6 +60,13 @@ def test_threads_below_one_fail_naming_the_setting(million_rows, threads):
         read_rows(source(million_rows, threads=threads))
 
 
+@pytest.mark.parametrize("memory_limit", ["lots", "128 apples", ""])
+def test_a_memory_limit_duckdb_cannot_read_fails_naming_the_setting(million_rows, memory_limit):
+    """Not DuckDB's bare 'Parser Error: Memory must have a number', which names neither the setting nor the source."""
+    with pytest.raises(ValueError, match=rf"DuckDB source memory_limit {memory_limit!r} is not a size DuckDB accepts"):
+        read_rows(source(million_rows, memory_limit=memory_limit))
+
+
 def test_the_core_reader_alone_has_the_same_bounded_defaults(million_rows):
     """Without Dagster, ``DuckDBTableReader``'s own connection: 2 threads in 128MB (not DuckDB's 80% of memory
     and one thread per core), and the same message when a setting is too small for the read."""
