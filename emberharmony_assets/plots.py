@@ -30,7 +30,9 @@ def scree_plot_png(ratios_by_stride: Mapping[int, np.ndarray]) -> bytes:
     cumulative_axes.legend(loc="lower right", fontsize="small")
     for axes in (ratio_axes, cumulative_axes):
         axes.grid(alpha=0.3)
-    figure.tight_layout()
+    # fixed margins, room for log-scale labels such as 6 x 10^-2: tight_layout drew the figure once more to
+    # measure its text, 0.2 s of the 0.4 s the first plot of a process took
+    figure.subplots_adjust(left=0.1, right=0.98, bottom=0.12, top=0.92, wspace=0.2)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
