@@ -396,12 +396,14 @@ def window_stats(made: ChunkWindows, stride: int, split: int | None = TRAIN):
 
 
 def project_windows(made: ChunkWindows, stride: int, model):
-    """Every window of the stride in ``made`` projected with ``model``: (m, k) backend array, window order."""
+    """Every window of the stride in ``made`` projected with ``model``: (m, k) backend array, window order, each
+    component's column contiguous (the transpose of a (k, m) array: Parquet takes the columns as they are)."""
     backend = made.backend
-    parts = [model.transform(block) for block in gather_windows(backend, made.rows, made.starts[stride], made.window_size)]
+    parts = [model.transform_by_component(block)
+             for block in gather_windows(backend, made.rows, made.starts[stride], made.window_size)]
     if not parts:
         return backend.zeros((0, model.n_components_), backend.dtype_name(made.rows))
-    return parts[0] if len(parts) == 1 else backend.concat(parts, axis=0)
+    return backend.transpose(parts[0] if len(parts) == 1 else backend.concat(parts, axis=1))
 
 
 def series_starts(n_rows: int, window_size: int, stride: int, first_row: int = 0) -> np.ndarray:

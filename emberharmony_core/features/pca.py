@@ -454,6 +454,15 @@ class PCAModel:
         bias, components_t = self._on(backend, backend.dtype_name(x))
         return backend.subtract(backend.matmul(x, components_t), bias)
 
+    def transform_by_component(self, X):
+        """``transform(X).T``: (k, n), row j the n projections on component j, contiguous (what a columnar
+        writer takes without a transposing copy). Computed as ``components_ @ X.T - bias``: the products of
+        ``transform``, equal to it up to float rounding (bit for bit with NumPy's BLAS here)."""
+        backend, x = self._check_input(X, self.n_features_in_, "transform_by_component")
+        bias, components_t = self._on(backend, backend.dtype_name(x))
+        column = backend.reshape(bias, (int(components_t.shape[1]), 1))
+        return backend.subtract(backend.matmul(backend.transpose(components_t), backend.transpose(x)), column)
+
     def inverse_transform(self, Z):
         """Back from (n, k) projections to (n, d): ``Z @ components_ + mean_`` (same array kind and dtype)."""
         backend, z = self._check_input(Z, self.n_components_, "inverse_transform")

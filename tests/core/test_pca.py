@@ -105,6 +105,17 @@ def test_transform_keeps_float32(backend):
     np.testing.assert_allclose(backend.to_numpy(out), REF.transform(DATA[:300]), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_transform_by_component_is_the_transpose_of_transform(backend, dtype, rtol):
+    """(k, n), each component's projections contiguous; the values of ``transform`` and of scikit-learn."""
+    model = PCAStats().update(DATA).fit(K)
+    x = backend.asarray(DATA[:400], dtype)
+    rows, columns = backend.to_numpy(model.transform(x)), backend.to_numpy(model.transform_by_component(x))
+    assert columns.shape == (K, 400) and columns.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(columns.T, rows, rtol=rtol, atol=rtol * np.abs(rows).max())
+    np.testing.assert_allclose(columns.T, REF.transform(DATA[:400]), rtol=1e-4, atol=1e-4)
+
+
 def test_numpy_in_numpy_out():
     model = PCAStats().update(DATA).fit(K)
     out = model.transform(DATA[:10])
