@@ -392,7 +392,8 @@ def compute_partition_stats(frame: pd.DataFrame, config: PreprocessConfig | None
         train = frame
     present_drops = [c for c in config.drop_columns if c in train.columns]
     top_roles = detect_column_types(train, config)  # validates names before flattening
-    train = train.drop(columns=present_drops)
+    if present_drops:  # DataFrame.drop copies every column, even for nothing to drop
+        train = train.drop(columns=present_drops)
     flat, fields = flatten_struct_columns(train, top_roles["struct"])
     roles = detect_column_types(flat, config, flattened=True)
     sources = {}
