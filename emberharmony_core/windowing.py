@@ -299,14 +299,13 @@ class Windower:
         times = np.empty(total, np.int64)
         splits = np.empty(total, np.int8)
         rows[dest], times[dest], splits[dest] = features, chunk.time, chunk.split
-        mine = np.ones(total, bool)
+        cdest = np.zeros(0, np.int64)  # layout positions of carried rows
         if carried.any():
             cblock = np.repeat(np.arange(len(b0)), carried)
             k = np.arange(len(cblock)) - np.repeat(np.cumsum(carried) - carried, carried)  # 0.. within a block
             cdest, cpos, cslot = offsets[cblock] + k, pos[cblock], tail - carried[cblock] + k
             rows[cdest] = carry.rows[cpos, cslot].astype(features.dtype, copy=False)
             times[cdest], splits[cdest] = carry.time[cpos, cslot], carry.split[cpos, cslot]
-            mine[cdest] = False
         series = np.repeat(seen0 - b0, lengths) + np.arange(n, dtype=np.int64)  # each chunk row's t in its series
 
         made = ChunkWindows(backend=backend, rows=backend.asarray(rows), window_size=w)
@@ -317,6 +316,8 @@ class Windower:
             block_of = np.repeat(np.arange(len(b0)), block_len)
             same_entity = block_of[1:] == block_of[:-1]
             over = (np.diff(times) > self.max_gap_ns) & same_entity  # step i -> i + 1
+            mine = np.ones(total, bool)  # the chunk's own rows: gaps are counted on the row they end on
+            mine[cdest] = False
             made.gaps = int((over & mine[1:]).sum())
             steps_over = np.concatenate([[0], np.cumsum(over)])
         for s in self.strides:

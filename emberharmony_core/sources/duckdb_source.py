@@ -62,8 +62,9 @@ DEFAULT_THREADS = 2
 class DuckDBTableReader:
     """Reads one half-open time window at a time with a parameterised query.
 
-    ``connect`` opens a connection (default: read-only on ``database`` with ``memory_limit`` and ``threads``);
-    the Dagster layer passes ``dagster_duckdb.DuckDBResource.get_connection`` with the same settings.
+    ``connect`` opens a connection (default: read-only on ``database`` with ``memory_limit`` and ``threads``,
+    which are checked and used only then); the Dagster layer passes a connection of
+    ``dagster_duckdb.DuckDBResource`` that it made with the same two settings.
     """
 
     def __init__(self, database: str, spec: TableSpec,
@@ -71,7 +72,7 @@ class DuckDBTableReader:
                  memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = DEFAULT_THREADS):
         self.database = database
         self.spec = spec
-        self.config = read_settings(memory_limit, threads)
+        self.config = read_settings(memory_limit, threads) if connect is None else None
         self._connect = connect or self._read_only_connection
         self._query = duckdb_window_query(spec.table, spec.columns, spec.timestamp_column, spec.order_by)
         self._timestamp_is_aware: bool | None = None
