@@ -7,7 +7,8 @@ Each row-wise asset stores only the columns it adds, one Parquet file per partit
     cyclical_features/date=K/part-0.parquet   {column}_sin_hour ... {column}_cos_month
     features/date=K/part-0.parquet            entity, timestamp, split, target, then the feature columns
     stride_windows/stride=S/date=K/part-0.parquet   per window: row (of features K it ends on), entity, end_time, split
-    stride_windows/carry/K.npz                each entity's row count and last window_size - 1 feature rows after K
+    stride_windows/carry/K.arrow              each entity's row count and last window_size - 1 feature rows after K
+                                              (Arrow IPC, zstd, in entity key order: streamed, never whole in memory)
     pca_stats/date=K/part-0.parquet           per stride one row: stride, n_samples, n_features, mean, scatter_upper
     projected_windows/stride=S/date=K/part-0.parquet  entity, end_time, split, pc_1 .. pc_k
 
@@ -18,6 +19,8 @@ them from ``features`` and the previous partition's carry with the rule of ``emb
 
 from __future__ import annotations
 
+import sys
+from contextlib import ExitStack
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -75,17 +78,89 @@ def read_asset_frame(store: ArtifactStore, asset: str, key: str) -> pd.DataFrame
     return pd.concat(list(iter_asset_frames(store, asset, key, rows=1 << 30)), ignore_index=True)
 
 
-# the window carry: state of every entity's series after a partition
-def save_carry(store: ArtifactStore, key: str, carry: WindowCarry) -> None:
-    store.write_arrays(carry.to_arrays(), STRIDE_WINDOWS, CARRY, key)
+# the window carry: state of every entity's series after a partition, in entity key order
+_CARRY_BATCH_BYTES = 8 * 2**20  # a stored carry batch: a few MiB (a chunk's entities come a few at a time)
+
+
+class StoredCarry:
+    """Partition ``key``'s stored window carry as a ``Windower`` source: ``batches()`` reads it a batch at a time."""
+
+    def __init__(self, store: ArtifactStore, key: str):
+        self.store, self.key = store, key
+        parts = (STRIDE_WINDOWS, CARRY, key)
+        meta = {k.decode(): v.decode() for k, v in (store.batch_schema(*parts).metadata or {}).items()}
+        try:
+            self.window_size, self.n_features = int(meta["window_size"]), int(meta["n_features"])
+        except (KeyError, ValueError) as exc:
+            raise store._unreadable(store.path(*parts, suffix=".arrow"), parts, exc) from None
+
+    def batches(self) -> Iterator[WindowCarry]:
+        parts = (STRIDE_WINDOWS, CARRY, self.key)
+        for batch in self.store.iter_record_batches(*parts):
+            try:
+                yield WindowCarry.from_arrow(batch)
+            except (KeyError, ValueError, TypeError, pa.ArrowException) as exc:
+                raise self.store._unreadable(self.store.path(*parts, suffix=".arrow"), parts, exc) from None
+
+    def load(self) -> WindowCarry:
+        """The whole carry in memory (tests, small series)."""
+        return WindowCarry.concat(list(self.batches()), self.window_size, self.n_features)
+
+
+class CarryWriter:
+    """``Windower(sink=writer)``: partition ``key``'s new carry, written as it comes (batches of a few MiB);
+    the file replaces the old one when the block ends without an error, else nothing is kept."""
+
+    def __init__(self, store: ArtifactStore, key: str, window_size: int, n_features: int, dtype="float32"):
+        self.store, self.key = store, key
+        self._empty = WindowCarry(window_size, n_features, dtype)
+        self._files, self._writer, self._held, self._bytes = ExitStack(), None, [], 0
+
+    def __enter__(self) -> "CarryWriter":
+        return self
+
+    def __call__(self, carry: WindowCarry) -> None:
+        self._held.append(carry)
+        self._bytes += carry.rows.nbytes + 40 * len(carry)
+        if self._bytes >= _CARRY_BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._held:
+            return
+        first = self._held[0]
+        batch = WindowCarry.concat(self._held, first.window_size, first.n_features, first.dtype).to_arrow()
+        self._held, self._bytes = [], 0
+        self._open(batch.schema).write_batch(batch)
+
+    def _open(self, schema: pa.Schema):
+        if self._writer is None:
+            self._writer = self._files.enter_context(self.store.batch_writer(schema, STRIDE_WINDOWS, CARRY, self.key))
+        return self._writer
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        if kind is None:
+            try:
+                self._flush()
+                self._open(self._empty.arrow_schema())  # an empty carry is a carry too (no entity yet)
+            except BaseException:
+                self._files.__exit__(*sys.exc_info())  # the temporary file goes
+                raise
+        return self._files.__exit__(kind, value, traceback)
 
 
 def has_carry(store: ArtifactStore, key: str) -> bool:
-    return store.exists(STRIDE_WINDOWS, CARRY, key, suffix=".npz")
+    return store.exists(STRIDE_WINDOWS, CARRY, key, suffix=".arrow")
+
+
+def save_carry(store: ArtifactStore, key: str, carry: WindowCarry) -> None:
+    """Store a whole in-memory carry as partition ``key``'s (tests; the assets stream it with ``CarryWriter``)."""
+    with CarryWriter(store, key, carry.window_size, carry.n_features, carry.dtype) as writer:
+        writer(carry)
 
 
 def load_carry(store: ArtifactStore, key: str) -> WindowCarry:
-    return WindowCarry.from_arrays(store.read_arrays(STRIDE_WINDOWS, CARRY, key))
+    return StoredCarry(store, key).load()
 
 
 # per-partition PCA statistics: one Parquet file per partition, one row per stride; zstd takes the float64
@@ -149,9 +224,9 @@ def load_stride_windows(store: ArtifactStore, key: str, stride: int, previous_ke
     if previous_key is None:
         earlier = [k for k in carry_keys(store) if k < key]
         previous_key = earlier[-1] if earlier else None
-    carry = load_carry(store, previous_key) if previous_key is not None else None
+    carry = StoredCarry(store, previous_key) if previous_key is not None else None
     windower = Windower(layout["window_size"], [stride], carry, n_features=len(layout["feature_columns"]),
-                        dtype=layout["dtype"], max_gap=layout.get("max_gap"))
+                        dtype=layout["dtype"], max_gap=layout.get("max_gap"), sink=False)
     blocks, indexes, offset = [], [], 0
     entity = layout["entity_column"] or "entity"
     for batch in store.iter_batches(FEATURES, key):
@@ -168,9 +243,10 @@ def load_stride_windows(store: ArtifactStore, key: str, stride: int, previous_ke
 
 
 def carry_keys(store: ArtifactStore) -> list[str]:
-    return store.list_names(STRIDE_WINDOWS, CARRY, suffix=".npz")
+    return store.list_names(STRIDE_WINDOWS, CARRY, suffix=".arrow")
 
 
 __all__ = ["RAW", "SPLIT", "CYCLICAL", "FEATURES", "STRIDE_WINDOWS", "PROJECTED", "FRAME_PARTS", "stride_folder",
-           "iter_asset_frames", "read_asset_frame", "save_carry", "has_carry", "load_carry", "carry_keys",
+           "iter_asset_frames", "read_asset_frame", "StoredCarry", "CarryWriter", "save_carry", "has_carry", "load_carry",
+           "carry_keys",
            "load_stride_windows", "PCA_STATS", "INDEX_DELTA", "save_pca_stats", "load_pca_stats", "pca_stats_keys"]

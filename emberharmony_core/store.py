@@ -1,4 +1,4 @@
-"""Artifact storage: Parquet frames, ``.npz`` arrays and JSON documents under one base path.
+"""Artifact storage: Parquet frames, ``.npz`` arrays, Arrow IPC record batches and JSON documents under one base path.
 
 Partitioned frames live in Hive-style folders, ``<base>/<asset>[/<sub>]/date=<key>/part-0.parquet``
 (readable as one dataset by DuckDB ``read_parquet('.../**/*.parquet', hive_partitioning=true)``,
@@ -489,6 +489,52 @@ class ArtifactStore:
         try:
             with target.open("rb") as handle, np.load(io.BytesIO(handle.read()), allow_pickle=False) as data:
                 return {key: data[key] for key in data.files}
+        except Exception as exc:
+            raise self._unreadable(target, parts, exc) from None
+
+    # record batches: an Arrow IPC file (zstd), written batch by batch and read back batch by batch
+    @contextmanager
+    def batch_writer(self, schema: pa.Schema, *parts: str):
+        """A writer of ``schema``'s record batches into ``<parts>.arrow`` (Arrow IPC file, zstd level 1):
+        ``writer.write_batch(batch)``; the file replaces the old one only when the block ends without an
+        error (temporary file, then rename), else it is removed. For state kept in key order that is read
+        back as a stream (the window carry): not Parquet, so ``*.parquet`` globs of an asset skip it."""
+        target = self.path(*parts, suffix=".arrow")
+        with self._target_lock(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=1))
+            handle = temporary.open("wb")
+            try:
+                with pa.ipc.new_file(handle, schema, options=options) as writer:
+                    yield writer
+                handle.close()
+                self._replace(temporary, target)
+            except BaseException:
+                handle.close()
+                if temporary.exists():
+                    temporary.unlink()
+                raise
+
+    def iter_record_batches(self, *parts: str) -> Iterator[pa.RecordBatch]:
+        """The record batches of ``<parts>.arrow`` in order, one in memory at a time; ``schema_of`` gives the schema."""
+        target, reader = self._open_batches(parts)
+        try:
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+        except (OSError, EOFError, pa.ArrowException) as exc:
+            raise self._unreadable(target, parts, exc) from None
+
+    def batch_schema(self, *parts: str) -> pa.Schema:
+        return self._open_batches(parts)[1].schema
+
+    def _open_batches(self, parts) -> tuple[UPath, "pa.ipc.RecordBatchFileReader"]:
+        target = self.path(*parts, suffix=".arrow")
+        if not target.exists():
+            raise self._missing(target, parts)
+        try:
+            source = pa.OSFile(target.path) if self.local else target.open("rb")  # read, not mapped: RSS stays a batch
+            return target, pa.ipc.open_file(source)
         except Exception as exc:
             raise self._unreadable(target, parts, exc) from None
 

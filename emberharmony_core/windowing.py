@@ -48,11 +48,15 @@ guess silently drops windows. Off means every window is made; the count of what 
 drop is one setting away, and per-partition metadata shows it.
 
     windower = Windower(window_size=5, strides=(1, 3, 5), carry=None)   # or the previous partition's carry
-    for chunk in chunks:                                                 # ChunkRows, in (entity, time) order
+    for chunk in chunks:                                                 # ChunkRows, grouped by entity (ascending)
         made = windower.add(chunk, backend)                              # ChunkWindows
         stats = window_stats(made, stride=3)                             # PCAStats of its train windows
         projected = project_windows(made, 3, model)                      # (m, k) backend array
-    carry = windower.carry                                               # store it for the next partition
+    carry = windower.finish()                                            # WindowCarry for the next partition
+
+The carry streams: ``Windower`` reads the previous one and writes the next one (``sink``) in entity key
+order alongside the chunks, so its memory is a chunk's entities, not every entity's (a day of 1,000,000
+sensors with 3 rows each carried 0.6 GiB of rows in memory before; see ``layout.StoredCarry``).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SPLITS = ("train", "validation", "test")
 TRAIN = 0  # code of "train" in SPLITS
@@ -83,8 +88,6 @@ def split_codes(values) -> np.ndarray:
 
 def _arrow_split_codes(column) -> np.ndarray:
     """``split_codes`` of an Arrow column of split names, computed in Arrow (no Python string per row)."""
-    import pyarrow.compute as pc
-
     array = _as_array(column)
     codes = pc.index_in(array, value_set=pa.array(SPLITS, type=array.type))
     if codes.null_count:
@@ -139,78 +142,165 @@ class ChunkRows:
         return int(self.features.shape[0])
 
 
-class WindowCarry:
-    """Per entity: rows seen so far (``seen`` (E,) int64) and its last ``w - 1`` rows, right-aligned:
-    ``rows`` (E, w - 1, F), ``time`` (E, w - 1) int64 ns, ``split`` (E, w - 1) int8 (slots before an
-    entity's first row are zeros). ``keys`` (E,) are the entity keys in first-seen order.
+def _key_array(keys) -> pa.Array:
+    """Entity keys as one Arrow array in a type both sides of a merge share: strings as ``string``, integers
+    as ``int64``; a series without an entity column (every key None) has the one key 0."""
+    if keys is None:
+        return pa.array([], pa.int64())
+    if isinstance(keys, (pa.Array, pa.ChunkedArray)):
+        array = _as_array(keys)
+    else:
+        values = np.asarray(keys, dtype=object) if not isinstance(keys, np.ndarray) else keys
+        array = pa.array(values.tolist() if values.dtype == object else values)
+    if pa.types.is_null(array.type):
+        return pa.array(np.zeros(len(array), np.int64))
+    if array.null_count:
+        raise ValueError("an entity key is NULL: every row needs an entity to be placed in a series")
+    if pa.types.is_large_string(array.type) or pa.types.is_string_view(array.type):
+        return array.cast(pa.string())
+    if pa.types.is_integer(array.type):
+        return array.cast(pa.int64())
+    return array
 
-    The arrays are views of buffers with room to spare (grown 1.5x when entities are added), updated in
-    place for a chunk's entities only: a chunk costs O(its rows), not a copy of every entity's carry."""
+
+class WindowCarry:
+    """Per entity, in ascending key order (binary for strings, numeric for numbers): ``keys`` (E,) Arrow array,
+    rows seen so far ``seen`` (E,) int64, and its last ``w - 1`` rows, right-aligned: ``rows`` (E, w - 1, F),
+    ``time`` (E, w - 1) int64 ns, ``split`` (E, w - 1) int8 (slots before an entity's first row are zeros).
+
+    One batch of a carry: ``Windower`` reads the previous partition's carry and writes the next one as a
+    stream of such batches in key order, a chunk's worth at a time, so no carry is ever whole in memory."""
 
     def __init__(self, window_size: int, n_features: int, dtype="float32", keys=None, seen=None, rows=None,
                  time=None, split=None):
         self.window_size, self.n_features = int(window_size), int(n_features)
         tail = self.window_size - 1
-        self._keys = np.asarray([] if keys is None else keys, dtype=object)
-        e = self._n = len(self._keys)
-        self._seen = np.zeros(e, np.int64) if seen is None else np.array(seen, np.int64)
-        self._rows = np.zeros((e, tail, self.n_features), dtype) if rows is None else np.array(rows)
-        self._time = np.zeros((e, tail), np.int64) if time is None else np.array(time, np.int64)
-        self._split = np.zeros((e, tail), np.int8) if split is None else np.array(split, np.int8)
-        self._index = pd.Index(self._keys)
+        self.keys = _key_array(keys)
+        e = len(self.keys)
+        self.seen = np.zeros(e, np.int64) if seen is None else np.asarray(seen, np.int64)
+        self.rows = np.zeros((e, tail, self.n_features), dtype) if rows is None else np.asarray(rows)
+        self.time = np.zeros((e, tail), np.int64) if time is None else np.asarray(time, np.int64)
+        self.split = np.zeros((e, tail), np.int8) if split is None else np.asarray(split, np.int8)
+        if e > 1:
+            order = pc.sort_indices(self.keys).to_numpy()
+            if (np.diff(order) != 1).any():  # as built by hand (tests): the stream order is key order
+                self.keys, self.seen, self.rows, self.time, self.split = self._taken(order)
 
-    keys = property(lambda self: self._keys[: self._n])
-    seen = property(lambda self: self._seen[: self._n])
-    rows = property(lambda self: self._rows[: self._n])
-    time = property(lambda self: self._time[: self._n])
-    split = property(lambda self: self._split[: self._n])
+    @property
+    def dtype(self) -> np.dtype:
+        return self.rows.dtype
 
     def __len__(self) -> int:
-        return self._n
+        return len(self.keys)
 
-    def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """Position of each key in the carry, -1 where the entity has not been seen."""
-        return self._index.get_indexer(keys) if self._n else np.full(len(keys), -1, dtype=np.int64)
+    def _taken(self, index: np.ndarray):
+        return (self.keys.take(pa.array(index, pa.int64())), self.seen[index], self.rows[index], self.time[index],
+                self.split[index])
 
-    def add_entities(self, keys: np.ndarray, dtype) -> None:
-        """Append new entities (zero rows seen); their positions are ``len(self) - len(keys) ..``. The row
-        buffer takes ``dtype``."""
-        n, grow = self._n, len(keys)
-        if n + grow > len(self._keys) or self._rows.dtype != np.dtype(dtype):
-            capacity = max(n + grow, int(1.5 * len(self._keys)) if self._rows.dtype == np.dtype(dtype) else 0, 16)
+    def take(self, index) -> "WindowCarry":
+        """The entities at ``index`` (int positions, or a boolean mask), in that order."""
+        index = np.asarray(index)
+        index = np.flatnonzero(index) if index.dtype == bool else index.astype(np.int64)
+        out = WindowCarry.__new__(WindowCarry)
+        out.window_size, out.n_features = self.window_size, self.n_features
+        out.keys, out.seen, out.rows, out.time, out.split = self._taken(index)
+        return out
 
-            def grown(buffer, dtype_=None):
-                out = np.zeros((capacity, *buffer.shape[1:]), dtype_ or buffer.dtype)
-                out[:n] = buffer[:n]
-                return out
+    def batches(self) -> Iterator["WindowCarry"]:
+        """The carry as a source for ``Windower``: itself, one batch."""
+        yield self
 
-            self._keys = grown(self._keys)
-            self._seen, self._time, self._split = grown(self._seen), grown(self._time), grown(self._split)
-            self._rows = grown(self._rows, np.dtype(dtype))
-        self._keys[n : n + grow] = keys
-        self._n = n + grow
-        if grow:
-            self._index = pd.Index(self.keys)
+    @staticmethod
+    def concat(parts: Sequence["WindowCarry"], window_size: int, n_features: int, dtype="float32") -> "WindowCarry":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return WindowCarry(window_size, n_features, dtype)
+        out = WindowCarry.__new__(WindowCarry)
+        out.window_size, out.n_features = window_size, n_features
+        out.keys = pa.concat_arrays([p.keys for p in parts])
+        out.seen, out.rows, out.time, out.split = (np.concatenate([getattr(p, name) for p in parts])
+                                                   for name in ("seen", "rows", "time", "split"))
+        return out
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        keys = self.keys
-        if len(keys) and all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in keys):
-            stored, kind = keys.astype(np.int64), "int"
-        elif len(keys) and all(k is None for k in keys):
-            stored, kind = np.zeros(len(keys), np.int64), "none"
-        else:
-            stored, kind = keys.astype(str), "str"
-        return {"keys": stored, "key_kind": np.array(kind), "seen": self.seen, "rows": self.rows, "time": self.time,
-                "split": self.split, "window_size": np.int64(self.window_size)}
+    # stored form: one Arrow record batch, rows flattened to a fixed-size list per entity
+    def arrow_schema(self) -> pa.Schema:
+        tail, f = self.window_size - 1, self.n_features
+        fields = [pa.field("entity", self.keys.type), pa.field("seen", pa.int64())]
+        if tail:
+            fields += [pa.field("rows", pa.list_(pa.from_numpy_dtype(self.dtype), tail * f)),
+                       pa.field("time", pa.list_(pa.int64(), tail)), pa.field("split", pa.list_(pa.int8(), tail))]
+        return pa.schema(fields, metadata={"window_size": str(self.window_size), "n_features": str(f),
+                                           "dtype": np.dtype(self.dtype).name})
+
+    def to_arrow(self) -> pa.RecordBatch:
+        tail = self.window_size - 1
+        columns = [self.keys, pa.array(self.seen)]
+        if tail:
+            def fixed(values, size):
+                return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(values).reshape(-1)), size)
+            columns += [fixed(self.rows, tail * self.n_features), fixed(self.time, tail), fixed(self.split, tail)]
+        return pa.RecordBatch.from_arrays(columns, schema=self.arrow_schema())
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "WindowCarry":
-        kind = str(arrays["key_kind"])
-        keys = arrays["keys"]
-        keys = [None] * len(keys) if kind == "none" else keys.astype(np.int64).tolist() if kind == "int" else keys.astype(str).tolist()
-        rows = arrays["rows"]
-        return cls(int(arrays["window_size"]), int(rows.shape[2]), rows.dtype, keys=keys, seen=arrays["seen"], rows=rows,
-                   time=arrays["time"], split=arrays["split"])
+    def from_arrow(cls, batch: pa.RecordBatch) -> "WindowCarry":
+        meta = {k.decode(): v.decode() for k, v in (batch.schema.metadata or {}).items()}
+        w, f, dtype = int(meta["window_size"]), int(meta["n_features"]), np.dtype(meta["dtype"])
+        tail, e = w - 1, batch.num_rows
+        out = cls.__new__(cls)
+        out.window_size, out.n_features = w, f
+        out.keys = _key_array(batch.column("entity"))
+        out.seen = batch.column("seen").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        if tail:
+            def unpacked(name, shape, kind):
+                values = batch.column(name).flatten().to_numpy(zero_copy_only=False)
+                return values.astype(kind, copy=False).reshape(shape)
+            out.rows = unpacked("rows", (e, tail, f), dtype)
+            out.time, out.split = unpacked("time", (e, tail), np.int64), unpacked("split", (e, tail), np.int8)
+        else:
+            out.rows = np.zeros((e, 0, f), dtype)
+            out.time, out.split = np.zeros((e, 0), np.int64), np.zeros((e, 0), np.int8)
+        return out
+
+
+class _CarryCursor:
+    """Walks a carry's batches (ascending keys) once, handing out the entities up to a key."""
+
+    def __init__(self, batches: Iterator[WindowCarry]):
+        self._batches, self._head = iter(batches), None
+
+    def through(self, bound: "pa.Scalar | None") -> Iterator[WindowCarry]:
+        """The next entities with key <= ``bound`` (all that are left when None), a batch at a time; iterate it
+        to the end."""
+        while True:
+            if self._head is None or not len(self._head):
+                self._head = next(self._batches, None)
+                if self._head is None:
+                    return
+            head = self._head
+            if bound is not None and head.keys.type != bound.type:
+                raise ValueError(f"the carried entity keys are {head.keys.type}, the chunk's {bound.type}: the entity "
+                                 "column changed; re-materialise stride_windows from the first partition")
+            k = len(head) if bound is None else pc.sum(pc.less_equal(head.keys, bound)).as_py() or 0
+            if k == len(head):
+                self._head = None
+                yield head
+                continue
+            if k:
+                yield head.take(np.arange(k))
+            self._head = head.take(np.arange(k, len(head)))
+            return
+
+
+def _merged(a: WindowCarry, b: WindowCarry) -> WindowCarry:
+    """Two carries of different entities, each in key order, as one in key order."""
+    if not len(a) or not len(b):
+        return a if len(a) else b
+    both = WindowCarry.concat([a, b], a.window_size, a.n_features, a.dtype)
+    return both.take(pc.sort_indices(both.keys).to_numpy())
+
+
+def _key_text(scalar) -> str:
+    return repr(scalar.as_py()) if isinstance(scalar, pa.Scalar) else repr(scalar)
 
 
 @dataclass
@@ -246,11 +336,18 @@ class ChunkWindows:
 class Windower:
     """Applies the rule chunk after chunk, carrying each entity's count and last ``w - 1`` rows.
 
+    ``carry``: the previous partition's carry, a source whose ``batches()`` yields ``WindowCarry`` batches in
+    ascending key order (a ``WindowCarry``, ``layout.StoredCarry``), or None before the first partition.
+    ``sink``: where the partition's new carry goes, a callable taking its batches in key order (None: kept, and
+    returned by ``finish``; False: not made, for a pass that only reads windows). Both carries are streamed
+    alongside the chunks (rows come grouped by entity in ascending key order), so memory stays one chunk
+    whatever the number of entities. Call ``finish()`` after the last chunk.
+
     ``max_gap`` (a duration: ``"2h"``, ``pandas.Timedelta``, or int nanoseconds; None: off) drops the
     windows spanning a step longer than it (see the module docstring)."""
 
-    def __init__(self, window_size: int, strides: Sequence[int], carry: WindowCarry | None = None, *,
-                 n_features: int | None = None, dtype="float32", max_gap=None):
+    def __init__(self, window_size: int, strides: Sequence[int], carry=None, *, n_features: int | None = None,
+                 dtype="float32", max_gap=None, sink=None):
         from .features.windows import _check_setting
 
         self.window_size = _check_setting("window_size", window_size)
@@ -258,34 +355,39 @@ class Windower:
         if carry is not None and carry.window_size != self.window_size:
             raise ValueError(f"the carried window state was made with window_size {carry.window_size}, not "
                              f"{self.window_size}: re-materialise stride_windows from the first partition")
-        self.carry = carry
+        self._carry_features = None if carry is None else carry.n_features
         self._n_features, self._dtype = n_features, dtype
         self.max_gap_ns = (None if max_gap is None else int(max_gap) if isinstance(max_gap, (int, np.integer))
                            and not isinstance(max_gap, bool) else parse_duration("max_gap", max_gap))
         if self.max_gap_ns is not None and self.max_gap_ns <= 0:
             raise ValueError(f"max_gap must be a positive duration, got {max_gap!r}")
+        # two cursors over the previous carry: one finds each chunk's entities, one passes the others on
+        self._lookup = _CarryCursor(carry.batches()) if carry is not None else None
+        self._passing = _CarryCursor(carry.batches()) if carry is not None and sink is not False else None
+        self._sink, self._kept = sink, []
+        self._open: WindowCarry | None = None  # the last entity so far: its series may go on in the next chunk
+        self._last_key = None
 
     def add(self, chunk: ChunkRows, backend) -> ChunkWindows:
-        """Windows ending in ``chunk`` (rows grouped by entity, in time order, continuing the carry)."""
+        """Windows ending in ``chunk`` (rows grouped by entity in ascending key order, in time order within an
+        entity, continuing the carry)."""
         w, n = self.window_size, len(chunk)
         features = np.ascontiguousarray(chunk.features)
         f = int(features.shape[1]) if features.ndim == 2 else 0
-        if self.carry is None:
-            self.carry = WindowCarry(w, self._n_features if self._n_features is not None else f, features.dtype)
-        carry = self.carry
-        if n and f != carry.n_features:
-            raise ValueError(f"chunk has {f} feature columns, the carried window state {carry.n_features}: the feature "
-                             "columns changed; re-materialise stride_windows from the first partition")
+        if self._n_features is None:
+            self._n_features = f
+        if n and f != (self._carry_features if self._carry_features is not None else self._n_features):
+            raise ValueError(f"chunk has {f} feature columns, the carried window state "
+                             f"{self._carry_features or self._n_features}: the feature columns changed; "
+                             "re-materialise stride_windows from the first partition")
         tail = w - 1
 
         # entity blocks in the chunk, and what the carry knows of them
         b0, keys = _entity_blocks(chunk)
+        self._check_order(keys)
         lengths = np.diff(np.append(b0, n))
-        if len(pd.unique(keys)) != len(keys):
-            raise ValueError("rows are not grouped by entity (an entity appears in two separate runs of rows); "
-                             "the source must return rows ordered by entity, then time")
-        pos = carry.lookup(keys)
-        seen0 = np.where(pos >= 0, carry.seen[np.maximum(pos, 0)] if len(carry) else 0, 0)
+        known = self._carried(keys, f, features.dtype)
+        seen0 = known.seen
         carried = np.minimum(seen0, tail)  # carried rows placed before each block
 
         # source layout: block b = its carried rows, then its chunk rows. Chunk row i of block b lands at
@@ -303,9 +405,9 @@ class Windower:
         if carried.any():
             cblock = np.repeat(np.arange(len(b0)), carried)
             k = np.arange(len(cblock)) - np.repeat(np.cumsum(carried) - carried, carried)  # 0.. within a block
-            cdest, cpos, cslot = offsets[cblock] + k, pos[cblock], tail - carried[cblock] + k
-            rows[cdest] = carry.rows[cpos, cslot].astype(features.dtype, copy=False)
-            times[cdest], splits[cdest] = carry.time[cpos, cslot], carry.split[cpos, cslot]
+            cdest, cslot = offsets[cblock] + k, tail - carried[cblock] + k
+            rows[cdest] = known.rows[cblock, cslot].astype(features.dtype, copy=False)
+            times[cdest], splits[cdest] = known.time[cblock, cslot], known.split[cblock, cslot]
         series = np.repeat(seen0 - b0, lengths) + np.arange(n, dtype=np.int64)  # each chunk row's t in its series
 
         made = ChunkWindows(backend=backend, rows=backend.asarray(rows), window_size=w)
@@ -336,41 +438,140 @@ class Windower:
             made.gap_dropped[s] = made.candidates[s] - made.mixed_split_dropped[s] - len(starts)
             made.starts[s], made.end_row[s], made.split[s] = starts, end_rows, splits[ends]
 
-        self._carry_forward(keys, pos, seen0 + lengths, rows, times, splits, offsets + block_len, f, features.dtype)
+        if len(keys):
+            self._carry_forward(self._next_state(keys, seen0 + lengths, rows, times, splits, offsets + block_len,
+                                                 f, features.dtype))
         return made
 
-    def _carry_forward(self, keys, pos, seen, rows, times, splits, block_end, f, dtype) -> None:
-        """The chunk's entities get their new count and last ``w - 1`` rows (in place); others are kept."""
-        carry, tail = self.carry, self.window_size - 1
-        new = pos < 0
-        where = np.where(new, len(carry) + np.cumsum(new) - 1, pos)
-        carry.add_entities(keys[new], dtype)
-        carry.seen[where] = seen
-        if tail:
-            # slot k of entity b holds source row block_end[b] - tail + k, when that row is in the block
-            source = block_end[:, None] - tail + np.arange(tail)[None, :]
-            valid = np.arange(tail)[None, :] >= tail - np.minimum(seen, tail)[:, None]
-            src = np.where(valid, source, 0)
-            carry.rows[where] = np.where(valid[..., None], rows[src], 0)
-            carry.time[where] = np.where(valid, times[src], 0)
-            carry.split[where] = np.where(valid, splits[src], 0)
+    def finish(self) -> "WindowCarry | None":
+        """After the last chunk: the rest of the new carry goes to the sink (the last entity, and the previous
+        carry's entities this partition did not have); with no sink, the whole new carry is returned."""
+        final = [self._open] if self._open is not None else []
+        self._open = None
+        self._emit(final, None)
+        if self._sink is None:
+            kept, self._kept = self._kept, []
+            return WindowCarry.concat(kept, self.window_size, self._carry_features or self._n_features or 0,
+                                      self._dtype)
+        return None
+
+    # -- the carry streams -------------------------------------------------------------------------
+    def _check_order(self, keys: pa.Array) -> None:
+        """Blocks come in strictly ascending key order, within the chunk and after the previous chunk's last
+        (equal: that entity goes on); a source in another order would split or lose entities' series."""
+        if not len(keys):
+            return
+        bad = None
+        if len(keys) > 1:
+            ascending = pc.less(keys.slice(0, len(keys) - 1), keys.slice(1)).to_numpy(zero_copy_only=False)
+            if not ascending.all():
+                i = int(np.flatnonzero(~ascending)[0])
+                bad = (keys[i], keys[i + 1])
+        if bad is None and self._last_key is not None:
+            if keys.type != self._last_key.type or pc.less(keys[0], self._last_key).as_py():
+                bad = (self._last_key, keys[0])
+        if bad is not None:
+            raise ValueError(
+                f"rows are not grouped by entity in ascending key order: entity {_key_text(bad[0])} comes before "
+                f"{_key_text(bad[1])}; the source must return rows ordered by entity (binary order for strings, "
+                "numeric for numbers), then time")
+        self._last_key = keys[-1]
+
+    def _carried(self, keys: pa.Array, f: int, dtype) -> WindowCarry:
+        """What the carries know of the chunk's entities, aligned with its blocks (zeros for a new entity)."""
+        known = WindowCarry.__new__(WindowCarry)
+        b, tail = len(keys), self.window_size - 1
+        known.window_size, known.n_features, known.keys = self.window_size, f, keys
+        known.seen, known.rows = np.zeros(b, np.int64), np.zeros((b, tail, f), dtype)
+        known.time, known.split = np.zeros((b, tail), np.int64), np.zeros((b, tail), np.int8)
+
+        def place(at: np.ndarray, source: WindowCarry, hit) -> None:
+            known.seen[at], known.time[at], known.split[at] = source.seen[hit], source.time[hit], source.split[hit]
+            known.rows[at] = source.rows[hit]
+
+        if self._open is not None and b and self._open.keys[0].equals(keys[0]):
+            place(np.array([0]), self._open, np.array([0]))  # the entity the previous chunk ended in goes on
+        if self._lookup is not None and b:
+            for piece in self._lookup.through(keys[-1]):
+                at = pc.index_in(piece.keys, value_set=keys).fill_null(-1).to_numpy(zero_copy_only=False)
+                hit = np.flatnonzero(at >= 0)
+                if len(hit):
+                    place(at[hit], piece, hit)
+        return known
+
+    def _next_state(self, keys, seen, rows, times, splits, block_end, f, dtype) -> WindowCarry:
+        """Each block's entity after the chunk: its new count and last ``w - 1`` rows of the layout."""
+        tail = self.window_size - 1
+        state = WindowCarry.__new__(WindowCarry)
+        state.window_size, state.n_features, state.keys, state.seen = self.window_size, f, keys, seen
+        # slot k of entity b holds source row block_end[b] - tail + k, when that row is in the block
+        source = block_end[:, None] - tail + np.arange(tail)[None, :]
+        valid = np.arange(tail)[None, :] >= tail - np.minimum(seen, tail)[:, None]
+        src = np.where(valid, source, 0)
+        state.rows = np.where(valid[..., None], rows[src], np.zeros((), dtype)).astype(dtype, copy=False)
+        state.time = np.where(valid, times[src], 0)
+        state.split = np.where(valid, splits[src], 0).astype(np.int8, copy=False)
+        return state
+
+    def _carry_forward(self, state: WindowCarry) -> None:
+        """The chunk's entities are final but the last (its series may go on); the previous last entity is
+        final unless the chunk goes on with it."""
+        final = []
+        if self._open is not None and not self._open.keys[0].equals(state.keys[0]):
+            final.append(self._open)
+        final.append(state.take(np.arange(len(state) - 1)))
+        self._open = state.take(np.array([len(state) - 1]))
+        self._emit(final, state.keys[-1])
+
+    def _emit(self, final: list, bound) -> None:
+        """Hand ``final`` (entities in key order, all <= ``bound``) to the sink, merged in key order with the
+        previous carry's entities up to ``bound`` that this partition has not had (None: all the rest)."""
+        if self._sink is False:
+            return
+        final = WindowCarry.concat(final, self.window_size, self._n_features or 0, self._dtype) if final else None
+        if final is not None and not len(final):
+            final = None
+        done = 0
+        for piece in (self._passing.through(bound) if self._passing is not None else ()):
+            drop = np.zeros(len(piece), bool)
+            if final is not None:
+                drop |= pc.is_in(piece.keys, value_set=final.keys).to_numpy(zero_copy_only=False)
+            if bound is not None:
+                drop |= pc.equal(piece.keys, bound).to_numpy(zero_copy_only=False)  # the last entity: still open
+            piece = piece.take(~drop) if drop.any() else piece
+            if not len(piece):
+                continue
+            upto = done
+            if final is not None:
+                rest = final.keys.slice(done)
+                upto = done + (pc.sum(pc.less_equal(rest, piece.keys[-1])).as_py() or 0)
+            self._put(_merged(final.take(np.arange(done, upto)), piece) if upto > done else piece)
+            done = upto
+        if final is not None and done < len(final):
+            self._put(final.take(np.arange(done, len(final))))
+
+    def _put(self, carry: WindowCarry) -> None:
+        if not len(carry):
+            return
+        if self._sink is None:
+            self._kept.append(carry)
+        else:
+            self._sink(carry)
 
 
-def _entity_blocks(chunk: ChunkRows) -> tuple[np.ndarray, np.ndarray]:
-    """(first row of each run of one entity's rows (B,) int64, that run's key (B,) object)."""
+def _entity_blocks(chunk: ChunkRows) -> tuple[np.ndarray, pa.Array]:
+    """(first row of each run of one entity's rows (B,) int64, that run's key (B,) Arrow array, ``_key_array``)."""
     n = len(chunk)
     if not n:
-        return np.zeros(0, np.int64), np.zeros(0, dtype=object)
+        return np.zeros(0, np.int64), _key_array(None)
     if chunk.entity_arrow is not None:
-        import pyarrow.compute as pc
-
-        keys = chunk.entity_arrow
+        keys = _as_array(chunk.entity_arrow)
         differs = pc.not_equal(keys.slice(1), keys.slice(0, n - 1)).fill_null(True) if n > 1 else pa.array([], pa.bool_())
         b0 = np.concatenate([[0], np.flatnonzero(differs.to_numpy(zero_copy_only=False)) + 1]).astype(np.int64)
-        return b0, _object_values(keys.take(pa.array(b0)))
+        return b0, _key_array(keys.take(pa.array(b0)))
     entity = np.asarray(chunk.entity, dtype=object)
     b0 = np.concatenate([[0], np.flatnonzero(entity[1:] != entity[:-1]) + 1]).astype(np.int64)
-    return b0, entity[b0]
+    return b0, _key_array(entity[b0])
 
 
 def gather_windows(backend, rows, starts: np.ndarray, window_size: int, block: int | None = None) -> Iterator[object]:
@@ -442,13 +643,6 @@ def _as_array(column) -> pa.Array:
     """One Arrow array (a table's column is chunked), dictionary-encoded values decoded."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
-
-
-def _object_values(column) -> np.ndarray:
-    """(n,) object array of an Arrow column's values (None for nulls), as pandas' ``to_numpy(dtype=object)``."""
-    if column.null_count:
-        return np.asarray(column.to_pylist(), dtype=object)
-    return column.to_numpy(zero_copy_only=False).astype(object, copy=False)
 
 
 def window_index(made: ChunkWindows, stride: int, rows: ChunkRows, row_offset: int = 0,

@@ -19,8 +19,8 @@ from dagster import AssetDep, AssetExecutionContext, AssetSpec, MaterializeResul
 from emberharmony_core.features.pca import PCAModel, PCAStats
 from emberharmony_core.features.preprocess.config import PreprocessError
 from emberharmony_core.layout import (CYCLICAL, FEATURES, INDEX_DELTA, PCA_STATS, PROJECTED, STRIDE_WINDOWS,
-                                      WINDOWS_LAYOUT, has_carry, iter_asset_frames, load_carry, load_pca_stats,
-                                      pca_stats_keys, save_carry, save_pca_stats, stride_folder)
+                                      WINDOWS_LAYOUT, CarryWriter, StoredCarry, has_carry, iter_asset_frames,
+                                      load_pca_stats, pca_stats_keys, save_pca_stats, stride_folder)
 from emberharmony_core.windowing import Windower, chunk_rows, columns_table, project_windows, window_index, \
     window_stats
 
@@ -35,22 +35,19 @@ from .preprocessing import load_preprocessor
 WINDOW_STEPS = [FEATURES, STRIDE_WINDOWS, "pca_stats"]
 
 
-def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: int,
-                 saved: "tuple[str, object] | None" = None) -> Windower:
-    """A ``Windower`` continuing from the previous partition's carry (none before the first partition);
-    ``saved``: (partition, carry) this run has just saved, used as it is when it is the previous partition's."""
+def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: int, sink=False) -> Windower:
+    """A ``Windower`` continuing from the previous partition's stored carry (none before the first partition),
+    handing its new carry to ``sink`` (False: not made)."""
     previous = previous_partition_key(key)
     carry = None
-    if saved is not None and saved[0] == previous and saved[1] is not None:
-        carry = saved[1]
-    elif previous is not None:
+    if previous is not None:
         if not has_carry(artifacts, previous):
             raise FileNotFoundError(
                 f"windows of partition {key} continue each entity's series from partition {previous}, whose window "
                 f"carry is missing: materialise stride_windows for {previous} first (or backfill the range from there)")
-        carry = load_carry(artifacts, previous)
+        carry = StoredCarry(artifacts, previous)
     return Windower(settings.window_size, settings.strides, carry, n_features=n_features, dtype=settings.dtype,
-                    max_gap=settings.max_gap)
+                    max_gap=settings.max_gap, sink=sink)
 
 
 def transformed_chunks(fitted, frames, key: str):
@@ -109,19 +106,22 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
     bad = np.zeros(len(names), dtype=np.int64)
     expected, produced = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0)
     timing = totals[FEATURES if FEATURES in selected else STRIDE_WINDOWS if STRIDE_WINDOWS in selected else "pca_stats"]
-    saved = None  # (partition, carry) saved last in this run
     with timed(timing):
         for key, _, _ in run_partitions(context):
             if FEATURES in selected:  # (features table, its feature matrix) per chunk
                 chunks = transformed_chunks(fitted, iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk), key)
             else:
                 chunks = ((batch, None) for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk))
-            windower = windower_for(artifacts, key, settings, len(names), saved) if windowing else None
             stats = {s: PCAStats(w * len(names)) for s in strides}
             counts = {f"windows_stride_{s}": 0 for s in strides}
             dropped, gap_dropped, gaps = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0), 0
             n_rows = 0
             with ExitStack() as files:
+                # the new carry streams to its file as entities end (only stride_windows stores it); entered
+                # first, so renamed last, after the partition's other files
+                sink = files.enter_context(CarryWriter(artifacts, key, w, len(names), settings.dtype)) \
+                    if STRIDE_WINDOWS in selected else False
+                windower = windower_for(artifacts, key, settings, len(names), sink) if windowing else None
                 features_file = files.enter_context(artifacts.frame_writer(FEATURES, key)) if FEATURES in selected else None
                 index_files = {s: files.enter_context(artifacts.frame_writer(STRIDE_WINDOWS, key, stride_folder(s),
                                                                             delta=INDEX_DELTA))
@@ -147,9 +147,9 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                                 stats[s] = stats[s].merge(window_stats(made, s))
                     n_rows += table.num_rows
                     table = matrix = chunk = made = None  # not held while the next chunk is read
+                if windower is not None:
+                    windower.finish()  # the rest of the carry: the last entity, and those this day did not have
             if STRIDE_WINDOWS in selected:
-                save_carry(artifacts, key, windower.carry)
-                saved = (key, windower.carry)  # the next partition continues from it without reading it back
                 row = {"partition": key, "rows": n_rows, **counts}
                 row.update({f"mixed_split_dropped_stride_{s}": n for s, n in dropped.items() if n})
                 if settings.max_gap is not None:  # gaps longer than max_gap, and the windows spanning them
@@ -290,10 +290,9 @@ def projected_windows(context: AssetExecutionContext, source: SourceResource, se
     names = list(load_preprocessor(artifacts).feature_names_)
     entity = spec.entity_column or "entity"
     rows, totals = [], {"backend": compute.name}
-    saved = None  # (partition, carry) of the partition just projected: the next one continues from it
     with timed(totals):
         for key, _, _ in run_partitions(context):
-            windower = windower_for(artifacts, key, settings, len(names), saved)
+            windower = windower_for(artifacts, key, settings, len(names))
             row, offset = {"partition": key}, 0
             with ExitStack() as files:
                 outputs = {s: files.enter_context(artifacts.frame_writer(PROJECTED, key, stride_folder(s))) for s in models}
@@ -313,6 +312,5 @@ def projected_windows(context: AssetExecutionContext, source: SourceResource, se
                                                        "split": pd.Series(dtype=object),
                                                        **{f"pc_{i + 1}": pd.Series(dtype=settings.dtype) for i in range(model.n_components_)}}))
             rows.append(row)
-            saved = (key, windower.carry)  # equals the carry stride_windows stored for this partition
     observe_partitions(context, PROJECTED, rows)
     return MaterializeResult(metadata=per_partition_metadata(rows, totals))

@@ -127,8 +127,8 @@ def test_a_damaged_artifact_read_by_the_graph_names_file_asset_partition_and_com
 
 def test_a_bad_carry_names_the_previous_partition_and_its_command_repairs_it(built):
     resources, base, clean = built
-    path = base / "stride_windows" / "carry" / f"{P0}.npz"
-    path.write_bytes(b"PK\x03\x04 not really a zip file")  # restored by the repair below
+    path = base / "stride_windows" / "carry" / f"{P0}.arrow"
+    path.write_bytes(b"ARROW1\x00\x00 not really an Arrow file")  # restored by the repair below
     text = failure_text(run(resources, ["stride_windows", "pca_stats"], P1))
     assert_names_the_culprit(text, path, "stride_windows", P0)
     # the repair the message names, as Dagster would run it, then the failed step again: the clean models

@@ -10,7 +10,7 @@ LZ4_RAW pages, BYTE_STREAM_SPLIT floats, ``timestamp[ns, UTC]``). What this show
   ``ArtifactStore.read_frame`` for ``features``).
 * ``pyarrow.dataset`` (``partitioning="hive"``: ``stride`` int32, ``date`` string) reads ``features`` and
   ``projected_windows`` as they are. ``stride_windows`` needs ``exclude_invalid_files=True`` (or DuckDB's
-  ``*.parquet`` glob): that folder also holds ``carry/<day>.npz`` and ``layout.json``, which a plain
+  ``*.parquet`` glob): that folder also holds ``carry/<day>.arrow`` and ``layout.json``, which a plain
   ``ds.dataset(<artifacts>/stride_windows)`` tries to open as Parquet.
 * The store's hidden files (``.writers.lock``, ``.writers/``, ``.locks/``, a writer's ``.part-0.parquet.*.tmp``)
   never appear in those reads, even while a run holds the locks and a file is half-written.
@@ -160,7 +160,7 @@ def test_pyarrow_dataset_reads_them_as_they_are(store, core):
     assert day.equals(pa.Table.from_pandas(store.read_frame("features", KEYS[2]), preserve_index=False)
                       .cast(day.schema))
 
-    # stride_windows/ also holds carry/<day>.npz and layout.json: pyarrow must be told to skip non-Parquet files
+    # stride_windows/ also holds carry/<day>.arrow and layout.json: pyarrow must be told to skip non-Parquet files
     index = ds.dataset(f"{store.base.path}/stride_windows", format="parquet", partitioning="hive",
                        exclude_invalid_files=True)
     assert all("/carry/" not in f and f.endswith(".parquet") for f in index.files)

@@ -13,7 +13,7 @@ import pytest
 
 from emberharmony_core.features.split_blocks import split_block_index, split_block_keys
 from emberharmony_core.ops import get_backend
-from emberharmony_core.windowing import ChunkRows, WindowCarry, Windower, parse_duration
+from emberharmony_core.windowing import ChunkRows, Windower, parse_duration
 
 HOUR = 3600 * 10**9
 NUMPY = get_backend("numpy")
@@ -81,7 +81,7 @@ def run_windower(frame, w, strides, max_gap, chunk=None, partition_hours=None):
                 counts[s]["gap"] += made.gap_dropped[s]
                 counts[s]["expected"] += made.expected[s]
                 assert made.candidates[s] - made.mixed_split_dropped[s] - made.gap_dropped[s] == len(made.starts[s])
-        carry = WindowCarry.from_arrays(windower.carry.to_arrays())  # as stored between partitions
+        carry = windower.finish()  # the partition's new carry, as the next partition reads it
     return found, counts, gaps
 
 
@@ -136,7 +136,7 @@ def test_a_gap_between_partitions_is_seen_through_the_carry():
     second = ChunkRows(np.ones((3, 1), np.float32), np.array(["a"] * 3, dtype=object), time[3:], np.zeros(3, np.int8))
     windower = Windower(3, [1], max_gap="1d")
     assert len(windower.add(first, NUMPY).starts[1]) == 1
-    later = Windower(3, [1], WindowCarry.from_arrays(windower.carry.to_arrays()), max_gap="1d").add(second, NUMPY)
+    later = Windower(3, [1], windower.finish(), max_gap="1d").add(second, NUMPY)
     assert later.gaps == 1 and later.gap_dropped[1] == 2 and list(later.end_row[1]) == [2]
 
 

@@ -109,10 +109,10 @@ def test_the_windower_finds_the_same_windows_from_arrow_keys_as_from_python_keys
     from emberharmony_core.windowing import SPLITS, ChunkRows, Windower, chunk_rows
 
     rng = np.random.default_rng(5)
-    entities = np.repeat([3, 1, 7, 2], [9, 2, 14, 6])  # grouped, not sorted; one entity shorter than a window
+    entities = np.repeat([1, 2, 3, 7], [2, 6, 9, 14])  # grouped, ascending; one entity shorter than a window
     n = len(entities)
     split = np.array(["train"] * n, dtype=object)
-    split[12:15] = "test"  # inside entity 7
+    split[18:21] = "test"  # inside entity 7
     table = pa.table({"e": pa.array(entities.astype(str) if key_type == "string" else entities),
                       "ts": pa.array(np.arange(n) * 3_600_000_000_000, pa.timestamp("ns", tz="UTC")),
                       "split": pa.array(split), "x": rng.standard_normal(n), "y": rng.standard_normal(n)})
@@ -135,8 +135,9 @@ def test_the_windower_finds_the_same_windows_from_arrow_keys_as_from_python_keys
         np.testing.assert_array_equal(a.rows, b.rows)
         assert [SPLITS[c] for c in from_arrow.split] == list(split[lo:hi])
         mixed += a.mixed_split_dropped[1]
-    assert arrow_side.carry.keys.tolist() == python_side.carry.keys.tolist()
-    np.testing.assert_array_equal(arrow_side.carry.rows, python_side.carry.rows)
+    arrow_carry, python_carry = arrow_side.finish(), python_side.finish()
+    assert arrow_carry.keys.to_pylist() == python_carry.keys.to_pylist() == sorted(set(table["e"].to_pylist()))
+    np.testing.assert_array_equal(arrow_carry.rows, python_carry.rows)
     # entity 7's series: train, test x 3, train x 10; of its stride-1 windows (ending on rows 2..13) those ending on
     # rows 2, 4 and 5 mix the two splits (the one ending on row 3 is all test)
     assert mixed == 3
