@@ -29,15 +29,17 @@ def spec(asset: str, name: str, description: str) -> AssetCheckSpec:
     return AssetCheckSpec(name=name, asset=asset, description=description, blocking=name in BLOCKING)
 
 
-def split_fractions_check(keys: np.ndarray, splits: np.ndarray, fractions, names=("train", "validation", "test"),
+def split_fractions_check(sample, fractions, names=("train", "validation", "test"),
                           asset_key: str | None = None) -> AssetCheckResult:
-    """Share of distinct split keys per split within 4 binomial standard deviations (+1 point) of the configured fraction."""
-    unique_keys, first = np.unique(keys.astype(str), return_index=True)
-    n = len(unique_keys)
+    """Share of distinct split keys per split within 4 binomial standard deviations (+1 point) of the configured
+    fraction; ``sample``: a ``SplitKeySample`` of the keys seen (every key up to its capacity, a uniform sample beyond)."""
+    n, key_splits = len(sample.splits), sample.splits
+    counted = {"distinct_keys": sample.distinct}
+    if sample.sampled:
+        counted.update({"sampled_keys": n, "note": f"shares from a uniform hash sample of {n:,} keys"})
     if n < MIN_KEYS_FOR_FRACTIONS:
         return AssetCheckResult(check_name=SPLIT_FRACTIONS, asset_key=asset_key, passed=True, metadata={
-            "distinct_keys": n, "note": f"fewer than {MIN_KEYS_FOR_FRACTIONS} distinct split keys; not tested"})
-    key_splits = splits[first]
+            **counted, "note": f"fewer than {MIN_KEYS_FOR_FRACTIONS} distinct split keys; not tested"})
     observed, problems = {}, []
     for name, fraction in zip(names, fractions):
         share = float(np.mean(key_splits == name))
@@ -47,7 +49,7 @@ def split_fractions_check(keys: np.ndarray, splits: np.ndarray, fractions, names
             problems.append(f"{name}: {share:.3f} vs configured {fraction} (tolerance {tolerance:.3f})")
     return AssetCheckResult(check_name=SPLIT_FRACTIONS, asset_key=asset_key, passed=not problems,
                             severity=AssetCheckSeverity.WARN,
-                            metadata={"distinct_keys": n, **{f"share_{k}": v for k, v in observed.items()},
+                            metadata={**counted, **{f"share_{k}": v for k, v in observed.items()},
                                       "problems": "; ".join(problems) or "none"})
 
 

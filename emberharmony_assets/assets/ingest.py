@@ -25,7 +25,7 @@ from emberharmony_core.features.cyclical import CYCLICAL_SUFFIXES
 from emberharmony_core.features.cyclical import cyclical_features as add_cyclical_features
 from emberharmony_core.features.preprocess import compute_partition_stats
 from emberharmony_core.features.row_checks import RowChecker
-from emberharmony_core.features.split import assign_split
+from emberharmony_core.features.split import SplitKeySample, assign_split
 from emberharmony_core.features.split_blocks import split_block_keys
 from emberharmony_core.layout import CYCLICAL, RAW, SPLIT, iter_asset_frames
 
@@ -106,8 +106,8 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                                                               else "partition date")},
               CYCLICAL: {"rows": 0, "backend": compute.name, "datetime_columns": ", ".join(spec.datetime_columns)},
               "preprocess_stats": {"train_rows": 0}}
-    # each distinct split key's split, over the run (for the split-fractions check): one entry per key, not per row
-    split_of_key: dict[str, str] = {}
+    # the splits of a bounded sample of the run's distinct split keys (for the split-fractions check)
+    split_sample = SplitKeySample()
     bad_cyclical = np.zeros(len(cyclical_names), dtype=np.int64)
     reader_context = source.open_reader(key_column, tuple(settings.split_fractions)) if from_source else nullcontext()
     with timed(totals[steps[0]]), reader_context as reader:
@@ -136,10 +136,7 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                             chunk["split"] = assign_split(keys, tuple(settings.split_fractions))
                         if SPLIT in writers:
                             writers[SPLIT].write(chunk[["split"]])
-                            firsts = pd.DataFrame({"key": keys.astype(str), "split": chunk["split"].to_numpy()}) \
-                                .drop_duplicates("key")
-                            for split_key, split in zip(firsts["key"].to_numpy(), firsts["split"].to_numpy()):
-                                split_of_key.setdefault(split_key, split)
+                            split_sample.add(keys, chunk["split"].to_numpy())
                             for split, count in chunk["split"].value_counts().items():
                                 split_counts[split] += int(count)
                     if CYCLICAL in steps:
@@ -187,9 +184,7 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
             totals[name].update({k: totals[steps[0]][k] for k in ("seconds", "peak_rss_mib")})
         results = []
         if name == SPLIT:
-            results.append(checks.split_fractions_check(np.array(list(split_of_key), dtype=object),
-                                                        np.array(list(split_of_key.values()), dtype=object),
-                                                        settings.split_fractions, asset_key=SPLIT))
+            results.append(checks.split_fractions_check(split_sample, settings.split_fractions, asset_key=SPLIT))
         if name == CYCLICAL:
             # NaT in a datetime column gives NaN features by design (imputed later): a warning, not an error
             results.append(checks.finite_features_check(bad_cyclical, totals[CYCLICAL]["rows"], cyclical_names,

@@ -281,7 +281,54 @@ def _format_datetimes(values: np.ndarray) -> list:
     return out
 
 
+SAMPLE_KEYS = 65_536
+_SAMPLE_SALT = "emberharmony-smp"  # pandas' hash_key (16 bytes): a hash unrelated to FARM_FINGERPRINT's buckets
+
+
+class SplitKeySample:
+    """The splits of a bounded, uniform sample of the distinct split keys seen: the ``capacity`` keys with the
+    smallest salted 64-bit hash (a bottom-k sample, independent of the split's own hash), so checking the
+    split fractions over a backfill holds ``capacity`` keys, not one entry per key of the table.
+
+    ``distinct`` is exact while at most ``capacity`` keys were seen, else estimated as (k - 1) / h_k, h_k the
+    k-th smallest hash as a fraction of 2**64 (relative standard error about 1 / sqrt(k): 0.4% at 65,536)."""
+
+    def __init__(self, capacity: int = SAMPLE_KEYS):
+        self.capacity = int(capacity)
+        self.hashes = np.empty(0, np.uint64)  # ascending
+        self.splits = np.empty(0, dtype=object)
+        self.sampled = False  # True once a key was left out: the shares and ``distinct`` are then estimates
+
+    def add(self, keys, splits) -> None:
+        """One chunk's split keys (n,) (compared as text) and each key's split (n,)."""
+        codes, distinct = pd.factorize(np.asarray(keys), use_na_sentinel=False)
+        first = np.empty(len(distinct), np.int64)
+        first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)  # each distinct key's first row
+        hashes = pd.util.hash_array(np.asarray(distinct).astype(str).astype(object), hash_key=_SAMPLE_SALT,
+                                    categorize=False)
+        splits = np.asarray(splits, dtype=object)[first]
+        if len(self.hashes) >= self.capacity:  # only a hash below the k-th smallest can enter
+            keep = hashes < self.hashes[-1]
+            self.sampled |= bool((hashes > self.hashes[-1]).any())
+            hashes, splits = hashes[keep], splits[keep]
+        if not len(hashes):
+            return
+        both = np.concatenate([self.hashes, hashes])
+        _, first = np.unique(both, return_index=True)  # ascending; a key already sampled keeps its split
+        self.sampled |= len(first) > self.capacity
+        first = first[: self.capacity]
+        self.hashes, self.splits = both[first], np.concatenate([self.splits, splits])[first]
+
+    @property
+    def distinct(self) -> int:
+        k = len(self.hashes)
+        if not self.sampled:
+            return k
+        return int(round((k - 1) / ((float(self.hashes[-1]) + 1.0) / 2.0**64)))
+
+
 __all__ = [
+    "SplitKeySample",
     "assign_split",
     "split_bucket",
     "validate_fractions",

@@ -265,3 +265,33 @@ def test_same_key_same_split_across_calls_and_processes():
     other_splits, other_buckets = json.loads(result.stdout)
     assert other_splits == here
     assert other_buckets == split_bucket(keys).tolist()
+
+
+def test_the_split_key_sample_is_exact_up_to_its_capacity_and_a_uniform_sample_beyond():
+    """The split-fractions check's memory: at most ``capacity`` keys, whatever a backfill sees; below it every
+    key (exact shares, exact count), above it a hash sample whose shares and count track the exact ones."""
+    from emberharmony_core.features.split import SplitKeySample
+
+    keys = np.array([f"user_{i}" for i in range(200_000)], dtype=object)
+    splits = assign_split(keys)
+    small = SplitKeySample(capacity=1_000)
+    for part in np.array_split(np.arange(800), 7):  # chunks with repeated keys, in any order
+        small.add(np.concatenate([keys[part], keys[part[::-1]]]), np.concatenate([splits[part], splits[part[::-1]]]))
+    assert not small.sampled and small.distinct == 800
+    assert sorted(zip(small.hashes.tolist(), small.splits.tolist())) == sorted(
+        zip(pd.util.hash_array(keys[:800], hash_key="emberharmony-smp").tolist(), splits[:800].tolist()))
+
+    sample = SplitKeySample(capacity=4_096)
+    for part in np.array_split(np.random.default_rng(0).permutation(len(keys)), 50):
+        sample.add(keys[part], splits[part])
+        assert len(sample.hashes) <= 4_096
+    assert sample.sampled and len(sample.splits) == 4_096
+    assert abs(sample.distinct - 200_000) / 200_000 < 0.05  # relative standard error 1/64
+    for name in ("train", "validation", "test"):
+        exact, sampled = np.mean(splits == name), np.mean(sample.splits == name)
+        assert abs(sampled - exact) < 4 * np.sqrt(exact * (1 - exact) / 4_096)
+    # the same sample whatever the chunking and order
+    again = SplitKeySample(capacity=4_096)
+    again.add(keys[::-1], splits[::-1])
+    np.testing.assert_array_equal(again.hashes, sample.hashes)
+    assert again.splits.tolist() == sample.splits.tolist()
