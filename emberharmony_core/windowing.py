@@ -285,9 +285,9 @@ class _CarryCursor:
                 self._head = None
                 yield head
                 continue
+            self._head = head.take(np.arange(k, len(head)))  # before handing out: a consumer may stop early
             if k:
                 yield head.take(np.arange(k))
-            self._head = head.take(np.arange(k, len(head)))
             return
 
 
