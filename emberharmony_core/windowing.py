@@ -473,8 +473,8 @@ class Windower:
         if bad is not None:
             raise ValueError(
                 f"rows are not grouped by entity in ascending key order: entity {_key_text(bad[0])} comes before "
-                f"{_key_text(bad[1])}; the source must return rows ordered by entity (binary order for strings, "
-                "numeric for numbers), then time")
+                f"{_key_text(bad[1])}; the source must return rows ordered by entity (strings in binary order, as DuckDB "
+                "and BigQuery sort them without a COLLATE; numbers numerically), then time")
         self._last_key = keys[-1]
 
     def _carried(self, keys: pa.Array, f: int, dtype) -> WindowCarry:
