@@ -42,6 +42,11 @@ def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: in
     carry = None
     if previous is not None:
         if not has_carry(artifacts, previous):
+            if artifacts.exists(STRIDE_WINDOWS, "carry", previous, suffix=".npz"):
+                raise FileNotFoundError(
+                    f"windows of partition {key} continue each entity's series from partition {previous}, whose window "
+                    f"carry is an .npz file of an earlier emberharmony (the carry is now streamed, as .arrow): "
+                    f"re-materialise stride_windows from the first partition (a range backfill)")
             raise FileNotFoundError(
                 f"windows of partition {key} continue each entity's series from partition {previous}, whose window "
                 f"carry is missing: materialise stride_windows for {previous} first (or backfill the range from there)")

@@ -145,6 +145,23 @@ def test_a_bad_carry_names_the_previous_partition_and_its_command_repairs_it(bui
             np.testing.assert_array_equal(arrays[name], again[name])
 
 
+def test_a_carry_from_before_the_streamed_format_asks_for_a_backfill_from_the_first_partition(built):
+    """A data folder of an earlier build holds carry/<day>.npz: the next day's windows say what to do."""
+    resources, base, _ = built
+    path = base / "stride_windows" / "carry" / f"{P0}.arrow"
+    original = path.read_bytes()
+    path.unlink()
+    old = path.with_suffix(".npz")
+    old.write_bytes(b"PK\x03\x04 an old carry")
+    try:
+        text = failure_text(run(resources, ["stride_windows"], P1))
+        assert f"partition {P0}, whose window carry is an .npz file of an earlier emberharmony" in text
+        assert "re-materialise stride_windows from the first partition" in text
+    finally:
+        old.unlink()
+        path.write_bytes(original)
+
+
 @pytest.mark.parametrize("how", ["missing", "empty", "truncated", "garbage"])
 @pytest.mark.parametrize("kind", ["parquet", "npz", "json"])
 def test_every_read_error_of_the_store_names_file_asset_partition_and_command(tmp_path, kind, how):
