@@ -83,24 +83,29 @@ _CARRY_BATCH_BYTES = 8 * 2**20  # a stored carry batch: a few MiB (a chunk's ent
 
 
 class StoredCarry:
-    """Partition ``key``'s stored window carry as a ``Windower`` source: ``batches()`` reads it a batch at a time."""
+    """Partition ``key``'s stored window carry as a ``Windower`` source: ``batches()`` reads it a batch at a time
+    (the file is opened once: every pass over it reads the same version, even if a run rewrites it meanwhile)."""
 
     def __init__(self, store: ArtifactStore, key: str):
         self.store, self.key = store, key
-        parts = (STRIDE_WINDOWS, CARRY, key)
-        meta = {k.decode(): v.decode() for k, v in (store.batch_schema(*parts).metadata or {}).items()}
+        self._parts = (STRIDE_WINDOWS, CARRY, key)
+        self._reader = store.open_record_batches(*self._parts)
+        meta = {k.decode(): v.decode() for k, v in (self._reader.schema.metadata or {}).items()}
         try:
             self.window_size, self.n_features = int(meta["window_size"]), int(meta["n_features"])
         except (KeyError, ValueError) as exc:
-            raise store._unreadable(store.path(*parts, suffix=".arrow"), parts, exc) from None
+            raise self._unreadable(exc) from None
+
+    def _unreadable(self, exc: BaseException):
+        return self.store._unreadable(self.store.path(*self._parts, suffix=".arrow"), self._parts, exc)
 
     def batches(self) -> Iterator[WindowCarry]:
-        parts = (STRIDE_WINDOWS, CARRY, self.key)
-        for batch in self.store.iter_record_batches(*parts):
+        for i in range(self._reader.num_record_batches):
+            batch = self.store.record_batch(self._reader, i, *self._parts)
             try:
                 yield WindowCarry.from_arrow(batch)
             except (KeyError, ValueError, TypeError, pa.ArrowException) as exc:
-                raise self.store._unreadable(self.store.path(*parts, suffix=".arrow"), parts, exc) from None
+                raise self._unreadable(exc) from None
 
     def load(self) -> WindowCarry:
         """The whole carry in memory (tests, small series)."""

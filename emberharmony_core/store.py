@@ -516,27 +516,24 @@ class ArtifactStore:
                     temporary.unlink()
                 raise
 
-    def iter_record_batches(self, *parts: str) -> Iterator[pa.RecordBatch]:
-        """The record batches of ``<parts>.arrow`` in order, one in memory at a time; ``schema_of`` gives the schema."""
-        target, reader = self._open_batches(parts)
-        try:
-            for i in range(reader.num_record_batches):
-                yield reader.get_batch(i)
-        except (OSError, EOFError, pa.ArrowException) as exc:
-            raise self._unreadable(target, parts, exc) from None
-
-    def batch_schema(self, *parts: str) -> pa.Schema:
-        return self._open_batches(parts)[1].schema
-
-    def _open_batches(self, parts) -> tuple[UPath, "pa.ipc.RecordBatchFileReader"]:
+    def open_record_batches(self, *parts: str) -> "pa.ipc.RecordBatchFileReader":
+        """The file ``<parts>.arrow`` opened once (its ``schema``, ``num_record_batches``; read each batch with
+        ``record_batch``): readers of one opened file see one version of it, whatever is renamed over it since."""
         target = self.path(*parts, suffix=".arrow")
         if not target.exists():
             raise self._missing(target, parts)
         try:
             source = pa.OSFile(target.path) if self.local else target.open("rb")  # read, not mapped: RSS stays a batch
-            return target, pa.ipc.open_file(source)
+            return pa.ipc.open_file(source)
         except Exception as exc:
             raise self._unreadable(target, parts, exc) from None
+
+    def record_batch(self, reader: "pa.ipc.RecordBatchFileReader", i: int, *parts: str) -> pa.RecordBatch:
+        """Batch ``i`` of ``reader`` (``open_record_batches(*parts)``); a damaged batch names the file."""
+        try:
+            return reader.get_batch(i)
+        except (OSError, EOFError, pa.ArrowException) as exc:
+            raise self._unreadable(self.path(*parts, suffix=".arrow"), parts, exc) from None
 
     # documents
     def write_json(self, document, *parts: str) -> UPath:

@@ -182,3 +182,18 @@ def test_a_damaged_carry_file_names_its_partition(tmp_path):
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(ArtifactReadError, match=r"stride_windows, partition 2026-01-01"):
         StoredCarry(store, "2026-01-01").load()
+
+
+def test_a_carry_rewritten_while_a_windower_reads_it_is_read_as_one_version(tmp_path, monkeypatch):
+    """Both passes over the previous carry (finding the chunk's entities, passing the others on) read the file
+    opened once: a run that rewrites that partition meanwhile does not mix two versions."""
+    monkeypatch.setattr(layout, "_CARRY_BATCH_BYTES", 1)
+    store = ArtifactStore(tmp_path / "artifacts")
+    old = WindowCarry(3, 1, "float64", keys=pa.array(["a", "b", "c"]), seen=[4, 4, 4])
+    layout.save_carry(store, "d1", old)
+    source = StoredCarry(store, "d1")
+    layout.save_carry(store, "d1", WindowCarry(3, 1, "float64", keys=pa.array(["a", "b", "c"]), seen=[9, 9, 9]))
+    windower = Windower(3, [1], source, n_features=1, dtype="float64")
+    windower.add(ChunkRows(np.ones((1, 1)), np.array(["b"], dtype=object), np.zeros(1, np.int64),
+                           np.zeros(1, np.int8)), NUMPY)
+    assert windower.finish().seen.tolist() == [4, 5, 4]
