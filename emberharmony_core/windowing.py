@@ -586,15 +586,34 @@ def gather_windows(backend, rows, starts: np.ndarray, window_size: int, block: i
         yield backend.reshape(picked, (len(index) // window_size, d))
 
 
-def window_stats(made: ChunkWindows, stride: int, split: int | None = TRAIN):
-    """``PCAStats`` of the stride's windows in ``made`` (only those of ``split``; None: all), d = w * F."""
+def window_stats_by_stride(made: ChunkWindows, strides: Sequence[int], split: int | None = TRAIN) -> dict:
+    """``{s: window_stats(made, s, split)}`` for every stride, each window gathered and multiplied once: a
+    stride-3 window is a stride-1 window too, so the windows are grouped by the set of strides they belong
+    to, each group's statistics computed once and merged into each of its strides (strides 1, 3, 5: the
+    products of 1 + 1/3 + 1/5 = 1.53 windows per row become those of 1)."""
     from .features.pca import PCAStats
 
-    starts = made.starts[stride] if split is None else made.starts[stride][made.split[stride] == split]
-    stats = PCAStats(made.width)
-    for block in gather_windows(made.backend, made.rows, starts, made.window_size):
-        stats.update(block)
-    return stats
+    strides = list(dict.fromkeys(int(s) for s in strides))
+    member = np.zeros(int(made.rows.shape[0]), np.int64)  # per layout position: bit i set when stride i's window starts there
+    for i, s in enumerate(strides):
+        starts = made.starts[s] if split is None else made.starts[s][made.split[s] == split]
+        member[starts] |= 1 << i
+    out = {s: PCAStats(made.width) for s in strides}
+    starts = np.flatnonzero(member)
+    groups = member[starts]
+    for group in np.unique(groups):
+        stats = PCAStats(made.width)
+        for block in gather_windows(made.backend, made.rows, starts[groups == group], made.window_size):
+            stats.update(block)
+        for i, s in enumerate(strides):
+            if group >> i & 1:
+                out[s] = out[s].merge(stats)
+    return out
+
+
+def window_stats(made: ChunkWindows, stride: int, split: int | None = TRAIN):
+    """``PCAStats`` of the stride's windows in ``made`` (only those of ``split``; None: all), d = w * F."""
+    return window_stats_by_stride(made, [stride], split)[int(stride)]
 
 
 def project_windows(made: ChunkWindows, stride: int, model):
@@ -666,4 +685,5 @@ def columns_table(matrix: np.ndarray, names: Sequence[str], first: "pa.Table | N
 
 
 __all__ = ["SPLITS", "TRAIN", "ChunkRows", "ChunkWindows", "WindowCarry", "Windower", "chunk_rows", "columns_table", "count_windows", "gather_windows",
-           "parse_duration", "project_windows", "series_starts", "split_codes", "window_index", "window_stats"]
+           "parse_duration", "project_windows", "series_starts", "split_codes", "window_index", "window_stats",
+           "window_stats_by_stride"]

@@ -22,7 +22,7 @@ from emberharmony_core.layout import (CYCLICAL, FEATURES, INDEX_DELTA, PCA_STATS
                                       WINDOWS_LAYOUT, CarryWriter, StoredCarry, has_carry, iter_asset_frames,
                                       load_pca_stats, pca_stats_keys, save_pca_stats, stride_folder)
 from emberharmony_core.windowing import Windower, chunk_rows, columns_table, project_windows, window_index, \
-    window_stats
+    window_stats_by_stride
 
 from .. import checks
 from ..partitions import daily_partitions, previous_partition
@@ -148,8 +148,9 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                             produced[s] += made.candidates[s]
                             if s in index_files:
                                 index_files[s].write(window_index(made, s, chunk, n_rows, entity or "entity"))
-                            if "pca_stats" in selected:
-                                stats[s] = stats[s].merge(window_stats(made, s))
+                        if "pca_stats" in selected:  # each train window gathered and multiplied once for all strides
+                            for s, part in window_stats_by_stride(made, strides).items():
+                                stats[s] = stats[s].merge(part)
                     n_rows += table.num_rows
                     table = matrix = chunk = made = None  # not held while the next chunk is read
                 if windower is not None:

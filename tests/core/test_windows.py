@@ -152,3 +152,34 @@ def test_an_unknown_split_name_from_arrow_is_named():
                       "split": ["train", "holdout"], "x": [1.0, 2.0]})
     with pytest.raises(ValueError, match=r"split column holds \['holdout'\]"):
         chunk_rows(table, ["x"], "e", "ts")
+
+
+@pytest.mark.parametrize("strides", [(1, 3, 5), (2, 3), (3,), (1, 1, 4)])
+def test_statistics_of_all_strides_at_once_equal_each_strides_own_windows_in_float64(strides):
+    """Windows shared by several strides are multiplied once: each stride's statistics still equal those of its
+    own train windows (gathered from the rows, NumPy float64), across entities, carried rows and split drops."""
+    from emberharmony_core.features.pca import PCAStats
+    from emberharmony_core.ops import get_backend
+    from emberharmony_core.windowing import ChunkRows, Windower, window_stats_by_stride
+
+    rng = np.random.default_rng(11)
+    backend = get_backend("numpy")
+    entity = np.repeat(np.array(["a", "b", "c", "d"], dtype=object), [40, 3, 57, 26])
+    n = len(entity)
+    split = np.zeros(n, np.int8)
+    split[50:60] = 2  # test rows inside entity c: windows across the change are dropped
+    rows = ChunkRows(rng.standard_normal((n, 3)), entity, np.arange(n, dtype=np.int64), split)
+    windower = Windower(4, strides, n_features=3, dtype="float64")
+    windower.add(ChunkRows(rows.features[:30], entity[:30], rows.time[:30], split[:30]), backend)  # a carry into the next
+    made = windower.add(ChunkRows(rows.features[30:], entity[30:], rows.time[30:], split[30:]), backend)
+    together = window_stats_by_stride(made, strides)
+    assert sorted(together) == sorted(set(strides))
+    for s in set(strides):
+        starts = made.starts[s][made.split[s] == 0]
+        windows = np.stack([made.rows[a:a + 4].reshape(-1) for a in starts])
+        own = PCAStats(12).update(windows)
+        assert together[s].n_samples == own.n_samples == len(starts) > 0
+        np.testing.assert_allclose(together[s].mean, windows.mean(axis=0), rtol=1e-12, atol=1e-12)
+        centred = windows - windows.mean(axis=0)
+        np.testing.assert_allclose(together[s].scatter, centred.T @ centred, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(together[s].scatter, own.scatter, rtol=1e-10, atol=1e-10)
