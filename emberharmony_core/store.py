@@ -356,12 +356,24 @@ class ArtifactStore:
 
     # raw bytes, atomically
     def _write_bytes(self, target: UPath, payload: bytes) -> UPath:
+        with self._atomic(target) as temporary:
+            temporary.write_bytes(payload)
+        return target
+
+    @contextmanager
+    def _atomic(self, target: UPath):
+        """A temporary path beside ``target``, written under the target's lock: renamed over ``target`` when the
+        block ends without an error, else removed."""
         with self._target_lock(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            temporary.write_bytes(payload)
-            self._replace(temporary, target)
-        return target
+            try:
+                yield temporary
+                self._replace(temporary, target)
+            except BaseException:
+                if temporary.exists():
+                    temporary.unlink()
+                raise
 
     @staticmethod
     def _replace(temporary: UPath, target: UPath) -> None:
@@ -406,19 +418,13 @@ class ArtifactStore:
         one only when the block ends without an error (temporary file, then rename), else it is removed.
         The file's lock is held for the whole block: another writer of the same file waits. ``delta``: integer
         or timestamp columns stored delta-encoded (row numbers, sorted times)."""
-        target = self.frame_path(asset, key, *sub)
-        with self._target_lock(target):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        with self._atomic(self.frame_path(asset, key, *sub)) as temporary:
             writer = FrameWriter(temporary, schema, delta)
             try:
                 yield writer
                 writer.close()
-                self._replace(temporary, target)
             except BaseException:
                 writer.abort()
-                if temporary.exists():
-                    temporary.unlink()
                 raise
 
     def write_frame(self, frame: pd.DataFrame, asset: str, key: str, *sub: str) -> UPath:
@@ -499,22 +505,10 @@ class ArtifactStore:
         ``writer.write_batch(batch)``; the file replaces the old one only when the block ends without an
         error (temporary file, then rename), else it is removed. For state kept in key order that is read
         back as a stream (the window carry): not Parquet, so ``*.parquet`` globs of an asset skip it."""
-        target = self.path(*parts, suffix=".arrow")
-        with self._target_lock(target):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-            options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=1))
-            handle = temporary.open("wb")
-            try:
-                with pa.ipc.new_file(handle, schema, options=options) as writer:
-                    yield writer
-                handle.close()
-                self._replace(temporary, target)
-            except BaseException:
-                handle.close()
-                if temporary.exists():
-                    temporary.unlink()
-                raise
+        options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=1))
+        with self._atomic(self.path(*parts, suffix=".arrow")) as temporary:
+            with temporary.open("wb") as handle, pa.ipc.new_file(handle, schema, options=options) as writer:
+                yield writer
 
     def open_record_batches(self, *parts: str) -> "pa.ipc.RecordBatchFileReader":
         """The file ``<parts>.arrow`` opened once (its ``schema``, ``num_record_batches``; read each batch with
