@@ -18,7 +18,7 @@ from dagster import AssetDep, AssetExecutionContext, AssetSpec, MaterializeResul
 
 from emberharmony_core.features.pca import PCAModel, PCAStats
 from emberharmony_core.features.preprocess.config import PreprocessError
-from emberharmony_core.layout import (CYCLICAL, FEATURES, INDEX_DELTA, PCA_STATS, PROJECTED, STRIDE_WINDOWS,
+from emberharmony_core.layout import (CARRY, CYCLICAL, FEATURES, INDEX_DELTA, PCA_STATS, PROJECTED, STRIDE_WINDOWS,
                                       WINDOWS_LAYOUT, CarryWriter, StoredCarry, has_carry, iter_asset_frames,
                                       load_pca_stats, pca_stats_keys, save_pca_stats, stride_folder)
 from emberharmony_core.windowing import Windower, chunk_rows, columns_table, project_windows, window_index, \
@@ -42,7 +42,7 @@ def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: in
     carry = None
     if previous is not None:
         if not has_carry(artifacts, previous):
-            if artifacts.exists(STRIDE_WINDOWS, "carry", previous, suffix=".npz"):
+            if artifacts.exists(STRIDE_WINDOWS, CARRY, previous, suffix=".npz"):
                 raise FileNotFoundError(
                     f"windows of partition {key} continue each entity's series from partition {previous}, whose window "
                     f"carry is an .npz file of an earlier emberharmony (the carry is now streamed, as .arrow): "
