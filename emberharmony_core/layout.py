@@ -169,7 +169,7 @@ def load_carry(store: ArtifactStore, key: str) -> WindowCarry:
 
 
 # per-partition PCA statistics: one Parquet file per partition, one row per stride; zstd takes the float64
-# scatter of a demo day from 161 KB to about 45 KB a stride (its entries are sums of float32 products)
+# scatter of a demo day from 161 KB to about 53 KB a stride (its entries are sums of float32 products)
 def save_pca_stats(store: ArtifactStore, key: str, stats: Mapping[int, object]) -> None:
     """Store partition ``key``'s ``PCAStats`` per stride (``{stride: stats}``), atomically, in one file."""
     rows = [(int(stride), one.to_arrays()) for stride, one in sorted(stats.items())]
