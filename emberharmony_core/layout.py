@@ -244,6 +244,16 @@ def load_stride_windows(store: ArtifactStore, key: str, stride: int, previous_ke
     width = layout["window_size"] * len(layout["feature_columns"])
     windows = backend.concat(blocks, axis=0) if blocks else backend.zeros((0, width), layout["dtype"])
     index = pd.concat(indexes, ignore_index=True) if indexes else pd.DataFrame(columns=["row", entity, "end_time", "split"])
+    # the windows are rebuilt, not stored: they must be the ones the stored index names (a missing or foreign
+    # carry of the day before would silently give other windows)
+    stored = store.read_table(STRIDE_WINDOWS, key, stride_folder(stride), columns=["row"]).column("row").to_numpy()
+    if len(stored) != len(index) or not np.array_equal(stored, index["row"].to_numpy(np.int64)):
+        why = ("no window carry is stored before it" if previous_key is None
+               else f"the carry of {previous_key} is not the one they were made from")
+        raise ArtifactReadError(
+            f"the stride-{stride} windows rebuilt for partition {key} ({len(index):,}) are not the ones its stored index "
+            f"names ({len(stored):,}): {why}; re-materialise stride_windows from the first partition on (a range "
+            f"backfill): {repair_command('stride_windows', key, store.base)}", asset=STRIDE_WINDOWS, partition=key)
     return windows, index
 
 

@@ -25,6 +25,7 @@ from emberharmony_assets.resources import DuckDBSourceResource, PipelineSettings
 from emberharmony_core.features.preprocess import PreprocessConfig, compute_partition_stats
 from emberharmony_core.features.preprocess.config import ColumnTypeDriftError, StructFieldsError
 from emberharmony_core.features.preprocess.stats import merge_partition_stats
+from emberharmony_core.layout import load_stride_windows
 from emberharmony_core.store import ArtifactMissingError, ArtifactReadError, ArtifactStore
 
 from .conftest import PARTITIONS, make_resources
@@ -159,6 +160,24 @@ def test_a_carry_from_before_the_streamed_format_asks_for_a_backfill_from_the_fi
         assert "re-materialise stride_windows from the first partition" in text
     finally:
         old.unlink()
+        path.write_bytes(original)
+
+
+def test_loading_a_days_windows_without_the_carry_they_were_made_from_fails_instead_of_returning_others(built):
+    """``load_stride_windows`` rebuilds the windows: with the day before's carry gone it would silently make
+    the first day's windows (fewer, other ones); it checks them against the stored index and says why."""
+    _, base, _ = built
+    store = ArtifactStore(base)
+    windows, index = load_stride_windows(store, P1, 3)
+    assert len(windows) == len(index) == len(store.read_frame("stride_windows", P1, "stride=3"))
+    path = base / "stride_windows" / "carry" / f"{P0}.arrow"
+    original = path.read_bytes()
+    path.unlink()
+    try:
+        with pytest.raises(ArtifactReadError, match=rf"stride-3 windows rebuilt for partition {P1} \(\d[\d,]*\) are not the "
+                                                    r"ones its stored index names .*no window carry is stored before it"):
+            load_stride_windows(store, P1, 3)
+    finally:
         path.write_bytes(original)
 
 
