@@ -206,6 +206,15 @@ class WindowCarry:
         out.keys, out.seen, out.rows, out.time, out.split = self._taken(index)
         return out
 
+    def slice(self, start: int, stop: int | None = None) -> "WindowCarry":
+        """Entities ``start:stop`` as views (no copy)."""
+        stop = len(self) if stop is None else stop
+        out = WindowCarry.__new__(WindowCarry)
+        out.window_size, out.n_features = self.window_size, self.n_features
+        out.keys = self.keys.slice(start, max(0, stop - start))
+        out.seen, out.rows, out.time, out.split = (a[start:stop] for a in (self.seen, self.rows, self.time, self.split))
+        return out
+
     def batches(self) -> Iterator["WindowCarry"]:
         """The carry as a source for ``Windower``: itself, one batch."""
         yield self
@@ -285,9 +294,9 @@ class _CarryCursor:
                 self._head = None
                 yield head
                 continue
-            self._head = head.take(np.arange(k, len(head)))  # before handing out: a consumer may stop early
+            self._head = head.slice(k)  # before handing out: a consumer may stop early
             if k:
-                yield head.take(np.arange(k))
+                yield head.slice(0, k)
             return
 
 
@@ -519,8 +528,8 @@ class Windower:
         final = []
         if self._open is not None and not self._open.keys[0].equals(state.keys[0]):
             final.append(self._open)
-        final.append(state.take(np.arange(len(state) - 1)))
-        self._open = state.take(np.array([len(state) - 1]))
+        final.append(state.slice(0, len(state) - 1))
+        self._open = state.take([len(state) - 1])  # a copy: the chunk's arrays are not kept for one entity
         self._emit(final, state.keys[-1])
 
     def _emit(self, final: list, bound) -> None:
@@ -545,10 +554,10 @@ class Windower:
             if final is not None:
                 rest = final.keys.slice(done)
                 upto = done + (pc.sum(pc.less_equal(rest, piece.keys[-1])).as_py() or 0)
-            self._put(_merged(final.take(np.arange(done, upto)), piece) if upto > done else piece)
+            self._put(_merged(final.slice(done, upto), piece) if upto > done else piece)
             done = upto
         if final is not None and done < len(final):
-            self._put(final.take(np.arange(done, len(final))))
+            self._put(final.slice(done))
 
     def _put(self, carry: WindowCarry) -> None:
         if not len(carry):
