@@ -224,6 +224,8 @@ class WindowCarry:
         parts = [p for p in parts if len(p)]
         if not parts:
             return WindowCarry(window_size, n_features, dtype)
+        if len(parts) == 1:
+            return parts[0]
         out = WindowCarry.__new__(WindowCarry)
         out.window_size, out.n_features = window_size, n_features
         out.keys = pa.concat_arrays([p.keys for p in parts])
