@@ -144,6 +144,9 @@ def prepare_environment(home: str, start: str, days: int, dagster_home: str, ver
     os.makedirs(dagster_home, exist_ok=True)
     for name, value in DAGSTER_RANGE_SETTINGS.items():
         os.environ.setdefault(name, value)
+    # Arrow's allocator from the process start (before pyarrow loads), not only from the settings resource's
+    # setup: what is allocated before that stays in mimalloc's heaps (emberharmony_core.store.use_arrow_memory_pool)
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     if not verbose:
         quiet_dagster_warnings()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

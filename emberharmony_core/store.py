@@ -76,6 +76,35 @@ def _struct_as_arrow(arrow_type: pa.DataType):
     return pd.ArrowDtype(arrow_type) if pa.types.is_struct(arrow_type) else None
 
 
+ARROW_MEMORY_POOLS = ("system", "mimalloc", "jemalloc")
+
+
+def check_arrow_memory_pool(name: str | None, setting: str = "arrow_memory_pool") -> None:
+    """A ValueError naming ``setting`` unless ``name`` is None or one of ``ARROW_MEMORY_POOLS``."""
+    if name is not None and name not in ARROW_MEMORY_POOLS:
+        raise ValueError(f"{setting} must be one of {', '.join(ARROW_MEMORY_POOLS)} (or unset), got {name!r}")
+
+
+def use_arrow_memory_pool(name: str | None, setting: str = "arrow_memory_pool") -> str:
+    """Make ``name`` (system | mimalloc | jemalloc) Arrow's default memory pool for this process; None: the
+    system allocator unless ``$ARROW_DEFAULT_MEMORY_POOL`` chose one. Returns the pool in use.
+
+    Why system: chunk buffers are large and short-lived; glibc returns them to the OS when freed (mmap),
+    while Arrow's bundled mimalloc keeps them. Measured on 2 cores, peak RSS of a whole run: 150,000-row
+    partition 524-544 -> 453-456 MiB, 3,000,000-row partition 648-651 -> 599-608 MiB, at the same speed."""
+    if name is None:
+        if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+            return pa.default_memory_pool().backend_name
+        name = "system"
+    check_arrow_memory_pool(name, setting)
+    try:
+        pool = getattr(pa, f"{name}_memory_pool")()
+    except NotImplementedError as exc:  # this pyarrow build lacks that allocator
+        raise ValueError(f"{setting} {name!r} is not available in this pyarrow build ({exc}); use 'system'") from None
+    pa.set_memory_pool(pool)
+    return pool.backend_name
+
+
 def frame_from_arrow(table: "pa.Table | pa.RecordBatch") -> pd.DataFrame:
     """``table.to_pandas()``, but STRUCT columns stay Arrow-backed (``pd.ArrowDtype``) instead of a Python
     dict per row: ~4x faster to convert, to write back and to flatten."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import re
 
+import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, materialize
 
@@ -91,11 +92,40 @@ def test_the_backend_resource_reaches_every_compute_asset(demo_database, tmp_pat
     (dict(strides=[1, 0]), r"every stride must be >= 1, got \[0\]"),
     (dict(split_fractions=[0.8, 0.1, 0.2]), "sum"),
     (dict(dtype="float16"), "dtype must be 'float32' or 'float64'"),
+    (dict(arrow_memory_pool="tcmalloc"), "arrow_memory_pool must be one of system, mimalloc, jemalloc .*'tcmalloc'"),
 ])
 def test_bad_settings_fail_before_any_work(demo_database, tmp_path, settings, message):
     resources = make_resources(demo_database, str(tmp_path / "artifacts"), **settings)
     assert_fails(resources, ["raw_chunk", "split_data"], message)
     assert artifact_files(tmp_path / "artifacts") == []
+
+
+@pytest.fixture
+def arrow_pool(monkeypatch):
+    """Arrow's default pool restored after the test (the setting changes it for the whole process)."""
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    before = pa.default_memory_pool()
+    yield
+    pa.set_memory_pool(before)
+
+
+@pytest.mark.parametrize("setting, expected", [(None, "system"), ("mimalloc", "mimalloc"), ("system", "system")])
+def test_the_arrow_memory_pool_setting_is_the_runs_allocator(demo_database, tmp_path, arrow_pool, setting, expected):
+    pa.set_memory_pool(pa.mimalloc_memory_pool() if expected == "system" else pa.system_memory_pool())  # the other one
+    resources = make_resources(demo_database, str(tmp_path / "artifacts"), arrow_memory_pool=setting)
+    result = materialize(all_assets, resources=resources, partition_key=PARTITIONS[0],
+                         instance=DagsterInstance.ephemeral(), selection=["raw_chunk"])
+    assert result.success
+    assert pa.default_memory_pool().backend_name == expected
+
+
+def test_an_arrow_pool_chosen_in_the_environment_is_kept_by_default(demo_database, tmp_path, arrow_pool, monkeypatch):
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")  # as if the process had started with it
+    pa.set_memory_pool(pa.mimalloc_memory_pool())
+    resources = make_resources(demo_database, str(tmp_path / "artifacts"))
+    assert materialize(all_assets, resources=resources, partition_key=PARTITIONS[0],
+                       instance=DagsterInstance.ephemeral(), selection=["raw_chunk"]).success
+    assert pa.default_memory_pool().backend_name == "mimalloc"
 
 
 def test_unknown_backend_fails_naming_the_available_ones(demo_database, tmp_path):
