@@ -90,8 +90,9 @@ def use_arrow_memory_pool(name: str | None, setting: str = "arrow_memory_pool") 
     system allocator unless ``$ARROW_DEFAULT_MEMORY_POOL`` chose one. Returns the pool in use.
 
     Why system: chunk buffers are large and short-lived; glibc returns them to the OS when freed (mmap),
-    while Arrow's bundled mimalloc keeps them. Measured on 2 cores, peak RSS of a whole run: 150,000-row
-    partition 524-544 -> 453-456 MiB, 3,000,000-row partition 648-651 -> 599-608 MiB, at the same speed."""
+    while Arrow's bundled mimalloc keeps them. Measured on 2 cores, peak RSS of a whole run set from the
+    process start: 150,000-row partition 524-544 -> 450-456 MiB, 3,000,000-row partition 648-651 -> 595-613
+    MiB, at the same speed; set later (at resource setup) about half of that (485-490 / 614-621 MiB)."""
     if name is None:
         if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
             return pa.default_memory_pool().backend_name
