@@ -106,10 +106,17 @@ def use_arrow_memory_pool(name: str | None, setting: str = "arrow_memory_pool") 
     return pool.backend_name
 
 
+# Arrow's thread pool pays off from about this many rows; below it (a small partition) handing the columns
+# to the pool costs more than it saves. Measured on 2 cores, 6 interleaved rounds over 40 demo files of 3,072
+# rows and 44 columns: read in 4.0-5.3 ms with threads, 2.8-4.4 ms without, converted to pandas in 1.2-1.8 /
+# 0.9-1.6 ms; a 307,200-row file (best of 3) reads in 73 ms with threads, 111 ms without.
+THREADED_ROWS = 50_000
+
+
 def frame_from_arrow(table: "pa.Table | pa.RecordBatch") -> pd.DataFrame:
     """``table.to_pandas()``, but STRUCT columns stay Arrow-backed (``pd.ArrowDtype``) instead of a Python
     dict per row: ~4x faster to convert, to write back and to flatten."""
-    return table.to_pandas(types_mapper=_struct_as_arrow)
+    return table.to_pandas(types_mapper=_struct_as_arrow, use_threads=table.num_rows >= THREADED_ROWS)
 
 
 class ArtifactReadError(RuntimeError):
@@ -483,7 +490,8 @@ class ArtifactStore:
         """The partition's rows as Arrow record batches of at most ``rows`` rows (only ``columns``)."""
         target, handle = self._open_parquet(asset, key, *sub)
         try:
-            yield from handle.iter_batches(batch_size=rows, columns=columns)
+            yield from handle.iter_batches(batch_size=rows, columns=columns,
+                                           use_threads=handle.metadata.num_rows >= THREADED_ROWS)
         except (OSError, EOFError, pa.ArrowException) as exc:
             raise self._unreadable(target, (asset, *sub, PARTITION_FOLDER.format(key)), exc) from None
 
