@@ -161,6 +161,10 @@ class PipelineSettings(ConfigurableResource):
                               "fails the partition naming them; 'keep_last' keeps the last in the source's order "
                               "(ties come in the engine's order); 'mean' averages the numeric features, every other "
                               "column must agree (emberharmony_core.features.row_checks)")
+    struct_fields: str = Field(default="error", description="a STRUCT column whose fields differ between partitions: "
+                               "'error' (default) fails the preprocessor naming both partitions; 'union' takes every "
+                               "field seen, null in the partitions that lack it (re-materialise preprocess_stats "
+                               "after changing it)")
     arrow_memory_pool: Optional[str] = Field(default=None, description="Arrow's allocator in the run's process: "
                                              "system | mimalloc | jemalloc; default system unless "
                                              "$ARROW_DEFAULT_MEMORY_POOL names one (system returns chunk buffers "
@@ -192,7 +196,13 @@ class PipelineSettings(ConfigurableResource):
         if not 0.0 < self.null_threshold <= 1.0:
             raise ValueError(f"null_threshold must be in (0, 1], got {self.null_threshold}")
         validate_fractions(tuple(self.split_fractions))
+        if self.split_fractions[0] <= 0:
+            raise ValueError(f"split_fractions {list(self.split_fractions)}: the train fraction is 0, but the "
+                             "preprocessor and the PCA models are fitted on train rows only; give train a share, "
+                             "e.g. [0.8, 0.1, 0.1]")
         check_on_duplicate(self.on_duplicate)
+        if self.struct_fields not in ("error", "union"):
+            raise ValueError(f"struct_fields must be 'error' or 'union', got {self.struct_fields!r}")
         check_arrow_memory_pool(self.arrow_memory_pool)
         parse_duration("max_gap", self.max_gap)  # a bad duration raises naming the setting and the value
         if self.split_block is not None:

@@ -73,6 +73,11 @@ def iter_asset_frames(store: ArtifactStore, asset: str, key: str, rows: int = 10
         pending = [batch.slice(n) for batch in pending]
 
 
+def asset_schema(store: ArtifactStore, asset: str, key: str) -> pa.Schema:
+    """The Arrow schema of the asset's rows for partition ``key`` (its row-aligned files' columns together)."""
+    return pa.unify_schemas([store.frame_schema(part, key) for part in FRAME_PARTS.get(asset, (asset,))])
+
+
 def read_asset_frame(store: ArtifactStore, asset: str, key: str) -> pd.DataFrame:
     """The whole partition of a row-wise asset as one frame (tests, small partitions)."""
     return pd.concat(list(iter_asset_frames(store, asset, key, rows=1 << 30)), ignore_index=True)
@@ -262,6 +267,6 @@ def carry_keys(store: ArtifactStore) -> list[str]:
 
 
 __all__ = ["RAW", "SPLIT", "CYCLICAL", "FEATURES", "STRIDE_WINDOWS", "PROJECTED", "FRAME_PARTS", "stride_folder",
-           "iter_asset_frames", "read_asset_frame", "StoredCarry", "CarryWriter", "save_carry", "has_carry", "load_carry",
+           "iter_asset_frames", "asset_schema", "read_asset_frame", "StoredCarry", "CarryWriter", "save_carry", "has_carry", "load_carry",
            "carry_keys",
            "load_stride_windows", "PCA_STATS", "INDEX_DELTA", "save_pca_stats", "load_pca_stats", "pca_stats_keys"]

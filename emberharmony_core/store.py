@@ -152,11 +152,16 @@ def _default_base() -> str:
     return os.path.join(os.environ.get("EMBERHARMONY_HOME", "data"), "artifacts")
 
 
-def repair_command(asset: str, partition: str | None = None, base=None) -> str:
-    """The command that re-materialises ``asset`` (for ``partition``) into the store at ``base``: the README's
-    ``dagster asset materialize``, with ``EMBERHARMONY_HOME=<folder>`` in front when the store is
-    ``<folder>/artifacts`` but not the default one, or the store's ``base_path`` as run config otherwise."""
-    command = REPAIR_COMMAND.format(asset=asset) + (f" --partition {partition}" if partition else "")
+def repair_command(asset: str, partition: str | None = None, base=None, last: str | None = None) -> str:
+    """The command that re-materialises ``asset`` (for ``partition``, or the range ``partition`` .. ``last`` in one
+    run) into the store at ``base``: the README's ``dagster asset materialize``, with ``EMBERHARMONY_HOME=<folder>``
+    in front when the store is ``<folder>/artifacts`` but not the default one, or the store's ``base_path`` as run
+    config otherwise."""
+    command = REPAIR_COMMAND.format(asset=asset)
+    if partition and last and last != partition:
+        command += f" --partition-range {partition}...{last}"
+    elif partition:
+        command += f" --partition {partition}"
     if base is None:
         return command
     base = UPath(base)
@@ -450,13 +455,13 @@ class ArtifactStore:
 
     @contextmanager
     def frame_writer(self, asset: str, key: str, *sub: str, schema: pa.Schema | None = None,
-                     delta: tuple[str, ...] = ()):
+                     delta: tuple[str, ...] = (), types: pa.Schema | None = None):
         """A ``FrameWriter`` appending row groups to ``asset``'s file for ``key``; the file replaces the old
         one only when the block ends without an error (temporary file, then rename), else it is removed.
         The file's lock is held for the whole block: another writer of the same file waits. ``delta``: integer
-        or timestamp columns stored delta-encoded (row numbers, sorted times)."""
+        or timestamp columns stored delta-encoded (row numbers, sorted times); ``types``: see ``FrameWriter``."""
         with self._atomic(self.frame_path(asset, key, *sub)) as temporary:
-            writer = FrameWriter(temporary, schema, delta)
+            writer = FrameWriter(temporary, schema, delta, types)
             try:
                 yield writer
                 writer.close()
@@ -484,6 +489,10 @@ class ArtifactStore:
 
     def frame_rows(self, asset: str, key: str, *sub: str) -> int:
         return self._open_parquet(asset, key, *sub)[1].metadata.num_rows
+
+    def frame_schema(self, asset: str, key: str, *sub: str) -> pa.Schema:
+        """The Arrow schema of the partition's file (from its footer)."""
+        return self._open_parquet(asset, key, *sub)[1].schema_arrow
 
     def iter_batches(self, asset: str, key: str, *sub: str, columns: list[str] | None = None,
                      rows: int = 100_000) -> Iterator[pa.RecordBatch]:
@@ -572,14 +581,16 @@ class ArtifactStore:
         payload = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return self._write_bytes(self.path(*parts, suffix=".json"), payload.encode())
 
-    def read_json(self, *parts: str, partition: str | None = None):
-        """The JSON document at ``parts``; ``partition``: the partition a read error's repair command names when
-        the file is not one partition's own (``stride_windows/layout.json``, rewritten by every partition's run)."""
+    def read_json(self, *parts: str, partition: str | None = None, parse=None):
+        """The JSON document at ``parts`` (``parse(document)`` when given: a document it refuses, such as valid JSON
+        in another format, is a read error too); ``partition``: the partition a read error's repair command names
+        when the file is not one partition's own (``stride_windows/layout.json``, rewritten by every partition's run)."""
         target = self.path(*parts, suffix=".json")
         if not target.exists():
             raise self._missing(target, parts, partition)
         try:
-            return json.loads(target.read_text())
+            document = json.loads(target.read_text())
+            return document if parse is None else parse(document)
         except Exception as exc:
             raise self._unreadable(target, parts, exc, partition) from None
 
@@ -606,6 +617,18 @@ def _write_executor() -> ThreadPoolExecutor:
     return _write_thread[1]
 
 
+def typed_columns(table: pa.Table, types: "pa.Schema | None") -> pa.Table:
+    """``table`` with its ``null``-typed columns (pandas' object columns of no value) cast to their type in
+    ``types``, for the columns it names."""
+    if types is None:
+        return table
+    for i, field in enumerate(table.schema):
+        if pa.types.is_null(field.type) and field.name in types.names:
+            typed = types.field(field.name).type
+            table = table.set_column(i, pa.field(field.name, typed), table.column(i).cast(typed))
+    return table
+
+
 class FrameWriter:
     """Appends frames (or Arrow tables) to one Parquet file as row groups; the schema is the first chunk's
     (or the one given), and later chunks are cast to it. Floats use byte-stream-split; pages are zstd level 1
@@ -613,15 +636,21 @@ class FrameWriter:
     list of Parquet codecs does not name it, and external tables over these files must work). List columns
     (statistics) are plain, ``delta`` columns (integers, timestamps) DELTA_BINARY_PACKED: a window index's
     row numbers take about a bit each instead of a dictionary entry. Row groups are encoded on a background
-    thread, one in flight per file; an error there is raised by the next call."""
+    thread, one in flight per file; an error there is raised by the next call.
 
-    def __init__(self, target: UPath, schema: pa.Schema | None = None, delta: tuple[str, ...] = ()):
+    ``types``: the Arrow types of columns pandas cannot type by their values (an object column of an empty
+    chunk, or one that is all NULL, converts to Arrow's ``null`` type): such a column is cast to its type
+    here, so an empty partition's file has the real schema and a later chunk's values fit it."""
+
+    def __init__(self, target: UPath, schema: pa.Schema | None = None, delta: tuple[str, ...] = (),
+                 types: "pa.Schema | None" = None):
         self.target, self.schema, self.rows, self._writer, self._handle = target, schema, 0, None, None
-        self.delta = tuple(delta)
+        self.delta, self.types = tuple(delta), types
         self._pending: Future | None = None
 
     def write(self, frame: "pd.DataFrame | pa.Table") -> None:
         table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+        table = typed_columns(table, self.types)
         if self.schema is None:
             self.schema = table.schema.remove_metadata()
         elif not table.schema.remove_metadata().equals(self.schema):

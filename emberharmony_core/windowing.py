@@ -89,6 +89,8 @@ def split_codes(values) -> np.ndarray:
 def _arrow_split_codes(column) -> np.ndarray:
     """``split_codes`` of an Arrow column of split names, computed in Arrow (no Python string per row)."""
     array = _as_array(column)
+    if pa.types.is_null(array.type):  # an empty partition's column, as an earlier build stored it
+        return split_codes(np.full(len(array), None, dtype=object))  # none: no codes; else raises naming None
     codes = pc.index_in(array, value_set=pa.array(SPLITS, type=array.type))
     if codes.null_count:
         return split_codes(array.to_numpy(zero_copy_only=False))  # raises, naming the unknown values
@@ -283,7 +285,7 @@ class _CarryCursor:
         """The next entities with key <= ``bound`` (all that are left when None), a batch at a time; iterate it
         to the end."""
         while True:
-            if self._head is None or not len(self._head):
+            while self._head is None or not len(self._head):  # an empty batch (an empty day's carry) is skipped
                 self._head = next(self._batches, None)
                 if self._head is None:
                     return

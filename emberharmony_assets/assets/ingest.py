@@ -19,6 +19,7 @@ from contextlib import ExitStack, nullcontext
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from dagster import AssetCheckSeverity, AssetExecutionContext, AssetSpec, MaterializeResult, multi_asset
 
 from emberharmony_core.features.cyclical import CYCLICAL_SUFFIXES
@@ -36,6 +37,8 @@ from .preprocessing import preprocess_config
 
 STEPS = [RAW, SPLIT, CYCLICAL, "preprocess_stats"]
 SPLITS = ("train", "validation", "test")
+EMPTY_DAY = "the source has no rows in this day: every entity's series goes on across it"
+SPLIT_SCHEMA = pa.schema([("split", pa.string())])
 READ_FIGURES = ("bytes_read", "bytes_processed", "bytes_billed", "pages", "chunks")
 
 
@@ -124,11 +127,14 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                                                          settings.rows_per_chunk)
             n_rows, split_counts, stats = 0, dict.fromkeys(SPLITS, 0), None
             with ExitStack() as files:
-                writers = {name: files.enter_context(artifacts.frame_writer(name, key))
+                # columns pandas cannot type (an empty day's, an all-NULL chunk's) get the source's types
+                types = {SPLIT: SPLIT_SCHEMA}
+                writers = {name: files.enter_context(artifacts.frame_writer(name, key, types=types.get(name)))
                            for name in (RAW, SPLIT, CYCLICAL) if name in selected}
                 for chunk in chunks:
                     n_rows += len(chunk)
                     if RAW in writers:
+                        writers[RAW].types = stream.arrow_schema  # known once the query ran
                         writers[RAW].write(chunk[spec.columns])
                     if SPLIT in steps:
                         keys = split_keys(chunk, key_column, key, spec.timestamp_column, settings.split_block)
@@ -158,7 +164,8 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                 totals["preprocess_stats"]["train_rows"] += int(stats.n_train_rows)
             if RAW in selected:
                 figures = {k: v for k, v in stream.metadata.items() if k in READ_FIGURES and v is not None}
-                rows[RAW].append({"partition": key, "rows": n_rows, **row_checker.metadata(), **figures})
+                rows[RAW].append({"partition": key, "rows": n_rows, **row_checker.metadata(), **figures,
+                                  **({"empty_day": EMPTY_DAY} if not n_rows else {})})
                 for name, value in figures.items():
                     totals[RAW][name] = totals[RAW].get(name, 0) + value
                 for name, value in row_checker.metadata().items():

@@ -11,6 +11,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from emberharmony_core.features.preprocess import FittedPreprocessor, PreprocessConfig, PreprocessStats, fit_preprocessor
 from emberharmony_core.features.preprocess.stats import merge_partition_stats
+from emberharmony_core.layout import RAW
 from emberharmony_core.sources.base import TableSpec
 
 from ..partitions import daily_partitions
@@ -35,6 +36,7 @@ def preprocess_config(spec: TableSpec, settings: PipelineSettings) -> Preprocess
         null_threshold=settings.null_threshold,
         max_categories=settings.max_categories,
         dtype=settings.dtype,
+        struct_fields=settings.struct_fields,
     )
 
 
@@ -49,8 +51,10 @@ def preprocessor(context: AssetExecutionContext, source: SourceResource, setting
     metadata = {"partitions": len(names)}
     with timed(metadata):
         # one partition's statistics in memory at a time, merged in partition order; drift names both partitions
-        merged = merge_partition_stats((name, PreprocessStats.from_dict(artifacts.read_json("preprocess_stats", name)))
+        merged = merge_partition_stats((name, artifacts.read_json("preprocess_stats", name, parse=PreprocessStats.from_dict))
                                        for name in names)
+        if not merged.n_train_rows:
+            raise ValueError(no_train_rows(artifacts, names, source.spec(), settings))
         fitted = fit_preprocessor(merged, config)
         artifacts.write_json(fitted.to_dict(), "preprocessor", "preprocessor")
     summary = fitted.summary()
@@ -67,5 +71,18 @@ def preprocessor(context: AssetExecutionContext, source: SourceResource, setting
     return MaterializeResult(metadata=metadata)
 
 
+def no_train_rows(artifacts, names: list[str], spec: TableSpec, settings: PipelineSettings) -> str:
+    """Why there is nothing to fit: no row at all in the partitions, or none in the train split."""
+    rows = sum(artifacts.frame_rows(RAW, name) for name in names if artifacts.has_frame(RAW, name))
+    where = f"the {len(names)} materialised partition(s) {names[0]} .. {names[-1]}"
+    if not rows:
+        return (f"preprocessor: the source returned no rows in {where}, so there is nothing to fit: check the table "
+                f"{spec.table!r}, its timestamp column {spec.timestamp_column!r} and the partition range (the days "
+                f"that hold data)")
+    return (f"preprocessor: none of the {rows:,} rows in {where} falls in the train split (split_fractions "
+            f"{list(settings.split_fractions)}, split key {settings.split_key or spec.entity_column or 'the partition date'}"
+            f"), so there is nothing to fit: materialise more partitions, or use another split key")
+
+
 def load_preprocessor(artifacts) -> FittedPreprocessor:
-    return FittedPreprocessor.from_dict(artifacts.read_json("preprocessor", "preprocessor"))
+    return artifacts.read_json("preprocessor", "preprocessor", parse=FittedPreprocessor.from_dict)

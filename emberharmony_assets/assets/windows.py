@@ -13,14 +13,15 @@ and projects every window.
 from contextlib import ExitStack
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from dagster import AssetDep, AssetExecutionContext, AssetSpec, MaterializeResult, asset, multi_asset
 
 from emberharmony_core.features.pca import PCAModel, PCAStats
 from emberharmony_core.features.preprocess.config import PreprocessError
-from emberharmony_core.layout import (CARRY, CYCLICAL, FEATURES, INDEX_DELTA, PCA_STATS, PROJECTED, STRIDE_WINDOWS,
+from emberharmony_core.layout import (CARRY, asset_schema, CYCLICAL, FEATURES, INDEX_DELTA, PCA_STATS, PROJECTED, STRIDE_WINDOWS,
                                       WINDOWS_LAYOUT, CarryWriter, StoredCarry, has_carry, iter_asset_frames,
                                       load_pca_stats, pca_stats_keys, save_pca_stats, stride_folder)
+from emberharmony_core.store import repair_command, typed_columns
 from emberharmony_core.windowing import Windower, chunk_rows, columns_table, project_windows, window_index, \
     window_stats_by_stride
 
@@ -30,9 +31,10 @@ from ..plots import scree_plot_metadata
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
 from ._common import PARTITIONED, markdown_table, observe_partitions, per_partition_metadata, previous_partition_key, \
     run_partitions, selected_names, timed
+from .ingest import EMPTY_DAY
 from .preprocessing import load_preprocessor
 
-WINDOW_STEPS = [FEATURES, STRIDE_WINDOWS, "pca_stats"]
+WINDOW_STEPS = [FEATURES, STRIDE_WINDOWS, PCA_STATS]
 
 
 def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: int, sink=False) -> Windower:
@@ -55,14 +57,43 @@ def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: in
                     max_gap=settings.max_gap, sink=sink)
 
 
-def transformed_chunks(fitted, frames, key: str):
+def check_feature_columns(artifacts, key: str, fitted, made_now: bool) -> None:
+    """The feature columns of partition ``key``'s stored features (when this run does not make them) and of the
+    partition before it (whose rows its windows continue) must be the fitted preprocessor's: after a refit
+    (e.g. a category first seen in a later day) every day's features and windows are redone, from the first
+    partition on; a mismatch fails naming the day, the columns and the command that does it."""
+    names = list(fitted.feature_names_)
+    previous = previous_partition_key(key)
+    for day in ([] if made_now else [key]) + ([previous] if previous is not None else []):
+        if not artifacts.has_frame(FEATURES, day):
+            continue
+        stored = [c for c in artifacts.frame_schema(FEATURES, day).names if c not in fitted.passthrough_columns_]
+        if stored == names:
+            continue
+        added, gone = [c for c in names if c not in stored], [c for c in stored if c not in names]
+        first = daily_partitions.get_first_partition_key()
+        last = max([key, *artifacts.frame_keys(FEATURES)])
+        change = " and ".join([*([f"adds {added}"] if added else []), *([f"no longer makes {gone}"] if gone else [])])
+        whose = "" if day == key else f" (whose rows the windows of partition {key} continue)"
+        raise PreprocessError(
+            f"the features of partition {day}{whose} were made with another preprocessor: the fitted one "
+            f"{change or 'orders the feature columns differently'} (it was refitted since, e.g. on a category first "
+            f"seen in a later day). Every partition's features and windows must come from one preprocessor: "
+            f"re-materialise features, stride_windows and pca_stats for every partition from {first} to {last} in "
+            f"one run, then pca_models and projected_windows. The first: "
+            f"{repair_command(','.join(WINDOW_STEPS), first, artifacts.base, last)}")
+
+
+def transformed_chunks(fitted, frames, key: str, types=None):
     """(features table, its (n, F) matrix) per frame; a value that cannot become a finite feature fails the
-    partition, naming it (nothing of the partition is kept: its files are still temporary)."""
+    partition, naming it (nothing of the partition is kept: its files are still temporary). ``types``: the
+    input's Arrow schema, for the carried columns pandas cannot type (an empty day's)."""
     for frame in frames:
         try:
-            yield fitted.transform_arrow(frame)
+            table, matrix = fitted.transform_arrow(frame)
         except PreprocessError as exc:
             raise PreprocessError(f"features, partition {key}: {exc}") from None
+        yield typed_columns(table, types), matrix
 
 
 @multi_asset(
@@ -114,9 +145,12 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
     with timed(timing):
         for key, _, _ in run_partitions(context):
             if FEATURES in selected:  # (features table, its feature matrix) per chunk
-                chunks = transformed_chunks(fitted, iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk), key)
+                chunks = transformed_chunks(fitted, iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk),
+                                            key, asset_schema(artifacts, CYCLICAL, key))
             else:
                 chunks = ((batch, None) for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk))
+            if windowing or FEATURES not in selected:
+                check_feature_columns(artifacts, key, fitted, made_now=FEATURES in selected)
             stats = {s: PCAStats(w * len(names)) for s in strides}
             counts = {f"windows_stride_{s}": 0 for s in strides}
             dropped, gap_dropped, gaps = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0), 0
@@ -156,7 +190,7 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                 if windower is not None:
                     windower.finish()  # the rest of the carry: the last entity, and those this day did not have
             if STRIDE_WINDOWS in selected:
-                row = {"partition": key, "rows": n_rows, **counts}
+                row = {"partition": key, "rows": n_rows, **counts, **({"empty_day": EMPTY_DAY} if not n_rows else {})}
                 row.update({f"mixed_split_dropped_stride_{s}": n for s, n in dropped.items() if n})
                 if settings.max_gap is not None:  # gaps longer than max_gap, and the windows spanning them
                     row.update({"gaps": gaps, **{f"gap_dropped_stride_{s}": n for s, n in gap_dropped.items()}})
@@ -312,11 +346,13 @@ def projected_windows(context: AssetExecutionContext, source: SourceResource, se
                         row[f"windows_stride_{s}"] = row.get(f"windows_stride_{s}", 0) + index.num_rows
                     offset += batch.num_rows
                     batch = chunk = made = projected = index = None  # not held while the next chunk is read
-                for s, model in models.items():  # an empty partition still gets its (empty) files
+                for s, model in models.items():  # an empty partition still gets its (empty) files, typed
                     if outputs[s].schema is None:
-                        outputs[s].write(pd.DataFrame({entity: pd.Series(dtype=object), "end_time": pd.Series(dtype="datetime64[ns, UTC]"),
-                                                       "split": pd.Series(dtype=object),
-                                                       **{f"pc_{i + 1}": pd.Series(dtype=settings.dtype) for i in range(model.n_components_)}}))
+                        keys = artifacts.frame_schema(FEATURES, key).field(entity).type if spec.entity_column else pa.null()
+                        outputs[s].write(pa.schema(
+                            [(entity, keys), ("end_time", pa.timestamp("ns", tz="UTC")), ("split", pa.string()),
+                             *((f"pc_{i + 1}", pa.from_numpy_dtype(np.dtype(settings.dtype)))
+                               for i in range(model.n_components_))]).empty_table())
             rows.append(row)
     observe_partitions(context, PROJECTED, rows)
     return MaterializeResult(metadata=per_partition_metadata(rows, totals))

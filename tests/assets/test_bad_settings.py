@@ -118,3 +118,15 @@ def test_no_connection_is_left_open_after_a_failure(private_database):
     assert failed_check.value is not None and failed_body.value is not None
     with duckdb.connect(private_database) as connection:
         assert connection.execute("SELECT count(*) FROM sensor_readings").fetchone()[0] > 0
+
+
+@pytest.mark.parametrize("setting, culprit", [
+    (dict(split_fractions=[0, 0.5, 0.5]), "split_fractions [0.0, 0.5, 0.5]: the train fraction is 0"),
+    (dict(struct_fields="merge"), "struct_fields must be 'error' or 'union', got 'merge'"),
+])
+def test_settings_that_leave_nothing_to_fit_fail_before_any_work(private_database, tmp_path, setting, culprit):
+    """A split with no train share used to be accepted: every column was then dropped as null in 0 train rows and
+    the windows pass crashed in Arrow, never saying 'train'."""
+    message = run_fails(make_resources(private_database, str(tmp_path / "artifacts"), **setting))
+    assert culprit in message, message
+    assert artifact_files(tmp_path / "artifacts") == []

@@ -76,6 +76,8 @@ def damaged(path: Path, how: str):
         path.write_bytes(original[: len(original) // 2])
     elif how == "garbage":
         path.write_bytes(b"{this is not what was written" * 3)
+    elif how == "wrong format":  # valid JSON, but not what the asset writes
+        path.write_text('{"format": "something else", "columns": []}')
     elif how == "missing":
         path.unlink()
     try:
@@ -103,6 +105,9 @@ CASES = {
     "garbage json": ("preprocess_stats/{P1}.json", "garbage", (["preprocessor"], None), "preprocess_stats", P1),
     "truncated statistics": ("pca_stats/date={P0}/part-0.parquet", "truncated", (["pca_models"], None), "pca_stats", P0),
     "garbage json, not partitioned": ("preprocessor/preprocessor.json", "garbage", (["features"], P1), "preprocessor", None),
+    "json in another format": ("preprocessor/preprocessor.json", "wrong format", (["features"], P1), "preprocessor", None),
+    "statistics json in another format": ("preprocess_stats/{P0}.json", "wrong format", (["preprocessor"], None),
+                                          "preprocess_stats", P0),
 }
 
 
@@ -269,7 +274,7 @@ def test_drift_between_two_partitions_of_a_duckdb_table_names_both_partitions_an
 
 def assert_remedies_exist(text: str):
     """Every pipeline setting the message recommends is a PipelineSettings field (no numeric_columns)."""
-    recommended = set(re.findall(r"\b([a-z_]+_columns)=", text))
+    recommended = set(re.findall(r"\b([a-z_]+_(?:columns|fields))=", text))
     assert recommended and recommended <= set(PipelineSettings.model_fields), recommended
     assert "numeric_columns" not in text
 
@@ -290,3 +295,36 @@ def test_a_column_changing_type_between_partitions_fails_the_preprocessor_naming
     assert_remedies_exist(text)
     assert digests(tmp_path / "artifacts") == before  # no preprocessor was written
     assert f"in partition {P0} but categorical (object of str) in partition {P1}" in text
+
+
+def test_a_struct_field_new_in_a_later_partition_names_the_setting_that_takes_it(tmp_path):
+    """The remedy the message gives is a setting of the resources: struct_fields='union' makes the graph run, the
+    field null in the partition that lacks it."""
+    database = tmp_path / "fields.duckdb"
+    resources = {**make_resources(str(database), str(tmp_path / "artifacts")),
+                 "source": DuckDBSourceResource(database=str(database), **SOURCE),
+                 "settings": PipelineSettings(window_size=2, strides=[1], n_components=2)}
+    ingest = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
+    write_day(database, P0, "DOUBLE", "rack INTEGER", replace=True)
+    assert run(resources, ingest, P0).success
+    hours = pd.date_range(P1, periods=24, freq="h", tz="UTC")
+    frame = pd.DataFrame([(f"s{e:02d}", t, float(e + i)) for e in range(24) for i, t in enumerate(hours)],
+                         columns=["sensor_id", "ts", "x"])
+    with duckdb.connect(str(database)) as connection:  # from P1 on, meta has a second field
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.execute("DROP TABLE readings")
+        connection.execute("CREATE TABLE readings (sensor_id VARCHAR, ts TIMESTAMPTZ, x DOUBLE, code DOUBLE, "
+                           "meta STRUCT(rack INTEGER, slot INTEGER))")
+        connection.execute("INSERT INTO readings SELECT sensor_id, ts, x, x * 1.5, struct_pack(rack := CAST(x AS "
+                           "INTEGER), slot := CAST(x AS INTEGER) % 3) FROM frame")
+    assert run(resources, ingest, P1).success
+    text = failure_text(run(resources, ["preprocessor"]))
+    assert "struct column 'meta' has different fields" in text and "struct_fields='union'" in text
+    assert "PreprocessConfig" not in text
+    assert_remedies_exist(text)
+
+    union = {**resources, "settings": PipelineSettings(window_size=2, strides=[1], n_components=2, struct_fields="union")}
+    assert run(union, ["preprocess_stats"], first=P0, last=P1).success  # as the message says (from the stored rows)
+    assert run(union, ["preprocessor", "features", "stride_windows", "pca_stats", "pca_models"], first=P0, last=P1).success
+    features = ArtifactStore(tmp_path / "artifacts").read_frame("features", P0)
+    assert {"meta_rack", "meta_slot"} <= set(features.columns)  # slot: null in P0, imputed with P1's median

@@ -5,6 +5,8 @@ instead of mixing widths (real DuckDB file, real Dagster)."""
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import numpy as np
 import pytest
@@ -68,4 +70,18 @@ def test_a_category_new_after_the_fit_is_encoded_by_the_fitted_vocabulary(databa
     with pytest.raises(Exception) as failed:
         run(resources, WINDOWS, PARTITIONS[2], PARTITIONS[2])
     message = failure_text(failed.value)
-    assert "feature columns changed" in message and "re-materialise stride_windows from the first partition" in message
+    assert f"features of partition {PARTITIONS[1]}" in message and "status_brand-new" in message  # the day, the column
+    # the message's command repairs it: its selection over its range in one run, then the models and projections
+    command = re.search(r"dagster asset materialize -m emberharmony_assets.definitions --select (\S+) "
+                        r"--partition-range (\S+)\.\.\.(\S+)", message)
+    assert command, message
+    selection, first, last = command.group(1).split(","), command.group(2), command.group(3)
+    assert (first, last) == (PARTITIONS[0], PARTITIONS[3])
+    assert run(resources, selection, first, last).success
+    assert run(resources, ["pca_models", "projected_windows"], first, last).success
+    width = len(store.read_json("stride_windows", "layout")["feature_columns"])
+    assert width == len(features) + 1  # one more one-hot column: status_brand-new
+    for day in PARTITIONS[:4]:
+        assert "status_brand-new" in store.read_frame("features", day).columns
+        for stride in (1, 3, 5):
+            assert len(store.read_frame("projected_windows", day, f"stride={stride}"))

@@ -277,8 +277,8 @@ def _merge_dtype(a: ColumnStats, b: ColumnStats) -> str | None:
 def _struct_remedy(column: str) -> str:
     return (f"give {column!r} the same fields in every partition upstream (a STRUCT type, or null for a missing "
             f"field; then re-materialise the partitions that differed from raw_chunk on), or set "
-            f"drop_columns=[{column!r}] in the pipeline settings and re-materialise preprocess_stats for every "
-            f"partition (calling the core directly, PreprocessConfig(struct_fields='union') treats missing fields as null)")
+            f"drop_columns=[{column!r}], or struct_fields='union' (a field missing from a partition is then null "
+            f"there), in the pipeline settings and re-materialise preprocess_stats for every partition")
 
 
 def type_name(series: pd.Series) -> str:
@@ -298,7 +298,7 @@ def merge_partition_stats(named_stats: Iterable[tuple[str, PreprocessStats]]) ->
     reworded to name the column, BOTH partitions (the first one that showed the other kind / fields, and the
     one being merged), both types or field sets, and remedies that exist as pipeline settings.
 
-        merged = merge_partition_stats((k, PreprocessStats.from_dict(store.read_json("preprocess_stats", k)))
+        merged = merge_partition_stats((k, store.read_json("preprocess_stats", k, parse=PreprocessStats.from_dict))
                                        for k in keys)
     """
     merged: PreprocessStats | None = None
