@@ -14,7 +14,8 @@
 
 Statistics are (count, mean, scatter about the mean), held as NumPy float64. Each batch's
 mean and centred scatter ``(X - mean).T @ (X - mean)`` are computed on the batch's own backend
-in the batch's dtype (float32 data takes the fast path: centred per batch, float32 product;
+(float32 data is read as float32 and centred block by block into float64, so its products and
+sums are float64: the statistics are those of the float32 values, with no float32 rounding added;
 float64 data stays float64), then only the small (d,) and (d, d) results come to NumPy float64
 and are merged with Chan, Golub & LeVeque's pairwise update:
 
@@ -158,7 +159,9 @@ def _shift(backend, x, ones, where: str):
 
 
 def _check_result(backend, x, scatter: np.ndarray, where: str) -> None:
-    if not np.isfinite(scatter).all():
+    """The (float64) scatter must be finite and, for float32 input, within float32's range (what float32 work on
+    such data, e.g. its projections, can hold), else an error naming any non-finite values."""
+    if not np.isfinite(scatter).all() or np.abs(scatter).max(initial=0.0) > np.finfo(backend.dtype_name(x)).max:
         _check_finite(backend, x, where)
         raise ValueError(f"{where}: the scatter matrix overflows {backend.dtype_name(x)}; scale the data or pass float64")
 
@@ -231,11 +234,14 @@ class PCAStats:
     def update(self, X) -> "PCAStats":
         """Add an (n, d) batch (NumPy or any backend array). Returns self. An empty batch is a no-op.
 
-        Computed on the batch's backend in its dtype: float32 stays float32 (centred per batch),
-        float64 stays float64; integer input is promoted to float64. The column sums come from one
-        matrix-vector product (non-finite input shows there, so the batch is scanned only to name
-        the bad values); the scatter about those means is accumulated over blocks of a few MiB, so
-        each centred block is made and multiplied in cache and no centred (n, d) copy is kept.
+        Computed on the batch's backend; integer input is promoted to float64. The column sums come
+        from one matrix-vector product in the input dtype (non-finite input shows there, so the batch
+        is scanned only to name the bad values); the scatter about those means is accumulated over
+        blocks of a few MiB, so each centred block is made and multiplied in cache and no centred
+        (n, d) copy is kept. float32 blocks are centred into float64, and their products and column
+        sums are float64: a float32 product summed over thousands of rows rounds away the variance of
+        the small components (float64 products take about twice the time). float64 stays float64.
+        A float32 batch's scatter must fit float32's range.
         """
         backend, x = _as_batch(X)
         n, d = int(x.shape[0]), int(x.shape[1])
@@ -243,14 +249,20 @@ class PCAStats:
         if n == 0:
             return self
         dtype = backend.dtype_name(x)
-        ones = _ones(backend, n, dtype)
-        total, shift, shift64 = _shift(backend, x, ones, "PCAStats.update")
-        block = _block_rows(d, dtype)
-        gram = _Sum64(backend)
+        total, shift, shift64 = _shift(backend, x, _ones(backend, n, dtype), "PCAStats.update")
+        widen = dtype != "float64"  # float32: centre on a float64 shift, products and sums in float64
+        block = _block_rows(d, "float64")
+        if widen:
+            shift, ones = backend.asarray(shift64, "float64"), _ones(backend, block, "float64")
+        gram, sums = _Sum64(backend), _Sum64(backend)  # sums: float32 only, the centred blocks' column sums
         for b0 in range(0, n, block):
-            centred = backend.subtract(x[b0 : b0 + block], shift)
+            centred = backend.subtract(x[b0 : b0 + block], shift)  # a float64 shift promotes float32 rows to float64
             gram.add(backend.matmul(backend.transpose(centred), centred))
-        mean = total / n
+            if widen:
+                sums.add(backend.matmul(ones[:, : int(centred.shape[0])], centred))
+        # float32: the mean from the float64 sums of the centred rows (the float32 column sums that gave the
+        # shift are off by float32 rounding, which the merge of batch means would carry into the scatter)
+        mean = shift64 + sums.value().reshape(-1) / n if widen else total / n
         delta = mean - shift64  # the applied shift is the mean rounded to the input dtype
         scatter = gram.value() - n * np.outer(delta, delta)
         _check_result(backend, x, scatter, "PCAStats.update")
@@ -269,8 +281,8 @@ class PCAStats:
 
         rows: (n, F) NumPy or backend array. strides: an int or ints >= 1. Returns (w * F)-feature statistics
         per stride (empty ones where a stride has no window). The windows are gathered ``block_windows`` at a
-        time (default: a few MiB) and each block goes through ``update``: products in the input dtype, summed
-        in float64. Rows between the first and last window must be finite.
+        time (default: a few MiB) and each block goes through ``update`` (products and sums in float64).
+        Rows between the first and last window must be finite.
         """
         backend, r, w, strides, starts = _series_plan(rows, window_size, strides, first_row)
         _check_window_rows(backend, r, starts, w, "PCAStats.from_stride_windows")
@@ -323,8 +335,8 @@ class PCAStats:
     def numerical_rank(self, dtype: str = "float32") -> int:
         """How many principal directions the statistics resolve for data of ``dtype``: the number of scatter
         eigenvalues above ``eps(dtype) * max eigenvalue * n_features`` (see ``numerical_rank``). float32 by
-        default: the fast path's windows are float32 products, whose rounding is float32-relative even though
-        the sums are float64. 0 for empty statistics or constant data."""
+        default: float32 windows are the data rounded to float32, which moves the scatter by float32-relative
+        amounts even though it is computed in float64. 0 for empty statistics or constant data."""
         return numerical_rank(self.eigenvalues(), self.n_features or 0, dtype)
 
     def fit(self, n_components: int, backend=None) -> "PCAModel":
@@ -333,8 +345,7 @@ class PCAStats:
 
         Eigenvalues that rounding makes slightly negative (rank-deficient data) are clipped to 0, so every
         ``explained_variance_`` is >= 0; the ratios are of the trace (the total variance), so with
-        ``n_components`` above ``numerical_rank`` their sum can exceed 1 by the clipped rounding (measured:
-        < 1e-7 for float32 windows of 80 features).
+        ``n_components`` above ``numerical_rank`` their sum can exceed 1 by the clipped rounding.
         """
         n, d = self.n_samples, self.n_features or 0
         if n < 2:
