@@ -30,8 +30,8 @@ from dagster import (AssetSelection, RunRequest, ScheduleEvaluationContext, Skip
 
 from .partitions import daily_partitions
 
-PARTITION_ASSETS = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats", "features",
-                    "stride_windows", "pca_stats"]
+PARTITION_ASSETS = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats", "features", "window_tails",
+                    "window_carry", "stride_windows", "pca_stats"]
 
 daily_partition_job = define_asset_job("daily_partition_job", selection=AssetSelection.assets(*PARTITION_ASSETS))
 refit_job = define_asset_job("refit_job", selection=AssetSelection.assets("pca_models", "projected_windows"))

@@ -7,14 +7,19 @@ Each row-wise asset stores only the columns it adds, one Parquet file per partit
     cyclical_features/date=K/part-0.parquet   {column}_sin_hour ... {column}_cos_month
     features/date=K/part-0.parquet            entity, timestamp, split, target, then the feature columns
     stride_windows/stride=S/date=K/part-0.parquet   per window: row (of features K it ends on), entity, end_time, split
-    stride_windows/carry/K.arrow              each entity's row count and last window_size - 1 feature rows after K
-                                              (Arrow IPC, zstd, in entity key order: streamed, never whole in memory)
+    window_tails/K.arrow                      day K alone: each entity's row count in K and its last window_size - 1
+                                              feature rows (times, splits) in K (Arrow IPC, zstd, in entity key order)
+    window_carry/K.arrow                      each entity's row count and last window_size - 1 feature rows after K:
+                                              window_carry of K - 1 folded with window_tails of K (same format;
+                                              streamed, never whole in memory)
     pca_stats/date=K/part-0.parquet           per stride one row: stride, n_samples, n_features, mean, scatter_upper
     projected_windows/stride=S/date=K/part-0.parquet  entity, end_time, split, pc_1 .. pc_k
 
 so ``split_data`` reads as raw_chunk's columns plus ``split``, and ``cyclical_features`` as both plus
 its own (``iter_asset_frames``). Windows are never stored expanded: ``load_stride_windows`` rebuilds
 them from ``features`` and the previous partition's carry with the rule of ``emberharmony_core.windowing``.
+Only ``window_carry`` goes from day to day (``emberharmony_core.carry_fold``): every pass over a day's rows
+needs that day's files, the global fits and the carry of the day before.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from .windowing import WindowCarry, Windower, chunk_rows, gather_windows, window
 
 RAW, SPLIT, CYCLICAL, FEATURES = "raw_chunk", "split_data", "cyclical_features", "features"
 STRIDE_WINDOWS, PROJECTED, PCA_STATS = "stride_windows", "projected_windows", "pca_stats"
+WINDOW_TAILS, WINDOW_CARRY = "window_tails", "window_carry"  # a day's own summary; the state after a day
 INDEX_DELTA = ("row", "end_time")  # a window index's columns stored delta-encoded (increasing within an entity)
 FRAME_PARTS = {RAW: (RAW,), SPLIT: (RAW, SPLIT), CYCLICAL: (RAW, SPLIT, CYCLICAL)}
 WINDOWS_LAYOUT = "layout"  # stride_windows/layout.json: window size, strides, feature and key columns
-CARRY = "carry"
+OLD_CARRY = (STRIDE_WINDOWS, "carry")  # where builds before window_carry kept the carry
 
 
 def stride_folder(stride: int) -> str:
@@ -78,6 +84,17 @@ def asset_schema(store: ArtifactStore, asset: str, key: str) -> pa.Schema:
     return pa.unify_schemas([store.frame_schema(part, key) for part in FRAME_PARTS.get(asset, (asset,))])
 
 
+def feature_batches(store: ArtifactStore, key: str, rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+    """Partition ``key``'s ``features`` as Arrow batches of at most ``rows`` rows; an empty day gives one empty
+    batch with its columns, so the files made from it are written, with their types."""
+    empty = True
+    for batch in store.iter_batches(FEATURES, key, rows=rows):
+        empty = False
+        yield batch
+    if empty:
+        yield pa.RecordBatch.from_pylist([], schema=store.frame_schema(FEATURES, key))
+
+
 def read_asset_frame(store: ArtifactStore, asset: str, key: str) -> pd.DataFrame:
     """The whole partition of a row-wise asset as one frame (tests, small partitions)."""
     return pd.concat(list(iter_asset_frames(store, asset, key, rows=1 << 30)), ignore_index=True)
@@ -88,17 +105,19 @@ _CARRY_BATCH_BYTES = 8 * 2**20  # a stored carry batch: a few MiB (a chunk's ent
 
 
 class StoredCarry:
-    """Partition ``key``'s stored window carry as a ``Windower`` source: ``batches()`` reads it a batch at a time
-    (the file is opened once: every pass over it reads the same version, even if a run rewrites it meanwhile)."""
+    """Partition ``key``'s stored window carry (``asset``: ``window_carry``, or ``window_tails``, same format) as a
+    ``Windower`` source: ``batches()`` reads it a batch at a time (the file is opened once: every pass over it
+    reads the same version, even if a run rewrites it meanwhile)."""
 
-    def __init__(self, store: ArtifactStore, key: str):
+    def __init__(self, store: ArtifactStore, key: str, asset: str = WINDOW_CARRY):
         self.store, self.key = store, key
-        self._parts = (STRIDE_WINDOWS, CARRY, key)
+        self._parts = (asset, key)
         self._reader = store.open_record_batches(*self._parts)
         meta = {k.decode(): v.decode() for k, v in (self._reader.schema.metadata or {}).items()}
         try:
             self.window_size, self.n_features = int(meta["window_size"]), int(meta["n_features"])
-        except (KeyError, ValueError) as exc:
+            self.dtype = np.dtype(meta.get("dtype", "float32"))
+        except (KeyError, ValueError, TypeError) as exc:
             raise self._unreadable(exc) from None
 
     def _unreadable(self, exc: BaseException):
@@ -118,11 +137,13 @@ class StoredCarry:
 
 
 class CarryWriter:
-    """``Windower(sink=writer)``: partition ``key``'s new carry, written as it comes (batches of a few MiB);
-    the file replaces the old one when the block ends without an error, else nothing is kept."""
+    """``Windower(sink=writer)``: partition ``key``'s new carry (of ``asset``), written as it comes (batches of a
+    few MiB); the file replaces the old one when the block ends without an error, else nothing is kept."""
 
-    def __init__(self, store: ArtifactStore, key: str, window_size: int, n_features: int, dtype="float32"):
-        self.store, self.key = store, key
+    def __init__(self, store: ArtifactStore, key: str, window_size: int, n_features: int, dtype="float32",
+                 asset: str = WINDOW_CARRY):
+        self.store, self.key, self.asset = store, key, asset
+        self.entities = 0  # written so far
         self._empty = WindowCarry(window_size, n_features, dtype)
         self._files, self._writer, self._held, self._bytes = ExitStack(), None, [], 0
 
@@ -131,6 +152,7 @@ class CarryWriter:
 
     def __call__(self, carry: WindowCarry) -> None:
         self._held.append(carry)
+        self.entities += len(carry)
         self._bytes += carry.rows.nbytes + 40 * len(carry)
         if self._bytes >= _CARRY_BATCH_BYTES:
             self._flush()
@@ -145,7 +167,7 @@ class CarryWriter:
 
     def _open(self, schema: pa.Schema):
         if self._writer is None:
-            self._writer = self._files.enter_context(self.store.batch_writer(schema, STRIDE_WINDOWS, CARRY, self.key))
+            self._writer = self._files.enter_context(self.store.batch_writer(schema, self.asset, self.key))
         return self._writer
 
     def __exit__(self, kind, value, traceback) -> bool:
@@ -159,18 +181,18 @@ class CarryWriter:
         return self._files.__exit__(kind, value, traceback)
 
 
-def has_carry(store: ArtifactStore, key: str) -> bool:
-    return store.exists(STRIDE_WINDOWS, CARRY, key, suffix=".arrow")
+def has_carry(store: ArtifactStore, key: str, asset: str = WINDOW_CARRY) -> bool:
+    return store.exists(asset, key, suffix=".arrow")
 
 
-def save_carry(store: ArtifactStore, key: str, carry: WindowCarry) -> None:
+def save_carry(store: ArtifactStore, key: str, carry: WindowCarry, asset: str = WINDOW_CARRY) -> None:
     """Store a whole in-memory carry as partition ``key``'s (tests; the assets stream it with ``CarryWriter``)."""
-    with CarryWriter(store, key, carry.window_size, carry.n_features, carry.dtype) as writer:
+    with CarryWriter(store, key, carry.window_size, carry.n_features, carry.dtype, asset) as writer:
         writer(carry)
 
 
-def load_carry(store: ArtifactStore, key: str) -> WindowCarry:
-    return StoredCarry(store, key).load()
+def load_carry(store: ArtifactStore, key: str, asset: str = WINDOW_CARRY) -> WindowCarry:
+    return StoredCarry(store, key, asset).load()
 
 
 # per-partition PCA statistics: one Parquet file per partition, one row per stride; zstd takes the float64
@@ -257,16 +279,17 @@ def load_stride_windows(store: ArtifactStore, key: str, stride: int, previous_ke
                else f"the carry of {previous_key} is not the one they were made from")
         raise ArtifactReadError(
             f"the stride-{stride} windows rebuilt for partition {key} ({len(index):,}) are not the ones its stored index "
-            f"names ({len(stored):,}): {why}; re-materialise stride_windows from the first partition on (a range "
-            f"backfill): {repair_command('stride_windows', key, store.base)}", asset=STRIDE_WINDOWS, partition=key)
+            f"names ({len(stored):,}): {why}; re-materialise window_carry from the first partition through the day "
+            f"before (one run), then stride_windows for {key}: {repair_command(STRIDE_WINDOWS, key, store.base)}",
+            asset=STRIDE_WINDOWS, partition=key)
     return windows, index
 
 
-def carry_keys(store: ArtifactStore) -> list[str]:
-    return store.list_names(STRIDE_WINDOWS, CARRY, suffix=".arrow")
+def carry_keys(store: ArtifactStore, asset: str = WINDOW_CARRY) -> list[str]:
+    return store.list_names(asset, suffix=".arrow")
 
 
 __all__ = ["RAW", "SPLIT", "CYCLICAL", "FEATURES", "STRIDE_WINDOWS", "PROJECTED", "FRAME_PARTS", "stride_folder",
-           "iter_asset_frames", "asset_schema", "read_asset_frame", "StoredCarry", "CarryWriter", "save_carry", "has_carry", "load_carry",
+           "iter_asset_frames", "asset_schema", "feature_batches", "read_asset_frame", "StoredCarry", "CarryWriter", "save_carry", "has_carry", "load_carry",
            "carry_keys",
-           "load_stride_windows", "PCA_STATS", "INDEX_DELTA", "save_pca_stats", "load_pca_stats", "pca_stats_keys"]
+           "load_stride_windows", "PCA_STATS", "WINDOW_TAILS", "WINDOW_CARRY", "INDEX_DELTA", "save_pca_stats", "load_pca_stats", "pca_stats_keys"]

@@ -1,13 +1,14 @@
-"""features -> stride_windows -> pca_stats (one streaming pass), pca_models, projected_windows.
+"""window_carry (the one day-to-day step, light) -> stride_windows and pca_stats (one pass per day),
+pca_models, projected_windows.
 
-``features`` applies the fitted preprocessor chunk by chunk; in the same pass the windows of each
-chunk are found by the one rule (``emberharmony_core.windowing``), their index is stored
-(``stride_windows``: which row each window ends on, never the expanded windows) and the
-statistics of the train windows are accumulated straight from the rows (``pca_stats``). Each
-entity's series continues from the previous partition through a small carry (its row count and
-last ``window_size - 1`` rows), which is why ``stride_windows`` depends on its own previous
-partition. ``pca_models`` merges the statistics; ``projected_windows`` reads ``features`` once more
-and projects every window.
+Each entity's series continues from the day before through a small carry (its row count so far and its
+last ``window_size - 1`` rows): ``window_carry`` of a day folds the carry of the day before with the day's
+own ``window_tails`` (``emberharmony_core.carry_fold``), a pass over per-entity summaries, never over rows,
+which is why it alone depends on its own previous partition. Every pass over a day's rows needs only that
+day's files, the global fits and the carry of the day before, so days run in any order and at once:
+``stride_windows`` / ``pca_stats`` find each day's windows by the one rule (``emberharmony_core.windowing``),
+store their index (never the expanded windows) and the train windows' statistics; ``pca_models`` merges the
+statistics; ``projected_windows`` reads ``features`` once more and projects every window.
 """
 
 from contextlib import ExitStack
@@ -16,12 +17,13 @@ import numpy as np
 import pyarrow as pa
 from dagster import AssetDep, AssetExecutionContext, AssetSpec, MaterializeResult, asset, multi_asset
 
+from emberharmony_core.carry_fold import fold_carry
 from emberharmony_core.features.pca import PCAModel, PCAStats
-from emberharmony_core.features.preprocess.config import PreprocessError
-from emberharmony_core.layout import (CARRY, asset_schema, CYCLICAL, FEATURES, INDEX_DELTA, PCA_STATS, PROJECTED, STRIDE_WINDOWS,
-                                      WINDOWS_LAYOUT, CarryWriter, StoredCarry, has_carry, iter_asset_frames,
+from emberharmony_core.layout import (FEATURES, INDEX_DELTA, OLD_CARRY, PCA_STATS, PROJECTED, STRIDE_WINDOWS,
+                                      WINDOW_CARRY, WINDOW_TAILS, WINDOWS_LAYOUT, CarryWriter, StoredCarry, feature_batches,
+                                      has_carry,
                                       load_pca_stats, pca_stats_keys, save_pca_stats, stride_folder)
-from emberharmony_core.store import repair_command, typed_columns
+from emberharmony_core.store import repair_command
 from emberharmony_core.windowing import Windower, chunk_rows, columns_table, project_windows, window_index, \
     window_stats_by_stride
 
@@ -31,97 +33,116 @@ from ..plots import scree_plot_metadata
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
 from ._common import PARTITIONED, markdown_table, observe_partitions, per_partition_metadata, previous_partition_key, \
     run_partitions, selected_names, timed
+from .features import check_feature_columns, refit_error
 from .ingest import EMPTY_DAY
 from .preprocessing import load_preprocessor
 
-WINDOW_STEPS = [FEATURES, STRIDE_WINDOWS, PCA_STATS]
+WINDOW_STEPS = [STRIDE_WINDOWS, PCA_STATS]
+AFTER_PREVIOUS = AssetDep(WINDOW_CARRY, partition_mapping=previous_partition)  # the carry of the day before
 
 
-def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: int, sink=False) -> Windower:
-    """A ``Windower`` continuing from the previous partition's stored carry (none before the first partition),
-    handing its new carry to ``sink`` (False: not made)."""
+def carry_command(artifacts, last: str) -> str:
+    """The command that folds the carries from the first partition through ``last`` (one light run)."""
+    return repair_command(WINDOW_CARRY, daily_partitions.get_first_partition_key(), artifacts.base, last)
+
+
+def previous_carry(artifacts, key: str, needed_by: str) -> "StoredCarry | None":
+    """The stored carry of the partition before ``key`` (None for the first partition); missing, an error
+    naming it and the command that makes it."""
     previous = previous_partition_key(key)
-    carry = None
-    if previous is not None:
-        if not has_carry(artifacts, previous):
-            if artifacts.exists(STRIDE_WINDOWS, CARRY, previous, suffix=".npz"):
-                raise FileNotFoundError(
-                    f"windows of partition {key} continue each entity's series from partition {previous}, whose window "
-                    f"carry is an .npz file of an earlier emberharmony (the carry is now streamed, as .arrow): "
-                    f"re-materialise stride_windows from the first partition (a range backfill)")
-            raise FileNotFoundError(
-                f"windows of partition {key} continue each entity's series from partition {previous}, whose window "
-                f"carry is missing: materialise stride_windows for {previous} first (or backfill the range from there)")
-        carry = StoredCarry(artifacts, previous)
+    if previous is None:
+        return None
+    if not has_carry(artifacts, previous):
+        older = any(artifacts.exists(*OLD_CARRY, previous, suffix=suffix) for suffix in (".arrow", ".npz"))
+        why = (f"the carry of {previous} is in {'/'.join(OLD_CARRY)}/, where an earlier emberharmony kept it: it is now "
+               f"the window_carry asset" if older else f"the window_carry of {previous} is missing")
+        raise FileNotFoundError(
+            f"partition {key} ({needed_by}) continues each entity's series from partition {previous}, but {why}: "
+            f"materialise window_tails and window_carry up to {previous} first (window_carry folds the days in order, "
+            f"from the first partition, in one light run): {carry_command(artifacts, previous)}")
+    return StoredCarry(artifacts, previous)
+
+
+def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: int, needed_by: str) -> Windower:
+    """A ``Windower`` continuing from the previous partition's stored carry (none before the first partition)."""
+    carry = previous_carry(artifacts, key, needed_by)
+    if carry is not None and carry.window_size != settings.window_size:
+        raise ValueError(
+            f"{needed_by}, partition {key}: the window_carry of {carry.key} was made with window_size "
+            f"{carry.window_size}, the settings say {settings.window_size}: re-materialise window_tails and "
+            f"window_carry for every partition (then stride_windows, pca_stats, pca_models, projected_windows): "
+            f"{repair_command(','.join([WINDOW_TAILS, WINDOW_CARRY]), daily_partitions.get_first_partition_key(), artifacts.base, carry.key)}")
     return Windower(settings.window_size, settings.strides, carry, n_features=n_features, dtype=settings.dtype,
-                    max_gap=settings.max_gap, sink=sink)
+                    max_gap=settings.max_gap, sink=False)
 
 
-def check_feature_columns(artifacts, key: str, fitted, made_now: bool) -> None:
-    """The feature columns of partition ``key``'s stored features (when this run does not make them) and of the
-    partition before it (whose rows its windows continue) must be the fitted preprocessor's: after a refit
-    (e.g. a category first seen in a later day) every day's features and windows are redone, from the first
-    partition on; a mismatch fails naming the day, the columns and the command that does it."""
-    names = list(fitted.feature_names_)
-    previous = previous_partition_key(key)
-    for day in ([] if made_now else [key]) + ([previous] if previous is not None else []):
-        if not artifacts.has_frame(FEATURES, day):
-            continue
-        stored = [c for c in artifacts.frame_schema(FEATURES, day).names if c not in fitted.passthrough_columns_]
-        if stored == names:
-            continue
-        added, gone = [c for c in names if c not in stored], [c for c in stored if c not in names]
-        first = daily_partitions.get_first_partition_key()
-        last = max([key, *artifacts.frame_keys(FEATURES)])
-        change = " and ".join([*([f"adds {added}"] if added else []), *([f"no longer makes {gone}"] if gone else [])])
-        whose = "" if day == key else f" (whose rows the windows of partition {key} continue)"
-        raise PreprocessError(
-            f"the features of partition {day}{whose} were made with another preprocessor: the fitted one "
-            f"{change or 'orders the feature columns differently'} (it was refitted since, e.g. on a category first "
-            f"seen in a later day). Every partition's features and windows must come from one preprocessor: "
-            f"re-materialise features, stride_windows and pca_stats for every partition from {first} to {last} in "
-            f"one run, then pca_models and projected_windows. The first: "
-            f"{repair_command(','.join(WINDOW_STEPS), first, artifacts.base, last)}")
+def column_change(artifacts, before: str, after: str) -> str:
+    """", the features of <after> add [...] / lack [...] of <before>'s" (empty when either file is missing)."""
+    if not (artifacts.has_frame(FEATURES, before) and artifacts.has_frame(FEATURES, after)):
+        return ""
+    old, new = (artifacts.frame_schema(FEATURES, day).names for day in (before, after))
+    added, gone = [c for c in new if c not in old], [c for c in old if c not in new]
+    change = " and ".join([*([f"add {added}"] if added else []), *([f"lack {gone}"] if gone else [])])
+    return f"; the features of {after} {change} to those of {before}" if change else ""
 
 
-def transformed_chunks(fitted, frames, key: str, types=None):
-    """(features table, its (n, F) matrix) per frame; a value that cannot become a finite feature fails the
-    partition, naming it (nothing of the partition is kept: its files are still temporary). ``types``: the
-    input's Arrow schema, for the carried columns pandas cannot type (an empty day's)."""
-    for frame in frames:
-        try:
-            table, matrix = fitted.transform_arrow(frame)
-        except PreprocessError as exc:
-            raise PreprocessError(f"features, partition {key}: {exc}") from None
-        yield typed_columns(table, types), matrix
+@asset(name=WINDOW_CARRY, deps=[WINDOW_TAILS, AFTER_PREVIOUS], group_name="windows", kinds={"arrow"},
+       description="Per entity, its row count so far and its last window_size - 1 feature rows after the day: the "
+                   "carry of the day before folded with the day's window_tails. The one step that goes day after "
+                   "day, over per-entity summaries only.",
+       **PARTITIONED)
+def window_carry(context: AssetExecutionContext, store: ArtifactStoreResource) -> MaterializeResult:
+    """Per partition, in order: the carry of the day before folded with the day's tails (a merge in entity order)."""
+    artifacts = store.get()
+    rows, totals = [], {}
+    with timed(totals):
+        for key, _, _ in run_partitions(context):
+            previous = previous_carry(artifacts, key, WINDOW_CARRY)
+            if not has_carry(artifacts, key, WINDOW_TAILS):
+                raise FileNotFoundError(
+                    f"window_carry of partition {key} folds its window_tails, which are missing: materialise "
+                    f"features and window_tails for {key} first: "
+                    f"{repair_command(f'{FEATURES},{WINDOW_TAILS}', key, artifacts.base)}")
+            day = StoredCarry(artifacts, key, WINDOW_TAILS)
+            if previous is not None and previous.n_features != day.n_features:
+                raise refit_error(artifacts, key, f"the window_tails of partition {key} hold {day.n_features} feature "
+                                                  f"columns, the window_carry of {previous.key} {previous.n_features}"
+                                                  f"{column_change(artifacts, previous.key, key)}: the preprocessor "
+                                                  f"changed between them")
+            if previous is not None and previous.window_size != day.window_size:
+                raise ValueError(
+                    f"the window_tails of partition {key} were made with window_size {day.window_size}, the window_carry "
+                    f"of {previous.key} with {previous.window_size}: re-materialise window_tails and window_carry for "
+                    f"every partition (then stride_windows, pca_stats, pca_models, projected_windows): "
+                    f"{repair_command(f'{FEATURES},{WINDOW_TAILS},{WINDOW_CARRY}', daily_partitions.get_first_partition_key(), artifacts.base, key)}")
+            with CarryWriter(artifacts, key, day.window_size, day.n_features, day.dtype, WINDOW_CARRY) as sink:
+                fold_carry(previous, day, sink)
+            rows.append({"partition": key, "entities": sink.entities})
+    observe_partitions(context, WINDOW_CARRY, rows)
+    return MaterializeResult(metadata=per_partition_metadata(rows, totals))
 
 
 @multi_asset(
-    name="features_and_windows",
+    name="windows_and_stats",
     specs=[
-        AssetSpec(FEATURES, deps=[CYCLICAL, "preprocessor"], group_name="preprocessing", kinds={"parquet"},
-                  description="Every row imputed, scaled and one-hot encoded with the fitted preprocessor (all splits); "
-                              "entity, timestamp, split and target are carried along."),
-        AssetSpec(STRIDE_WINDOWS, group_name="windows", kinds={"parquet"},
-                  deps=[FEATURES, AssetDep(STRIDE_WINDOWS, partition_mapping=previous_partition)],
+        AssetSpec(STRIDE_WINDOWS, group_name="windows", kinds={"parquet"}, deps=[FEATURES, AFTER_PREVIOUS],
                   description="Per stride, the windows ending in the partition, stored as an index (row of features "
-                              "each ends on, entity, end time, split) plus each entity's carry; load the windows "
-                              "with emberharmony_core.layout.load_stride_windows."),
-        AssetSpec("pca_stats", deps=[STRIDE_WINDOWS], group_name="windows", kinds={"numpy"},
+                              "each ends on, entity, end time, split); load the windows with "
+                              "emberharmony_core.layout.load_stride_windows."),
+        AssetSpec(PCA_STATS, deps=[STRIDE_WINDOWS], group_name="windows", kinds={"numpy"},
                   description="Per stride, mergeable PCA statistics (count, mean, scatter; float64) of the "
                               "partition's TRAIN windows, computed from the feature rows."),
     ],
     check_specs=[
-        checks.spec(FEATURES, checks.FINITE_FEATURES, "no NaN or inf in any feature column after imputation and scaling"),
         checks.spec(STRIDE_WINDOWS, checks.WINDOW_COUNTS,
                     "windows per stride equal what each entity's row counts imply (closed form)"),
     ],
     can_subset=True,
     **PARTITIONED,
 )
-def features_and_windows(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-                         backend: BackendResource, store: ArtifactStoreResource):
-    """Per partition, one pass over its rows: features, the window index and carry, the train windows' statistics."""
+def windows_and_stats(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
+                      backend: BackendResource, store: ArtifactStoreResource):
+    """Per partition, one pass over its features: the window index, the train windows' statistics."""
     artifacts, compute, spec = store.get(), backend.get(), source.spec()
     selected = selected_names(context)
     fitted = load_preprocessor(artifacts)
@@ -132,76 +153,51 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
                           "timestamp_column": spec.timestamp_column, "dtype": settings.dtype,
                           "max_gap": settings.max_gap},
                          STRIDE_WINDOWS, WINDOWS_LAYOUT)
-    windowing = bool(selected & {STRIDE_WINDOWS, "pca_stats"})
     rows = {name: [] for name in WINDOW_STEPS}
-    totals = {FEATURES: {"rows": 0, "features": len(names), "backend": compute.name},
-              # settings as text: a number would be plotted across materialisations as a flat line
-              STRIDE_WINDOWS: {"backend": compute.name, "strides": str(strides),
+    totals = {STRIDE_WINDOWS: {"backend": compute.name, "strides": str(strides),  # text: not plotted as a flat line
                                "window": f"{w} rows x {len(names)} features = {w * len(names)} values"},
-              "pca_stats": {"backend": compute.name}}
-    bad = np.zeros(len(names), dtype=np.int64)
+              PCA_STATS: {"backend": compute.name}}
     expected, produced = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0)
-    timing = totals[FEATURES if FEATURES in selected else STRIDE_WINDOWS if STRIDE_WINDOWS in selected else "pca_stats"]
+    timing = totals[STRIDE_WINDOWS if STRIDE_WINDOWS in selected else PCA_STATS]
     with timed(timing):
         for key, _, _ in run_partitions(context):
-            if FEATURES in selected:  # (features table, its feature matrix) per chunk
-                chunks = transformed_chunks(fitted, iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk),
-                                            key, asset_schema(artifacts, CYCLICAL, key))
-            else:
-                chunks = ((batch, None) for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk))
-            if windowing or FEATURES not in selected:
-                check_feature_columns(artifacts, key, fitted, made_now=FEATURES in selected)
+            check_feature_columns(artifacts, key, fitted, made_now=False)
             stats = {s: PCAStats(w * len(names)) for s in strides}
             counts = {f"windows_stride_{s}": 0 for s in strides}
             dropped, gap_dropped, gaps = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0), 0
             n_rows = 0
+            windower = windower_for(artifacts, key, settings, len(names), STRIDE_WINDOWS)
             with ExitStack() as files:
-                # the new carry streams to its file as entities end (only stride_windows stores it); entered
-                # first, so renamed last, after the partition's other files
-                sink = files.enter_context(CarryWriter(artifacts, key, w, len(names), settings.dtype)) \
-                    if STRIDE_WINDOWS in selected else False
-                windower = windower_for(artifacts, key, settings, len(names), sink) if windowing else None
-                features_file = files.enter_context(artifacts.frame_writer(FEATURES, key)) if FEATURES in selected else None
                 index_files = {s: files.enter_context(artifacts.frame_writer(STRIDE_WINDOWS, key, stride_folder(s),
                                                                             delta=INDEX_DELTA))
                                for s in strides} if STRIDE_WINDOWS in selected else {}
-                for table, matrix in chunks:
-                    chunk = chunk_rows(table, names, entity, spec.timestamp_column, settings.dtype,
-                                                  features=matrix) if windower else None
-                    if features_file is not None:
-                        features_file.write(table)
-                        bad += checks.count_bad_values(matrix)
-                    if windower is not None:
-                        made = windower.add(chunk, compute)
-                        gaps += made.gaps
-                        for s in strides:
-                            counts[f"windows_stride_{s}"] += len(made.starts[s])
-                            dropped[s] += made.mixed_split_dropped[s]
-                            gap_dropped[s] += made.gap_dropped[s]
-                            expected[s] += made.expected[s]
-                            produced[s] += made.candidates[s]
-                            if s in index_files:
-                                index_files[s].write(window_index(made, s, chunk, n_rows, entity or "entity"))
-                        if "pca_stats" in selected:  # each train window gathered and multiplied once for all strides
-                            for s, part in window_stats_by_stride(made, strides).items():
-                                stats[s] = stats[s].merge(part)
+                for table in feature_batches(artifacts, key, settings.rows_per_chunk):
+                    chunk = chunk_rows(table, names, entity, spec.timestamp_column, settings.dtype)
+                    made = windower.add(chunk, compute)
+                    gaps += made.gaps
+                    for s in strides:
+                        counts[f"windows_stride_{s}"] += len(made.starts[s])
+                        dropped[s] += made.mixed_split_dropped[s]
+                        gap_dropped[s] += made.gap_dropped[s]
+                        expected[s] += made.expected[s]
+                        produced[s] += made.candidates[s]
+                        if s in index_files:
+                            index_files[s].write(window_index(made, s, chunk, n_rows, entity or "entity"))
+                    if PCA_STATS in selected:  # each train window gathered and multiplied once for all strides
+                        for s, part in window_stats_by_stride(made, strides).items():
+                            stats[s] = stats[s].merge(part)
                     n_rows += table.num_rows
-                    table = matrix = chunk = made = None  # not held while the next chunk is read
-                if windower is not None:
-                    windower.finish()  # the rest of the carry: the last entity, and those this day did not have
+                    table = chunk = made = None  # not held while the next chunk is read
             if STRIDE_WINDOWS in selected:
                 row = {"partition": key, "rows": n_rows, **counts, **({"empty_day": EMPTY_DAY} if not n_rows else {})}
                 row.update({f"mixed_split_dropped_stride_{s}": n for s, n in dropped.items() if n})
                 if settings.max_gap is not None:  # gaps longer than max_gap, and the windows spanning them
                     row.update({"gaps": gaps, **{f"gap_dropped_stride_{s}": n for s, n in gap_dropped.items()}})
                 rows[STRIDE_WINDOWS].append(row)
-            if "pca_stats" in selected:
+            if PCA_STATS in selected:
                 save_pca_stats(artifacts, key, stats)
-                rows["pca_stats"].append({"partition": key, **{f"train_windows_stride_{s}": stats[s].n_samples
-                                                               for s in strides}})
-            if FEATURES in selected:
-                rows[FEATURES].append({"partition": key, "rows": n_rows})
-                totals[FEATURES]["rows"] += n_rows
+                rows[PCA_STATS].append({"partition": key, **{f"train_windows_stride_{s}": stats[s].n_samples
+                                                             for s in strides}})
     for s in strides:
         totals[STRIDE_WINDOWS][f"windows_stride_{s}"] = sum(r[f"windows_stride_{s}"] for r in rows[STRIDE_WINDOWS])
     dropped_names = [f"mixed_split_dropped_stride_{s}" for s in strides]
@@ -210,15 +206,12 @@ def features_and_windows(context: AssetExecutionContext, source: SourceResource,
         dropped_names += ["gaps", *(f"gap_dropped_stride_{s}" for s in strides)]
     for name in dropped_names:  # over the run's partitions (a range's table shows only its first and last ones)
         totals[STRIDE_WINDOWS][f"{name}_total"] = sum(r.get(name, 0) for r in rows[STRIDE_WINDOWS])
-    observed = STRIDE_WINDOWS if STRIDE_WINDOWS in selected else min(selected & set(WINDOW_STEPS), key=WINDOW_STEPS.index)
-    observe_partitions(context, observed, *(rows[name] for name in WINDOW_STEPS if name in selected))
+    observe_partitions(context, min(selected, key=WINDOW_STEPS.index), *(rows[name] for name in WINDOW_STEPS if name in selected))
     for name in WINDOW_STEPS:
         if name not in selected:
             continue
         totals[name].update({k: timing[k] for k in ("seconds", "peak_rss_mib")})
         results = []
-        if name == FEATURES:
-            results.append(checks.finite_features_check(bad, totals[FEATURES]["rows"], names, asset_key=FEATURES))
         if name == STRIDE_WINDOWS:
             results.append(checks.window_counts_check(expected, produced, asset_key=STRIDE_WINDOWS))
         yield MaterializeResult(asset_key=name, metadata=per_partition_metadata(rows[name], totals[name]),
@@ -243,7 +236,7 @@ def merged_stats(artifacts, strides) -> dict[int, tuple[PCAStats, int]]:
     return merged
 
 
-@asset(deps=["pca_stats"], group_name="windows", kinds={"numpy"}, check_specs=[checks.spec(
+@asset(deps=[PCA_STATS], group_name="windows", kinds={"numpy"}, check_specs=[checks.spec(
     "pca_models", checks.EXPLAINED_VARIANCE, "ratios finite, in [0, 1], decreasing, summing to at most 1")])
 def pca_models(context: AssetExecutionContext, settings: PipelineSettings, backend: BackendResource,
                store: ArtifactStoreResource) -> MaterializeResult:
@@ -320,7 +313,7 @@ def load_model(artifacts, stride: int) -> PCAModel:
     return PCAModel.from_arrays(artifacts.read_arrays("pca_models", stride_folder(stride)))
 
 
-@asset(**PARTITIONED, deps=[STRIDE_WINDOWS, pca_models], group_name="windows", kinds={"parquet"})
+@asset(**PARTITIONED, deps=[STRIDE_WINDOWS, pca_models, AFTER_PREVIOUS], group_name="windows", kinds={"parquet"})
 def projected_windows(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
                       backend: BackendResource, store: ArtifactStoreResource) -> MaterializeResult:
     """Every window of the partition projected onto its stride's components: per stride, entity, end_time,
@@ -332,11 +325,11 @@ def projected_windows(context: AssetExecutionContext, source: SourceResource, se
     rows, totals = [], {"backend": compute.name}
     with timed(totals):
         for key, _, _ in run_partitions(context):
-            windower = windower_for(artifacts, key, settings, len(names))
+            windower = windower_for(artifacts, key, settings, len(names), PROJECTED)
             row, offset = {"partition": key}, 0
             with ExitStack() as files:
                 outputs = {s: files.enter_context(artifacts.frame_writer(PROJECTED, key, stride_folder(s))) for s in models}
-                for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk):
+                for batch in feature_batches(artifacts, key, settings.rows_per_chunk):
                     chunk = chunk_rows(batch, names, spec.entity_column, spec.timestamp_column, settings.dtype)
                     made = windower.add(chunk, compute)
                     for s, model in models.items():
@@ -346,13 +339,6 @@ def projected_windows(context: AssetExecutionContext, source: SourceResource, se
                         row[f"windows_stride_{s}"] = row.get(f"windows_stride_{s}", 0) + index.num_rows
                     offset += batch.num_rows
                     batch = chunk = made = projected = index = None  # not held while the next chunk is read
-                for s, model in models.items():  # an empty partition still gets its (empty) files, typed
-                    if outputs[s].schema is None:
-                        keys = artifacts.frame_schema(FEATURES, key).field(entity).type if spec.entity_column else pa.null()
-                        outputs[s].write(pa.schema(
-                            [(entity, keys), ("end_time", pa.timestamp("ns", tz="UTC")), ("split", pa.string()),
-                             *((f"pc_{i + 1}", pa.from_numpy_dtype(np.dtype(settings.dtype)))
-                               for i in range(model.n_components_))]).empty_table())
             rows.append(row)
     observe_partitions(context, PROJECTED, rows)
     return MaterializeResult(metadata=per_partition_metadata(rows, totals))

@@ -73,7 +73,8 @@ def test_the_backend_resource_reaches_every_compute_asset(demo_database, tmp_pat
     instance = DagsterInstance.ephemeral()
     result = materialize(all_assets, resources=resources, partition_key=PARTITIONS[0],
                          instance=instance, selection=[
-                             "features", "stride_windows", "pca_stats", "pca_models", "projected_windows"])
+                             "features", "window_tails", "window_carry", "stride_windows", "pca_stats", "pca_models",
+                             "projected_windows"])
     assert result.success
     used = {method for backend, method in CALLS if backend == name}
     assert "take" in used  # cyclical_features: the per-hour sin/cos table; windows gathered from the feature rows

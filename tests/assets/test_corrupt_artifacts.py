@@ -133,13 +133,13 @@ def test_a_damaged_artifact_read_by_the_graph_names_file_asset_partition_and_com
 
 def test_a_bad_carry_names_the_previous_partition_and_its_command_repairs_it(built):
     resources, base, clean = built
-    path = base / "stride_windows" / "carry" / f"{P0}.arrow"
+    path = base / "window_carry" / f"{P0}.arrow"
     path.write_bytes(b"ARROW1\x00\x00 not really an Arrow file")  # restored by the repair below
     text = failure_text(run(resources, ["stride_windows", "pca_stats"], P1))
-    assert_names_the_culprit(text, path, "stride_windows", P0)
+    assert_names_the_culprit(text, path, "window_carry", P0)
     # the repair the message names, as Dagster would run it, then the failed step again: the clean models
     asset, key = re.search(r"--select (\S+) --partition (\S+)", text).groups()
-    assert (asset, key) == ("stride_windows", P0)
+    assert (asset, key) == ("window_carry", P0)
     assert run(resources, [asset], key).success
     assert run(resources, ["stride_windows", "pca_stats"], P1).success
     assert run(resources, ["pca_models"]).success
@@ -151,18 +151,24 @@ def test_a_bad_carry_names_the_previous_partition_and_its_command_repairs_it(bui
             np.testing.assert_array_equal(arrays[name], again[name])
 
 
-def test_a_carry_from_before_the_streamed_format_asks_for_a_backfill_from_the_first_partition(built):
-    """A data folder of an earlier build holds carry/<day>.npz: the next day's windows say what to do."""
+@pytest.mark.parametrize("suffix", [".npz", ".arrow"])
+def test_a_carry_where_an_earlier_build_kept_it_asks_for_the_window_carry_from_the_first_partition(built, suffix):
+    """A data folder of an earlier build holds stride_windows/carry/<day>.npz (or .arrow): the next day's windows
+    say what to do, and the command does it."""
     resources, base, _ = built
-    path = base / "stride_windows" / "carry" / f"{P0}.arrow"
+    path = base / "window_carry" / f"{P0}.arrow"
     original = path.read_bytes()
     path.unlink()
-    old = path.with_suffix(".npz")
+    old = base / "stride_windows" / "carry" / f"{P0}{suffix}"
+    old.parent.mkdir(parents=True, exist_ok=True)
     old.write_bytes(b"PK\x03\x04 an old carry")
     try:
         text = failure_text(run(resources, ["stride_windows"], P1))
-        assert f"partition {P0}, whose window carry is an .npz file of an earlier emberharmony" in text
-        assert "re-materialise stride_windows from the first partition" in text
+        assert f"the carry of {P0} is in stride_windows/carry/, where an earlier emberharmony kept it" in text
+        asset, key = re.search(r"--select (\S+) --partition (\S+)", text).groups()
+        assert (asset, key) == ("window_carry", P0)
+        assert run(resources, [asset], key).success and path.read_bytes() == original
+        assert run(resources, ["stride_windows"], P1).success
     finally:
         old.unlink()
         path.write_bytes(original)
@@ -175,7 +181,7 @@ def test_loading_a_days_windows_without_the_carry_they_were_made_from_fails_inst
     store = ArtifactStore(base)
     windows, index = load_stride_windows(store, P1, 3)
     assert len(windows) == len(index) == len(store.read_frame("stride_windows", P1, "stride=3"))
-    path = base / "stride_windows" / "carry" / f"{P0}.arrow"
+    path = base / "window_carry" / f"{P0}.arrow"
     original = path.read_bytes()
     path.unlink()
     try:
@@ -325,6 +331,7 @@ def test_a_struct_field_new_in_a_later_partition_names_the_setting_that_takes_it
 
     union = {**resources, "settings": PipelineSettings(window_size=2, strides=[1], n_components=2, struct_fields="union")}
     assert run(union, ["preprocess_stats"], first=P0, last=P1).success  # as the message says (from the stored rows)
-    assert run(union, ["preprocessor", "features", "stride_windows", "pca_stats", "pca_models"], first=P0, last=P1).success
+    assert run(union, ["preprocessor", "features", "window_tails", "window_carry", "stride_windows", "pca_stats",
+                       "pca_models"], first=P0, last=P1).success
     features = ArtifactStore(tmp_path / "artifacts").read_frame("features", P0)
     assert {"meta_rack", "meta_slot"} <= set(features.columns)  # slot: null in P0, imputed with P1's median

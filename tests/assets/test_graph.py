@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
@@ -21,7 +22,7 @@ from .conftest import PARTITIONS, make_resources
 
 STRIDES = (1, 3, 5)
 BEFORE_FIT = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
-AFTER_FIT = ["features", "stride_windows", "pca_stats"]
+AFTER_FIT = ["features", "window_tails", "window_carry", "stride_windows", "pca_stats"]
 
 
 def by_name(*names):
@@ -176,8 +177,12 @@ def test_windows_need_the_previous_partition_and_say_so(resources):
     assert not result.success
     messages = " ".join(e.event_specific_data.error.to_string() for e in result.all_events
                         if e.is_failure and getattr(e.event_specific_data, "error", None))
-    assert f"materialise stride_windows for {PARTITIONS[1]} first" in messages
-    assert not Path(resources["store"].base_path, "features", f"date={PARTITIONS[2]}").exists()  # nothing half-written
+    assert f"the window_carry of {PARTITIONS[1]} is missing: materialise window_tails and window_carry up to " \
+           f"{PARTITIONS[1]} first" in messages
+    base = Path(resources["store"].base_path)  # the failed step left nothing; the day's features are whole
+    assert not (base / "window_carry" / f"{PARTITIONS[2]}.arrow").exists()
+    assert not (base / "stride_windows" / "stride=1" / f"date={PARTITIONS[2]}").exists()
+    assert not list(base.rglob("*.tmp"))
 
 
 def test_results_do_not_depend_on_rows_per_chunk(demo_database, tmp_path):
@@ -211,16 +216,21 @@ def test_every_partitioned_asset_has_a_single_run_backfill_policy():
         assert asset.backfill_policy is not None and asset.backfill_policy.max_partitions_per_run is None
 
 
-def test_stride_windows_depends_on_its_previous_partition():
-    """Each entity's series continues from the previous partition's carry: a self-dependency the UI draws,
-    so re-materialising a day makes the next day's windows stale."""
+@pytest.mark.parametrize("asset", ["window_carry", "stride_windows", "projected_windows"])
+def test_only_the_window_carry_goes_from_day_to_day(asset):
+    """Each entity's series continues from the previous partition's carry: window_carry (a fold of per-entity
+    summaries) depends on its own previous partition, the passes over a day's rows on that carry and on nothing
+    else of another day; the UI draws it, so re-materialising a day makes the next day's windows stale."""
     graph = defs.resolve_asset_graph()
-    node = graph.get(AssetKey("stride_windows"))
-    mapping = node.partition_mappings[AssetKey("stride_windows")]
+    node = graph.get(AssetKey(asset))
+    mapping = node.partition_mappings[AssetKey("window_carry")]
     upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
         node.partitions_def.subset_with_partition_keys(["2026-01-03"]), node.partitions_def, node.partitions_def
     ).partitions_subset.get_partition_keys()
     assert sorted(upstream) == ["2026-01-02"]
+    day_to_day = {parent for key in graph.get_all_asset_keys() for parent, mapping in graph.get(key).partition_mappings.items()
+                  if getattr(mapping, "start_offset", 0) != 0}
+    assert day_to_day == {AssetKey("window_carry")}
 
 
 def test_pca_models_ignore_statistics_of_partitions_outside_the_definition(resources):

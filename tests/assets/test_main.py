@@ -49,10 +49,12 @@ def test_the_report_is_short_and_says_what_ran(demo_run):
     out, home = demo_run.output, demo_run.home
     assert len(demo_run.lines) <= 40, out
     assert f"demo table sensor_readings in {home / 'demo.duckdb'}: 576 rows" in out
-    assert re.search(r"^full_refresh_job: 10 assets and 5 checks in 5 steps over 3 daily partitions "
+    assert re.search(r"^full_refresh_job: 12 assets and 5 checks in 7 steps over 3 daily partitions "
                      r"\(2026-01-01 \.\. 2026-01-03\) in one run, backend numpy$", out, re.M), out
-    for i, step in enumerate(["ingest", "preprocessor", "features_and_windows", "pca_models", "projected_windows"], 1):
-        assert re.search(rf"^  \[{i}/5\] {step}\b.*: [0-9,]+ materialisations?, [0-9.]+ s$", out, re.M), out
+    steps = ["ingest", "preprocessor", "features_and_tails", "window_carry", "windows_and_stats", "pca_models",
+             "projected_windows"]
+    for i, step in enumerate(steps, 1):
+        assert re.search(rf"^  \[{i}/7\] {step}\b.*: [0-9,]+ materialisations?, [0-9.]+ s$", out, re.M), out
     match = re.search(r"^run ([0-9a-f]{8}): succeeded in [0-9.]+ s .*job full_refresh_job, partitions 2026-01-01 \.\. "
                       r"2026-01-03", out, re.M)
     assert match, out

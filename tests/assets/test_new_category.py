@@ -20,7 +20,7 @@ from emberharmony_core.store import ArtifactStore
 from .conftest import PARTITIONS, make_resources
 
 INGEST = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
-WINDOWS = ["features", "stride_windows", "pca_stats"]
+WINDOWS = ["features", "window_tails", "window_carry", "stride_windows", "pca_stats"]
 
 
 def run(resources, selection, first, last):
@@ -70,7 +70,7 @@ def test_a_category_new_after_the_fit_is_encoded_by_the_fitted_vocabulary(databa
     with pytest.raises(Exception) as failed:
         run(resources, WINDOWS, PARTITIONS[2], PARTITIONS[2])
     message = failure_text(failed.value)
-    assert f"features of partition {PARTITIONS[1]}" in message and "status_brand-new" in message  # the day, the column
+    assert f"window_tails of partition {PARTITIONS[2]}" in message and "status_brand-new" in message  # day, column
     # the message's command repairs it: its selection over its range in one run, then the models and projections
     command = re.search(r"dagster asset materialize -m emberharmony_assets.definitions --select (\S+) "
                         r"--partition-range (\S+)\.\.\.(\S+)", message)

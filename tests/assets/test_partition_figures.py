@@ -69,7 +69,7 @@ def test_a_one_partition_run_keeps_its_figures_on_the_materialisation(demo_datab
     assert materialize(all_assets, resources=resources, instance=instance, partition_key=PARTITIONS[0],
                        selection=["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]).success
     assert materialize(all_assets, resources=resources, instance=instance, partition_key=PARTITIONS[0],
-                       selection=["preprocessor", "features", "stride_windows", "pca_stats"]).success
+                       selection=["preprocessor", "features", "window_tails", "window_carry", "stride_windows", "pca_stats"]).success
     assert observations(instance, "stride_windows") == {}
     metadata = latest_materialization_metadata(instance, "stride_windows", PARTITIONS[0])
     assert "scope" not in metadata and metadata["windows_stride_1"] > 0

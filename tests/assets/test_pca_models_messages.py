@@ -14,7 +14,7 @@ from tests.conftest import materialized_metadata
 
 from .conftest import PARTITIONS, make_resources
 
-UPSTREAM = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats", "preprocessor", "features",
+UPSTREAM = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats", "preprocessor", "features", "window_tails", "window_carry",
             "stride_windows", "pca_stats"]
 
 

@@ -178,9 +178,9 @@ def test_a_failed_partition_keeps_the_old_carry_and_leaves_no_temporary_file(tmp
 def test_a_damaged_carry_file_names_its_partition(tmp_path):
     store = ArtifactStore(tmp_path / "artifacts")
     layout.save_carry(store, "2026-01-01", WindowCarry(3, 1, keys=pa.array(["a"]), seen=[5]))
-    path = tmp_path / "artifacts" / "stride_windows" / "carry" / "2026-01-01.arrow"
+    path = tmp_path / "artifacts" / "window_carry" / "2026-01-01.arrow"
     path.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(ArtifactReadError, match=r"stride_windows, partition 2026-01-01"):
+    with pytest.raises(ArtifactReadError, match=r"window_carry, partition 2026-01-01"):
         StoredCarry(store, "2026-01-01").load()
 
 

@@ -1,0 +1,152 @@
+"""features and window_tails: one streaming pass per day, needing nothing of any other day.
+
+``features`` applies the fitted preprocessor chunk by chunk; in the same pass ``window_tails`` keeps what
+the day alone hands on to the next (per entity: its rows in the day, its last ``window_size - 1`` feature
+rows, their times and splits; ``emberharmony_core.carry_fold.day_summary``). Days run in any order and at
+once: the only day-to-day step is the light fold of these tails into ``window_carry`` (``windows.py``).
+"""
+
+from contextlib import ExitStack
+
+import numpy as np
+from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, multi_asset
+
+from emberharmony_core.carry_fold import day_summary
+from emberharmony_core.features.preprocess.config import PreprocessError
+from emberharmony_core.layout import (CYCLICAL, FEATURES, PCA_STATS, STRIDE_WINDOWS, WINDOW_CARRY, WINDOW_TAILS,
+                                      CarryWriter, asset_schema, iter_asset_frames)
+from emberharmony_core.store import repair_command, typed_columns
+from emberharmony_core.windowing import chunk_rows
+
+from .. import checks
+from ..partitions import daily_partitions
+from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
+from ._common import PARTITIONED, observe_partitions, per_partition_metadata, previous_partition_key, \
+    run_partitions, selected_names, timed
+from .ingest import EMPTY_DAY
+from .preprocessing import load_preprocessor
+
+FEATURE_STEPS = [FEATURES, WINDOW_TAILS]
+# what a refitted preprocessor makes stale on every day, in one run over the range (then pca_models, projected_windows)
+REFIT_STEPS = [FEATURES, WINDOW_TAILS, WINDOW_CARRY, STRIDE_WINDOWS, PCA_STATS]
+
+
+def check_feature_columns(artifacts, key: str, fitted, made_now: bool) -> None:
+    """The feature columns of partition ``key``'s stored features (when this run does not make them) and of the
+    partition before it (whose rows its windows continue) must be the fitted preprocessor's: after a refit
+    (e.g. a category first seen in a later day) every day's features and windows are redone, from the first
+    partition on; a mismatch fails naming the day, the columns and the command that does it."""
+    names = list(fitted.feature_names_)
+    previous = previous_partition_key(key)
+    for day in ([] if made_now else [key]) + ([previous] if previous is not None else []):
+        if not artifacts.has_frame(FEATURES, day):
+            continue
+        stored = [c for c in artifacts.frame_schema(FEATURES, day).names if c not in fitted.passthrough_columns_]
+        if stored == names:
+            continue
+        added, gone = [c for c in names if c not in stored], [c for c in stored if c not in names]
+        change = " and ".join([*([f"adds {added}"] if added else []), *([f"no longer makes {gone}"] if gone else [])])
+        whose = "" if day == key else f" (whose rows the windows of partition {key} continue)"
+        raise refit_error(artifacts, key, f"the features of partition {day}{whose} were made with another "
+                                          f"preprocessor: the fitted one {change or 'orders the feature columns differently'}")
+
+
+def refit_error(artifacts, key: str, what: str) -> PreprocessError:
+    """``what`` went wrong at partition ``key`` because the preprocessor was refitted between two days: the error
+    says so and gives the one-run command that redoes every day's features and windows."""
+    first = daily_partitions.get_first_partition_key()
+    last = max([key, *artifacts.frame_keys(FEATURES)])
+    return PreprocessError(
+        f"{what} (it was refitted since, e.g. on a category first seen in a later day). Every partition's features "
+        f"and windows must come from one preprocessor: re-materialise {', '.join(REFIT_STEPS)} for every partition "
+        f"from {first} to {last} in one run, then pca_models and projected_windows. The first: "
+        f"{repair_command(','.join(REFIT_STEPS), first, artifacts.base, last)}")
+
+
+def transformed_chunks(fitted, frames, key: str, types=None):
+    """(features table, its (n, F) matrix) per frame; a value that cannot become a finite feature fails the
+    partition, naming it (nothing of the partition is kept: its files are still temporary). ``types``: the
+    input's Arrow schema, for the carried columns pandas cannot type (an empty day's)."""
+    for frame in frames:
+        try:
+            table, matrix = fitted.transform_arrow(frame)
+        except PreprocessError as exc:
+            raise PreprocessError(f"features, partition {key}: {exc}") from None
+        yield typed_columns(table, types), matrix
+
+
+@multi_asset(
+    name="features_and_tails",
+    specs=[
+        AssetSpec(FEATURES, deps=[CYCLICAL, "preprocessor"], group_name="preprocessing", kinds={"parquet"},
+                  description="Every row imputed, scaled and one-hot encoded with the fitted preprocessor (all splits); "
+                              "entity, timestamp, split and target are carried along."),
+        AssetSpec(WINDOW_TAILS, deps=[FEATURES], group_name="windows", kinds={"arrow"},
+                  description="The day alone: per entity its rows in the day and its last window_size - 1 feature "
+                              "rows (with times and splits), what the day hands on to the next (folded into "
+                              "window_carry)."),
+    ],
+    check_specs=[
+        checks.spec(FEATURES, checks.FINITE_FEATURES, "no NaN or inf in any feature column after imputation and scaling"),
+    ],
+    can_subset=True,
+    **PARTITIONED,
+)
+def features_and_tails(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
+                       backend: BackendResource, store: ArtifactStoreResource):
+    """Per partition, one pass over its rows: features, and the day's tails."""
+    artifacts, compute, spec = store.get(), backend.get(), source.spec()
+    selected = selected_names(context)
+    fitted = load_preprocessor(artifacts)
+    names = list(fitted.feature_names_)
+    w = settings.window_size
+    rows = {name: [] for name in FEATURE_STEPS}
+    totals = {FEATURES: {"rows": 0, "features": len(names), "backend": compute.name},
+              WINDOW_TAILS: {"window_size": w}}
+    bad = np.zeros(len(names), dtype=np.int64)
+    timing = totals[FEATURES if FEATURES in selected else WINDOW_TAILS]
+    with timed(timing):
+        for key, _, _ in run_partitions(context):
+            if FEATURES in selected:  # (features table, its feature matrix) per chunk
+                chunks = transformed_chunks(fitted, iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk),
+                                            key, asset_schema(artifacts, CYCLICAL, key))
+            else:
+                check_feature_columns(artifacts, key, fitted, made_now=False)
+                chunks = ((batch, None) for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk))
+            n_rows = 0
+            with ExitStack() as files:
+                features_file = files.enter_context(artifacts.frame_writer(FEATURES, key)) if FEATURES in selected else None
+                tails = files.enter_context(CarryWriter(artifacts, key, w, len(names), settings.dtype, WINDOW_TAILS)) \
+                    if WINDOW_TAILS in selected else None
+
+                def day_rows():
+                    """The day's chunks as ``ChunkRows`` (for the tails), each written to features on the way."""
+                    nonlocal n_rows
+                    for table, matrix in chunks:
+                        if features_file is not None:
+                            features_file.write(table)
+                            np.add(bad, checks.count_bad_values(matrix), out=bad)
+                        n_rows += table.num_rows
+                        yield chunk_rows(table, names, spec.entity_column, spec.timestamp_column, settings.dtype,
+                                         features=matrix) if tails is not None else None
+
+                if tails is not None:
+                    day_summary(day_rows(), w, len(names), settings.dtype, sink=tails)
+                else:
+                    for _ in day_rows():
+                        pass
+            if FEATURES in selected:
+                rows[FEATURES].append({"partition": key, "rows": n_rows, **({"empty_day": EMPTY_DAY} if not n_rows else {})})
+                totals[FEATURES]["rows"] += n_rows
+            if WINDOW_TAILS in selected:
+                rows[WINDOW_TAILS].append({"partition": key, "entities": tails.entities})
+    observe_partitions(context, min(selected, key=FEATURE_STEPS.index), *(rows[name] for name in FEATURE_STEPS if name in selected))
+    for name in FEATURE_STEPS:
+        if name not in selected:
+            continue
+        totals[name].update({k: timing[k] for k in ("seconds", "peak_rss_mib")})
+        results = []
+        if name == FEATURES:
+            results.append(checks.finite_features_check(bad, totals[FEATURES]["rows"], names, asset_key=FEATURES))
+        yield MaterializeResult(asset_key=name, metadata=per_partition_metadata(rows[name], totals[name]),
+                                check_results=results)

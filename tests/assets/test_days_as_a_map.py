@@ -1,0 +1,124 @@
+"""Days are a map: every pass over a day's rows runs for any day, in any order, in separate runs and in
+separate processes at once; only window_carry (a fold of per-entity summaries) goes day after day. Whatever
+the order and grouping, every artifact is byte-identical to one run over the range (real DuckDB file, real
+Dagster runs), on a table with sparse entities whose windows reach back several days, and empty days."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import DagsterInstance, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from emberharmony_assets.assets import all_assets
+
+from .conftest import PARTITIONS, make_resources
+
+INGEST = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
+DAY_PASSES = [["features", "window_tails"], ["stride_windows", "pca_stats"]]
+
+
+def run(resources, selection, first, last=None):
+    tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last or first}
+    result = materialize(all_assets, selection=selection, resources=resources, tags=tags,
+                         instance=DagsterInstance.ephemeral())
+    assert result.success
+    return result
+
+
+def digests(base: Path) -> dict[str, str]:
+    return {str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(base.rglob("*")) if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)}
+
+
+@pytest.fixture(scope="module")
+def sparse_database(demo_database, tmp_path_factory) -> str:
+    """The small demo (24 sensors, hourly, 5 days) made sparse: the third day empty, sensors ending in 1 report
+    once a day (windows of 5 reach back 5 days), sensors ending in 2 only on the first and last days."""
+    path = str(tmp_path_factory.mktemp("sparse") / "sparse.duckdb")
+    with duckdb.connect(path) as connection:
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.execute(f"ATTACH '{demo_database}' AS demo (READ_ONLY)")
+        connection.execute("CREATE TABLE sensor_readings AS SELECT * FROM demo.sensor_readings")
+        connection.execute(f"DELETE FROM sensor_readings WHERE ts >= TIMESTAMPTZ '{PARTITIONS[2]} 00:00:00+00' "
+                           f"AND ts < TIMESTAMPTZ '{PARTITIONS[3]} 00:00:00+00'")
+        connection.execute("DELETE FROM sensor_readings WHERE sensor_id LIKE '%1' AND hour(ts) <> 12")
+        connection.execute(f"DELETE FROM sensor_readings WHERE sensor_id LIKE '%2' AND ts >= TIMESTAMPTZ "
+                           f"'{PARTITIONS[1]} 00:00:00+00' AND ts < TIMESTAMPTZ '{PARTITIONS[4]} 00:00:00+00'")
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_run(sparse_database, tmp_path_factory) -> dict[str, str]:
+    """Every artifact of one run over the range."""
+    base = tmp_path_factory.mktemp("one_run") / "artifacts"
+    run(make_resources(sparse_database, str(base)), None, PARTITIONS[0], PARTITIONS[-1])
+    found = digests(base)
+    assert any(name.startswith("window_carry/") for name in found) and any("projected_windows/" in n for n in found)
+    return found
+
+
+def test_days_materialised_one_by_one_in_random_order_give_the_same_bytes(sparse_database, one_run, tmp_path):
+    base = tmp_path / "artifacts"
+    resources = make_resources(sparse_database, str(base))
+    order = random.Random(7).sample(PARTITIONS, len(PARTITIONS))
+    for day in order:
+        run(resources, INGEST, day)
+    run(resources, ["preprocessor"], PARTITIONS[0])
+    for day in order:
+        run(resources, DAY_PASSES[0], day)
+    run(resources, ["window_carry"], PARTITIONS[0], PARTITIONS[-1])  # the one chain: light, one run
+    for day in reversed(order):
+        run(resources, DAY_PASSES[1], day)
+    run(resources, ["pca_models"], PARTITIONS[0])
+    for day in order:
+        run(resources, ["projected_windows"], day)
+    assert digests(base) == one_run
+
+
+def _days_in_a_process(database: str, base: str, selection: list[str], days: list[str]) -> None:
+    resources = make_resources(database, base)
+    for day in days:
+        run(resources, selection, day)
+
+
+def test_days_in_separate_processes_at_once_give_the_same_bytes(sparse_database, one_run, tmp_path):
+    """Two worker processes take alternate days of every pass over rows at the same time (the run queue's
+    picture, without a daemon); the global fits and the carry fold run once between them."""
+    base = str(tmp_path / "artifacts")
+    resources = make_resources(sparse_database, base)
+    halves = [PARTITIONS[0::2], PARTITIONS[1::2]]
+
+    def in_parallel(selection):
+        with ProcessPoolExecutor(2) as pool:
+            for done in [pool.submit(_days_in_a_process, sparse_database, base, selection, days) for days in halves]:
+                done.result()
+
+    in_parallel(INGEST)
+    run(resources, ["preprocessor"], PARTITIONS[0])
+    in_parallel(DAY_PASSES[0])
+    run(resources, ["window_carry"], PARTITIONS[0], PARTITIONS[-1])
+    in_parallel(DAY_PASSES[1])
+    run(resources, ["pca_models"], PARTITIONS[0])
+    in_parallel(["projected_windows"])
+    assert digests(Path(base)) == one_run
+
+
+def test_the_windows_of_a_day_wait_for_the_carry_of_the_day_before_and_say_how_to_make_it(sparse_database, tmp_path):
+    resources = make_resources(sparse_database, str(tmp_path / "artifacts"))
+    run(resources, INGEST, PARTITIONS[0], PARTITIONS[-1])
+    run(resources, ["preprocessor"] + DAY_PASSES[0], PARTITIONS[0], PARTITIONS[-1])
+    result = materialize(all_assets, selection=DAY_PASSES[1], resources=resources, partition_key=PARTITIONS[3],
+                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    text = " ".join(e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure)
+    assert f"partition {PARTITIONS[3]} (stride_windows) continues each entity's series from partition {PARTITIONS[2]}, " \
+           f"but the window_carry of {PARTITIONS[2]} is missing" in text
+    assert (f"--select window_carry --partition-range {PARTITIONS[0]}...{PARTITIONS[2]}") in text
+    run(resources, ["window_carry"], PARTITIONS[0], PARTITIONS[2])  # as the message says
+    run(resources, DAY_PASSES[1], PARTITIONS[3])
