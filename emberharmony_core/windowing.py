@@ -684,7 +684,8 @@ def window_index(made: ChunkWindows, stride: int, rows: ChunkRows, row_offset: i
     end = made.end_row[stride]
     return pa.table({
         "row": pa.array(end.astype(np.int64) + int(row_offset), type=pa.int64()),
-        entity_column: rows.entity_arrow.take(pa.array(end)) if rows.entity_arrow is not None else pa.array(rows.entity[end]),
+        # a series without an entity column: every key is NULL, typed (a string column, not Arrow's null type)
+        entity_column: rows.entity_arrow.take(pa.array(end)) if rows.entity_arrow is not None else pa.nulls(len(end), pa.string()),
         "end_time": pa.array(rows.time[end], type=pa.timestamp("ns", tz="UTC")),
         "split": pa.array(SPLITS, type=pa.string()).take(pa.array(made.split[stride])),
     })
