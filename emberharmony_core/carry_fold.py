@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .windowing import ChunkRows, WindowCarry, _entity_blocks, _key_text
+from .windowing import ChunkRows, WindowCarry, _entity_blocks, check_key_order
 
 Sink = Callable[[WindowCarry], None]
 
@@ -60,7 +60,7 @@ def day_summary(chunks: Iterable[ChunkRows], window_size: int, n_features: int, 
             raise ValueError(f"chunk has {features.shape[1] if features.ndim == 2 else 0} feature columns, "
                              f"n_features is {f}")
         b0, keys = _entity_blocks(chunk)
-        _check_ascending(keys, open_.keys[0] if open_ is not None else None)
+        check_key_order(keys, open_.keys[0] if open_ is not None else None)
         lengths = np.diff(np.append(b0, n))
         valid = slots[None, :] >= tail - np.minimum(lengths, tail)[:, None]  # (B, w - 1)
         src = np.where(valid, (b0 + lengths)[:, None] - tail + slots[None, :], 0)
@@ -216,24 +216,6 @@ class _Out:
         if self.sink is not None:
             return None
         return WindowCarry.concat(self.kept, self.window_size, self.n_features, self.dtype)
-
-
-def _check_ascending(keys: pa.Array, last: pa.Scalar | None) -> None:
-    """Blocks in strictly ascending key order, the first >= the previous chunk's last (equal: it goes on)."""
-    bad = None
-    if len(keys) > 1:
-        ascending = pc.less(keys.slice(0, len(keys) - 1), keys.slice(1)).to_numpy(zero_copy_only=False)
-        if not ascending.all():
-            i = int(np.flatnonzero(~ascending)[0])
-            bad = (keys[i], keys[i + 1])
-    if bad is None and last is not None:
-        if keys.type != last.type:
-            raise ValueError(f"entity keys changed type within the day: {last.type}, then {keys.type}")
-        if pc.less(keys[0], last).as_py():
-            bad = (last, keys[0])
-    if bad is not None:
-        raise ValueError(f"rows are not grouped by entity in ascending key order: entity {_key_text(bad[0])} comes "
-                         f"before {_key_text(bad[1])}")
 
 
 __all__ = ["day_summary", "fold_carry"]

@@ -312,6 +312,27 @@ def _merged(a: WindowCarry, b: WindowCarry) -> WindowCarry:
     return both.take(pc.sort_indices(both.keys).to_numpy())
 
 
+def check_key_order(keys: pa.Array, last: "pa.Scalar | None") -> None:
+    """A chunk's entity blocks (``keys``) come in strictly ascending key order, the first >= ``last``, the previous
+    chunk's last (equal: that entity goes on); a source in another order would split or lose entities' series."""
+    if not len(keys):
+        return
+    bad = None
+    if len(keys) > 1:
+        ascending = pc.less(keys.slice(0, len(keys) - 1), keys.slice(1)).to_numpy(zero_copy_only=False)
+        if not ascending.all():
+            i = int(np.flatnonzero(~ascending)[0])
+            bad = (keys[i], keys[i + 1])
+    if bad is None and last is not None:
+        if keys.type != last.type or pc.less(keys[0], last).as_py():
+            bad = (last, keys[0])
+    if bad is not None:
+        raise ValueError(
+            f"rows are not grouped by entity in ascending key order: entity {_key_text(bad[0])} comes before "
+            f"{_key_text(bad[1])}; the source must return rows ordered by entity (strings in binary order, as DuckDB "
+            "and BigQuery sort them without a COLLATE; numbers numerically), then time")
+
+
 def _key_text(scalar) -> str:
     return repr(scalar.as_py()) if isinstance(scalar, pa.Scalar) else repr(scalar)
 
@@ -470,25 +491,9 @@ class Windower:
 
     # -- the carry streams -------------------------------------------------------------------------
     def _check_order(self, keys: pa.Array) -> None:
-        """Blocks come in strictly ascending key order, within the chunk and after the previous chunk's last
-        (equal: that entity goes on); a source in another order would split or lose entities' series."""
-        if not len(keys):
-            return
-        bad = None
-        if len(keys) > 1:
-            ascending = pc.less(keys.slice(0, len(keys) - 1), keys.slice(1)).to_numpy(zero_copy_only=False)
-            if not ascending.all():
-                i = int(np.flatnonzero(~ascending)[0])
-                bad = (keys[i], keys[i + 1])
-        if bad is None and self._last_key is not None:
-            if keys.type != self._last_key.type or pc.less(keys[0], self._last_key).as_py():
-                bad = (self._last_key, keys[0])
-        if bad is not None:
-            raise ValueError(
-                f"rows are not grouped by entity in ascending key order: entity {_key_text(bad[0])} comes before "
-                f"{_key_text(bad[1])}; the source must return rows ordered by entity (strings in binary order, as DuckDB "
-                "and BigQuery sort them without a COLLATE; numbers numerically), then time")
-        self._last_key = keys[-1]
+        check_key_order(keys, self._last_key)
+        if len(keys):
+            self._last_key = keys[-1]
 
     def _carried(self, keys: pa.Array, f: int, dtype) -> WindowCarry:
         """What the carries know of the chunk's entities, aligned with its blocks (zeros for a new entity)."""
@@ -698,6 +703,6 @@ def columns_table(matrix: np.ndarray, names: Sequence[str], first: "pa.Table | N
     return pa.Table.from_arrays(arrays, names=[*(first.column_names if first is not None else []), *names])
 
 
-__all__ = ["SPLITS", "TRAIN", "ChunkRows", "ChunkWindows", "WindowCarry", "Windower", "chunk_rows", "columns_table", "count_windows", "gather_windows",
+__all__ = ["SPLITS", "TRAIN", "check_key_order", "ChunkRows", "ChunkWindows", "WindowCarry", "Windower", "chunk_rows", "columns_table", "count_windows", "gather_windows",
            "parse_duration", "project_windows", "series_starts", "split_codes", "window_index", "window_stats",
            "window_stats_by_stride"]

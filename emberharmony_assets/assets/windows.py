@@ -63,15 +63,21 @@ def previous_carry(artifacts, key: str, needed_by: str) -> "StoredCarry | None":
     return StoredCarry(artifacts, previous)
 
 
+def window_size_error(artifacts, key: str, what: str) -> ValueError:
+    """``what`` (a carry or tails of another window_size) at partition ``key``, and the one-run command that redoes
+    them: the tails (made with the features) and the carries, for every day up to ``key``."""
+    return ValueError(f"{what}: re-materialise features, window_tails and window_carry for every partition (then "
+                      f"stride_windows, pca_stats, pca_models, projected_windows): "
+                      f"{repair_command(f'{FEATURES},{WINDOW_TAILS},{WINDOW_CARRY}', daily_partitions.get_first_partition_key(), artifacts.base, max([key, *artifacts.frame_keys(FEATURES)]))}")
+
+
 def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: int, needed_by: str) -> Windower:
     """A ``Windower`` continuing from the previous partition's stored carry (none before the first partition)."""
     carry = previous_carry(artifacts, key, needed_by)
     if carry is not None and carry.window_size != settings.window_size:
-        raise ValueError(
-            f"{needed_by}, partition {key}: the window_carry of {carry.key} was made with window_size "
-            f"{carry.window_size}, the settings say {settings.window_size}: re-materialise window_tails and "
-            f"window_carry for every partition (then stride_windows, pca_stats, pca_models, projected_windows): "
-            f"{repair_command(','.join([WINDOW_TAILS, WINDOW_CARRY]), daily_partitions.get_first_partition_key(), artifacts.base, carry.key)}")
+        raise window_size_error(artifacts, key, f"{needed_by}, partition {key}: the window_carry of {carry.key} was "
+                                                f"made with window_size {carry.window_size}, the settings say "
+                                                f"{settings.window_size}")
     return Windower(settings.window_size, settings.strides, carry, n_features=n_features, dtype=settings.dtype,
                     max_gap=settings.max_gap, sink=False)
 
@@ -110,11 +116,9 @@ def window_carry(context: AssetExecutionContext, store: ArtifactStoreResource) -
                                                   f"{column_change(artifacts, previous.key, key)}: the preprocessor "
                                                   f"changed between them")
             if previous is not None and previous.window_size != day.window_size:
-                raise ValueError(
-                    f"the window_tails of partition {key} were made with window_size {day.window_size}, the window_carry "
-                    f"of {previous.key} with {previous.window_size}: re-materialise window_tails and window_carry for "
-                    f"every partition (then stride_windows, pca_stats, pca_models, projected_windows): "
-                    f"{repair_command(f'{FEATURES},{WINDOW_TAILS},{WINDOW_CARRY}', daily_partitions.get_first_partition_key(), artifacts.base, key)}")
+                raise window_size_error(artifacts, key, f"the window_tails of partition {key} were made with "
+                                                        f"window_size {day.window_size}, the window_carry of "
+                                                        f"{previous.key} with {previous.window_size}")
             with CarryWriter(artifacts, key, day.window_size, day.n_features, day.dtype, WINDOW_CARRY) as sink:
                 fold_carry(previous, day, sink)
             rows.append({"partition": key, "entities": sink.entities})

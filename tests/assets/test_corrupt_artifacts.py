@@ -285,12 +285,19 @@ def assert_remedies_exist(text: str):
     assert "numeric_columns" not in text
 
 
+INGEST = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
+
+
+def drift_resources(database: Path, artifacts: Path, **settings) -> dict:
+    """The graph on the ``readings`` table of ``write_day``, windows of 2 at stride 1."""
+    return {**make_resources(str(database), str(artifacts)),
+            "source": DuckDBSourceResource(database=str(database), **SOURCE),
+            "settings": PipelineSettings(window_size=2, strides=[1], n_components=2, **settings)}
+
+
 def test_a_column_changing_type_between_partitions_fails_the_preprocessor_naming_both(tmp_path):
     database = tmp_path / "drift.duckdb"
-    resources = {**make_resources(str(database), str(tmp_path / "artifacts")),
-                 "source": DuckDBSourceResource(database=str(database), **SOURCE),
-                 "settings": PipelineSettings(window_size=2, strides=[1], n_components=2)}
-    ingest = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
+    resources, ingest = drift_resources(database, tmp_path / "artifacts"), INGEST
     write_day(database, P0, "DOUBLE", "rack INTEGER", replace=True)
     assert run(resources, ingest, P0).success
     write_day(database, P1, "VARCHAR", "rack INTEGER", replace=True)
@@ -307,10 +314,7 @@ def test_a_struct_field_new_in_a_later_partition_names_the_setting_that_takes_it
     """The remedy the message gives is a setting of the resources: struct_fields='union' makes the graph run, the
     field null in the partition that lacks it."""
     database = tmp_path / "fields.duckdb"
-    resources = {**make_resources(str(database), str(tmp_path / "artifacts")),
-                 "source": DuckDBSourceResource(database=str(database), **SOURCE),
-                 "settings": PipelineSettings(window_size=2, strides=[1], n_components=2)}
-    ingest = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
+    resources, ingest = drift_resources(database, tmp_path / "artifacts"), INGEST
     write_day(database, P0, "DOUBLE", "rack INTEGER", replace=True)
     assert run(resources, ingest, P0).success
     hours = pd.date_range(P1, periods=24, freq="h", tz="UTC")
@@ -329,7 +333,7 @@ def test_a_struct_field_new_in_a_later_partition_names_the_setting_that_takes_it
     assert "PreprocessConfig" not in text
     assert_remedies_exist(text)
 
-    union = {**resources, "settings": PipelineSettings(window_size=2, strides=[1], n_components=2, struct_fields="union")}
+    union = drift_resources(database, tmp_path / "artifacts", struct_fields="union")
     assert run(union, ["preprocess_stats"], first=P0, last=P1).success  # as the message says (from the stored rows)
     assert run(union, ["preprocessor", "features", "window_tails", "window_carry", "stride_windows", "pca_stats",
                        "pca_models"], first=P0, last=P1).success

@@ -122,3 +122,17 @@ def test_the_windows_of_a_day_wait_for_the_carry_of_the_day_before_and_say_how_t
     assert (f"--select window_carry --partition-range {PARTITIONS[0]}...{PARTITIONS[2]}") in text
     run(resources, ["window_carry"], PARTITIONS[0], PARTITIONS[2])  # as the message says
     run(resources, DAY_PASSES[1], PARTITIONS[3])
+
+
+def test_a_new_window_size_names_the_carries_to_redo_and_the_command_redoes_them(sparse_database, tmp_path):
+    base = str(tmp_path / "artifacts")
+    run(make_resources(sparse_database, base), None, PARTITIONS[0], PARTITIONS[2])
+    smaller = make_resources(sparse_database, base, window_size=3)
+    result = materialize(all_assets, selection=DAY_PASSES[1], resources=smaller, partition_key=PARTITIONS[2],
+                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    text = " ".join(e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure)
+    assert f"the window_carry of {PARTITIONS[1]} was made with window_size 5, the settings say 3" in text, text
+    command = f"--select features,window_tails,window_carry --partition-range {PARTITIONS[0]}...{PARTITIONS[2]}"
+    assert command in text, text
+    run(smaller, ["features", "window_tails", "window_carry"], PARTITIONS[0], PARTITIONS[2])  # as it says
+    run(smaller, DAY_PASSES[1], PARTITIONS[2])
