@@ -31,8 +31,9 @@ DEMO_SETTINGS = dict(target_column="load_next_hour")
 
 def default_source() -> SourceResource:
     kind = os.environ.get("EMBERHARMONY_SOURCE", "duckdb").strip().lower()
-    if kind == "duckdb":
-        return DuckDBSourceResource(**DEMO_SOURCE)
+    if kind == "duckdb":  # DuckDB's threads for the ordered read: fewer when several runs share a machine
+        threads = os.environ.get("EMBERHARMONY_DUCKDB_THREADS")
+        return DuckDBSourceResource(**DEMO_SOURCE, **({"threads": int(threads)} if threads else {}))
     if kind == "bigquery":
         from .bigquery import bigquery_source_from_env
 

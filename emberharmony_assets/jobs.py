@@ -8,12 +8,12 @@
   runs it over the whole partition range); for a range, launch a backfill from the UI —
   every partitioned asset has a single-run backfill policy, so a range runs as one run
   that loops over its partitions one at a time.
-* ``ingest_job`` and ``fit_and_windows_job``: the same graph cut in two for multi-run backfills
-  (README "Running at scale"). ``ingest_job`` (``raw_chunk`` … ``preprocess_stats``) depends on
-  nothing but the source, so its days may run as separate runs at once: ``dagster job backfill -j
-  ingest_job`` submits one run per day to the instance's run queue, whose concurrency limits say
-  how many run together. ``fit_and_windows_job`` (``preprocessor`` onwards) then runs the range as
-  ONE run: ``stride_windows`` continues each series from the day before, so its days go in order.
+* The scale-out jobs (``emberharmony_assets.scale_out`` runs them in waves through the run queue): a job per
+  pass over days, each run carrying the ``emberharmony/pass`` tag the queue's limits name, one run per day
+  (``dagster job backfill``): ``ingest_job``, ``features_job`` (``features``, ``window_tails``), ``windows_job``
+  (``stride_windows``, ``pca_stats``), ``projection_job``; between them one run each of ``preprocessor_job``,
+  ``carry_job`` (``window_carry`` over the range: the only day-to-day step, a fold of small summaries) and
+  ``pca_models_job``. ``fit_and_windows_job`` is everything after ingest as one run.
 
 Both schedules start stopped (Dagster's default): turn them on in the UI (Automation) or with
 ``dagster schedule start``. Each asks for the day that ended before its tick; once the partitions
@@ -38,17 +38,46 @@ refit_job = define_asset_job("refit_job", selection=AssetSelection.assets("pca_m
 full_refresh_job = define_asset_job("full_refresh_job", selection=AssetSelection.all())
 
 INGEST_ASSETS = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
-# the run-queue tag a tag_concurrency_limits entry names to cap how many ingest runs go at once
-INGEST_PASS_TAG = ("emberharmony/pass", "ingest")
-# one step (the ingest multi-asset and its checks): in process, no step subprocess (~3 s of imports) per run
-ingest_job = define_asset_job("ingest_job", selection=AssetSelection.assets(*INGEST_ASSETS),
-                              executor_def=in_process_executor, tags=dict([INGEST_PASS_TAG]),
-                              description="The ingest pass alone: independent per day, so a backfill may run its "
-                                          "days as separate runs at once (dagster job backfill -j ingest_job).")
+# the run-queue tag every run of a pass over days carries: a tag_concurrency_limits entry on this key caps how many
+# runs of each pass go at once (``value: {applyLimitPerUniqueValue: true}``), or of one pass (``value: ingest``)
+PASS_TAG = "emberharmony/pass"
+INGEST_PASS_TAG = (PASS_TAG, "ingest")
+
+
+def _pass_job(name: str, assets: list[str], what: str):
+    # one step per run, in process: no step subprocess (~3 s of imports) per run
+    return define_asset_job(name, selection=AssetSelection.assets(*assets), executor_def=in_process_executor,
+                            tags={PASS_TAG: name.removesuffix("_job")}, description=what)
+
+
+ingest_job = _pass_job("ingest_job", INGEST_ASSETS,
+                       "The ingest pass alone: independent per day, so a backfill may run its days as separate runs "
+                       "at once (dagster job backfill -j ingest_job).")
+features_job = _pass_job("features_job", ["features", "window_tails"],
+                         "features and window_tails: independent per day (after the preprocessor), one run per day.")
+carry_job = define_asset_job("carry_job", selection=AssetSelection.assets("window_carry"),
+                             executor_def=in_process_executor,
+                             description="window_carry, the one step that goes day after day (a fold of small "
+                                         "per-entity summaries): launch a range as one run.")
+windows_job = _pass_job("windows_job", ["stride_windows", "pca_stats"],
+                        "stride_windows and pca_stats: independent per day once window_carry of the day before "
+                        "exists, one run per day.")
+projection_job = _pass_job("projection_job", ["projected_windows"],
+                           "projected_windows: independent per day once pca_models exists, one run per day.")
 fit_and_windows_job = define_asset_job(
     "fit_and_windows_job", selection=AssetSelection.all() - AssetSelection.assets(*INGEST_ASSETS),
-    description="Everything after the ingest pass (preprocessor, features, stride_windows, pca_stats, pca_models, "
-                "projected_windows): launch a range as one run; the windows pass takes its days in order.")
+    description="Everything after the ingest pass (preprocessor, features, window_carry, stride_windows, pca_stats, "
+                "pca_models, projected_windows): launch a range as one run.")
+# the scale-out recipe's waves (emberharmony_assets.scale_out): a job per pass over days, one run per day; the
+# global fits and the carry fold as one run each
+WAVES = [("ingest_job", "days"), ("preprocessor_job", "once"), ("features_job", "days"), ("carry_job", "range"),
+         ("windows_job", "days"), ("pca_models_job", "once"), ("projection_job", "days")]
+fit_preprocessor_job = define_asset_job("preprocessor_job", selection=AssetSelection.assets("preprocessor"),
+                                        executor_def=in_process_executor,
+                                        description="The preprocessor alone, fitted on every day's preprocess_stats.")
+fit_pca_job = define_asset_job("pca_models_job", selection=AssetSelection.assets("pca_models"),
+                               executor_def=in_process_executor,
+                               description="pca_models alone, merged from every day's pca_stats.")
 
 
 def day_that_ended(context: ScheduleEvaluationContext) -> tuple[str | None, SkipReason | None]:
@@ -82,5 +111,6 @@ def daily_refit_schedule(context: ScheduleEvaluationContext):
     return skip or RunRequest(run_key=f"refit-{day}", partition_key=day)
 
 
-all_jobs = [daily_partition_job, refit_job, full_refresh_job, ingest_job, fit_and_windows_job]
+all_jobs = [daily_partition_job, refit_job, full_refresh_job, ingest_job, fit_and_windows_job, features_job, carry_job,
+            windows_job, projection_job, fit_preprocessor_job, fit_pca_job]
 all_schedules = [daily_partition_job_schedule, daily_refit_schedule]

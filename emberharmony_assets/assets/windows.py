@@ -14,7 +14,6 @@ statistics; ``projected_windows`` reads ``features`` once more and projects ever
 from contextlib import ExitStack
 
 import numpy as np
-import pyarrow as pa
 from dagster import AssetDep, AssetExecutionContext, AssetSpec, MaterializeResult, asset, multi_asset
 
 from emberharmony_core.carry_fold import fold_carry

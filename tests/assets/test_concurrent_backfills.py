@@ -92,6 +92,20 @@ def file_digests(folder: Path) -> dict[str, str]:
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
 
 
+def assert_same_artifacts(one: Path, other: Path, days: int) -> None:
+    """Every artifact file byte-identical (the days' raw_chunk files among them), and the same PCA models."""
+    a, b = file_digests(one), file_digests(other)
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    assert len([p for p in a if p.startswith("raw_chunk")]) == days
+    differ = sorted(p for p in a if a[p] != b[p])
+    assert not differ, differ
+    for stride in STRIDES:
+        x, y = (ArtifactStore(str(folder)).read_arrays("pca_models", f"stride={stride}") for folder in (one, other))
+        assert x.keys() == y.keys()
+        for name in x:
+            np.testing.assert_array_equal(x[name], y[name])
+
+
 def most_at_once(intervals: list[tuple[float, float]]) -> int:
     """The largest number of (start, end) intervals that hold one instant."""
     edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])  # ends first on ties
@@ -217,18 +231,7 @@ def test_a_backfill_run_per_day_two_at_once_through_the_run_queue_equals_one_run
     rest_s = time.monotonic() - rest_started
     multi_s = time.monotonic() - started
 
-    # the same artifacts, byte for byte, and the same PCA models
-    a, b = file_digests(single_data / "artifacts"), file_digests(multi_data / "artifacts")
-    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
-    assert len([p for p in a if p.startswith("raw_chunk")]) == len(DAYS)
-    differ = sorted(p for p in a if a[p] != b[p])
-    assert not differ, differ
-    one, other = ArtifactStore(str(single_data / "artifacts")), ArtifactStore(str(multi_data / "artifacts"))
-    for stride in STRIDES:
-        x, y = (s.read_arrays("pca_models", f"stride={stride}") for s in (one, other))
-        assert x.keys() == y.keys()
-        for name in x:
-            np.testing.assert_array_equal(x[name], y[name])
+    assert_same_artifacts(single_data / "artifacts", multi_data / "artifacts", len(DAYS))
 
     print(f"\n{len(DAYS)} days x {DEMO.rows // DEMO.days:,} rows. ONE RUN (full_refresh_job) {single_s:.1f} s, "
           f"its ingest step {single_ingest_s:.1f} s. MULTI-RUN {multi_s:.1f} s: submit {len(DAYS)} runs (dagster job "

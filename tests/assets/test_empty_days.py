@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
