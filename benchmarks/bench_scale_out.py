@@ -4,8 +4,8 @@
 
 Every run is held to one core (BLAS, Arrow and DuckDB threads 1), in both set-ups. 1 worker: the main job
 (``python -m emberharmony_assets.main``: ``full_refresh_job`` over the range, one run). N workers: a
-persistent instance with the QueuedRunCoordinator (at most N runs of a pass at once), a ``dagster-daemon``
-launching each run as a process, and ``emberharmony_assets.scale_out`` submitting the waves. Prints both wall
+persistent instance with the QueuedRunCoordinator (at most N runs of a pass at once), ``dagster dev`` (its daemon
+launches each run as a process) and ``emberharmony_assets.scale_out`` submitting the waves, N runs a wave. Prints both wall
 times, their ratio, each wave's time, and checks that every artifact is byte-identical.
 """
 
@@ -15,10 +15,12 @@ import argparse
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +48,25 @@ auto_materialize:
   enabled: false
   use_sensors: false
 """
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_webserver(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"dagster dev exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"dagster dev did not serve on port {port} in {timeout:.0f} s")
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -84,11 +105,17 @@ def main() -> int:
     env_many = {**env, "DAGSTER_HOME": str(many / "dagster_home"), "EMBERHARMONY_HOME": str(many),
                 "EMBERHARMONY_SOURCE": "duckdb", "EMBERHARMONY_PARTITION_START": first,
                 "EMBERHARMONY_PARTITION_END": end}
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=ROOT, env=env_many,
-                              stdout=open(work / "daemon.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    subprocess.run([sys.executable, "-c", "from dagster import DagsterInstance; DagsterInstance.get().get_run_records()"],
+                   check=True, env=env_many, cwd=ROOT, stderr=subprocess.DEVNULL)  # the storages, before two processes race
+    port = free_port()
+    daemon = subprocess.Popen([str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)], cwd=ROOT,
+                              env=env_many, stdout=open(work / "dagster_dev.log", "wb"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
     try:
+        wait_for_webserver(port, daemon)
         started = time.monotonic()
-        waves = subprocess.run([sys.executable, "-m", "emberharmony_assets.scale_out", "--from", first, "--to", last],
+        waves = subprocess.run([sys.executable, "-m", "emberharmony_assets.scale_out", "--from", first, "--to", last,
+                                "--url", f"http://127.0.0.1:{port}", "--runs-per-wave", str(args.workers)],
                                cwd=ROOT, env=env_many, capture_output=True, text=True)
         many_s = time.monotonic() - started
     finally:

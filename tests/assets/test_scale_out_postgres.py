@@ -1,14 +1,14 @@
 """The scale-out recipe on the instance a production user has: a day's pass per run, several at once, on Postgres.
 
 ``emberharmony_assets.scale_out`` runs a range as waves (``emberharmony_assets.jobs.WAVES``): per-day passes
-(``ingest_job``, ``features_job``, ``windows_job``, ``projection_job``) as one run per day through ``dagster job
-backfill``, the global fits and the carry fold as one run each on the same instance. Here it runs on
+(``ingest_job``, ``features_job``, ``windows_job``, ``projection_job``) as one run per day submitted through the
+webserver's GraphQL API, the global fits and the carry fold as one run each on the same instance. Here it runs on
 what production runs: Dagster's Postgres storage (``dagster-postgres``) on a real PostgreSQL server this test
 starts from Debian's ``postgresql`` package (``initdb`` / ``pg_ctl`` in a temporary folder, as an unprivileged
 user when the tests run as root, 127.0.0.1 on a free port, password authentication over TCP; stopped at the end),
 the ``QueuedRunCoordinator`` with a tag concurrency limit of 2 per value of ``emberharmony/pass`` (the tag every
-run of a per-day pass carries), the ``DefaultRunLauncher``, and a real ``dagster-daemon run`` launching each run
-as its own process. Nothing stands in for Dagster or PostgreSQL. The storage names its driver
+run of a per-day pass carries), the ``DefaultRunLauncher``, and a real ``dagster dev`` (webserver and daemon: the
+daemon launches each run as its own process). Nothing stands in for Dagster or PostgreSQL. The storage names its driver
 (``scheme: postgresql+psycopg2``): SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, which
 dagster-postgres does not install ("No module named 'psycopg'" otherwise).
 
@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,7 +46,6 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from tests.assets.test_concurrent_backfills import (DAYS, assert_same_artifacts, graph_resources, most_at_once,
                                                     run_errors, run_job)
 from tests.conftest import default_signals, stop_process_group
-from emberharmony_assets import definitions
 from emberharmony_assets.jobs import PASS_TAG, WAVES
 from emberharmony_assets.partitions import daily_partitions
 from emberharmony_core.demo import DemoConfig, write_demo_table
@@ -178,6 +178,18 @@ def postgres_server():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def wait_for_webserver(port: int, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"dagster dev exited with {process.returncode}:\n{log.read_text()[-4000:]}"
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"dagster dev did not serve on port {port} in {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+
+
 def launched_at(instance: DagsterInstance, run_id: str) -> float:
     """When the daemon took the run off the queue (RUN_STARTING): from then on the queue counts it in progress."""
     return instance.all_logs(run_id, of_type=DagsterEventType.RUN_STARTING)[0].timestamp
@@ -222,27 +234,25 @@ def test_scale_out_on_postgres_runs_days_of_each_pass_at_once_and_equals_one_run
                             "EMBERHARMONY_PARTITION_START": f"{daily_partitions.start:%Y-%m-%d}",
                             "EMBERHARMONY_PARTITION_END": end}.items():
             monkeypatch.setenv(name, value)
-        # the single runs scale_out executes in this process use emberharmony_assets.definitions.defs, whose
-        # resources were read from the environment when it was imported (before the lines above): rebuilt here,
-        # as a process started with this environment (python -m emberharmony_assets.scale_out) has them
-        monkeypatch.setattr(definitions, "defs", definitions.build_definitions())
         instance = DagsterInstance.from_config(str(home))  # creates Dagster's tables, before any other process
         try:
             assert isinstance(instance.run_storage, dagster_postgres.PostgresRunStorage)
             assert isinstance(instance.event_log_storage, dagster_postgres.PostgresEventLogStorage)
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
             assert instance.get_run_records() == []
-            log, lines = tmp_path / "daemon.log", []
+            log, lines, web = tmp_path / "dagster_dev.log", [], free_port()
             with open(log, "wb") as out:
-                daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=ROOT,
-                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                daemon = subprocess.Popen([str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(web)],
+                                          cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                           preexec_fn=default_signals)
             try:
                 from emberharmony_assets.scale_out import scale_out
 
+                wait_for_webserver(web, daemon, log)
                 started = time.monotonic()
                 try:
-                    runs = scale_out(DAYS[0], DAYS[-1], instance=instance, timeout=WAVE_S, log=lines.append)
+                    runs = scale_out(DAYS[0], DAYS[-1], url=f"http://127.0.0.1:{web}", instance=instance,
+                                     timeout=WAVE_S, log=lines.append)
                 except (RuntimeError, TimeoutError) as error:
                     failed = [r.dagster_run for r in instance.get_run_records()
                               if r.dagster_run.status == DagsterRunStatus.FAILURE]
@@ -273,7 +283,6 @@ def check_runs(instance: DagsterInstance, runs: dict, lines: list[str], single_s
             continue
         assert sorted(r.dagster_run.tags["dagster/partition"] for r in wave) == DAYS  # one run per day
         assert {r.dagster_run.tags.get(PASS_TAG) for r in wave} == {job.removesuffix("_job")}
-        assert len({r.dagster_run.tags["dagster/backfill"] for r in wave}) == 1
         executing = [(r.start_time, r.end_time) for r in wave]
         in_progress = [(launched_at(instance, r.dagster_run.run_id), r.end_time) for r in wave]
         # as the queue counts them (launched to the end): never more than the tag limit
