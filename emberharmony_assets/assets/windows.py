@@ -37,7 +37,11 @@ from .ingest import EMPTY_DAY
 from .preprocessing import load_preprocessor
 
 WINDOW_STEPS = [STRIDE_WINDOWS, PCA_STATS]
-AFTER_PREVIOUS = AssetDep(WINDOW_CARRY, partition_mapping=previous_partition)  # the carry of the day before
+# A day's windows read the carry of the day before, but depend on window_carry of the day itself: that one is
+# folded from the carry of the day before (so it is stale whenever that one is), and a same-day dependency keeps an
+# asset backfill of a range inside the range (with the day-before mapping, Dagster's backfill planning reached the
+# day after the range through it)
+CARRY_OF_THE_DAY = WINDOW_CARRY
 
 
 def carry_command(artifacts, last: str) -> str:
@@ -91,7 +95,7 @@ def column_change(artifacts, before: str, after: str) -> str:
     return f"; the features of {after} {change} to those of {before}" if change else ""
 
 
-@asset(name=WINDOW_CARRY, deps=[WINDOW_TAILS, AFTER_PREVIOUS], group_name="windows", kinds={"arrow"},
+@asset(name=WINDOW_CARRY, deps=[WINDOW_TAILS, AssetDep(WINDOW_CARRY, partition_mapping=previous_partition)], group_name="windows", kinds={"arrow"},
        description="Per entity, its row count so far and its last window_size - 1 feature rows after the day: the "
                    "carry of the day before folded with the day's window_tails. The one step that goes day after "
                    "day, over per-entity summaries only.",
@@ -128,7 +132,7 @@ def window_carry(context: AssetExecutionContext, store: ArtifactStoreResource) -
 @multi_asset(
     name="windows_and_stats",
     specs=[
-        AssetSpec(STRIDE_WINDOWS, group_name="windows", kinds={"parquet"}, deps=[FEATURES, AFTER_PREVIOUS],
+        AssetSpec(STRIDE_WINDOWS, group_name="windows", kinds={"parquet"}, deps=[FEATURES, CARRY_OF_THE_DAY],
                   description="Per stride, the windows ending in the partition, stored as an index (row of features "
                               "each ends on, entity, end time, split); load the windows with "
                               "emberharmony_core.layout.load_stride_windows."),
@@ -316,7 +320,7 @@ def load_model(artifacts, stride: int) -> PCAModel:
     return PCAModel.from_arrays(artifacts.read_arrays("pca_models", stride_folder(stride)))
 
 
-@asset(**PARTITIONED, deps=[STRIDE_WINDOWS, pca_models, AFTER_PREVIOUS], group_name="windows", kinds={"parquet"})
+@asset(**PARTITIONED, deps=[STRIDE_WINDOWS, pca_models, CARRY_OF_THE_DAY], group_name="windows", kinds={"parquet"})
 def projected_windows(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
                       backend: BackendResource, store: ArtifactStoreResource) -> MaterializeResult:
     """Every window of the partition projected onto its stride's components: per stride, entity, end_time,

@@ -8,9 +8,9 @@ materialisations' metadata labelled as the run's totals, and every asset check's
 Why a job backfill (``selector`` + ``partitionNames``) and not a pure asset backfill (``assetSelection`` +
 ``partitionNames``, what the UI's *Materialize* of a selection sends): Dagster accepts the whole graph in one
 asset backfill (unpartitioned ``preprocessor`` / ``pca_models`` included), but runs it in waves, one run per
-partitions definition and never the self-dependent ``stride_windows`` in a run with another asset: 7 runs, and
-the backfill daemon advances one wave per 30 s tick (``DEFAULT_DAEMON_INTERVAL_SECONDS``, not configurable), so
-3.5 minutes (1 minute more than to ``pca_stats`` alone). The job backfill is one run over the range, the path the
+partitions definition, the self-dependent ``window_carry`` with the windows after it: 6 runs, and the backfill
+daemon advances one wave per 30 s tick (``DEFAULT_DAEMON_INTERVAL_SECONDS``, not configurable), so 3.5 minutes
+(docs/scale.md; ``benchmarks/bench_ui_backfill.py``). The job backfill is one run over the range, the path the
 main job takes. The run executes in process: five step processes cost ~12 s on a 2-core machine, which decides
 whether the run ends before the daemon's next tick (the backfill is marked complete on a tick) or 30 s later.
 """
