@@ -33,9 +33,17 @@ from .partitions import daily_partitions
 PARTITION_ASSETS = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats", "features", "window_tails",
                     "window_carry", "stride_windows", "pca_stats"]
 
-daily_partition_job = define_asset_job("daily_partition_job", selection=AssetSelection.assets(*PARTITION_ASSETS))
-refit_job = define_asset_job("refit_job", selection=AssetSelection.assets("pca_models", "projected_windows"))
-full_refresh_job = define_asset_job("full_refresh_job", selection=AssetSelection.all())
+daily_partition_job = define_asset_job(
+    "daily_partition_job", selection=AssetSelection.assets(*PARTITION_ASSETS),
+    description="One day through every partitioned asset up to pca_stats (its schedule: each morning, the day that "
+                "ended); needs the preprocessor and the day before's window_carry.")
+refit_job = define_asset_job("refit_job", selection=AssetSelection.assets("pca_models", "projected_windows"),
+                             description="pca_models from every day's statistics, then the day's projections "
+                                         "(its schedule: an hour after daily_partition_job).")
+full_refresh_job = define_asset_job(
+    "full_refresh_job", selection=AssetSelection.all(),
+    description="Everything, as ONE run over a range (Partitions -> Launch backfill, or python -m "
+                "emberharmony_assets.main): the fastest path on one machine; many workers: docs/scale.md.")
 
 INGEST_ASSETS = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
 # the run-queue tag every run of a pass over days carries: a tag_concurrency_limits entry on this key caps how many

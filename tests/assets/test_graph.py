@@ -283,3 +283,9 @@ def test_an_asset_backfill_of_a_range_targets_that_range_and_no_day_after(hash_s
     assert done.returncode == 0, done.stderr[-3000:]
     planned = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()}
     assert len(planned) == 10 and all(days == keys for keys in planned.values()), planned
+
+
+def test_every_job_says_what_it_is_for():
+    """The UI's Jobs list shows each job's description: none is blank."""
+    jobs = {job.name: job.description for job in defs.resolve_all_job_defs() if not job.name.startswith("__")}
+    assert len(jobs) >= 11 and all(description and len(description) > 20 for description in jobs.values()), jobs
