@@ -136,3 +136,14 @@ def test_a_new_window_size_names_the_carries_to_redo_and_the_command_redoes_them
     assert command in text, text
     run(smaller, ["features", "window_tails", "window_carry"], PARTITIONS[0], PARTITIONS[2])  # as it says
     run(smaller, DAY_PASSES[1], PARTITIONS[2])
+
+
+def test_scale_out_cuts_a_range_into_contiguous_runs_and_tags_each_as_dagster_reads_it():
+    from emberharmony_assets.scale_out import day_groups, range_tags
+
+    assert day_groups(PARTITIONS, 2) == [(PARTITIONS[0], PARTITIONS[2]), (PARTITIONS[3], PARTITIONS[4])]
+    assert day_groups(PARTITIONS, 99) == [(day, day) for day in PARTITIONS]  # at most one run per day
+    assert day_groups(PARTITIONS, 0) == [(PARTITIONS[0], PARTITIONS[4])]
+    assert range_tags(PARTITIONS[1], PARTITIONS[1]) == {"dagster/partition": PARTITIONS[1]}
+    assert range_tags(PARTITIONS[0], PARTITIONS[2]) == {ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0],
+                                                       ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[2]}
