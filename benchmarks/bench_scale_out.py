@@ -28,26 +28,6 @@ BIN = Path(sys.executable).parent
 ONE_CORE = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "EMBERHARMONY_DUCKDB_THREADS": "1"}  # Arrow's CPU pool follows OMP_NUM_THREADS
 
-QUEUE = """\
-telemetry:
-  enabled: false
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: {workers}
-    tag_concurrency_limits:
-      - key: emberharmony/pass
-        value:
-          applyLimitPerUniqueValue: true
-        limit: {workers}
-    dequeue_interval_seconds: 1
-    dequeue_use_threads: true
-    dequeue_num_workers: {workers}
-auto_materialize:
-  enabled: false
-  use_sensors: false
-"""
 
 
 def free_port() -> int:
@@ -101,7 +81,9 @@ def main() -> int:
                    stdout=subprocess.DEVNULL)
     one_s = time.monotonic() - started
 
-    (many / "dagster_home" / "dagster.yaml").write_text(QUEUE.format(workers=args.workers))
+    from emberharmony_assets.scale_out import queue_yaml
+
+    (many / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n" + queue_yaml(args.workers))
     env_many = {**env, "DAGSTER_HOME": str(many / "dagster_home"), "EMBERHARMONY_HOME": str(many),
                 "EMBERHARMONY_SOURCE": "duckdb", "EMBERHARMONY_PARTITION_START": first,
                 "EMBERHARMONY_PARTITION_END": end}

@@ -28,11 +28,35 @@ from urllib.parse import urlparse
 from dagster import DagsterInstance, DagsterRunStatus, PartitionKeyRange, RunsFilter
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from .jobs import WAVES
+from .jobs import PASS_TAG, WAVES
 
 WAVE_TAG = "emberharmony/wave"  # one value per submitted wave: how its runs are found again
 LOCATION = "emberharmony"  # workspace.yaml's location_name
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+
+
+def queue_yaml(runs_at_once: int) -> str:
+    """The recipe's run queue as ``dagster.yaml`` lines: the ``QueuedRunCoordinator`` with at most ``runs_at_once``
+    runs of each pass at once (``tag_concurrency_limits`` on ``emberharmony/pass``, one limit per value), the runs
+    of a dequeue launched together, and the daemons the recipe does not use off."""
+    return f"""\
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: {4 * runs_at_once}
+    tag_concurrency_limits:
+      - key: {PASS_TAG}
+        value:
+          applyLimitPerUniqueValue: true
+        limit: {runs_at_once}
+    dequeue_interval_seconds: 1
+    dequeue_use_threads: true
+    dequeue_num_workers: {runs_at_once}
+auto_materialize:
+  enabled: false
+  use_sensors: false
+"""
 
 
 def day_groups(days: list[str], runs: int) -> list[tuple[str, str]]:

@@ -48,6 +48,7 @@ from tests.assets.test_concurrent_backfills import (DAYS, assert_same_artifacts,
 from tests.conftest import default_signals, stop_process_group
 from emberharmony_assets.jobs import PASS_TAG, WAVES
 from emberharmony_assets.partitions import daily_partitions
+from emberharmony_assets.scale_out import queue_yaml
 from emberharmony_core.demo import DemoConfig, write_demo_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,24 +74,9 @@ storage:
       db_name: {db}
       # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg (3); dagster-postgres installs psycopg2(-binary)
       scheme: postgresql+psycopg2
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    tag_concurrency_limits:
-      - key: {pass_tag}
-        value:
-          applyLimitPerUniqueValue: true
-        limit: {at_once}
-    dequeue_interval_seconds: 1
-    dequeue_use_threads: true
-    dequeue_num_workers: {at_once}
-run_launcher:
+{queue}run_launcher:
   module: dagster.core.launcher
   class: DefaultRunLauncher
-auto_materialize:  # the daemons this test does not use, off: less CPU taken from the runs on 2 cores
-  enabled: false
-  use_sensors: false
 freshness:
   enabled: false
 """
@@ -226,7 +212,7 @@ def test_scale_out_on_postgres_runs_days_of_each_pass_at_once_and_equals_one_run
 
     with postgres_server() as (port, user, password, db):
         (home / "dagster.yaml").write_text(DAGSTER_YAML.format(port=port, user=user, password=password, db=db,
-                                                               pass_tag=PASS_TAG, at_once=AT_ONCE))
+                                                               queue=queue_yaml(AT_ONCE)))
         end = f"{daily_partitions.end:%Y-%m-%d}" if daily_partitions.end else ""
         # the environment the CLI (scale_out's submissions), the daemon and its runs see
         for name, value in {"DAGSTER_HOME": str(home), "EMBERHARMONY_HOME": str(multi_data),
