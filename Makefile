@@ -11,7 +11,7 @@ DAGSTER_HOME ?= $(EMBERHARMONY_HOME)/dagster_home
 demo ui: export EMBERHARMONY_HOME := $(EMBERHARMONY_HOME)
 demo ui: export DAGSTER_HOME := $(DAGSTER_HOME)
 
-.PHONY: setup demo test ui bench bench-graph
+.PHONY: setup demo test ui bench bench-graph docs
 setup: .venv/.installed
 .venv/.installed: $(SETUP_INPUTS)
 	bash scripts/setup.sh
@@ -31,3 +31,6 @@ bench: setup
 
 bench-graph: setup
 	$(PY) -m emberharmony_assets.bench $(ARGS)
+
+docs: setup
+	.venv/bin/mkdocs build --strict
