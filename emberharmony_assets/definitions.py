@@ -9,14 +9,39 @@ same graph with their own resources.
 from __future__ import annotations
 
 import os
+import warnings
+from contextlib import contextmanager
 
-from dagster import Definitions
+from dagster import ConfigurableIOManager, Definitions, InputContext, OutputContext
 
 from emberharmony_core.demo import FEATURES
 
-from .assets import all_assets
-from .jobs import all_jobs, all_schedules
-from .resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings, SourceResource
+# Dagster's markers for API maturity (main.DAGSTER_MATURITY_WARNINGS; main.py has only standard-library imports
+# at the top), raised while our definitions are built by features they use knowingly (backfill_policy,
+# allow_nonexistent_upstream_partitions, ...). Quiet while this module builds them, so `dagster dev` prints
+# none when it loads the code location; the main job quiets them for its whole process unless --verbose.
+from .main import DAGSTER_MATURITY_WARNINGS
+
+
+@contextmanager
+def dagster_maturity_warnings_quiet():
+    """Dagster's Beta / Preview / Supersession warnings ignored inside the block; the filters before it restored
+    after it."""
+    import dagster
+
+    with warnings.catch_warnings():
+        for name in DAGSTER_MATURITY_WARNINGS:
+            category = getattr(dagster, name, None)
+            if category is not None:
+                warnings.filterwarnings("ignore", category=category)
+        yield
+
+
+with dagster_maturity_warnings_quiet():  # the assets, partitions and jobs raise them when first imported
+    from .assets import all_assets
+    from .jobs import all_jobs, all_schedules
+from .resources import (ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings, SourceResource,
+                        check_backend_name)
 
 DEMO_SOURCE = dict(
     table="sensor_readings",
@@ -41,20 +66,54 @@ def default_source() -> SourceResource:
     raise ValueError(f"EMBERHARMONY_SOURCE must be 'duckdb' or 'bigquery', got {kind!r}")
 
 
+class NoValuesIOManager(ConfigurableIOManager):
+    """Not used: each asset writes its own files (Parquet, Arrow, JSON) under the artifact store."""
+
+    # It replaces Dagster's default io_manager, which the UI describes as storing values "using pickling":
+    # the assets return MaterializeResult and read what they need from the store, so Dagster never calls an
+    # IO manager for them. Should anything ever ask (an asset returning a value, an AssetIn), the run fails
+    # here, naming the asset, rather than pickling a value nobody reads.
+
+    def handle_output(self, context: OutputContext, obj) -> None:
+        raise TypeError(f"{_asset_name(context)} returned a value ({type(obj).__name__}) for Dagster's io_manager to "
+                        "store: these assets write their own files under the artifact store (the store resource) "
+                        "and return MaterializeResult; nothing is pickled")
+
+    def load_input(self, context: InputContext):
+        raise TypeError(f"{_asset_name(context)} asked Dagster's io_manager to load an input: these assets read "
+                        "their upstream files from the artifact store (the store resource); nothing is stored here")
+
+
+def _asset_name(context) -> str:
+    key = context.asset_key if context.has_asset_key else None
+    return f"asset {key.to_user_string()!r}" if key is not None else f"step output {context.name!r}"
+
+
+def default_backend() -> BackendResource:
+    name = os.environ.get("EMBERHARMONY_BACKEND", "auto")
+    try:
+        check_backend_name(name)
+    except ValueError as error:  # at load, naming the variable the value came from
+        raise ValueError(f"EMBERHARMONY_BACKEND: {error}") from None
+    return BackendResource(name=name)
+
+
 def default_resources(**overrides) -> dict:
     resources = {
         "source": default_source(),
-        "backend": BackendResource(name=os.environ.get("EMBERHARMONY_BACKEND", "auto")),
+        "backend": default_backend(),
         "settings": PipelineSettings(**DEMO_SETTINGS),
         "store": ArtifactStoreResource(),
+        "io_manager": NoValuesIOManager(),
     }
     resources.update(overrides)
     return resources
 
 
 def build_definitions(**resource_overrides) -> Definitions:
-    return Definitions(assets=all_assets, jobs=all_jobs, schedules=all_schedules,
-                       resources=default_resources(**resource_overrides))
+    with dagster_maturity_warnings_quiet():
+        return Definitions(assets=all_assets, jobs=all_jobs, schedules=all_schedules,
+                           resources=default_resources(**resource_overrides))
 
 
 defs = build_definitions()

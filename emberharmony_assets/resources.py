@@ -3,24 +3,85 @@
 Each is a ``ConfigurableResource``, so every field can be changed in run config or
 the launchpad; ``setup_for_execution`` validates, so bad configuration fails the
 run before any asset does work.
+
+A class's docstring is the resource's description in the Dagster UI (Resources tab, launchpad) and a
+field's ``description`` is the launchpad's help for it: both are kept short and for users; the
+details live in comments beside them. Settings with a fixed set of values are typed with an ``Enum``
+(``_choice``), which Dagster shows as a choice list and checks in the launchpad's editor; the
+resource still holds the plain string, and a bad value given in Python fails at once with the
+setting's own message, naming it and the allowed values.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 from contextlib import contextmanager, nullcontext
-from typing import ContextManager, Optional
+from typing import Annotated, Any, Callable, ContextManager, Optional
 
 from dagster import ConfigurableResource, InitResourceContext
-from pydantic import Field
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer
 
-from emberharmony_core.features.row_checks import check_on_duplicate
+from emberharmony_core.features.pca import _FLOAT_DTYPES
+from emberharmony_core.features.row_checks import ON_DUPLICATE, check_on_duplicate
 from emberharmony_core.features.split import validate_fractions
+from emberharmony_core.ops import BACKEND_NAMES as _BACKENDS
 from emberharmony_core.ops import describe_backend, get_backend
 from emberharmony_core.sources.base import DEFAULT_ROWS_PER_CHUNK, TableSpec
 from emberharmony_core.sources.duckdb_source import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS
-from emberharmony_core.store import ArtifactStore, check_arrow_memory_pool, use_arrow_memory_pool
+from emberharmony_core.store import ARROW_MEMORY_POOLS, ArtifactStore, check_arrow_memory_pool, use_arrow_memory_pool
 from emberharmony_core.windowing import parse_duration
+
+
+# The allowed values of each fixed-choice setting, from the core where it has them.
+BACKEND_NAMES = ("auto", *_BACKENDS)  # auto, numpy, torch, mlx
+DTYPES = tuple(_FLOAT_DTYPES)  # float32, float64: what the windows and the PCA compute in
+STRUCT_FIELDS = ("error", "union")  # emberharmony_core.features.preprocess.stats reads "union"
+
+
+def _check_setting(setting: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``allowed``, else a ValueError naming ``setting`` and the allowed values."""
+    if isinstance(value, str) and value in allowed:
+        return value
+    choices = " or ".join(map(repr, allowed)) if len(allowed) == 2 else "one of " + ", ".join(map(repr, allowed))
+    raise ValueError(f"{setting} must be {choices}, got {value!r}")
+
+
+def check_backend_name(name: Any) -> str:
+    """The backend name, stripped and lower-cased (``get_backend`` accepts "NumPy"), or a ValueError listing the
+    names. Whether the chosen library is installed is checked when the run starts (``BackendResource.get``)."""
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {name!r}: the backend name must be one of {', '.join(BACKEND_NAMES)}")
+    return key
+
+
+def _choice(name: str, values: tuple[str, ...], check: Callable[[Any], Any]) -> Any:
+    """A field type for a setting with a fixed set of string values.
+
+    Dagster turns the ``Enum`` into a choice list in the launchpad and an enum in the config schema
+    (it checks run config against it, naming the setting's path); pydantic runs ``check`` on a value
+    given in Python first, so a bad one fails with the setting's own message (naming it and the
+    allowed values). The field then holds the plain string (``"float32"``, not ``FloatDtype.float32``):
+    f-strings, metadata and the core see what they saw before. A value may be given as the string or
+    as the enum's member.
+    """
+    choices = enum.Enum(name, [(value, value) for value in values], type=str, module=__name__)
+
+    def validate(value: Any) -> Any:
+        value = value.value if isinstance(value, enum.Enum) else value
+        checked = check(value)
+        return value if checked is None else checked
+
+    return Annotated[choices, BeforeValidator(validate), AfterValidator(lambda member: member.value),
+                     PlainSerializer(lambda value: getattr(value, "value", value), return_type=str)]
+
+
+BackendName = _choice("BackendName", BACKEND_NAMES, check_backend_name)
+FloatDtype = _choice("FloatDtype", DTYPES, lambda value: _check_setting("dtype", value, DTYPES))
+OnDuplicate = _choice("OnDuplicate", ON_DUPLICATE, check_on_duplicate)
+StructFields = _choice("StructFields", STRUCT_FIELDS, lambda value: _check_setting("struct_fields", value, STRUCT_FIELDS))
+ArrowMemoryPool = _choice("ArrowMemoryPool", ARROW_MEMORY_POOLS, check_arrow_memory_pool)
 
 
 def data_home() -> str:
@@ -29,10 +90,14 @@ def data_home() -> str:
 
 
 class BackendResource(ConfigurableResource):
-    """Which compute backend every asset uses: auto, numpy, torch or mlx (plus a device)."""
+    """The compute library every asset uses: NumPy, PyTorch or MLX, or auto to pick the fastest one here."""
 
-    name: str = Field(default="auto", description="auto | numpy | torch | mlx")
-    device: Optional[str] = Field(default=None, description="torch: cpu/cuda/cuda:N/mps; mlx: cpu/gpu")
+    # auto: torch on a CUDA device, MLX on Apple silicon, else NumPy (emberharmony_core.ops.get_backend)
+    name: BackendName = Field(default="auto", description="auto picks torch on a CUDA GPU, MLX on Apple silicon, "
+                              "else numpy")
+    # free text, not a choice list: torch takes any cuda:N
+    device: Optional[str] = Field(default=None, description="torch: cpu, cuda, cuda:N or mps; mlx: cpu or gpu; "
+                                  "empty: the backend's default")
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         chosen = self.get()  # unknown or missing backend fails here, before any asset runs
@@ -44,15 +109,20 @@ class BackendResource(ConfigurableResource):
 
 
 class SourceResource(ConfigurableResource):
-    """The columns every source shares. Subclasses say where the table lives."""
+    """The source table and the role of its columns."""
 
-    table: str = Field(description="the source table (DuckDB: name in the file; BigQuery: project.dataset.table)")
-    timestamp_column: str = Field(default="ts", description="TIMESTAMP column that places each row in a daily partition")
-    entity_column: Optional[str] = Field(default=None, description="separate series; windows never cross entities")
-    feature_columns: list[str] = Field(default_factory=list, description="numeric inputs")
-    datetime_columns: Optional[list[str]] = Field(default=None, description="cyclical features (default: timestamp)")
-    categorical_columns: list[str] = Field(default_factory=list, description="columns one-hot encoded with the train vocabulary")
-    extra_columns: list[str] = Field(default_factory=list, description="read and passed along (targets, structs)")
+    # The columns every source shares; subclasses say where the table lives.
+    table: str = Field(description="the source table (DuckDB: its name in the file; BigQuery: project.dataset.table)")
+    timestamp_column: str = Field(default="ts", description="TIMESTAMP column that puts each row in a day")
+    entity_column: Optional[str] = Field(default=None, description="one series per value; windows never cross "
+                                         "entities")
+    feature_columns: list[str] = Field(default_factory=list, description="numeric input columns")
+    datetime_columns: Optional[list[str]] = Field(default=None, description="columns turned into cyclical features "
+                                                  "(default: the timestamp)")
+    categorical_columns: list[str] = Field(default_factory=list, description="columns one-hot encoded (categories "
+                                           "seen in train rows)")
+    extra_columns: list[str] = Field(default_factory=list, description="columns read and passed along (targets, "
+                                     "structs)")
 
     def spec(self) -> TableSpec:
         return TableSpec(table=self.table, timestamp_column=self.timestamp_column, entity_column=self.entity_column,
@@ -90,17 +160,19 @@ class SourceResource(ConfigurableResource):
 
 
 class DuckDBSourceResource(SourceResource):
-    """The embedded default: a table in a DuckDB file (read-only connections via dagster-duckdb)."""
+    """The source table, read from a DuckDB file (the built-in default)."""
 
+    # Read-only connections through dagster-duckdb.
     database: str = Field(default_factory=lambda: os.path.join(data_home(), "demo.duckdb"),
                           description="path of the DuckDB file (opened read-only)")
-    memory_limit: str = Field(default=DEFAULT_MEMORY_LIMIT, description="DuckDB's memory for a partition's ordered "
-                              "read; beyond it the sort spills to DuckDB's temporary folder, so memory does not grow "
-                              "with a day's rows")
-    threads: int = Field(default=DEFAULT_THREADS, description="DuckDB's threads for that read. Each sorting thread "
-                         "needs about 40 MB of memory_limit, so the default does not follow the machine's cores "
-                         "(DuckDB's own default): with 8 or 16 threads, a 3,000,000-row day does not fit in 128MB. "
-                         "Raise memory_limit with it")
+    # A day is read sorted; beyond memory_limit DuckDB's sort spills to its temporary folder, so memory does not
+    # grow with a day's rows.
+    memory_limit: str = Field(default=DEFAULT_MEMORY_LIMIT, description="DuckDB's memory for reading a day, e.g. "
+                              "'128MB' or '1GB'; beyond it DuckDB spills to disk")
+    # Each sorting thread needs about 40 MB of memory_limit, so the default does not follow the machine's cores
+    # (DuckDB's own default): with 8 or 16 threads, a 3,000,000-row day does not fit in 128MB.
+    threads: int = Field(default=DEFAULT_THREADS, description="DuckDB's threads for reading a day; each needs about "
+                         "40 MB of memory_limit, so raise both together")
 
     @contextmanager
     def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):
@@ -120,20 +192,19 @@ class DuckDBSourceResource(SourceResource):
 
 
 class PipelineSettings(ConfigurableResource):
-    """The seed's knobs, with its defaults.
+    """How rows become windows and components: window size, strides, split, precision, unusual rows."""
 
-    max_gap (off by default): a duration; a window two of whose consecutive rows are more than
-    max_gap apart is not made, and is counted (the rule: emberharmony_core.windowing). It is off
-    because inferring it from the cadence is ambiguous: irregular series (events, trades, report-on-change
-    sensors), a cadence that changes over time or differs between entities, and series sparse by nature
-    (weekdays only: a weekend is not a gap) each make a median step wrong for part of the data, and a
-    wrong guess drops windows silently. Off, every window is made; set it when you know the cadence.
-
-    split_block (off by default): a duration such as "7d"; used only when there is no split key
-    column (no split_key, no entity column), where the split key is otherwise the partition date.
-    Rows are split by the time block they fall in (emberharmony_core.features.split_blocks), so only
-    windows crossing a block boundary can mix splits; "1d" equals the partition-date default.
-    """
+    # max_gap (off by default): a duration; a window two of whose consecutive rows are more than
+    # max_gap apart is not made, and is counted (the rule: emberharmony_core.windowing). It is off
+    # because inferring it from the cadence is ambiguous: irregular series (events, trades, report-on-change
+    # sensors), a cadence that changes over time or differs between entities, and series sparse by nature
+    # (weekdays only: a weekend is not a gap) each make a median step wrong for part of the data, and a
+    # wrong guess drops windows silently. Off, every window is made; set it when you know the cadence.
+    #
+    # split_block (off by default): a duration such as "7d"; used only when there is no split key
+    # column (no split_key, no entity column), where the split key is otherwise the partition date.
+    # Rows are split by the time block they fall in (emberharmony_core.features.split_blocks), so only
+    # windows crossing a block boundary can mix splits; "1d" equals the partition-date default.
 
     window_size: int = Field(default=5, description="rows per window (consecutive rows of one entity)")
     strides: list[int] = Field(default_factory=lambda: [1, 3, 5], description="window strides; one PCA per stride")
@@ -141,35 +212,38 @@ class PipelineSettings(ConfigurableResource):
     split_fractions: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1],
                                          description="train, validation, test shares (whole percents, summing to 1)")
     split_key: Optional[str] = Field(default=None, description="column hashed for the split; default: the entity "
-                                     "column, or the partition date when there is none")
-    dtype: str = Field(default="float32", description="float32 (fast path) or float64 for windows and projections")
-    null_threshold: float = Field(default=0.9, description="drop feature columns whose train null share exceeds this")
+                                     "column, or the day when there is none")
+    dtype: FloatDtype = Field(default="float32", description="precision of windows and projections: float32 "
+                              "(faster) or float64")
+    null_threshold: float = Field(default=0.9, description="drop feature columns whose share of nulls in train rows "
+                                  "exceeds this")
     drop_columns: list[str] = Field(default_factory=list, description="columns left out before anything else")
     force_categorical_columns: list[str] = Field(default_factory=list,
                                                  description="columns treated as categorical whatever their type")
     target_column: Optional[str] = Field(default=None, description="kept aside, never a feature")
     max_categories: int = Field(default=50, description="most frequent categories kept per column (>= 1)")
-    rows_per_chunk: int = Field(default=DEFAULT_ROWS_PER_CHUNK, description="rows read, processed and written at a time; "
-                                "memory follows it, results do not")
-    max_gap: Optional[str] = Field(default=None, description="a duration ('2h', '1d', '90min'): windows two of whose "
-                                   "consecutive rows are further apart are not made (counted per partition as "
-                                   "gap_dropped_stride_S); default off")
-    split_block: Optional[str] = Field(default=None, description="a duration ('7d'): without split_key and entity "
-                                       "column, hash the time block a row falls in (7d = ISO weeks) instead of the "
-                                       "partition date, so fewer windows mix splits")
-    on_duplicate: str = Field(default="error", description="rows sharing one (entity, timestamp): 'error' (default) "
-                              "fails the partition naming them; 'keep_last' keeps the last in the source's order "
-                              "(ties come in the engine's order); 'mean' averages the numeric features, every other "
-                              "column must agree (emberharmony_core.features.row_checks)")
-    struct_fields: str = Field(default="error", description="a STRUCT column whose fields differ between partitions: "
-                               "'error' (default) fails the preprocessor naming both partitions; 'union' takes every "
-                               "field seen, null in the partitions that lack it (re-materialise preprocess_stats "
-                               "after changing it)")
-    arrow_memory_pool: Optional[str] = Field(default=None, description="Arrow's allocator in the run's process: "
-                                             "system | mimalloc | jemalloc; default system unless "
-                                             "$ARROW_DEFAULT_MEMORY_POOL names one (system returns chunk buffers "
-                                             "to the OS: 45-90 MiB lower peak, same speed; "
-                                             "emberharmony_core.store.use_arrow_memory_pool)")
+    # memory follows rows_per_chunk, results do not
+    rows_per_chunk: int = Field(default=DEFAULT_ROWS_PER_CHUNK, description="rows read and processed at a time; "
+                                "lower it to use less memory")
+    # dropped windows are counted per partition as gap_dropped_stride_S
+    max_gap: Optional[str] = Field(default=None, description="a duration ('2h', '1d', '90min'): windows with a "
+                                   "bigger gap between two rows are not made (and are counted); empty: off")
+    # "7d" splits by ISO week
+    split_block: Optional[str] = Field(default=None, description="a duration ('7d'): with no split_key or entity "
+                                       "column, split by time block instead of by day")
+    # keep_last: ties come in the engine's order; mean: every non-numeric column must agree
+    # (emberharmony_core.features.row_checks)
+    on_duplicate: OnDuplicate = Field(default="error", description="rows with the same entity and timestamp: error "
+                                      "fails the day naming them; keep_last keeps the last; mean averages them")
+    # error names both partitions; union leaves a field null in the partitions that lack it
+    struct_fields: StructFields = Field(default="error", description="a STRUCT column whose fields differ between "
+                                        "days: error fails; union keeps every field (then re-materialise "
+                                        "preprocess_stats)")
+    # system returns chunk buffers to the OS: 45-90 MiB lower peak, same speed
+    # (emberharmony_core.store.use_arrow_memory_pool)
+    arrow_memory_pool: Optional[ArrowMemoryPool] = Field(default=None, description="Arrow's memory allocator for "
+                                                         "the run; empty: system, unless $ARROW_DEFAULT_MEMORY_POOL "
+                                                         "names one")
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self.validate()
@@ -191,8 +265,7 @@ class PipelineSettings(ConfigurableResource):
             raise ValueError(f"max_categories must be >= 1, got {self.max_categories}")
         if self.n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {self.n_components}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        _check_setting("dtype", self.dtype, DTYPES)  # the field's type checked these: again for model_construct
         if not 0.0 < self.null_threshold <= 1.0:
             raise ValueError(f"null_threshold must be in (0, 1], got {self.null_threshold}")
         validate_fractions(tuple(self.split_fractions))
@@ -201,8 +274,7 @@ class PipelineSettings(ConfigurableResource):
                              "preprocessor and the PCA models are fitted on train rows only; give train a share, "
                              "e.g. [0.8, 0.1, 0.1]")
         check_on_duplicate(self.on_duplicate)
-        if self.struct_fields not in ("error", "union"):
-            raise ValueError(f"struct_fields must be 'error' or 'union', got {self.struct_fields!r}")
+        _check_setting("struct_fields", self.struct_fields, STRUCT_FIELDS)
         check_arrow_memory_pool(self.arrow_memory_pool)
         parse_duration("max_gap", self.max_gap)  # a bad duration raises naming the setting and the value
         if self.split_block is not None:
@@ -221,17 +293,16 @@ class PipelineSettings(ConfigurableResource):
 
 
 class ArtifactStoreResource(ConfigurableResource):
-    """Where artifacts live: a local folder or an fsspec URL (gs://bucket/prefix).
+    """Where the assets write their files (Parquet, Arrow, JSON): a local folder or a gs:// URI."""
 
-    Every run (every step process, with the multiprocess executor) holds the store's writers lock
-    SHARED from resource setup to teardown (yield_for_execution, which also runs the setup and
-    teardown hooks): runs may write at once (a partition file's writes serialise on its own lock),
-    while ArtifactStore.wipe() (main.py --fresh) fails at once naming their pids. Local
-    folders only; on fsspec URLs the locks are no-ops (emberharmony_core.store).
-    """
+    # Every run (every step process, with the multiprocess executor) holds the store's writers lock
+    # SHARED from resource setup to teardown (yield_for_execution, which also runs the setup and
+    # teardown hooks): runs may write at once (a partition file's writes serialise on its own lock),
+    # while ArtifactStore.wipe() (main.py --fresh) fails at once naming their pids. Local
+    # folders only; on fsspec URLs the locks are no-ops (emberharmony_core.store).
 
     base_path: str = Field(default_factory=lambda: os.path.join(data_home(), "artifacts"),
-                           description="local folder or fsspec URL (gs://bucket/prefix) of the artifacts")
+                           description="a local folder or an fsspec URL such as gs://bucket/prefix")
 
     def get(self) -> ArtifactStore:
         return ArtifactStore(self.base_path)
@@ -249,4 +320,4 @@ class ArtifactStoreResource(ConfigurableResource):
 
 
 __all__ = ["BackendResource", "SourceResource", "DuckDBSourceResource", "PipelineSettings",
-           "ArtifactStoreResource", "data_home"]
+           "ArtifactStoreResource", "data_home", "BACKEND_NAMES", "DTYPES", "STRUCT_FIELDS", "check_backend_name"]

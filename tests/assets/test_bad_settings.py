@@ -122,7 +122,6 @@ def test_no_connection_is_left_open_after_a_failure(private_database):
 
 @pytest.mark.parametrize("setting, culprit", [
     (dict(split_fractions=[0, 0.5, 0.5]), "split_fractions [0.0, 0.5, 0.5]: the train fraction is 0"),
-    (dict(struct_fields="merge"), "struct_fields must be 'error' or 'union', got 'merge'"),
 ])
 def test_settings_that_leave_nothing_to_fit_fail_before_any_work(private_database, tmp_path, setting, culprit):
     """A split with no train share used to be accepted: every column was then dropped as null in 0 train rows and
@@ -130,3 +129,10 @@ def test_settings_that_leave_nothing_to_fit_fail_before_any_work(private_databas
     message = run_fails(make_resources(private_database, str(tmp_path / "artifacts"), **setting))
     assert culprit in message, message
     assert artifact_files(tmp_path / "artifacts") == []
+
+
+def test_an_unknown_struct_fields_policy_fails_when_given(private_database, tmp_path):
+    """struct_fields is a choice list: a bad value given in Python fails at once, naming the setting and its values."""
+    with pytest.raises(ValueError, match="struct_fields must be 'error' or 'union', got 'merge'"):
+        make_resources(private_database, str(tmp_path / "artifacts"), struct_fields="merge")
+    assert not (tmp_path / "artifacts").exists()

@@ -92,13 +92,23 @@ def test_the_backend_resource_reaches_every_compute_asset(demo_database, tmp_pat
     (dict(strides=[]), "strides is empty"),
     (dict(strides=[1, 0]), r"every stride must be >= 1, got \[0\]"),
     (dict(split_fractions=[0.8, 0.1, 0.2]), "sum"),
-    (dict(dtype="float16"), "dtype must be 'float32' or 'float64'"),
-    (dict(arrow_memory_pool="tcmalloc"), "arrow_memory_pool must be one of system, mimalloc, jemalloc .*'tcmalloc'"),
 ])
 def test_bad_settings_fail_before_any_work(demo_database, tmp_path, settings, message):
     resources = make_resources(demo_database, str(tmp_path / "artifacts"), **settings)
     assert_fails(resources, ["raw_chunk", "split_data"], message)
     assert artifact_files(tmp_path / "artifacts") == []
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(dtype="float16"), "dtype must be 'float32' or 'float64', got 'float16'"),
+    (dict(arrow_memory_pool="tcmalloc"), "arrow_memory_pool must be one of system, mimalloc, jemalloc .*'tcmalloc'"),
+])
+def test_a_setting_outside_its_choices_fails_when_given(demo_database, tmp_path, settings, message):
+    """Settings with a fixed set of values are choice lists (enums) in the launchpad; given in Python, a bad value
+    fails at once, with the setting's own message, before any run (tests/assets/test_launchpad.py: run config)."""
+    with pytest.raises(ValueError, match=message):
+        make_resources(demo_database, str(tmp_path / "artifacts"), **settings)
+    assert not (tmp_path / "artifacts").exists()
 
 
 @pytest.fixture
@@ -130,8 +140,17 @@ def test_an_arrow_pool_chosen_in_the_environment_is_kept_by_default(demo_databas
 
 
 def test_unknown_backend_fails_naming_the_available_ones(demo_database, tmp_path):
-    resources = make_resources(demo_database, str(tmp_path / "artifacts"), backend="jax")
-    assert_fails(resources, ["raw_chunk", "split_data", "cyclical_features"], r"unknown backend 'jax'.*numpy, torch, mlx")
+    with pytest.raises(ValueError, match=r"unknown backend 'jax'.*auto, numpy, torch, mlx"):
+        make_resources(demo_database, str(tmp_path / "artifacts"), backend="jax")
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_a_backend_that_is_not_installed_fails_the_run_naming_the_available_ones(demo_database, tmp_path, monkeypatch):
+    import emberharmony_core.ops as ops
+
+    monkeypatch.setattr(ops, "_backend_class", lambda name: (_ for _ in ()).throw(ImportError(f"No module named {name!r}")))
+    resources = make_resources(demo_database, str(tmp_path / "artifacts"), backend="mlx")
+    assert_fails(resources, ["raw_chunk", "split_data", "cyclical_features"], r"backend 'mlx' is not installed.*available")
     assert artifact_files(tmp_path / "artifacts") == []
 
 
