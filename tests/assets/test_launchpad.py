@@ -1,10 +1,16 @@
 """What the launchpad and the Resources tab show: choice lists for the settings with a fixed set of values,
-short resource descriptions, and an io_manager that says what it is (these assets store nothing through it)."""
+short resource descriptions, and an io_manager that says what it is (these assets store nothing through it);
+a code location that loads without Dagster's maturity warnings; a scree plot where every stride shows."""
 
 from __future__ import annotations
 
 import re
+import struct
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterInvalidConfigError, asset, build_input_context, \
     build_output_context, materialize
@@ -13,10 +19,14 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from pydantic import ValidationError
 
 from emberharmony_assets.assets import all_assets
-from emberharmony_assets.definitions import NoValuesIOManager, build_definitions, default_backend, defs
+from emberharmony_assets.definitions import DAGSTER_MATURITY_WARNINGS, NoValuesIOManager, build_definitions, \
+    default_backend, defs
+from emberharmony_assets.plots import scree_plot_png, stride_style
 from emberharmony_assets.resources import BackendResource, PipelineSettings
 
 from .conftest import PARTITIONS, make_resources
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CHOICES = {  # (resource, setting): the values the launchpad offers
     ("backend", "name"): ["auto", "numpy", "torch", "mlx"],
@@ -170,3 +180,27 @@ def test_materialising_the_graph_never_uses_the_io_manager(demo_database, tmp_pa
     kinds = {event.event_type_value for event in result.all_events}
     assert "ASSET_MATERIALIZATION" in kinds
     assert not kinds & {"HANDLED_OUTPUT", "LOADED_INPUT"}, kinds
+
+
+def test_the_code_location_loads_without_dagster_maturity_warnings():
+    """What `dagster dev -w workspace.yaml` imports: no Beta/Preview/Supersession warning from our definitions,
+    even with every warning shown."""
+    code = ("import emberharmony_assets.definitions as d; d.defs.get_repository_def(); "
+            "import warnings; warnings.warn('still shown', UserWarning)")
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "still shown" in done.stderr  # the filters were restored after the definitions were built
+    for name in DAGSTER_MATURITY_WARNINGS:
+        assert name not in done.stderr, done.stderr[-3000:]
+
+
+def test_every_stride_of_the_scree_plot_has_its_own_look():
+    ratios = np.array([0.4, 0.3, 0.2, 0.1])
+    looks = {(s["color"], s["marker"], s["linestyle"]) for s in (stride_style(i, 3) for i in range(3))}
+    assert len(looks) == 3 and all(len({look[k] for look in looks}) == 3 for k in range(3))
+    sizes = [stride_style(i, 3)["markersize"] for i in range(3)]
+    assert sizes == sorted(sizes, reverse=True) and all(stride_style(i, 3)["markerfacecolor"] == "none" for i in range(3))
+    png = scree_plot_png({1: ratios, 3: ratios, 5: ratios})  # the strides agree: drawn on top of each other
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (640, 320) and len(png) < 80_000
