@@ -83,7 +83,7 @@ def topological_keys(specs) -> list:
 def noop_assets_like(assets_def):
     """A no-op ``multi_asset`` with ``assets_def``'s node name, specs, check specs, partitions,
     backfill policy and subsetting; its body reports every selected asset and check, nothing else."""
-    from dagster import AssetCheckResult, AssetObservation, MaterializeResult, multi_asset
+    from dagster import AssetCheckResult, MaterializeResult, multi_asset
 
     specs = list(assets_def.specs)
     check_specs = list(assets_def.check_specs)
@@ -98,18 +98,16 @@ def noop_assets_like(assets_def):
         except Exception:  # unpartitioned
             keys = None
         metadata = {"rows": 0, "seconds": 0.0}
-        if keys is not None:
+        partitioned = keys is not None and assets_def.partitions_def is not None
+        if partitioned:
             metadata["partitions"] = len(keys)
-            observed = next(k for k in order if k in context.selected_asset_keys)
-            # as the real partitioned steps do: one observation per partition of a range (its own figures); an
-            # unpartitioned step in a range run also sees the range's keys, and observes nothing
-            if len(keys) > 1 and assets_def.partitions_def is not None:
-                for key in keys:
-                    context.log_event(AssetObservation(asset_key=observed, partition=key, metadata={"rows": 0}))
         checks = sorted(context.selected_asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
         for key in order:  # each selected asset, then its checks (as a real body would report them)
             if key in context.selected_asset_keys:
-                yield MaterializeResult(asset_key=key, metadata=dict(metadata))
+                if partitioned:  # as the real partitioned steps do: each partition's own metadata
+                    for partition in keys:
+                        context.add_asset_metadata(dict(metadata), asset_key=key, partition_key=partition)
+                yield MaterializeResult(asset_key=key, metadata=None if partitioned else dict(metadata))
             for check_key in [c for c in checks if c.asset_key == key]:
                 yield AssetCheckResult(asset_key=key, check_name=check_key.name, passed=True,
                                        metadata={"rows_checked": 0, "note": "no-op"})

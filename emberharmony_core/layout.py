@@ -24,6 +24,7 @@ needs that day's files, the global fits and the carry of the day before.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from contextlib import ExitStack
 from typing import Iterator, Mapping
@@ -185,6 +186,15 @@ def has_carry(store: ArtifactStore, key: str, asset: str = WINDOW_CARRY) -> bool
     return store.exists(asset, key, suffix=".arrow")
 
 
+def carry_digest(store: ArtifactStore, key: str, asset: str = WINDOW_CARRY) -> str:
+    """BLAKE2b hex digest of partition ``key``'s stored carry file: equal files, equal digests."""
+    digest = hashlib.blake2b(digest_size=16)
+    with store.path(asset, key, suffix=".arrow").open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_carry(store: ArtifactStore, key: str, carry: WindowCarry, asset: str = WINDOW_CARRY) -> None:
     """Store a whole in-memory carry as partition ``key``'s (tests; the assets stream it with ``CarryWriter``)."""
     with CarryWriter(store, key, carry.window_size, carry.n_features, carry.dtype, asset) as writer:
@@ -292,4 +302,4 @@ def carry_keys(store: ArtifactStore, asset: str = WINDOW_CARRY) -> list[str]:
 __all__ = ["RAW", "SPLIT", "CYCLICAL", "FEATURES", "STRIDE_WINDOWS", "PROJECTED", "FRAME_PARTS", "stride_folder",
            "iter_asset_frames", "asset_schema", "feature_batches", "read_asset_frame", "StoredCarry", "CarryWriter", "save_carry", "has_carry", "load_carry",
            "carry_keys",
-           "load_stride_windows", "PCA_STATS", "WINDOW_TAILS", "WINDOW_CARRY", "INDEX_DELTA", "save_pca_stats", "load_pca_stats", "pca_stats_keys"]
+           "load_stride_windows", "PCA_STATS", "WINDOW_TAILS", "WINDOW_CARRY", "carry_digest", "INDEX_DELTA", "save_pca_stats", "load_pca_stats", "pca_stats_keys"]

@@ -30,7 +30,7 @@ from emberharmony_core.sources.bigquery_export import ExportPart, ExportTarget, 
 from emberharmony_core.store import ArtifactStore
 
 from ..resources import ArtifactStoreResource, PipelineSettings, SourceResource
-from ._common import PARTITIONED, observe_partitions, per_partition_metadata, run_partitions, timed
+from ._common import PARTITIONED, record_partition_figures, run_partitions, timed
 
 EXPORT_FEATURES, EXPORT_PROJECTED = "bigquery_features", "bigquery_projected_windows"
 
@@ -86,8 +86,8 @@ def _export(context: AssetExecutionContext, source: SourceResource, store: Artif
     if "added_columns" in totals:
         totals["added_columns"] = ", ".join(totals["added_columns"])
     totals["rows_total"] = sum(r["rows"] for r in rows)
-    observe_partitions(context, name, rows)
-    yield MaterializeResult(metadata=per_partition_metadata(rows, totals))
+    record_partition_figures(context, name, rows, totals)
+    yield MaterializeResult()
 
 
 @asset(name=EXPORT_FEATURES, deps=[FEATURES], output_required=False, group_name="export", kinds={"bigquery"},

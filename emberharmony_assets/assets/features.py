@@ -21,7 +21,7 @@ from emberharmony_core.windowing import chunk_rows
 from .. import checks
 from ..partitions import daily_partitions
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import PARTITIONED, observe_partitions, per_partition_metadata, previous_partition_key, \
+from ._common import PARTITIONED, previous_partition_key, record_partition_figures, \
     run_partitions, selected_names, timed
 from .ingest import EMPTY_DAY
 from .preprocessing import load_preprocessor
@@ -140,7 +140,6 @@ def features_and_tails(context: AssetExecutionContext, source: SourceResource, s
                 totals[FEATURES]["rows"] += n_rows
             if WINDOW_TAILS in selected:
                 rows[WINDOW_TAILS].append({"partition": key, "entities": tails.entities})
-    observe_partitions(context, min(selected, key=FEATURE_STEPS.index), *(rows[name] for name in FEATURE_STEPS if name in selected))
     for name in FEATURE_STEPS:
         if name not in selected:
             continue
@@ -148,5 +147,5 @@ def features_and_tails(context: AssetExecutionContext, source: SourceResource, s
         results = []
         if name == FEATURES:
             results.append(checks.finite_features_check(bad, totals[FEATURES]["rows"], names, asset_key=FEATURES))
-        yield MaterializeResult(asset_key=name, metadata=per_partition_metadata(rows[name], totals[name]),
-                                check_results=results)
+        record_partition_figures(context, name, rows[name], totals[name])
+        yield MaterializeResult(asset_key=name, check_results=results)

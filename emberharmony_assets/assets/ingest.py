@@ -32,7 +32,7 @@ from emberharmony_core.layout import CYCLICAL, RAW, SPLIT, iter_asset_frames
 
 from .. import checks
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import PARTITIONED, observe_partitions, per_partition_metadata, run_partitions, selected_names, timed
+from ._common import PARTITIONED, record_partition_figures, run_partitions, selected_names, timed
 from .preprocessing import preprocess_config
 
 STEPS = [RAW, SPLIT, CYCLICAL, "preprocess_stats"]
@@ -183,7 +183,6 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
             for name in (RAW, SPLIT, CYCLICAL):
                 totals[name]["rows"] += n_rows
 
-    observe_partitions(context, min(selected, key=STEPS.index), *(rows[name] for name in STEPS if name in selected))
     for name in STEPS:
         if name not in selected:
             continue
@@ -196,5 +195,5 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
             # NaT in a datetime column gives NaN features by design (imputed later): a warning, not an error
             results.append(checks.finite_features_check(bad_cyclical, totals[CYCLICAL]["rows"], cyclical_names,
                                                         checks.CYCLICAL_RANGE, AssetCheckSeverity.WARN, asset_key=CYCLICAL))
-        yield MaterializeResult(asset_key=name, metadata=per_partition_metadata(rows[name], totals[name]),
-                                check_results=results)
+        record_partition_figures(context, name, rows[name], totals[name])
+        yield MaterializeResult(asset_key=name, check_results=results)

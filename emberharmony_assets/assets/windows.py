@@ -11,16 +11,17 @@ store their index (never the expanded windows) and the train windows' statistics
 statistics; ``projected_windows`` reads ``features`` once more and projects every window.
 """
 
+import hashlib
 from contextlib import ExitStack
 
 import numpy as np
-from dagster import AssetDep, AssetExecutionContext, AssetSpec, MaterializeResult, asset, multi_asset
+from dagster import AssetDep, AssetExecutionContext, AssetSpec, DataVersion, MaterializeResult, asset, multi_asset
 
 from emberharmony_core.carry_fold import fold_carry
 from emberharmony_core.features.pca import PCAModel, PCAStats
 from emberharmony_core.layout import (FEATURES, INDEX_DELTA, OLD_CARRY, PCA_STATS, PROJECTED, STRIDE_WINDOWS,
                                       WINDOW_CARRY, WINDOW_TAILS, WINDOWS_LAYOUT, CarryWriter, StoredCarry, feature_batches,
-                                      has_carry,
+                                      carry_digest, has_carry,
                                       load_pca_stats, pca_stats_keys, save_pca_stats, stride_folder)
 from emberharmony_core.store import repair_command
 from emberharmony_core.windowing import Windower, chunk_rows, columns_table, project_windows, window_index, \
@@ -30,7 +31,7 @@ from .. import checks
 from ..partitions import daily_partitions, previous_partition
 from ..plots import scree_plot_metadata
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import PARTITIONED, markdown_table, observe_partitions, per_partition_metadata, previous_partition_key, \
+from ._common import PARTITIONED, markdown_table, previous_partition_key, record_partition_figures, \
     run_partitions, selected_names, timed
 from .features import check_feature_columns, refit_error
 from .ingest import EMPTY_DAY
@@ -103,7 +104,7 @@ def column_change(artifacts, before: str, after: str) -> str:
 def window_carry(context: AssetExecutionContext, store: ArtifactStoreResource) -> MaterializeResult:
     """Per partition, in order: the carry of the day before folded with the day's tails (a merge in entity order)."""
     artifacts = store.get()
-    rows, totals = [], {}
+    rows, totals, digests = [], {}, []
     with timed(totals):
         for key, _, _ in run_partitions(context):
             previous = previous_carry(artifacts, key, WINDOW_CARRY)
@@ -125,8 +126,18 @@ def window_carry(context: AssetExecutionContext, store: ArtifactStoreResource) -
             with CarryWriter(artifacts, key, day.window_size, day.n_features, day.dtype, WINDOW_CARRY) as sink:
                 fold_carry(previous, day, sink)
             rows.append({"partition": key, "entities": sink.entities})
-    observe_partitions(context, WINDOW_CARRY, rows)
-    return MaterializeResult(metadata=per_partition_metadata(rows, totals))
+            digests.append(carry_digest(artifacts, key, WINDOW_CARRY))
+    record_partition_figures(context, WINDOW_CARRY, rows, totals)
+    return MaterializeResult(data_version=carry_data_version(digests))
+
+
+def carry_data_version(digests: list[str]) -> DataVersion:
+    """The data version of a run's carries: a digest of their files, so a run that remakes the same carries
+    gives the version they had. Dagster records a step's input provenance once, before the step's own
+    materialisations, so a day's dependency on the day before (made in the same run) is judged by whether that
+    day's version changed; with Dagster's default (a new version per run) every re-run over a range left its
+    later days "Unsynced" (docs/ui.md says what remains)."""
+    return DataVersion(hashlib.blake2b("\n".join(digests).encode(), digest_size=16).hexdigest())
 
 
 @multi_asset(
@@ -213,7 +224,6 @@ def windows_and_stats(context: AssetExecutionContext, source: SourceResource, se
         dropped_names += ["gaps", *(f"gap_dropped_stride_{s}" for s in strides)]
     for name in dropped_names:  # over the run's partitions (a range's table shows only its first and last ones)
         totals[STRIDE_WINDOWS][f"{name}_total"] = sum(r.get(name, 0) for r in rows[STRIDE_WINDOWS])
-    observe_partitions(context, min(selected, key=WINDOW_STEPS.index), *(rows[name] for name in WINDOW_STEPS if name in selected))
     for name in WINDOW_STEPS:
         if name not in selected:
             continue
@@ -221,8 +231,8 @@ def windows_and_stats(context: AssetExecutionContext, source: SourceResource, se
         results = []
         if name == STRIDE_WINDOWS:
             results.append(checks.window_counts_check(expected, produced, asset_key=STRIDE_WINDOWS))
-        yield MaterializeResult(asset_key=name, metadata=per_partition_metadata(rows[name], totals[name]),
-                                check_results=results)
+        record_partition_figures(context, name, rows[name], totals[name])
+        yield MaterializeResult(asset_key=name, check_results=results)
 
 
 def merged_stats(artifacts, strides) -> dict[int, tuple[PCAStats, int]]:
@@ -320,7 +330,7 @@ def load_model(artifacts, stride: int) -> PCAModel:
     return PCAModel.from_arrays(artifacts.read_arrays("pca_models", stride_folder(stride)))
 
 
-@asset(**PARTITIONED, deps=[STRIDE_WINDOWS, pca_models, CARRY_OF_THE_DAY], group_name="windows", kinds={"parquet"})
+@asset(**PARTITIONED, deps=[FEATURES, STRIDE_WINDOWS, pca_models, CARRY_OF_THE_DAY], group_name="windows", kinds={"parquet"})
 def projected_windows(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
                       backend: BackendResource, store: ArtifactStoreResource) -> MaterializeResult:
     """Every window of the partition projected onto its stride's components: per stride, entity, end_time,
@@ -347,5 +357,5 @@ def projected_windows(context: AssetExecutionContext, source: SourceResource, se
                     offset += batch.num_rows
                     batch = chunk = made = projected = index = None  # not held while the next chunk is read
             rows.append(row)
-    observe_partitions(context, PROJECTED, rows)
-    return MaterializeResult(metadata=per_partition_metadata(rows, totals))
+    record_partition_figures(context, PROJECTED, rows, totals)
+    return MaterializeResult()

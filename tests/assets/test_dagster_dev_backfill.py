@@ -2,8 +2,8 @@
 
 `dagster dev -w workspace.yaml` on a small demo table; `launchPartitionBackfill` of `full_refresh_job` over three
 days; the daemon that `dagster dev` starts executes it as ONE run (single-run backfill policy); then, read back
-through the API: each partition's own figures (its observation) against the files the run stored, the
-materialisations' metadata labelled as the run's totals, and every asset check's result.
+through the API: each partition's own figures (first in its materialisation) against the files the run stored, the
+run's totals after them, each named ``run_...``, and every asset check's result.
 
 Why a job backfill (``selector`` + ``partitionNames``) and not a pure asset backfill (``assetSelection`` +
 ``partitionNames``, what the UI's *Materialize* of a selection sends): Dagster accepts the whole graph in one
@@ -164,42 +164,40 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
             (DAYS[0], DAYS[-1]), tags
         run_id, artifacts = run["runId"], data / "artifacts"
 
-        def events(asset: str) -> tuple[dict, dict]:
-            """(observation metadata, latest materialisation metadata) per partition of the run's days, this run's."""
+        def events(asset: str) -> tuple[dict, list]:
+            """(metadata of the latest materialisation per partition of the run's days, each one's labels in order)."""
             node = graphql(port, ASSET_EVENTS, {"key": {"path": [asset]}, "days": DAYS})["assetOrError"]
             assert node["__typename"] == "Asset", node
-            observed, materialised = {}, {}
-            for event in node["assetObservations"]:
-                assert event["runId"] == run_id and event["partition"] not in observed, (asset, event)
-                observed[event["partition"]] = entries(event)
+            assert node["assetObservations"] == [], (asset, node["assetObservations"])  # the figures: materialisations
+            materialised, labels = {}, {}
             for event in node["assetMaterializations"]:  # newest first
                 assert event["runId"] == run_id, (asset, event)
                 materialised.setdefault(event["partition"], entries(event))
-            return observed, materialised
+                labels.setdefault(event["partition"], [e["label"] for e in event["metadataEntries"]])
+            return materialised, labels
 
         def stored_rows(asset: str, day: str, stride: int | None = None) -> int:
             folder = artifacts / asset / (f"stride={stride}" if stride else "") / f"date={day}"
             return pq.read_metadata(folder / "part-0.parquet").num_rows
 
-        # each partition of stride_windows: its own observation, its own figures, equal to its stored index
-        windows, windows_materialised = events("stride_windows")
-        assert sorted(windows) == sorted(windows_materialised) == DAYS, (windows, windows_materialised)
+        # each partition of stride_windows leads with its own figures, equal to its stored index
+        windows, labels = events("stride_windows")
+        assert sorted(windows) == DAYS, windows
         for day in DAYS:
+            assert labels[day][0] == "rows", labels[day]  # what the day's page shows first
             for stride in STRIDES:
                 assert windows[day][f"windows_stride_{stride}"] == stored_rows("stride_windows", day, stride), (day, stride)
             assert windows[day]["rows"] == stored_rows("features", day)
         # the first day has no carry (no window reaches back into a previous day): fewer windows than the others
         first, *later = (windows[day]["windows_stride_1"] for day in DAYS)
         assert all(first < n for n in later), [windows[d]["windows_stride_1"] for d in DAYS]
-        # the materialisation of a partition is the run's: said so, and its figures are the sums
+        # the run's figures follow, each named run_..., and are the sums
         for day in DAYS:
-            run_level = windows_materialised[day]
-            assert str(run_level.get("scope")).startswith(f"run totals over 3 partitions {DAYS[0]} .. {DAYS[-1]}"), run_level
-            assert run_level["partitions"] == 3
+            assert windows[day]["run_partitions"] == f"3: {DAYS[0]} .. {DAYS[-1]}", windows[day]
             for stride in STRIDES:
-                assert run_level[f"windows_stride_{stride}"] == sum(windows[d][f"windows_stride_{stride}"] for d in DAYS)
+                assert windows[day][f"run_windows_stride_{stride}"] == sum(windows[d][f"windows_stride_{stride}"] for d in DAYS)
 
-        # the projection observes its own partitions too: every window of the day projected
+        # the projection's partitions have their own figures too: every window of the day projected
         projected, _ = events("projected_windows")
         assert sorted(projected) == DAYS
         for day in DAYS:

@@ -9,7 +9,7 @@ real DuckDB file, materialises every asset in one Dagster run over daily partiti
   window belongs to the day of its last row, windows mixing splits dropped), compared with an independent
   pandas / NumPy (``sliding_window_view``) / scikit-learn reference (``tests/assets/test_random_tables.py``:
   ``expect`` and ``check_case``, also the features, the per-day PCA statistics, the models and projections);
-* the empty day's own figures say 0 (its observation, and the range's per-partition table);
+* the empty day's own figures say 0 (its own materialisation's metadata, and the range's per-partition table);
 * the empty day's Parquet files have real column types, the same as a day with rows (``raw_chunk``,
   ``split_data``, ``cyclical_features``, ``features``, the ``stride_windows`` index, ``projected_windows``),
   so the days read back as one dataset;
@@ -74,7 +74,7 @@ def run(case: Case, tmp_path):
 
 def per_partition_rows(result, asset: str) -> dict[str, dict[str, str]]:
     """The range's per-partition table (markdown metadata) as {partition: {field: text}}."""
-    text = materialized_metadata(result, asset)["per_partition"].value
+    text = materialized_metadata(result, asset)["run_per_partition"].value
     lines = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.strip().splitlines()]
     return {row[lines[0].index("partition")]: dict(zip(lines[0], row)) for row in lines[2:]}
 
@@ -203,7 +203,7 @@ def test_vix_business_days_over_daily_partitions(tmp_path):
     # 44 rows, window 3: stride 1 starts at rows 0..41 (42 windows), stride 2 at 0, 2, ..., 40 (21)
     assert len(expected.windows[1]) == 42 and len(expected.windows[2]) == 21
     totals = materialized_metadata(outcome.result, "stride_windows")
-    assert totals["windows_stride_1"].value == 42 and totals["windows_stride_2"].value == 21
+    assert totals["run_windows_stride_1"].value == 42 and totals["run_windows_stride_2"].value == 21
     # every Monday's first windows reach back over the weekend; the Monday after the holiday over 3 days
     assert windows_across(expected, 1, "2026-01-10") == 2  # Thu, Fri | Mon and Fri | Mon, Tue
     assert windows_across(expected, 1, holiday) == 2

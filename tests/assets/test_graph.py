@@ -80,8 +80,9 @@ def test_whole_graph_in_one_run_passes_its_checks_and_writes_every_artifact(reso
     metadata = materialized_metadata(result, "pca_models")
     assert "explained_variance_ratio_stride_1" in metadata
     raw_meta = materialized_metadata(result, "raw_chunk")
-    assert raw_meta["rows"].value == 24 * 24 * len(PARTITIONS)
-    assert raw_meta["peak_rss_mib"].value > 0
+    assert raw_meta["rows"].value == 24 * 24  # the day's own rows first, then the run's
+    assert raw_meta["run_rows"].value == 24 * 24 * len(PARTITIONS)
+    assert raw_meta["run_peak_rss_mib"].value > 0
 
 
 def reference_windows(features: pd.DataFrame, columns, window_size, stride):

@@ -1,6 +1,6 @@
-"""A single run over a range records each partition's OWN figures (an observation per step and partition),
-while the materialisations' metadata, which Dagster copies to every partition of the range, says it is the
-run's (real DuckDB file, real Dagster instance)."""
+"""A single run over a range records each partition's OWN figures first in that partition's materialisation
+(what the day's page in the UI shows), the run's figures after them, each named ``run_...`` (real DuckDB file,
+real Dagster instance)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,14 @@ from emberharmony_assets.assets import all_assets
 from .conftest import PARTITIONS, make_resources
 
 
-def observations(instance, asset: str) -> dict[str, dict]:
-    records = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_OBSERVATION, asset_key=AssetKey(asset)))
+def figures(instance, asset: str) -> dict[str, dict]:
+    """The latest materialisation's metadata of every partition of ``asset``, in its order."""
+    records = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey(asset)))
     out = {}
-    for record in records:
-        observation = record.event_log_entry.dagster_event.event_specific_data.asset_observation
-        out[observation.partition] = {k: getattr(v, "value", v) for k, v in observation.metadata.items()}
+    for record in records:  # newest first
+        materialization = record.asset_materialization
+        out.setdefault(materialization.partition, {k: getattr(v, "value", v) for k, v in materialization.metadata.items()})
     return out
-
-
-def latest_materialization_metadata(instance, asset: str, partition: str) -> dict:
-    records = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey(asset),
-                                                            asset_partitions=[partition]), limit=1)
-    return {k: getattr(v, "value", v) for k, v in records[0].asset_materialization.metadata.items()}
 
 
 def test_each_partition_of_a_range_run_has_its_own_figures(demo_database, tmp_path):
@@ -39,28 +34,32 @@ def test_each_partition_of_a_range_run_has_its_own_figures(demo_database, tmp_pa
     result = materialize(all_assets, resources=make_resources(demo_database, str(artifacts)), instance=instance,
                          tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
     assert result.success
+    assert not [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]  # no second place to look
     days = PARTITIONS[:4]
-    windows = observations(instance, "stride_windows")
-    projected = observations(instance, "projected_windows")
-    ingested = observations(instance, "raw_chunk")
+    windows, projected = figures(instance, "stride_windows"), figures(instance, "projected_windows")
+    ingested, split = figures(instance, "raw_chunk"), figures(instance, "split_data")
+    stats = figures(instance, "preprocess_stats")
     assert sorted(windows) == sorted(projected) == sorted(ingested) == days
     for day in days:
         stored = pq.read_table(artifacts / "split_data" / f"date={day}" / "part-0.parquet")["split"].to_pylist()
-        assert ingested[day]["rows"] == len(stored)
-        assert ingested[day]["train"] == stored.count("train") and ingested[day]["test"] == stored.count("test")
-        assert ingested[day]["train_rows"] == stored.count("train")  # preprocess_stats' own figure
+        assert next(iter(ingested[day])) == "rows" and ingested[day]["rows"] == len(stored)
+        assert split[day]["train"] == stored.count("train") and split[day]["test"] == stored.count("test")
+        assert stats[day]["train_rows"] == stored.count("train")
     for day in days:
+        assert next(iter(windows[day])) == "rows", list(windows[day])  # the day's page leads with the day's rows
         for stride in (1, 3, 5):
             stored = pq.read_metadata(artifacts / "stride_windows" / f"stride={stride}" / f"date={day}" / "part-0.parquet").num_rows
             assert windows[day][f"windows_stride_{stride}"] == stored  # this day's windows, not the run's
             assert projected[day][f"windows_stride_{stride}"] == stored
         assert windows[day]["rows"] == pq.read_metadata(artifacts / "features" / f"date={day}" / "part-0.parquet").num_rows
-        assert "train_windows_stride_1" in windows[day]
+        assert "train_windows_stride_1" in figures(instance, "pca_stats")[day]
     # the first day has no carry, so fewer windows than a later day: the figures differ by partition
     assert windows[days[0]]["windows_stride_1"] < windows[days[1]]["windows_stride_1"]
-    run_level = latest_materialization_metadata(instance, "stride_windows", days[1])
-    assert run_level["scope"].startswith(f"run totals over 4 partitions {first} .. {last}")
-    assert run_level["windows_stride_1"] == sum(windows[d]["windows_stride_1"] for d in days)
+    # the run's figures: after the day's, each named run_..., the same on every partition
+    assert windows[days[1]]["run_partitions"] == f"4: {first} .. {last}"
+    assert windows[days[1]]["run_windows_stride_1"] == sum(windows[d]["windows_stride_1"] for d in days)
+    own = [k for k in windows[days[1]] if not k.startswith("run_")]
+    assert list(windows[days[1]])[:len(own)] == own  # own figures first, then the run's
 
 
 def test_a_one_partition_run_keeps_its_figures_on_the_materialisation(demo_database, tmp_path):
@@ -70,9 +69,9 @@ def test_a_one_partition_run_keeps_its_figures_on_the_materialisation(demo_datab
                        selection=["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]).success
     assert materialize(all_assets, resources=resources, instance=instance, partition_key=PARTITIONS[0],
                        selection=["preprocessor", "features", "window_tails", "window_carry", "stride_windows", "pca_stats"]).success
-    assert observations(instance, "stride_windows") == {}
-    metadata = latest_materialization_metadata(instance, "stride_windows", PARTITIONS[0])
-    assert "scope" not in metadata and metadata["windows_stride_1"] > 0
+    metadata = figures(instance, "stride_windows")[PARTITIONS[0]]
+    assert not any(k.startswith("run_") for k in metadata) and metadata["windows_stride_1"] > 0
+    assert next(iter(metadata)) == "rows"
 
 
 def test_pca_models_shows_a_scree_plot(demo_database, tmp_path):

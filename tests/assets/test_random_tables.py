@@ -554,14 +554,10 @@ def run_graph(case: Case, resources: dict, instance) -> Outcome:
     except Exception as exc:  # noqa: BLE001 - the failure is the outcome
         return Outcome(failure_text(exc), {}, [])
     figures = {}
-    for event in result.all_events:
-        if event.event_type_value == "ASSET_OBSERVATION":
-            observation = event.event_specific_data.asset_observation
-            figures.setdefault(observation.asset_key.to_user_string(), {})[observation.partition] = \
-                _values(observation.metadata)
-        elif event.event_type_value == "ASSET_MATERIALIZATION" and len(case.days) == 1:
+    for event in result.all_events:  # each partition's materialisation leads with its own figures
+        if event.event_type_value == "ASSET_MATERIALIZATION":
             materialization = event.event_specific_data.materialization
-            figures.setdefault(materialization.asset_key.to_user_string(), {})[case.days[0]] = \
+            figures.setdefault(materialization.asset_key.to_user_string(), {})[materialization.partition] = \
                 _values(materialization.metadata)
     checks = [(c.check_name, c.passed) for c in result.get_asset_check_evaluations()]
     return Outcome(None if result.success else "run did not succeed", figures, checks, result)
@@ -569,7 +565,7 @@ def run_graph(case: Case, resources: dict, instance) -> Outcome:
 
 class BodyContext:
     """What the asset bodies use of Dagster's context: the run's partition keys, the selected assets, a
-    logger, and ``log_event`` (observations, collected)."""
+    logger, and ``add_asset_metadata`` (each partition's metadata, collected as ``(asset, partition, metadata)``)."""
 
     def __init__(self, keys, assets_def, events):
         self.partition_keys = list(keys)
@@ -577,8 +573,8 @@ class BodyContext:
         self.log = logging.getLogger("emberharmony.random_tables")
         self._events = events
 
-    def log_event(self, event) -> None:
-        self._events.append(event)
+    def add_asset_metadata(self, metadata, asset_key=None, partition_key=None) -> None:
+        self._events.append((str(asset_key), partition_key, metadata))
 
 
 def graph_order(assets) -> list:
@@ -597,15 +593,13 @@ def graph_order(assets) -> list:
 
 def run_bodies(case: Case, resources: dict) -> Outcome:
     """The asset bodies in graph order, as a run would call them (see the module docstring)."""
-    events, checks, single = [], [], {}
+    events, checks = [], []
     try:
         for assets_def in graph_order(all_assets):
             body = assets_def.op.compute_fn.decorated_fn
             arguments = {p: resources[p] for p in inspect.signature(body).parameters if p != "context"}
             result = body(BodyContext(case.days, assets_def, events), **arguments)
             for item in (list(result) if inspect.isgenerator(result) else [result]):
-                key = item.asset_key.to_user_string() if item.asset_key is not None else assets_def.key.to_user_string()
-                single[key] = _values(item.metadata or {})
                 checks += [(c.check_name, c.passed) for c in (item.check_results or [])]
                 blocking = [c for c in (item.check_results or []) if not c.passed and c.check_name not in NOT_BLOCKING]
                 if blocking:  # Dagster would not run what depends on it
@@ -613,10 +607,8 @@ def run_bodies(case: Case, resources: dict) -> Outcome:
     except Exception as exc:  # noqa: BLE001 - the failure is the outcome
         return Outcome(failure_text(exc), {}, checks)
     figures = {}
-    for event in events:
-        figures.setdefault(event.asset_key.to_user_string(), {})[event.partition] = _values(event.metadata)
-    if len(case.days) == 1:
-        figures = {asset: {case.days[0]: metadata} for asset, metadata in single.items()}
+    for asset, partition, metadata in events:
+        figures.setdefault(asset, {})[partition] = _values(metadata)
     return Outcome(None, figures, checks)
 
 

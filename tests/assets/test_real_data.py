@@ -168,7 +168,7 @@ def compare_model(store, stride, ours: pd.DataFrame):
 
 def per_partition_table(result, asset) -> pd.DataFrame:
     """The per-partition metadata table of a range run (markdown) as a frame."""
-    text = materialized_metadata(result, asset)["per_partition"].value
+    text = materialized_metadata(result, asset)["run_per_partition"].value
     lines = [line.strip().strip("|").split("|") for line in text.strip().splitlines()]
     header = [h.strip() for h in lines[0]]
     table = pd.DataFrame([[c.strip() for c in line] for line in lines[2:]], columns=header)
@@ -236,12 +236,12 @@ def test_hourly_series_with_a_missing_stretch_drops_and_counts_the_windows_spann
     later_row_day = frame.loc[steps > pd.Timedelta("90min"), "ts"].dt.strftime("%Y-%m-%d")
     assert meta["gaps"].reindex(keys).astype(int).tolist() == later_row_day.value_counts().reindex(keys, fill_value=0).tolist()
     totals = materialized_metadata(result, "stride_windows")
-    assert totals["gaps_total"].value == 3
+    assert totals["run_gaps_total"].value == 3
     for stride in STRIDES:
         reference = reference_windows(frame, expected.to_numpy(), "city", stride, max_gap="90min")
         dropped = reference[reference["dropped"] == "gap"]
         assert len(dropped) > 0 if stride == 1 else True
-        assert len(dropped) == totals[f"gap_dropped_stride_{stride}_total"].value
+        assert len(dropped) == totals[f"run_gap_dropped_stride_{stride}_total"].value
         by_day = dropped["end_time"].dt.strftime("%Y-%m-%d").value_counts().reindex(keys, fill_value=0)
         assert meta[f"gap_dropped_stride_{stride}"].reindex(keys).astype(int).tolist() == by_day.tolist()
         ours = pipeline_windows(store, keys, stride)
@@ -249,7 +249,7 @@ def test_hourly_series_with_a_missing_stretch_drops_and_counts_the_windows_spann
         compare_model(store, stride, ours)
     # W - 1 stride-1 windows span each gap, but Seattle's clock change comes 3 rows after its missing stretch
     # ends: one window spans both
-    assert totals["gap_dropped_stride_1_total"].value == 3 * (W - 1) - 1
+    assert totals["run_gap_dropped_stride_1_total"].value == 3 * (W - 1) - 1
 
 
 # no entity column -----------------------------------------------------------------------------------------------------
@@ -278,7 +278,7 @@ def test_series_without_an_entity_split_by_day_or_by_iso_week(tmp_path):
             ours = pipeline_windows(store, keys, stride)
             compare_windows(ours, reference, None)
             compare_model(store, stride, ours)
-            counted = totals[f"mixed_split_dropped_stride_{stride}_total"].value
+            counted = totals[f"run_mixed_split_dropped_stride_{stride}_total"].value
             assert counted == (reference["dropped"] == "mixed").sum()
             dropped[(unit, stride)] = counted
     # the day split drops the windows crossing a midnight between days of different splits; the week split
