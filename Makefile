@@ -27,10 +27,10 @@ ui: setup
 	.venv/bin/dagster dev -w workspace.yaml
 
 bench: setup
-	$(PY) -m emberharmony_core.bench $(ARGS)
+	$(PY) -m benchmarks.bench_core $(ARGS)
 
 bench-graph: setup
-	$(PY) -m emberharmony_assets.bench $(ARGS)
+	$(PY) -m benchmarks.bench_graph $(ARGS)
 
 docs: setup
 	.venv/bin/mkdocs build --strict

@@ -13,7 +13,7 @@ from dagster import (AssetCheckSpec, AssetDep, AssetKey, AssetSpec, BackfillPoli
                      materialize, multi_asset)
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from emberharmony_assets import bench
+from benchmarks import bench_graph as bench
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,7 +101,7 @@ ROW = re.compile(r"^(seed|floor|main)\s+([0-9.]+)\s+([0-9,]+)\s+([0-9,]+)\s+\S+\
 def test_bench_graph_runs_seed_floor_and_main_and_prints_the_table(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBERHARMONY_", "DAGSTER_HOME"))}
     env["EMBERHARMONY_BACKEND"] = "numpy"
-    done = subprocess.run([sys.executable, "-m", "emberharmony_assets.bench", "--entities", "4", "--days", "3",
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_graph", "--entities", "4", "--days", "3",
                            "--work", str(tmp_path / "work")], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=240)
     output = done.stdout + done.stderr

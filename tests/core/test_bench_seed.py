@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emberharmony_core import bench_seed
+from benchmarks import bench_seed
 from emberharmony_core.demo import DemoConfig, write_demo_table
 
 # 4 sensors, a reading every 30 min for 3 days: every hour 0..23 occurs; 576 rows

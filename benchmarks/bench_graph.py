@@ -1,12 +1,12 @@
 """End-to-end benchmark: the seed's pipeline, Dagster's bookkeeping floor and the main job, in one invocation.
 
-    python -m emberharmony_assets.bench [--shapes demo wide] [--entities E --days D] [--start 2026-01-01]
+    python -m benchmarks.bench_graph [--shapes demo wide] [--entities E --days D] [--start 2026-01-01]
         [--skip-seed] [--repeat 1] [--work DIR]        (make bench-graph ARGS="...")
 
 For each shape the demo table is written once (not timed) to a DuckDB file; every method then
 runs as its own process, on its own copy of that file, in its own fresh folder:
 
-seed    ``python -m emberharmony_core.bench_seed``: the seed's pipeline end to end (LIMIT/OFFSET
+seed    ``python -m benchmarks.bench_seed``: the seed's pipeline end to end (LIMIT/OFFSET
         chunks, pd.concat, random split, prepare_data, windows + IncrementalPCA per 10k batch).
 floor   a no-op Dagster graph of the same shape as ``emberharmony_assets.definitions.defs``, built
         from its asset definitions (keys, deps and partition mappings, partitions, backfill
@@ -22,7 +22,7 @@ Shapes: ``demo`` 64 entities x 90 days (276,480 rows, 3,072 rows a partition), `
 (307,200 rows a partition), ``big`` 32,000 x 2 (1,536,000 rows a partition; the main job only: the
 seed's pipeline holds the whole table and loops in Python, far too slow and large there), or
 ``--entities/--days`` for a custom shape. A method's process is started as
-``python -m emberharmony_assets.bench --child METHOD ...``, which runs the method's real entry point
+``python -m benchmarks.bench_graph --child METHOD ...``, which runs the method's real entry point
 in-process (``runpy``, as ``python -m`` does) and reports the process's own peak RSS at exit.
 
 Columns: seconds = wall time of the whole process (interpreter start, imports, run, exit), best of
@@ -50,8 +50,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from .summary import folder_bytes
+from emberharmony_assets.summary import folder_bytes
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository (benchmarks/ is not installed)
 SHAPES = {"demo": (64, 90), "wide": (6400, 5), "big": (32000, 2)}
 MAIN_ONLY_SHAPES = {"big"}
 METHODS = ("seed", "floor", "main")
@@ -124,7 +125,7 @@ def floor_assets(defs=None) -> list:
     from dagster import AssetsDefinition
 
     if defs is None:
-        from .definitions import defs
+        from emberharmony_assets.definitions import defs
     out = []
     for assets_def in defs.assets or []:
         if isinstance(assets_def, AssetsDefinition) and assets_def.is_materializable:
@@ -154,7 +155,7 @@ def run_floor(argv: list[str]) -> int:
     parser.add_argument("--home", required=True)
     args = parser.parse_args(argv)
     home = os.path.abspath(args.home)
-    from .main import execute_range, prepare_environment, resolve_job
+    from emberharmony_assets.main import execute_range, prepare_environment, resolve_job
 
     for note in prepare_environment(home, args.start, args.days, os.path.join(home, "dagster_home")):
         print(note)
@@ -164,7 +165,7 @@ def run_floor(argv: list[str]) -> int:
     job = resolve_job(assets)
     print(f"floor: {len(assets)} no-op asset definitions over {len(keys)} partitions in one run of {job.name}", flush=True)
     started = time.perf_counter()
-    result = execute_range(job, keys, tags={"emberharmony/launched_by": "emberharmony_assets.bench floor"})
+    result = execute_range(job, keys, tags={"emberharmony/launched_by": "benchmarks.bench_graph floor"})
     print(f"floor run {result.run_id[:8]}: {'succeeded' if result.success else 'FAILED'} in "
           f"{time.perf_counter() - started:.1f} s")
     return 0 if result.success else 1
@@ -173,9 +174,9 @@ def run_floor(argv: list[str]) -> int:
 # ---------------------------------------------------------------------------------------------
 # the child: one method in this process, its own peak RSS written at exit
 def _own_peak_rss_bytes() -> int:
-    from emberharmony_core.bench import _peak_rss_bytes  # VmHWM on Linux
+    from benchmarks.bench_core import peak_rss_bytes  # VmHWM on Linux
 
-    return _peak_rss_bytes()
+    return peak_rss_bytes()
 
 
 def _children_peak_rss_bytes() -> int:
@@ -188,7 +189,7 @@ def run_child(argv: list[str]) -> int:
     import runpy
 
     method, result_path, rest = argv[0], argv[1], argv[2:]
-    modules = {"seed": "emberharmony_core.bench_seed", "main": "emberharmony_assets.main"}
+    modules = {"seed": "benchmarks.bench_seed", "main": "emberharmony_assets.main"}
     code = 1
     try:
         if method == "floor":
@@ -263,6 +264,7 @@ def child_env(home: str | None) -> dict:
     if home is not None:
         env["DAGSTER_HOME"] = os.path.join(home, "dagster_home")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])  # finds benchmarks/ from any cwd
     return env
 
 
@@ -288,7 +290,7 @@ def run_method(method: str, folder: str, source_db: str, entities: int, days: in
         rest = ["--days", str(days), "--start", start, "--home", home]
     else:
         raise ValueError(method)
-    command = [sys.executable, "-m", "emberharmony_assets.bench", "--child", method, result_path, *rest]
+    command = [sys.executable, "-m", "benchmarks.bench_graph", "--child", method, result_path, *rest]
     with open(log_path, "w") as log:
         started = time.perf_counter()
         try:
@@ -402,7 +404,7 @@ def report(rows: int, db_bytes: int, runs: dict[str, Run], skipped: dict[str, st
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m emberharmony_assets.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_graph", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=None,
                         help="demo (64 x 90 days), wide (6,400 x 5 days), big (32,000 x 2 days, main only); "
                              "default: demo wide, or only the custom shape when --entities/--days are given")

@@ -1,8 +1,8 @@
 """Benchmark: stride windows + PCA, the seed's way against scikit-learn and ours, in one run.
 
-    python -m emberharmony_core.bench [--benchmark-size 2000000] [--benchmark-iterations 1]
+    python -m benchmarks.bench_core [--benchmark-size 2000000] [--benchmark-iterations 1]
         [--backends numpy torch mlx] [--features 16] [--window 5] [--strides 1 3 5]
-        [--components 32] [--chunk-rows 250000] [--skip-seed] [--skip-sklearn]
+        [--components 32] [--chunk-rows 250000] [--skip-seed] [--skip-sklearn]        (make bench ARGS="...")
 
 Methods, all on the same synthetic correlated float32 rows, each for every stride:
 
@@ -59,7 +59,7 @@ def synthetic_rows(n_rows: int, n_features: int, seed: int = 0) -> np.ndarray:
     return (latent @ mixing.astype(np.float32).T + offset.astype(np.float32)).astype(np.float32)
 
 
-def _chunks(n_rows: int, chunk_rows: int):
+def row_chunks(n_rows: int, chunk_rows: int):
     for start in range(0, n_rows, chunk_rows):
         yield start, min(start + chunk_rows, n_rows)
 
@@ -73,7 +73,7 @@ def _seed(data, args):
     models = {s: IncrementalPCA(n_components=k) for s in args.strides}
     state_buffer = None
     sink = 0.0
-    for start, stop in _chunks(len(data), SEED_BATCH_ROWS):
+    for start, stop in row_chunks(len(data), SEED_BATCH_ROWS):
         batch = data[start:stop]
         if state_buffer is not None:
             batch = np.vstack([state_buffer, batch])
@@ -93,7 +93,7 @@ def _seed(data, args):
 def _sklearn(data, args):
     from sklearn.decomposition import IncrementalPCA
 
-    from .features.windows import stride_windows
+    from emberharmony_core.features.windows import stride_windows
 
     models = {}
     for s in args.strides:
@@ -106,19 +106,19 @@ def _sklearn(data, args):
 
 
 def _ours(data, args, backend_name):
-    from .features.pca import PCAStats, iter_project_stride_windows
-    from .ops import get_backend
+    from emberharmony_core.features.pca import PCAStats, iter_project_stride_windows
+    from emberharmony_core.ops import get_backend
 
     backend = get_backend(backend_name)
     x = backend.asarray(data)  # convert once at the edge
     w = args.window
     totals = {s: PCAStats() for s in args.strides}
-    for start, stop in _chunks(len(data), args.chunk_rows):  # pass 1: per-partition statistics, merged
+    for start, stop in row_chunks(len(data), args.chunk_rows):  # pass 1: per-partition statistics, merged
         first = max(0, start - (w - 1))  # the previous chunk's last w - 1 rows, then this chunk's
         parts = PCAStats.from_stride_windows(x[first:stop], w, args.strides, first_row=first)
         totals = {s: totals[s].merge(parts[s]) for s in args.strides}
     models = {s: totals[s].fit(args.components) for s in args.strides}
-    for start, stop in _chunks(len(data), args.chunk_rows):  # pass 2: project every window, block by block
+    for start, stop in row_chunks(len(data), args.chunk_rows):  # pass 2: project every window, block by block
         first = max(0, start - (w - 1))
         for _, _, projected in iter_project_stride_windows(x[first:stop], w, models, first_row=first):
             backend.to_numpy(projected)  # a writer would append this block to the partition's output
@@ -132,7 +132,7 @@ def _rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def _peak_rss_bytes() -> int:
+def peak_rss_bytes() -> int:
     """This process's own peak RSS. Linux: VmHWM (ru_maxrss would carry the parent's RSS across fork+exec)."""
     try:
         with open("/proc/self/status") as status:
@@ -149,7 +149,7 @@ def _worker(method: str, backend_name: str | None, data_path: str, args) -> dict
     """Run one method ``args.benchmark_iterations`` times in this (fresh) process."""
     data = np.load(data_path)
     if backend_name is not None:  # import the backend's library before the baseline
-        from .ops import get_backend
+        from emberharmony_core.ops import get_backend
 
         get_backend(backend_name)
     import sklearn.decomposition  # noqa: F401
@@ -167,7 +167,7 @@ def _worker(method: str, backend_name: str | None, data_path: str, args) -> dict
         times.append(time.perf_counter() - start)
     return {
         "seconds": min(times),
-        "peak_rss": _peak_rss_bytes(),
+        "peak_rss": peak_rss_bytes(),
         "baseline_rss": baseline,
         "components": {s: np.asarray(m.components_, dtype=np.float64) for s, m in models.items()},
         "ratio": {s: np.asarray(m.explained_variance_ratio_, dtype=np.float64) for s, m in models.items()},
@@ -178,7 +178,7 @@ def _worker(method: str, backend_name: str | None, data_path: str, args) -> dict
 def _reference(data, args) -> dict:
     from sklearn.decomposition import PCA
 
-    from .features.windows import stride_windows
+    from emberharmony_core.features.windows import stride_windows
 
     refs = {}
     for s in args.strides:
@@ -204,9 +204,9 @@ def _agreement(result: dict, refs: dict) -> tuple[float, float, float]:
 
 
 def _parse(argv=None):
-    from .ops import available_backends
+    from emberharmony_core.ops import available_backends
 
-    parser = argparse.ArgumentParser(prog="python -m emberharmony_core.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_core", description=__doc__.split("\n\n")[0])
     parser.add_argument("--benchmark-size", type=int, default=2_000_000, help="input rows (default 2,000,000)")
     parser.add_argument("--benchmark-iterations", type=int, default=1, help="runs per method; the best is reported (default 1)")
     parser.add_argument("--backends", nargs="+", default=list(available_backends()), help="backends for ours (default: all installed)")
@@ -235,7 +235,7 @@ def _parse(argv=None):
 
 
 def main(argv=None) -> int:
-    from . import bench as this  # workers must find the functions by their module name, not __main__
+    from benchmarks import bench_core as this  # workers must find the functions by their module name, not __main__
 
     args = _parse(argv)
     if args.threads:  # read by OpenBLAS / MKL / OpenMP when the spawned workers start

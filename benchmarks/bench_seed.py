@@ -1,6 +1,6 @@
 """The seed's pipeline end to end, faithfully (flaws included): the baseline of ``make bench-graph``.
 
-    python -m emberharmony_core.bench_seed --database PATH [--table sensor_readings]
+    python -m benchmarks.bench_seed --database PATH [--table sensor_readings]
         [--chunk-size 100000] [--batch-size 10000] [--window 5] [--strides 1 3 5] [--components 32]
         [--target load_next_hour] [--categorical site status] [--json PATH]
 
@@ -57,11 +57,11 @@ strides     the example's ``data_generator(train_df, batch_size=10000)`` yieldin
 
 One deliberate difference: the seed calls ``partial_fit`` on every batch, which raises when a
 batch (the last, short one) has fewer windows than components; here such a batch is skipped,
-as ``emberharmony_core.bench``'s seed method does, so small tables run at all.
+as ``benchmarks.bench_core``'s seed method does, so small tables run at all.
 
-``emberharmony_core.bench`` times the same windows + IncrementalPCA core on synthetic arrays;
-this module reuses its batch boundaries (``_chunks``, ``SEED_BATCH_ROWS``) and its peak-RSS
-reading (``_peak_rss_bytes``), and adds what the seed does around that core.
+``benchmarks.bench_core`` times the same windows + IncrementalPCA core on synthetic arrays;
+this module reuses its batch boundaries (``row_chunks``, ``SEED_BATCH_ROWS``) and its peak-RSS
+reading (``peak_rss_bytes``), and adds what the seed does around that core.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .bench import SEED_BATCH_ROWS, _chunks, _peak_rss_bytes
+from benchmarks.bench_core import SEED_BATCH_ROWS, peak_rss_bytes, row_chunks
 
 CHUNK_SIZE = 100_000  # TerabyteFeatureExtractor(chunk_size=100000)
 SPLIT_SEED = 42  # initialize_random_seed(42) / np.random.seed(42)
@@ -301,7 +301,7 @@ class StrideProcessor:
 
 def data_generator(frame: pd.DataFrame, features: list[str], batch_size: int = SEED_BATCH_ROWS):
     """The seed's example generator: ``df.iloc[i:i+batch_size][train_features].values``."""
-    for start, stop in _chunks(len(frame), batch_size):
+    for start, stop in row_chunks(len(frame), batch_size):
         yield frame.iloc[start:stop][features].values
 
 
@@ -360,7 +360,7 @@ def run_seed(database: str, table: str = "sensor_readings", *, chunk_size: int =
     projected = processor.process_large_dataset(data_generator(train, features, batch_size))
     steps["strides"] = time.perf_counter() - mark
     return SeedResult(
-        seconds=time.perf_counter() - started, rows=rows, peak_rss_bytes=_peak_rss_bytes(), split_rows=split_rows,
+        seconds=time.perf_counter() - started, rows=rows, peak_rss_bytes=peak_rss_bytes(), split_rows=split_rows,
         prepared_rows=prepared_rows, features=features, windows=dict(processor.windows_made),
         projected_shapes={s: list(p.shape) for s, p in projected.items()}, skipped_batches=dict(processor.skipped_batches),
         seconds_by_step={k: round(v, 3) for k, v in steps.items()}, models=processor.pca_models,
@@ -369,7 +369,7 @@ def run_seed(database: str, table: str = "sensor_readings", *, chunk_size: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emberharmony_core.bench_seed", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_seed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", required=True, help="DuckDB file holding the table")
     parser.add_argument("--table", default="sensor_readings")
     parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, help="rows per LIMIT/OFFSET query (seed: 100,000)")
