@@ -1,13 +1,24 @@
-"""End-to-end benchmark: the seed's pipeline, Dagster's bookkeeping floor and the main job, in one invocation.
+"""End-to-end benchmark: the seed's pipeline, a pandas + scikit-learn script, Dagster's bookkeeping floor and
+the main job, in one invocation.
 
     python -m benchmarks.bench_graph [--shapes demo wide] [--entities E --days D] [--start 2026-01-01]
-        [--skip-seed] [--repeat 1] [--work DIR]        (make bench-graph ARGS="...")
+        [--skip-seed] [--skip-script] [--repeat 1] [--work DIR]        (make bench-graph ARGS="...")
 
 For each shape the demo table is written once (not timed) to a DuckDB file; every method then
 runs as its own process, on its own copy of that file, in its own fresh folder:
 
 seed    ``python -m benchmarks.bench_seed``: the seed's pipeline end to end (LIMIT/OFFSET
         chunks, pd.concat, random split, prepare_data, windows + IncrementalPCA per 10k batch).
+script  ``python -m benchmarks.script_pipeline``: the main job's work as a competent data scientist's
+        pandas + scikit-learn script, holding the whole table in memory: one ordered read into a
+        DataFrame, a hash split per entity with the job's fractions, cyclical sin/cos of the
+        timestamp (hour, weekday, day of month, month), SimpleImputer + StandardScaler and
+        OneHotEncoder in a ColumnTransformer fitted on train rows, windows of the job's rule from
+        ``sliding_window_view`` (never across entities nor splits), ``PCA(n_components)`` per stride
+        fitted on the train windows, every window projected and written to Parquet per stride.
+        Its settings (window, strides, components, fractions, column roles) are the job's own
+        (``script_pipeline.demo_arguments``, from ``emberharmony_assets.definitions``), so it does the
+        same work: the same windows per stride.
 floor   a no-op Dagster graph of the same shape as ``emberharmony_assets.definitions.defs``, built
         from its asset definitions (keys, deps and partition mappings, partitions, backfill
         policies, groups, check specs, multi-asset grouping and can_subset): every body returns
@@ -20,7 +31,7 @@ main    ``python -m emberharmony_assets.main --entities E --days D --start S --h
 
 Shapes: ``demo`` 64 entities x 90 days (276,480 rows, 3,072 rows a partition), ``wide`` 6,400 x 5
 (307,200 rows a partition), ``big`` 32,000 x 2 (1,536,000 rows a partition; the main job only: the
-seed's pipeline holds the whole table and loops in Python, far too slow and large there), or
+seed's pipeline and the script hold the whole table, too large there), or
 ``--entities/--days`` for a custom shape. A method's process is started as
 ``python -m benchmarks.bench_graph --child METHOD ...``, which runs the method's real entry point
 in-process (``runpy``, as ``python -m`` does) and reports the process's own peak RSS at exit.
@@ -29,7 +40,7 @@ Columns: seconds = wall time of the whole process (interpreter start, imports, r
 ``--repeat``; rows/s = table rows / seconds; peak RSS = the process's own high-water mark
 (Linux ``VmHWM``, not ``ru_maxrss``, which would carry the parent's pages across fork + exec), or
 that of its largest child when a child peaked higher, the largest over the repeats; in-run =
-the pipeline's own seconds without interpreter start and imports (seed: its own timer; floor and
+the pipeline's own seconds without interpreter start and imports (seed and script: their own timers; floor and
 main: the ``materialize()`` call, as the main job prints it; it includes the "planned" events
 Dagster writes before the run starts); events = entries the run wrote to the Dagster event log;
 mat. = asset materialisation events (one per asset and partition).
@@ -55,13 +66,15 @@ from emberharmony_assets.summary import folder_bytes
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository (benchmarks/ is not installed)
 SHAPES = {"demo": (64, 90), "wide": (6400, 5), "big": (32000, 2)}
 MAIN_ONLY_SHAPES = {"big"}
-METHODS = ("seed", "floor", "main")
+METHODS = ("seed", "script", "floor", "main")
 CADENCE_MINUTES = 30  # the demo's default: 48 readings a day per entity
 TABLE = "sensor_readings"
 MARKER = ".emberharmony-bench-graph"  # marks a shape folder this benchmark made (and may replace)
 TAIL = 3000  # characters of a failed method's output shown
 # "run 1a2b3c4d: succeeded in 52.6 s": the main job's summary line (and the floor's, same format)
 RUN_LINE = re.compile(r"\brun [0-9a-f]+: (?:succeeded|FAILED) in ([0-9]+(?:\.[0-9]+)?) s")
+# "windows: stride 1 1,120, stride 3 376, stride 5 224": the main job's windows per stride
+WINDOWS_LINE = re.compile(r"^windows: ((?:stride [0-9]+ [0-9,]+(?:, )?)+)\s*$", re.M)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +202,7 @@ def run_child(argv: list[str]) -> int:
     import runpy
 
     method, result_path, rest = argv[0], argv[1], argv[2:]
-    modules = {"seed": "benchmarks.bench_seed", "main": "emberharmony_assets.main"}
+    modules = {"seed": "benchmarks.bench_seed", "script": "benchmarks.script_pipeline", "main": "emberharmony_assets.main"}
     code = 1
     try:
         if method == "floor":
@@ -269,8 +282,9 @@ def child_env(home: str | None) -> dict:
 
 
 def run_method(method: str, folder: str, source_db: str, entities: int, days: int, start: str,
-               timeout: float | None) -> Run:
-    """One method in its own process, in ``folder`` (fresh); returns its figures."""
+               timeout: float | None, script_args: list[str] = ()) -> Run:
+    """One method in its own process, in ``folder`` (fresh); returns its figures. ``script_args``: the
+    script's settings (``script_pipeline.demo_arguments()``)."""
     os.makedirs(folder)
     result_path = os.path.join(folder, "child.json")
     log_path = os.path.join(folder, "output.log")
@@ -279,6 +293,11 @@ def run_method(method: str, folder: str, source_db: str, entities: int, days: in
         database = os.path.join(folder, "demo.duckdb")
         shutil.copyfile(source_db, database)
         rest = ["--database", database, "--table", TABLE, "--json", os.path.join(folder, "seed.json")]
+    elif method == "script":
+        database = os.path.join(folder, "demo.duckdb")
+        shutil.copyfile(source_db, database)
+        rest = ["--database", database, "--out", os.path.join(folder, "projections"), "--json",
+                os.path.join(folder, "script.json"), *script_args]
     elif method == "main":
         home = os.path.join(folder, "home")
         os.makedirs(home)
@@ -314,6 +333,12 @@ def run_method(method: str, folder: str, source_db: str, entities: int, days: in
             seed = json.load(result)
         run.in_run_seconds = seed["seconds"]
         run.extra["seed"] = seed
+    if method == "script" and os.path.exists(os.path.join(folder, "script.json")):
+        with open(os.path.join(folder, "script.json")) as result:
+            script = json.load(result)
+        run.in_run_seconds = script["seconds"]
+        run.extra["script"] = script
+        run.extra["windows"] = {int(k): int(v) for k, v in script["windows"].items()}
     if home is not None and os.path.isdir(os.path.join(home, "dagster_home")):
         try:
             figures = dagster_figures(os.path.join(home, "dagster_home"))
@@ -329,6 +354,10 @@ def run_method(method: str, folder: str, source_db: str, entities: int, days: in
             run.in_run_seconds = float(printed[-1])
     if method == "main" and home is not None:
         run.artifacts_bytes = folder_bytes(os.path.join(home, "artifacts"))
+        printed = WINDOWS_LINE.findall(output)
+        if printed:
+            run.extra["windows"] = {int(s): int(n.replace(",", "")) for s, n in
+                                    re.findall(r"stride ([0-9]+) ([0-9]+(?:,[0-9]{3})*)", printed[-1])}
     return run
 
 
@@ -379,10 +408,11 @@ def report(rows: int, db_bytes: int, runs: dict[str, Run], skipped: dict[str, st
         status = "ok" if r.ok else ("TIMEOUT" if r.rc == 124 else f"rc={r.rc}")
         lines.append(f"{method:<7} {r.seconds:>8.1f} {rows / r.seconds:>9,.0f} {_mib(r.peak_rss_bytes):>12} "
                      f"{in_run:>9} {events:>7} {mats:>6} {status:>7}")
-    seed, floor, main = runs.get("seed"), runs.get("floor"), runs.get("main")
+    seed, script, floor, main = (runs.get(m) for m in METHODS)
     lines.append("")
     lines.append(f"seed/main (speed-up): {_ratio(seed, main)} wall, {_ratio(seed, main, 'in_run_seconds')} in-run;   "
                  f"main/floor: {_ratio(main, floor)} wall, {_ratio(main, floor, 'in_run_seconds')} in-run")
+    lines.append(f"script/main (speed-up): {_ratio(script, main)} wall, {_ratio(script, main, 'in_run_seconds')} in-run")
     if main is not None and main.artifacts_bytes is not None:
         lines.append(f"main artifacts: {_mib(main.artifacts_bytes)} MiB = {main.artifacts_bytes / db_bytes:.2f}x the DuckDB "
                      f"file ({_mib(db_bytes)} MiB); its DAGSTER_HOME: {_mib(main.dagster_home_bytes or 0)} MiB")
@@ -397,6 +427,14 @@ def report(rows: int, db_bytes: int, runs: dict[str, Run], skipped: dict[str, st
     if seed is not None and seed.ok and "seed" in seed.extra:
         s = seed.extra["seed"]
         lines.append(f"seed steps (s): {s.get('seconds_by_step')}; windows per stride {s.get('windows')}")
+    if script is not None and script.ok and "script" in script.extra:
+        s = script.extra["script"]
+        lines.append(f"script steps (s): {s.get('seconds_by_step')}; windows per stride {s.get('windows')} (the job's "
+                     f"rule; train {s.get('train_windows')}); {s.get('features')} features")
+        if main is not None and main.ok and "windows" in main.extra:
+            same = script.extra["windows"] == main.extra["windows"]
+            lines.append(f"equal work: windows per stride, script {script.extra['windows']}, main {main.extra['windows']}: "
+                         + ("the same" if same else "DIFFERENT"))
     for r in runs.values():
         if not r.ok:
             lines.append(f"\n{r.method} FAILED (rc {r.rc}); last output:\n{r.log[-TAIL:]}")
@@ -412,6 +450,7 @@ def parse_args(argv):
     parser.add_argument("--days", type=int, default=None, help="a custom shape: days = daily partitions (default 90)")
     parser.add_argument("--start", default="2026-01-01", help="first day (every partition must have ended by today)")
     parser.add_argument("--skip-seed", action="store_true", help="do not run the seed's pipeline")
+    parser.add_argument("--skip-script", action="store_true", help="do not run the pandas + scikit-learn script")
     parser.add_argument("--repeat", type=int, default=1, help="runs per method; the fastest is reported (default 1)")
     parser.add_argument("--work", default=None, help="folder for tables, homes and logs (kept); default a temp dir, removed")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per method run (default none)")
@@ -445,6 +484,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"emberharmony bench-graph: {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, "
           f"best of {args.repeat}, work folder {work}" + ("" if args.work else " (removed after)"), flush=True)
     failed = False
+    script_args = []
+    if not args.skip_script:  # the job's settings (imports Dagster, here in the parent: the methods' processes don't)
+        from benchmarks.script_pipeline import demo_arguments
+
+        script_args = demo_arguments()
     try:
         for shape, entities, days in args.shape_list:
             shape_dir = os.path.join(work, shape)
@@ -463,9 +507,13 @@ def main(argv: list[str] | None = None) -> int:
             skipped = {}
             if shape in MAIN_ONLY_SHAPES:
                 skipped = {"seed": "too slow and large at this shape (whole table in one DataFrame, Python-loop windows)",
+                           "script": "too large at this shape (whole table and every window in memory)",
                            "floor": "main only at this shape (peak RSS)"}
-            elif args.skip_seed:
-                skipped["seed"] = "--skip-seed"
+            else:
+                if args.skip_seed:
+                    skipped["seed"] = "--skip-seed"
+                if args.skip_script:
+                    skipped["script"] = "--skip-script"
             runs = {}
             for method in METHODS:
                 if method in skipped:
@@ -474,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
                 for repeat in range(args.repeat):
                     print(f"  {method} ({repeat + 1}/{args.repeat}) ...", end=" ", flush=True)
                     run = run_method(method, os.path.join(shape_dir, f"{method}-{repeat + 1}"), database, entities,
-                                     days, args.start, args.timeout)
+                                     days, args.start, args.timeout, script_args)
                     print(f"{run.seconds:.1f} s, {_mib(run.peak_rss_bytes)} MiB" + ("" if run.ok else f", FAILED rc {run.rc}"),
                           flush=True)
                     attempts.append(run)
@@ -486,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     print("\nseconds: wall time of each method's whole process; peak RSS: that process's own high-water mark (VmHWM) or "
-          "its largest child's; in-run: seed's own timer, floor/main the materialize() call; events: Dagster "
+          "its largest child's; in-run: seed's and script's own timers, floor/main the materialize() call; events: Dagster "
           "event-log entries; mat.: asset materialisation events.")
     return 1 if failed else 0
 
