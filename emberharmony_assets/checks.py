@@ -25,8 +25,17 @@ MIN_KEYS_FOR_FRACTIONS = 20
 BLOCKING = {FINITE_FEATURES, WINDOW_COUNTS, EXPLAINED_VARIANCE}
 
 
-def spec(asset: str, name: str, description: str) -> AssetCheckSpec:
-    return AssetCheckSpec(name=name, asset=asset, description=description, blocking=name in BLOCKING)
+# what a check's history shows after a run over several days
+PER_DAY_NOTE = (" Each day has its own result; the one without a day is the whole run's, which decides whether "
+                "what depends on the asset runs.")
+ONCE_NOTE = (" It runs once per run, on the models: in a run over several days Dagster also lists one execution "
+             "per day, which reads Skipped.")
+
+
+def spec(asset: str, name: str, description: str, per_day: bool = True) -> AssetCheckSpec:
+    """``per_day``: the asset is partitioned and its step records each day's own result (``record_day_checks``)."""
+    return AssetCheckSpec(name=name, asset=asset, description=description + (PER_DAY_NOTE if per_day else ONCE_NOTE),
+                          blocking=name in BLOCKING)
 
 
 def split_fractions_check(sample, fractions, names=("train", "validation", "test"),

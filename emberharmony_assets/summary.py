@@ -194,11 +194,17 @@ def report_lines(result, seconds: float, *, keys: list[str], store, artifacts: s
     lines.append("explained variance per stride (PCA fitted on all train windows)" + stale("pca_models") + ":")
     lines += [_variance_line(s, m) for s, m in figures["models"].items()]
 
-    evaluations = result.get_asset_check_evaluations()
+    # the step's own result per check (no partition), and each day's own (record_day_checks)
+    evaluations = [e for e in result.get_asset_check_evaluations() if getattr(e, "partition", None) is None]
+    days = [e for e in result.get_asset_check_evaluations() if getattr(e, "partition", None) is not None]
     failed = [e for e in evaluations if not e.passed]
+    failed_days = sorted({f"{e.check_name} {e.partition}" for e in days if not e.passed})
     missing = (expected_checks - len(evaluations)) if expected_checks is not None else 0
     lines.append(f"asset checks: {len(evaluations) - len(failed)} passed, {len(failed)} failed"
-                 + (f", {missing} not evaluated" if missing > 0 else ""))
+                 + (f", {missing} not evaluated" if missing > 0 else "")
+                 + (f" ({len(days)} per-day results, {len(failed_days)} failed"
+                    + (": " + ", ".join(failed_days[:5]) + (" ..." if len(failed_days) > 5 else "") if failed_days else "")
+                    + ")" if days else ""))
     for evaluation in failed:
         severity = getattr(getattr(evaluation, "severity", None), "value", "")
         detail = getattr(evaluation, "description", None) or ", ".join(

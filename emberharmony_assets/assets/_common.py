@@ -10,8 +10,12 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import pandas as pd
-from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue
+from dagster import (AssetCheckEvaluation, AssetCheckResult, AssetExecutionContext, AssetKey, AssetRecordsFilter,
+                     BackfillPolicy, MetadataValue)
+# Dagster's own type for an evaluation's target (not exported at the top level in 1.13)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
+from ..checks import BLOCKING as BLOCKING_CHECKS
 from ..partitions import daily_partitions
 
 # every partitioned asset: daily, and a range backfill runs as ONE run that loops over its days
@@ -69,27 +73,55 @@ TABLE_ROWS = 10  # per end of a range: the metadata stays the same size however 
 RUN_PREFIX = "run_"  # a range's run-level figures: never under a day's own field names
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def record_partition_figures(context: AssetExecutionContext, asset_key: str, rows: list[dict], totals: dict) -> None:
     """Put each partition's OWN figures (a row of ``rows``, keyed by ``partition``) first in that partition's
     materialisation metadata (``add_asset_metadata(partition_key=...)``), so a day's page leads with that
     day, whether it was made alone or in a range. One partition: then ``totals`` (its seconds, settings).
-    A range: then the run's figures, each prefixed ``run_``: ``totals``, the smallest and largest figure per
-    field and a table of the first and last partitions (the same on every partition of the run, so it does
-    not grow with the range). The caller's ``MaterializeResult`` carries no metadata of its own."""
+    A range: then the run's: its figures in ``totals`` prefixed ``run_`` (its text, e.g. the backend, as it
+    is), the smallest and largest figure per field and a table of the first and last partitions (the same
+    on every partition of the run, so it does not grow with the range). The caller's ``MaterializeResult`` carries no metadata of its own."""
     if not rows:
         return
     if len(rows) == 1:
         context.add_asset_metadata({k: v for k, v in {**rows[0], **totals}.items() if k != "partition"},
                                    asset_key=asset_key, partition_key=rows[0]["partition"])
         return
-    numeric = [k for k, v in rows[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numeric = [k for k, v in rows[0].items() if _is_number(v)]
     shown = rows if len(rows) <= 2 * TABLE_ROWS else rows[:TABLE_ROWS] + rows[-TABLE_ROWS:]
     shown_note = "all" if len(rows) <= 2 * TABLE_ROWS else f"first and last {TABLE_ROWS} of {len(rows)}"
     run = {"run_partitions": f"{len(rows)}: {rows[0]['partition']} .. {rows[-1]['partition']}",
-           **{f"{RUN_PREFIX}{k}": v for k, v in totals.items()},
+           **{(f"{RUN_PREFIX}{k}" if _is_number(v) else k): v for k, v in totals.items()},
            **{f"{RUN_PREFIX}{k}_per_partition": f"{min(r.get(k, 0) for r in rows)} .. {max(r.get(k, 0) for r in rows)}"
               for k in numeric},
            "run_per_partition": markdown_table(shown), "run_per_partition_rows_shown": shown_note}
     for row in rows:
         own = {k: v for k, v in row.items() if k != "partition"}
         context.add_asset_metadata({**own, **run}, asset_key=asset_key, partition_key=row["partition"])
+
+
+def record_day_checks(context: AssetExecutionContext, day_results: list[tuple[str, AssetCheckResult]]) -> None:
+    """Each day's own check result as that day's evaluation, pointing at that day's materialisation.
+
+    Call after the step's ``MaterializeResult``s (the days' materialisations exist by then). Dagster plans a
+    check execution per day of a run and, from a range step, records the step's one ``AssetCheckResult``
+    without a partition: without these, every day's execution would read "Skipped". The step's own result
+    (over all its days) still decides whether a blocking check stops what depends on the asset."""
+    targets = {}  # (asset, day) -> this run's materialisation of it: one query per asset
+    for asset_key in {AssetKey.from_coercible(result.asset_key) for _, result in day_results}:
+        days = sorted({day for day, result in day_results if AssetKey.from_coercible(result.asset_key) == asset_key})
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=asset_key, asset_partitions=days), limit=2 * len(days)).records
+        for record in reversed(records):  # newest last: the latest per day wins
+            if record.run_id == context.run_id:
+                targets[(asset_key, record.partition_key)] = AssetCheckEvaluationTargetMaterializationData(
+                    run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp)
+    for day, result in day_results:
+        asset_key = AssetKey.from_coercible(result.asset_key)
+        context.log_event(AssetCheckEvaluation(
+            asset_key=asset_key, check_name=result.check_name, passed=result.passed, metadata=result.metadata,
+            severity=result.severity, description=result.description, partition=day,
+            target_materialization_data=targets.get((asset_key, day)), blocking=result.check_name in BLOCKING_CHECKS))

@@ -21,7 +21,7 @@ from emberharmony_core.windowing import chunk_rows
 from .. import checks
 from ..partitions import daily_partitions
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import PARTITIONED, previous_partition_key, record_partition_figures, \
+from ._common import PARTITIONED, previous_partition_key, record_day_checks, record_partition_figures, \
     run_partitions, selected_names, timed
 from .ingest import EMPTY_DAY
 from .preprocessing import load_preprocessor
@@ -87,7 +87,7 @@ def transformed_chunks(fitted, frames, key: str, types=None):
                               "window_carry)."),
     ],
     check_specs=[
-        checks.spec(FEATURES, checks.FINITE_FEATURES, "no NaN or inf in any feature column after imputation and scaling"),
+        checks.spec(FEATURES, checks.FINITE_FEATURES, "No NaN or inf in any feature column after imputation and scaling."),
     ],
     can_subset=True,
     **PARTITIONED,
@@ -104,6 +104,7 @@ def features_and_tails(context: AssetExecutionContext, source: SourceResource, s
     totals = {FEATURES: {"rows": 0, "features": len(names), "backend": compute.name},
               WINDOW_TAILS: {"window_size": w}}
     bad = np.zeros(len(names), dtype=np.int64)
+    day_checks = []  # (day, its own check result)
     timing = totals[FEATURES if FEATURES in selected else WINDOW_TAILS]
     with timed(timing):
         for key, _, _ in run_partitions(context):
@@ -113,7 +114,7 @@ def features_and_tails(context: AssetExecutionContext, source: SourceResource, s
             else:
                 check_feature_columns(artifacts, key, fitted, made_now=False)
                 chunks = ((batch, None) for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk))
-            n_rows = 0
+            n_rows, day_bad = 0, np.zeros(len(names), dtype=np.int64)
             with ExitStack() as files:
                 features_file = files.enter_context(artifacts.frame_writer(FEATURES, key)) if FEATURES in selected else None
                 tails = files.enter_context(CarryWriter(artifacts, key, w, len(names), settings.dtype, WINDOW_TAILS)) \
@@ -125,7 +126,7 @@ def features_and_tails(context: AssetExecutionContext, source: SourceResource, s
                     for table, matrix in chunks:
                         if features_file is not None:
                             features_file.write(table)
-                            np.add(bad, checks.count_bad_values(matrix), out=bad)
+                            np.add(day_bad, checks.count_bad_values(matrix), out=day_bad)
                         n_rows += table.num_rows
                         yield chunk_rows(table, names, spec.entity_column, spec.timestamp_column, settings.dtype,
                                          features=matrix) if tails is not None else None
@@ -138,6 +139,8 @@ def features_and_tails(context: AssetExecutionContext, source: SourceResource, s
             if FEATURES in selected:
                 rows[FEATURES].append({"partition": key, "rows": n_rows, **({"empty_day": EMPTY_DAY} if not n_rows else {})})
                 totals[FEATURES]["rows"] += n_rows
+                bad += day_bad
+                day_checks.append((key, checks.finite_features_check(day_bad, n_rows, names, asset_key=FEATURES)))
             if WINDOW_TAILS in selected:
                 rows[WINDOW_TAILS].append({"partition": key, "entities": tails.entities})
     for name in FEATURE_STEPS:
@@ -149,3 +152,4 @@ def features_and_tails(context: AssetExecutionContext, source: SourceResource, s
             results.append(checks.finite_features_check(bad, totals[FEATURES]["rows"], names, asset_key=FEATURES))
         record_partition_figures(context, name, rows[name], totals[name])
         yield MaterializeResult(asset_key=name, check_results=results)
+    record_day_checks(context, day_checks)

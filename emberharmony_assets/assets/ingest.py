@@ -32,7 +32,7 @@ from emberharmony_core.layout import CYCLICAL, RAW, SPLIT, iter_asset_frames
 
 from .. import checks
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import PARTITIONED, record_partition_figures, run_partitions, selected_names, timed
+from ._common import PARTITIONED, record_day_checks, record_partition_figures, run_partitions, selected_names, timed
 from .preprocessing import preprocess_config
 
 STEPS = [RAW, SPLIT, CYCLICAL, "preprocess_stats"]
@@ -69,7 +69,9 @@ def source_chunks(stream, columns: list[str]):
     specs=[
         AssetSpec(RAW, group_name="ingest", kinds={"duckdb", "bigquery", "parquet"},
                   description="Rows whose timestamp lies in the partition's day, read with one parameterised query "
-                              "(ordered by entity, then time) and streamed in chunks; the source columns."),
+                              "(ordered by entity, then time) and streamed in chunks; the source columns. The whole "
+                              "graph over a range in ONE run: Jobs > full_refresh_job > Partitions > Launch backfill "
+                              "(Materialize all here runs it in waves, several runs)."),
         AssetSpec(SPLIT, deps=[RAW], group_name="ingest", kinds={"parquet"},
                   description="Each row's split (train / validation / test) from FARM_FINGERPRINT of the split key; "
                               "stores the split column, row-aligned with raw_chunk."),
@@ -81,8 +83,8 @@ def source_chunks(stream, columns: list[str]):
                               "median sketches."),
     ],
     check_specs=[
-        checks.spec(SPLIT, checks.SPLIT_FRACTIONS, "share of distinct split keys per split is near the configured fraction"),
-        checks.spec(CYCLICAL, checks.CYCLICAL_RANGE, "every sin/cos value is finite and within [-1, 1]"),
+        checks.spec(SPLIT, checks.SPLIT_FRACTIONS, "The share of distinct split keys per split is near the configured fraction."),
+        checks.spec(CYCLICAL, checks.CYCLICAL_RANGE, "Every sin/cos value is finite and within [-1, 1]."),
     ],
     can_subset=True,
     **PARTITIONED,
@@ -112,6 +114,12 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
     # the splits of a bounded sample of the run's distinct split keys (for the split-fractions check)
     split_sample = SplitKeySample()
     bad_cyclical = np.zeros(len(cyclical_names), dtype=np.int64)
+    day_checks = []  # (day, its own check result)
+
+    def cyclical_check(bad, n_rows):
+        # NaT in a datetime column gives NaN features by design (imputed later): a warning, not an error
+        return checks.finite_features_check(bad, n_rows, cyclical_names, checks.CYCLICAL_RANGE, AssetCheckSeverity.WARN,
+                                            asset_key=CYCLICAL)
     reader_context = source.open_reader(key_column, tuple(settings.split_fractions)) if from_source else nullcontext()
     with timed(totals[steps[0]]), reader_context as reader:
         for key, start, end in run_partitions(context):
@@ -126,6 +134,7 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                 stream, chunks = None, iter_asset_frames(artifacts, STEPS[STEPS.index(steps[0]) - 1], key,
                                                          settings.rows_per_chunk)
             n_rows, split_counts, stats = 0, dict.fromkeys(SPLITS, 0), None
+            day_sample, day_bad_cyclical = SplitKeySample(), np.zeros(len(cyclical_names), dtype=np.int64)
             with ExitStack() as files:
                 # columns pandas cannot type (an empty day's, an all-NULL chunk's) get the source's types
                 types = {SPLIT: SPLIT_SCHEMA}
@@ -143,6 +152,7 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                         if SPLIT in writers:
                             writers[SPLIT].write(chunk[["split"]])
                             split_sample.add(keys, chunk["split"].to_numpy())
+                            day_sample.add(keys, chunk["split"].to_numpy())
                             for split, count in chunk["split"].value_counts().items():
                                 split_counts[split] += int(count)
                     if CYCLICAL in steps:
@@ -153,7 +163,7 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                                 chunk = add_cyclical_features(chunk, column, compute, dtype=settings.dtype)
                         if CYCLICAL in writers:
                             writers[CYCLICAL].write(chunk[cyclical_names])
-                            bad_cyclical += checks.count_bad_values(chunk[cyclical_names].to_numpy(), bound=1.0)
+                            day_bad_cyclical += checks.count_bad_values(chunk[cyclical_names].to_numpy(), bound=1.0)
                     if "preprocess_stats" in selected:
                         part = compute_partition_stats(chunk, config)
                         stats = part if stats is None else stats.merge(part)
@@ -180,6 +190,10 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                     totals[SPLIT][f"{split}_rows"] = totals[SPLIT].get(f"{split}_rows", 0) + count
             if CYCLICAL in selected:
                 rows[CYCLICAL].append({"partition": key, "rows": n_rows})
+                bad_cyclical += day_bad_cyclical
+                day_checks.append((key, cyclical_check(day_bad_cyclical, n_rows)))
+            if SPLIT in selected:
+                day_checks.append((key, checks.split_fractions_check(day_sample, settings.split_fractions, asset_key=SPLIT)))
             for name in (RAW, SPLIT, CYCLICAL):
                 totals[name]["rows"] += n_rows
 
@@ -192,8 +206,7 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
         if name == SPLIT:
             results.append(checks.split_fractions_check(split_sample, settings.split_fractions, asset_key=SPLIT))
         if name == CYCLICAL:
-            # NaT in a datetime column gives NaN features by design (imputed later): a warning, not an error
-            results.append(checks.finite_features_check(bad_cyclical, totals[CYCLICAL]["rows"], cyclical_names,
-                                                        checks.CYCLICAL_RANGE, AssetCheckSeverity.WARN, asset_key=CYCLICAL))
+            results.append(cyclical_check(bad_cyclical, totals[CYCLICAL]["rows"]))
         record_partition_figures(context, name, rows[name], totals[name])
         yield MaterializeResult(asset_key=name, check_results=results)
+    record_day_checks(context, day_checks)

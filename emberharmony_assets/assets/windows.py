@@ -31,7 +31,7 @@ from .. import checks
 from ..partitions import daily_partitions, previous_partition
 from ..plots import scree_plot_metadata
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import PARTITIONED, markdown_table, previous_partition_key, record_partition_figures, \
+from ._common import PARTITIONED, markdown_table, previous_partition_key, record_day_checks, record_partition_figures, \
     run_partitions, selected_names, timed
 from .features import check_feature_columns, refit_error
 from .ingest import EMPTY_DAY
@@ -153,7 +153,7 @@ def carry_data_version(digests: list[str]) -> DataVersion:
     ],
     check_specs=[
         checks.spec(STRIDE_WINDOWS, checks.WINDOW_COUNTS,
-                    "windows per stride equal what each entity's row counts imply (closed form)"),
+                    "Windows per stride equal what each entity's row counts imply (closed form)."),
     ],
     can_subset=True,
     **PARTITIONED,
@@ -176,6 +176,7 @@ def windows_and_stats(context: AssetExecutionContext, source: SourceResource, se
                                "window": f"{w} rows x {len(names)} features = {w * len(names)} values"},
               PCA_STATS: {"backend": compute.name}}
     expected, produced = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0)
+    day_checks = []  # (day, its own check result)
     timing = totals[STRIDE_WINDOWS if STRIDE_WINDOWS in selected else PCA_STATS]
     with timed(timing):
         for key, _, _ in run_partitions(context):
@@ -183,6 +184,7 @@ def windows_and_stats(context: AssetExecutionContext, source: SourceResource, se
             stats = {s: PCAStats(w * len(names)) for s in strides}
             counts = {f"windows_stride_{s}": 0 for s in strides}
             dropped, gap_dropped, gaps = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0), 0
+            day_expected, day_produced = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0)
             n_rows = 0
             windower = windower_for(artifacts, key, settings, len(names), STRIDE_WINDOWS)
             with ExitStack() as files:
@@ -197,8 +199,8 @@ def windows_and_stats(context: AssetExecutionContext, source: SourceResource, se
                         counts[f"windows_stride_{s}"] += len(made.starts[s])
                         dropped[s] += made.mixed_split_dropped[s]
                         gap_dropped[s] += made.gap_dropped[s]
-                        expected[s] += made.expected[s]
-                        produced[s] += made.candidates[s]
+                        day_expected[s] += made.expected[s]
+                        day_produced[s] += made.candidates[s]
                         if s in index_files:
                             index_files[s].write(window_index(made, s, chunk, n_rows, entity or "entity"))
                     if PCA_STATS in selected:  # each train window gathered and multiplied once for all strides
@@ -206,7 +208,11 @@ def windows_and_stats(context: AssetExecutionContext, source: SourceResource, se
                             stats[s] = stats[s].merge(part)
                     n_rows += table.num_rows
                     table = chunk = made = None  # not held while the next chunk is read
+            for s in strides:
+                expected[s] += day_expected[s]
+                produced[s] += day_produced[s]
             if STRIDE_WINDOWS in selected:
+                day_checks.append((key, checks.window_counts_check(day_expected, day_produced, asset_key=STRIDE_WINDOWS)))
                 row = {"partition": key, "rows": n_rows, **counts, **({"empty_day": EMPTY_DAY} if not n_rows else {})}
                 row.update({f"mixed_split_dropped_stride_{s}": n for s, n in dropped.items() if n})
                 if settings.max_gap is not None:  # gaps longer than max_gap, and the windows spanning them
@@ -233,6 +239,7 @@ def windows_and_stats(context: AssetExecutionContext, source: SourceResource, se
             results.append(checks.window_counts_check(expected, produced, asset_key=STRIDE_WINDOWS))
         record_partition_figures(context, name, rows[name], totals[name])
         yield MaterializeResult(asset_key=name, check_results=results)
+    record_day_checks(context, day_checks)
 
 
 def merged_stats(artifacts, strides) -> dict[int, tuple[PCAStats, int]]:
@@ -254,7 +261,8 @@ def merged_stats(artifacts, strides) -> dict[int, tuple[PCAStats, int]]:
 
 
 @asset(deps=[PCA_STATS], group_name="windows", kinds={"numpy"}, check_specs=[checks.spec(
-    "pca_models", checks.EXPLAINED_VARIANCE, "ratios finite, in [0, 1], decreasing, summing to at most 1")])
+    "pca_models", checks.EXPLAINED_VARIANCE, "Ratios finite, in [0, 1], decreasing, summing to at most 1.",
+    per_day=False)])
 def pca_models(context: AssetExecutionContext, settings: PipelineSettings, backend: BackendResource,
                store: ArtifactStoreResource) -> MaterializeResult:
     """Per stride, PCA fitted on ALL train windows, merged from per-partition statistics (exact, order-free);
@@ -314,9 +322,10 @@ def pca_models(context: AssetExecutionContext, settings: PipelineSettings, backe
             metadata[f"explained_variance_at_k_stride_{stride}"] = round(float(ratio.sum()), 6)
             metadata[f"first_component_ratio_stride_{stride}"] = round(float(ratio[0]), 6)
             metadata[f"train_windows_stride_{stride}"] = int(model.n_samples_)
-            summary.append({"stride": stride, "train_windows": int(model.n_samples_), "partitions": used,
-                            "features": int(model.n_features_in_), "components": int(model.n_components_),
-                            "numerical_rank": rank, "explained_variance": round(float(ratio.sum()), 4)})
+            # short headers, most telling first: the UI shows the table inline at the metadata column's width
+            summary.append({"stride": stride, "explained": round(float(ratio.sum()), 4), "k": int(model.n_components_),
+                            "rank": rank, "width": int(model.n_features_in_), "windows": int(model.n_samples_),
+                            "days": used})
             metadata[f"explained_variance_ratio_stride_{stride}"] = markdown_table(
                 [{"component": i + 1, "ratio": round(float(r), 5), "cumulative": round(float(c), 5)}
                  for i, (r, c) in enumerate(zip(ratio, np.cumsum(ratio)))])

@@ -55,6 +55,8 @@ RUN_ERRORS = """query ($id: ID!) { runOrError(runId: $id) { ... on Run { status 
 ASSET_EVENTS = """query ($key: AssetKeyInput!, $days: [String!]) { assetOrError(assetKey: $key) { __typename ... on Asset {
     assetObservations(partitions: $days) { partition runId %s }
     assetMaterializations(partitions: $days) { partition runId %s } } } }""" % (METADATA, METADATA)
+CHECK_HISTORY = """query ($key: AssetKeyInput!, $name: String!) { assetCheckExecutions(assetKey: $key, checkName: $name,
+    limit: 50) { runId status partition evaluation { success targetMaterialization { runId } } } }"""
 CHECKS = """{ assetNodes { assetKey { path } assetChecksOrError { __typename ... on AssetChecks { checks { name
     executionForLatestMaterialization { runId status evaluation { success %s } } } } } } }""" % METADATA
 
@@ -218,6 +220,17 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
             assert execution is not None, f"check {key}: no execution for the latest materialisation"
             assert (execution["runId"], execution["status"]) == (run_id, "SUCCEEDED"), (key, execution)
             assert execution["evaluation"]["success"], (key, execution)
+        # each check's history: on a partitioned asset, every day's own result pointing at that day's
+        # materialisation of this run, plus the run's; nothing left planned (the UI's "Skipped")
+        for (asset, name) in results:
+            history = graphql(port, CHECK_HISTORY, {"key": {"path": [asset]}, "name": name})["assetCheckExecutions"]
+            by_partition = {e["partition"]: e for e in history if e["runId"] == run_id}
+            expected = {None, *DAYS} if asset != "pca_models" else {None}
+            assert expected <= set(by_partition), (asset, name, history)
+            for partition in expected:
+                execution = by_partition[partition]
+                assert execution["status"] == "SUCCEEDED", (asset, name, execution)
+                assert execution["evaluation"]["targetMaterialization"]["runId"] == run_id, (asset, name, execution)
         counts = entries(results[("stride_windows", "window_counts_match_rows")]["evaluation"])
         assert counts["mismatched"] == "none"
         for stride in STRIDES:  # the check covers the whole range: the closed form equals every day's windows

@@ -172,7 +172,7 @@ def test_write_back_equals_the_stored_parquet(exported, bq_client, export_datase
     metadata = materialized_metadata(result, EXPORT_PROJECTED)
     assert metadata["table"].value == projected
     assert metadata["method"].value == "transaction"  # auto, on an emulator
-    assert metadata["rows_total"].value == sum(len(stored_projected(store, k)) for k in PARTITIONS)
+    assert metadata["run_rows_total"].value == sum(len(stored_projected(store, k)) for k in PARTITIONS)
     assert not [t for t in bq_client.list_tables(export_dataset) if "__staging_" in t.table_id]  # dropped
 
 

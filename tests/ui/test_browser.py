@@ -222,6 +222,15 @@ def test_the_ui_shows_each_day_its_own_figures_and_the_scree_plot(tmp_path):
                 unsynced_texts = page.get_by_text("Unsynced").all_inner_texts()  # Dagster's badge: "Unsynced (n)"
                 print(f"stride_windows {DAY}: 'Unsynced' texts on the page: {unsynced_texts}")
 
+                # the same day of window_carry, which depends on its own day before (where a false badge was)
+                open_page(page, base, f"/assets/window_carry?view=partitions&partition={DAY}")
+                expect(page.get_by_text("Latest materialization").first).to_be_visible()
+                page.get_by_role("cell").first.wait_for()
+                settle(page)
+                screenshot(page, f"2b-window_carry-{DAY}", saved)
+                carry_unsynced = page.get_by_text("Unsynced").all_inner_texts()
+                print(f"window_carry {DAY}: 'Unsynced' texts on the page: {carry_unsynced}")
+
                 # 3. pca_models: the scree plot, behind its metadata entry's [Show Markdown]
                 open_page(page, base, "/assets/pca_models")
                 entry = page.get_by_role("row").filter(has=page.get_by_role("cell", name="scree_plot", exact=True))
@@ -252,6 +261,7 @@ def test_the_ui_shows_each_day_its_own_figures_and_the_scree_plot(tmp_path):
         f"stride_windows {DAY}: 'rows' shows {rows_shown}, the day has {expected_rows} demo rows")
     # (b) after a clean run nothing reads as out of date
     assert not unsynced_texts, f"stride_windows {DAY} shows {unsynced_texts} after a clean run"
+    assert not carry_unsynced, f"window_carry {DAY} shows {carry_unsynced} after a clean run"
     # (c) the scree plot is an image made from the PNG in the metadata
     assert src.startswith("data:image/png;base64,"), src[:80]
     assert size[0] > 0 and size[1] > 0, size
