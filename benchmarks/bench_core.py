@@ -208,16 +208,24 @@ def _parse(argv=None):
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_core", description=__doc__.split("\n\n")[0])
     parser.add_argument("--benchmark-size", type=int, default=2_000_000, help="input rows (default 2,000,000)")
-    parser.add_argument("--benchmark-iterations", type=int, default=1, help="runs per method; the best is reported (default 1)")
-    parser.add_argument("--backends", nargs="+", default=list(available_backends()), help="backends for ours (default: all installed)")
+    parser.add_argument(
+        "--benchmark-iterations", type=int, default=1, help="runs per method; the best is reported (default 1)"
+    )
+    parser.add_argument(
+        "--backends", nargs="+", default=list(available_backends()), help="backends for ours (default: all installed)"
+    )
     parser.add_argument("--features", type=int, default=16)
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--strides", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--components", type=int, default=32)
-    parser.add_argument("--chunk-rows", type=int, default=250_000, help="rows per simulated partition for ours (default 250,000)")
+    parser.add_argument(
+        "--chunk-rows", type=int, default=250_000, help="rows per simulated partition for ours (default 250,000)"
+    )
     parser.add_argument("--skip-seed", action="store_true", help="do not time the seed's approach")
     parser.add_argument("--skip-sklearn", action="store_true", help="do not time scikit-learn IncrementalPCA")
-    parser.add_argument("--threads", type=int, default=None, help="BLAS/torch threads per worker (default: the libraries' own)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="BLAS/torch threads per worker (default: the libraries' own)"
+    )
     parser.add_argument("--no-check", action="store_true", help="skip the comparison with scikit-learn PCA")
     args = parser.parse_args(argv)
     for name in ("benchmark_size", "benchmark_iterations", "features", "window", "components", "chunk_rows"):
@@ -279,8 +287,8 @@ def main(argv=None) -> int:
     for (method, backend_name), r in results.items():
         speedup = f"{seed_seconds / r['seconds']:.1f}" if seed_seconds else "-"
         line = (
-            f"{labels[method]:<58} {backend_name or 'numpy':<7} {r['seconds']:>8.3f} {n / r['seconds']:>11,.0f} {speedup:>7} "
-            f"{r['peak_rss'] / 2**20:>7.0f}MB {(r['peak_rss'] - r['baseline_rss']) / 2**20:>6.0f}MB"
+            f"{labels[method]:<58} {backend_name or 'numpy':<7} {r['seconds']:>8.3f} {n / r['seconds']:>11,.0f} "
+            f"{speedup:>7} {r['peak_rss'] / 2**20:>7.0f}MB {(r['peak_rss'] - r['baseline_rss']) / 2**20:>6.0f}MB"
         )
         if refs is not None:
             angle, cos, ratio = _agreement(r, refs)
@@ -293,8 +301,9 @@ def main(argv=None) -> int:
     )
     if refs is not None:
         print(
-            "check: against scikit-learn PCA (float64, covariance_eigh) on all windows, worst stride: largest principal "
-            "angle between the fitted subspaces, smallest per-component |cos|, largest relative error of explained_variance_ratio_."
+            "check: against scikit-learn PCA (float64, covariance_eigh) on all windows, worst stride: largest "
+            "principal angle between the fitted subspaces, smallest per-component |cos|, largest relative error of "
+            "explained_variance_ratio_."
         )
     sk = results.get(("sklearn", None), {}).get("seconds")
     for (method, backend_name), r in results.items():

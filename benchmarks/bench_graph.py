@@ -103,9 +103,14 @@ def noop_assets_like(assets_def):
     check_specs = list(assets_def.check_specs)
     order = topological_keys(specs)  # a multi-asset must yield its outputs upstream first
 
-    @multi_asset(name=assets_def.node_def.name, specs=specs, check_specs=check_specs or None,
-                 can_subset=assets_def.can_subset, partitions_def=assets_def.partitions_def,
-                 backfill_policy=assets_def.backfill_policy)
+    @multi_asset(
+        name=assets_def.node_def.name,
+        specs=specs,
+        check_specs=check_specs or None,
+        can_subset=assets_def.can_subset,
+        partitions_def=assets_def.partitions_def,
+        backfill_policy=assets_def.backfill_policy,
+    )
     def _noop(context):
         try:
             keys = list(context.partition_keys)
@@ -123,11 +128,16 @@ def noop_assets_like(assets_def):
                         context.add_asset_metadata(dict(metadata), asset_key=key, partition_key=partition)
                 yield MaterializeResult(asset_key=key, metadata=None if partitioned else dict(metadata))
             for check_key in [c for c in checks if c.asset_key == key]:
-                yield AssetCheckResult(asset_key=key, check_name=check_key.name, passed=True,
-                                       metadata={"rows_checked": 0, "note": "no-op"})
+                yield AssetCheckResult(
+                    asset_key=key, check_name=check_key.name, passed=True, metadata={"rows_checked": 0, "note": "no-op"}
+                )
         for check_key in [c for c in checks if c.asset_key not in order]:  # checks on assets defined elsewhere
-            yield AssetCheckResult(asset_key=check_key.asset_key, check_name=check_key.name, passed=True,
-                                   metadata={"rows_checked": 0, "note": "no-op"})
+            yield AssetCheckResult(
+                asset_key=check_key.asset_key,
+                check_name=check_key.name,
+                passed=True,
+                metadata={"rows_checked": 0, "note": "no-op"},
+            )
 
     return _noop
 
@@ -176,11 +186,15 @@ def run_floor(argv: list[str]) -> int:
     assets = floor_assets()
     keys = graph_partition_keys(assets)
     job = resolve_job(assets)
-    print(f"floor: {len(assets)} no-op asset definitions over {len(keys)} partitions in one run of {job.name}", flush=True)
+    print(
+        f"floor: {len(assets)} no-op asset definitions over {len(keys)} partitions in one run of {job.name}", flush=True
+    )
     started = time.perf_counter()
     result = execute_range(job, keys, tags={"emberharmony/launched_by": "benchmarks.bench_graph floor"})
-    print(f"floor run {result.run_id[:8]}: {'succeeded' if result.success else 'FAILED'} in "
-          f"{time.perf_counter() - started:.1f} s")
+    print(
+        f"floor run {result.run_id[:8]}: {'succeeded' if result.success else 'FAILED'} in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
     return 0 if result.success else 1
 
 
@@ -202,7 +216,11 @@ def run_child(argv: list[str]) -> int:
     import runpy
 
     method, result_path, rest = argv[0], argv[1], argv[2:]
-    modules = {"seed": "benchmarks.bench_seed", "script": "benchmarks.script_pipeline", "main": "emberharmony_assets.main"}
+    modules = {
+        "seed": "benchmarks.bench_seed",
+        "script": "benchmarks.script_pipeline",
+        "main": "emberharmony_assets.main",
+    }
     code = 1
     try:
         if method == "floor":
@@ -219,8 +237,14 @@ def run_child(argv: list[str]) -> int:
     finally:
         sys.stdout.flush()
         with open(result_path, "w") as out:
-            json.dump({"rc": code, "peak_rss_bytes": _own_peak_rss_bytes(),
-                       "children_peak_rss_bytes": _children_peak_rss_bytes()}, out)
+            json.dump(
+                {
+                    "rc": code,
+                    "peak_rss_bytes": _own_peak_rss_bytes(),
+                    "children_peak_rss_bytes": _children_peak_rss_bytes(),
+                },
+                out,
+            )
     return code
 
 
@@ -272,17 +296,30 @@ def dagster_figures(dagster_home: str) -> dict:
 
 def child_env(home: str | None) -> dict:
     """The caller's environment without EMBERHARMONY_* (but the backend) and DAGSTER_HOME; a fresh home's."""
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("EMBERHARMONY_") and k != "EMBERHARMONY_BACKEND") and k != "DAGSTER_HOME"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not (k.startswith("EMBERHARMONY_") and k != "EMBERHARMONY_BACKEND") and k != "DAGSTER_HOME"
+    }
     if home is not None:
         env["DAGSTER_HOME"] = os.path.join(home, "dagster_home")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])])  # finds benchmarks/ from any cwd
+    env["PYTHONPATH"] = os.pathsep.join(
+        [ROOT, *filter(None, [env.get("PYTHONPATH")])]
+    )  # finds benchmarks/ from any cwd
     return env
 
 
-def run_method(method: str, folder: str, source_db: str, entities: int, days: int, start: str,
-               timeout: float | None, script_args: list[str] = ()) -> Run:
+def run_method(
+    method: str,
+    folder: str,
+    source_db: str,
+    entities: int,
+    days: int,
+    start: str,
+    timeout: float | None,
+    script_args: list[str] = (),
+) -> Run:
     """One method in its own process, in ``folder`` (fresh); returns its figures. ``script_args``: the
     script's settings (``script_pipeline.demo_arguments()``)."""
     os.makedirs(folder)
@@ -296,8 +333,15 @@ def run_method(method: str, folder: str, source_db: str, entities: int, days: in
     elif method == "script":
         database = os.path.join(folder, "demo.duckdb")
         shutil.copyfile(source_db, database)
-        rest = ["--database", database, "--out", os.path.join(folder, "projections"), "--json",
-                os.path.join(folder, "script.json"), *script_args]
+        rest = [
+            "--database",
+            database,
+            "--out",
+            os.path.join(folder, "projections"),
+            "--json",
+            os.path.join(folder, "script.json"),
+            *script_args,
+        ]
     elif method == "main":
         home = os.path.join(folder, "home")
         os.makedirs(home)
@@ -313,8 +357,9 @@ def run_method(method: str, folder: str, source_db: str, entities: int, days: in
     with open(log_path, "w") as log:
         started = time.perf_counter()
         try:
-            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=child_env(home), timeout=timeout,
-                                  cwd=os.getcwd())
+            done = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, env=child_env(home), timeout=timeout, cwd=os.getcwd()
+            )
             rc = done.returncode
         except subprocess.TimeoutExpired:
             rc = 124
@@ -356,8 +401,10 @@ def run_method(method: str, folder: str, source_db: str, entities: int, days: in
         run.artifacts_bytes = folder_bytes(os.path.join(home, "artifacts"))
         printed = WINDOWS_LINE.findall(output)
         if printed:
-            run.extra["windows"] = {int(s): int(n.replace(",", "")) for s, n in
-                                    re.findall(r"stride ([0-9]+) ([0-9]+(?:,[0-9]{3})*)", printed[-1])}
+            run.extra["windows"] = {
+                int(s): int(n.replace(",", ""))
+                for s, n in re.findall(r"stride ([0-9]+) ([0-9]+(?:,[0-9]{3})*)", printed[-1])
+            }
     return run
 
 
@@ -374,8 +421,11 @@ def make_table(database: str, entities: int, days: int, start: str) -> tuple[int
     from emberharmony_core.demo import DemoConfig, write_demo_table
 
     started = time.perf_counter()
-    rows = write_demo_table(database, DemoConfig(entities=entities, days=days, start=start,
-                                                 cadence_minutes=CADENCE_MINUTES, table=TABLE), replace=True)
+    rows = write_demo_table(
+        database,
+        DemoConfig(entities=entities, days=days, start=start, cadence_minutes=CADENCE_MINUTES, table=TABLE),
+        replace=True,
+    )
     return rows, time.perf_counter() - started
 
 
@@ -392,8 +442,10 @@ def _ratio(a: Run | None, b: Run | None, attr: str = "seconds") -> str:
 
 def report(rows: int, db_bytes: int, runs: dict[str, Run], skipped: dict[str, str]) -> list[str]:
     lines = []
-    header = (f"{'method':<7} {'seconds':>8} {'rows/s':>9} {'peak RSS MiB':>12} {'in-run s':>9} "
-              f"{'events':>7} {'mat.':>6} {'status':>7}")
+    header = (
+        f"{'method':<7} {'seconds':>8} {'rows/s':>9} {'peak RSS MiB':>12} {'in-run s':>9} "
+        f"{'events':>7} {'mat.':>6} {'status':>7}"
+    )
     lines += [header, "-" * len(header)]
     for method in METHODS:
         if method in skipped:
@@ -406,16 +458,24 @@ def report(rows: int, db_bytes: int, runs: dict[str, Run], skipped: dict[str, st
         events = f"{r.events:,}" if r.events is not None else "-"
         mats = f"{r.materializations:,}" if r.materializations is not None else "-"
         status = "ok" if r.ok else ("TIMEOUT" if r.rc == 124 else f"rc={r.rc}")
-        lines.append(f"{method:<7} {r.seconds:>8.1f} {rows / r.seconds:>9,.0f} {_mib(r.peak_rss_bytes):>12} "
-                     f"{in_run:>9} {events:>7} {mats:>6} {status:>7}")
+        lines.append(
+            f"{method:<7} {r.seconds:>8.1f} {rows / r.seconds:>9,.0f} {_mib(r.peak_rss_bytes):>12} "
+            f"{in_run:>9} {events:>7} {mats:>6} {status:>7}"
+        )
     seed, script, floor, main = (runs.get(m) for m in METHODS)
     lines.append("")
-    lines.append(f"seed/main (speed-up): {_ratio(seed, main)} wall, {_ratio(seed, main, 'in_run_seconds')} in-run;   "
-                 f"main/floor: {_ratio(main, floor)} wall, {_ratio(main, floor, 'in_run_seconds')} in-run")
-    lines.append(f"script/main (speed-up): {_ratio(script, main)} wall, {_ratio(script, main, 'in_run_seconds')} in-run")
+    lines.append(
+        f"seed/main (speed-up): {_ratio(seed, main)} wall, {_ratio(seed, main, 'in_run_seconds')} in-run;   "
+        f"main/floor: {_ratio(main, floor)} wall, {_ratio(main, floor, 'in_run_seconds')} in-run"
+    )
+    lines.append(
+        f"script/main (speed-up): {_ratio(script, main)} wall, {_ratio(script, main, 'in_run_seconds')} in-run"
+    )
     if main is not None and main.artifacts_bytes is not None:
-        lines.append(f"main artifacts: {_mib(main.artifacts_bytes)} MiB = {main.artifacts_bytes / db_bytes:.2f}x the DuckDB "
-                     f"file ({_mib(db_bytes)} MiB); its DAGSTER_HOME: {_mib(main.dagster_home_bytes or 0)} MiB")
+        lines.append(
+            f"main artifacts: {_mib(main.artifacts_bytes)} MiB = {main.artifacts_bytes / db_bytes:.2f}x the DuckDB "
+            f"file ({_mib(db_bytes)} MiB); its DAGSTER_HOME: {_mib(main.dagster_home_bytes or 0)} MiB"
+        )
     if floor is not None and floor.ok and floor.events:
         run_s = floor.in_run_seconds or 0.0
         lines.append(
@@ -423,18 +483,23 @@ def report(rows: int, db_bytes: int, runs: dict[str, Run], skipped: dict[str, st
             f"events written before the run starts), {floor.materializations:,} asset-partition materialisations, "
             f"{floor.check_evaluations:,} check evaluations; materialize() {run_s:.2f} s = "
             f"{1000 * run_s / floor.events:.2f} ms/event, {1000 * run_s / max(floor.materializations, 1):.1f} ms/"
-            f"materialisation; whole process {floor.seconds:.1f} s = {1000 * floor.seconds / floor.events:.2f} ms/event")
+            f"materialisation; whole process {floor.seconds:.1f} s = {1000 * floor.seconds / floor.events:.2f} ms/event"
+        )
     if seed is not None and seed.ok and "seed" in seed.extra:
         s = seed.extra["seed"]
         lines.append(f"seed steps (s): {s.get('seconds_by_step')}; windows per stride {s.get('windows')}")
     if script is not None and script.ok and "script" in script.extra:
         s = script.extra["script"]
-        lines.append(f"script steps (s): {s.get('seconds_by_step')}; windows per stride {s.get('windows')} (the job's "
-                     f"rule; train {s.get('train_windows')}); {s.get('features')} features")
+        lines.append(
+            f"script steps (s): {s.get('seconds_by_step')}; windows per stride {s.get('windows')} (the job's "
+            f"rule; train {s.get('train_windows')}); {s.get('features')} features"
+        )
         if main is not None and main.ok and "windows" in main.extra:
             same = script.extra["windows"] == main.extra["windows"]
-            lines.append(f"equal work: windows per stride, script {script.extra['windows']}, main {main.extra['windows']}: "
-                         + ("the same" if same else "DIFFERENT"))
+            lines.append(
+                f"equal work: windows per stride, script {script.extra['windows']}, main {main.extra['windows']}: "
+                + ("the same" if same else "DIFFERENT")
+            )
     for r in runs.values():
         if not r.ok:
             lines.append(f"\n{r.method} FAILED (rc {r.rc}); last output:\n{r.log[-TAIL:]}")
@@ -443,16 +508,23 @@ def report(rows: int, db_bytes: int, runs: dict[str, Run], skipped: dict[str, st
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_graph", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=None,
-                        help="demo (64 x 90 days), wide (6,400 x 5 days), big (32,000 x 2 days, main only); "
-                             "default: demo wide, or only the custom shape when --entities/--days are given")
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        choices=sorted(SHAPES),
+        default=None,
+        help="demo (64 x 90 days), wide (6,400 x 5 days), big (32,000 x 2 days, main only); "
+        "default: demo wide, or only the custom shape when --entities/--days are given",
+    )
     parser.add_argument("--entities", type=int, default=None, help="a custom shape: entities (default 64)")
     parser.add_argument("--days", type=int, default=None, help="a custom shape: days = daily partitions (default 90)")
     parser.add_argument("--start", default="2026-01-01", help="first day (every partition must have ended by today)")
     parser.add_argument("--skip-seed", action="store_true", help="do not run the seed's pipeline")
     parser.add_argument("--skip-script", action="store_true", help="do not run the pandas + scikit-learn script")
     parser.add_argument("--repeat", type=int, default=1, help="runs per method; the fastest is reported (default 1)")
-    parser.add_argument("--work", default=None, help="folder for tables, homes and logs (kept); default a temp dir, removed")
+    parser.add_argument(
+        "--work", default=None, help="folder for tables, homes and logs (kept); default a temp dir, removed"
+    )
     parser.add_argument("--timeout", type=float, default=None, help="seconds per method run (default none)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -468,8 +540,10 @@ def parse_args(argv):
             parser.error(f"shape {name}: entities and days must be >= 1")
         end = date.fromisoformat(args.start) + timedelta(days=days)
         if end > date.today():
-            parser.error(f"shape {name}: days {args.start} .. {end - timedelta(days=1)} run past today ({date.today()}); "
-                         f"Dagster has no partition for a day that has not ended: choose an earlier --start")
+            parser.error(
+                f"shape {name}: days {args.start} .. {end - timedelta(days=1)} run past today ({date.today()}); "
+                f"Dagster has no partition for a day that has not ended: choose an earlier --start"
+            )
     args.shape_list = shapes
     return args
 
@@ -481,8 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     work = os.path.abspath(args.work) if args.work else tempfile.mkdtemp(prefix="emberharmony-bench-graph-")
     os.makedirs(work, exist_ok=True)
-    print(f"emberharmony bench-graph: {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, "
-          f"best of {args.repeat}, work folder {work}" + ("" if args.work else " (removed after)"), flush=True)
+    print(
+        f"emberharmony bench-graph: {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}, "
+        f"best of {args.repeat}, work folder {work}" + ("" if args.work else " (removed after)"),
+        flush=True,
+    )
     failed = False
     script_args = []
     if not args.skip_script:  # the job's settings (imports Dagster, here in the parent: the methods' processes don't)
@@ -501,14 +578,19 @@ def main(argv: list[str] | None = None) -> int:
             database = os.path.join(shape_dir, "source.duckdb")
             rows, made = make_table(database, entities, days, args.start)
             db_bytes = os.path.getsize(database)
-            print(f"\n== {shape}: {entities:,} entities x {days} days = {rows:,} rows ({rows // days:,} rows a partition, "
-                  f"{days} partitions from {args.start}); DuckDB table {_mib(db_bytes)} MiB, written in {made:.1f} s "
-                  f"(not timed)", flush=True)
+            print(
+                f"\n== {shape}: {entities:,} entities x {days} days = {rows:,} rows ({rows // days:,} rows a "
+                f"partition, {days} partitions from {args.start}); DuckDB table {_mib(db_bytes)} MiB, "
+                f"written in {made:.1f} s (not timed)",
+                flush=True,
+            )
             skipped = {}
             if shape in MAIN_ONLY_SHAPES:
-                skipped = {"seed": "too slow and large at this shape (whole table in one DataFrame, Python-loop windows)",
-                           "script": "too large at this shape (whole table and every window in memory)",
-                           "floor": "main only at this shape (peak RSS)"}
+                skipped = {
+                    "seed": "too slow and large at this shape (whole table in one DataFrame, Python-loop windows)",
+                    "script": "too large at this shape (whole table and every window in memory)",
+                    "floor": "main only at this shape (peak RSS)",
+                }
             else:
                 if args.skip_seed:
                     skipped["seed"] = "--skip-seed"
@@ -521,10 +603,21 @@ def main(argv: list[str] | None = None) -> int:
                 attempts = []
                 for repeat in range(args.repeat):
                     print(f"  {method} ({repeat + 1}/{args.repeat}) ...", end=" ", flush=True)
-                    run = run_method(method, os.path.join(shape_dir, f"{method}-{repeat + 1}"), database, entities,
-                                     days, args.start, args.timeout, script_args)
-                    print(f"{run.seconds:.1f} s, {_mib(run.peak_rss_bytes)} MiB" + ("" if run.ok else f", FAILED rc {run.rc}"),
-                          flush=True)
+                    run = run_method(
+                        method,
+                        os.path.join(shape_dir, f"{method}-{repeat + 1}"),
+                        database,
+                        entities,
+                        days,
+                        args.start,
+                        args.timeout,
+                        script_args,
+                    )
+                    print(
+                        f"{run.seconds:.1f} s, {_mib(run.peak_rss_bytes)} MiB"
+                        + ("" if run.ok else f", FAILED rc {run.rc}"),
+                        flush=True,
+                    )
                     attempts.append(run)
                 runs[method] = best_of(attempts)
                 failed |= not runs[method].ok
@@ -533,9 +626,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    print("\nseconds: wall time of each method's whole process; peak RSS: that process's own high-water mark (VmHWM) or "
-          "its largest child's; in-run: seed's and script's own timers, floor/main the materialize() call; events: Dagster "
-          "event-log entries; mat.: asset materialisation events.")
+    print(
+        "\nseconds: wall time of each method's whole process; peak RSS: that process's own high-water mark (VmHWM) or "
+        "its largest child's; in-run: seed's and script's own timers, floor/main the materialize() call; events: "
+        "Dagster event-log entries; mat.: asset materialisation events."
+    )
     return 1 if failed else 0
 
 

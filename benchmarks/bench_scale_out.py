@@ -4,9 +4,9 @@
 
 Every run is held to one core (BLAS, Arrow and DuckDB threads 1), in both set-ups. 1 worker: the main job
 (``python -m emberharmony_assets.main``: ``full_refresh_job`` over the range, one run). N workers: a
-persistent instance with the QueuedRunCoordinator (at most N runs of a pass at once), ``dagster dev`` (its daemon
-launches each run as a process) and ``emberharmony_assets.scale_out`` submitting the waves, N runs a wave. Prints both wall
-times, their ratio, each wave's time, and checks that every artifact is byte-identical.
+persistent instance with the QueuedRunCoordinator (at most N runs of a pass at once), ``dagster dev`` (its
+daemon launches each run as a process) and ``emberharmony_assets.scale_out`` submitting the waves, N runs a wave.
+Prints both wall times, their ratio, each wave's time, and checks that every artifact is byte-identical.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ONE_CORE = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "EMBERHARMONY_DUCKDB_THREADS": "1"}  # Arrow's CPU pool follows OMP_NUM_THREADS
-
+ONE_CORE = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "EMBERHARMONY_DUCKDB_THREADS": "1",
+}  # Arrow's CPU pool follows OMP_NUM_THREADS
 
 
 def free_port() -> int:
@@ -50,8 +53,11 @@ def wait_for_webserver(port: int, process: subprocess.Popen, timeout: float = 12
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    }
 
 
 def main() -> int:
@@ -68,41 +74,104 @@ def main() -> int:
     env = {**os.environ, **ONE_CORE, "EMBERHARMONY_BACKEND": "numpy"}
     demo = one / "demo.duckdb"
     if not demo.exists():
-        subprocess.run([sys.executable, "-m", "emberharmony_core.demo", "--database", str(demo), "--entities",
-                        str(args.entities), "--days", str(args.days)], check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "emberharmony_core.demo",
+                "--database",
+                str(demo),
+                "--entities",
+                str(args.entities),
+                "--days",
+                str(args.days),
+            ],
+            check=True,
+            env=env,
+        )
     shutil.copyfile(demo, many / "demo.duckdb")
     first = "2026-01-01"
-    last = time.strftime("%Y-%m-%d", time.gmtime(time.mktime(time.strptime(first, "%Y-%m-%d")) + 86400 * (args.days - 1)))
+    last = time.strftime(
+        "%Y-%m-%d", time.gmtime(time.mktime(time.strptime(first, "%Y-%m-%d")) + 86400 * (args.days - 1))
+    )
     end = time.strftime("%Y-%m-%d", time.gmtime(time.mktime(time.strptime(last, "%Y-%m-%d")) + 86400))
 
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "emberharmony_assets.main", "--entities", str(args.entities), "--days",
-                    str(args.days), "--home", str(one), "--backend", "numpy"], check=True, env=env, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emberharmony_assets.main",
+            "--entities",
+            str(args.entities),
+            "--days",
+            str(args.days),
+            "--home",
+            str(one),
+            "--backend",
+            "numpy",
+        ],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     one_s = time.monotonic() - started
 
     from emberharmony_assets.scale_out import queue_yaml
 
     (many / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n" + queue_yaml(args.workers))
-    env_many = {**env, "DAGSTER_HOME": str(many / "dagster_home"), "EMBERHARMONY_HOME": str(many),
-                "EMBERHARMONY_SOURCE": "duckdb", "EMBERHARMONY_PARTITION_START": first,
-                "EMBERHARMONY_PARTITION_END": end}
-    subprocess.run([sys.executable, "-c", "from dagster import DagsterInstance; DagsterInstance.get().get_run_records()"],
-                   check=True, env=env_many, cwd=ROOT, stderr=subprocess.DEVNULL)  # the storages, before two processes race
+    env_many = {
+        **env,
+        "DAGSTER_HOME": str(many / "dagster_home"),
+        "EMBERHARMONY_HOME": str(many),
+        "EMBERHARMONY_SOURCE": "duckdb",
+        "EMBERHARMONY_PARTITION_START": first,
+        "EMBERHARMONY_PARTITION_END": end,
+    }
+    subprocess.run(
+        [sys.executable, "-c", "from dagster import DagsterInstance; DagsterInstance.get().get_run_records()"],
+        check=True,
+        env=env_many,
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )  # the storages, before two processes race
     port = free_port()
-    daemon = subprocess.Popen([str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)], cwd=ROOT,
-                              env=env_many, stdout=open(work / "dagster_dev.log", "wb"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        wait_for_webserver(port, daemon)
-        started = time.monotonic()
-        waves = subprocess.run([sys.executable, "-m", "emberharmony_assets.scale_out", "--from", first, "--to", last,
-                                "--url", f"http://127.0.0.1:{port}", "--runs-per-wave", str(args.workers)],
-                               cwd=ROOT, env=env_many, capture_output=True, text=True)
-        many_s = time.monotonic() - started
-    finally:
-        os.killpg(daemon.pid, 15)
-        daemon.wait(30)
+    with open(work / "dagster_dev.log", "wb") as log:
+        daemon = subprocess.Popen(
+            [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)],
+            cwd=ROOT,
+            env=env_many,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_webserver(port, daemon)
+            started = time.monotonic()
+            waves = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "emberharmony_assets.scale_out",
+                    "--from",
+                    first,
+                    "--to",
+                    last,
+                    "--url",
+                    f"http://127.0.0.1:{port}",
+                    "--runs-per-wave",
+                    str(args.workers),
+                ],
+                cwd=ROOT,
+                env=env_many,
+                capture_output=True,
+                text=True,
+            )
+            many_s = time.monotonic() - started
+        finally:
+            os.killpg(daemon.pid, 15)
+            daemon.wait(30)
     if waves.returncode:
         print(waves.stdout, waves.stderr[-4000:])
         return 1
@@ -111,8 +180,10 @@ def main() -> int:
     rows = args.entities * args.days * 48
     print(f"{args.entities:,} entities x {args.days} days ({rows:,} rows), each run on one core")
     print(f"1 worker (one run over the range): {one_s:.1f} s")
-    print(f"{args.workers} workers (scale_out waves, {args.workers} runs of a pass at once): {many_s:.1f} s "
-          f"-> {one_s / many_s:.2f}x")
+    print(
+        f"{args.workers} workers (scale_out waves, {args.workers} runs of a pass at once): {many_s:.1f} s "
+        f"-> {one_s / many_s:.2f}x"
+    )
     print("waves: " + "; ".join(line for line in waves.stdout.splitlines() if ": " in line and " run(s)" in line))
     print(f"artifacts: {len(a)} files, {'all byte-identical' if not differ else f'{len(differ)} DIFFER: {differ[:5]}'}")
     return 0 if not differ else 1

@@ -201,7 +201,9 @@ class Preparer:
                 df_split[column] = pd.to_datetime(df_split[column])
         target = self.target_column
         if target is None:  # the seed's heuristic: the last numeric column
-            eligible = [c for c in self.types["numeric"] if c in df_split.columns and c not in self.types["categorical"]]
+            eligible = [
+                c for c in self.types["numeric"] if c in df_split.columns and c not in self.types["categorical"]
+            ]
             target = eligible[-1]
         if self.types["categorical"]:
             dummies = pd.get_dummies(df_split, columns=self.types["categorical"], drop_first=False)
@@ -237,8 +239,13 @@ class Preparer:
 class StrideProcessor:
     """``TerabyteTemporalStrideProcessor`` with ``use_incremental_pca=True`` and ``maintain_state=True``."""
 
-    def __init__(self, window_size: int = 5, stride_perspectives=(1, 3, 5), pca_components: int = 32,
-                 batch_size: int = SEED_BATCH_ROWS):
+    def __init__(
+        self,
+        window_size: int = 5,
+        stride_perspectives=(1, 3, 5),
+        pca_components: int = 32,
+        batch_size: int = SEED_BATCH_ROWS,
+    ):
         self.window_size = window_size
         self.stride_perspectives = list(stride_perspectives)
         self.pca_components = pca_components
@@ -280,7 +287,7 @@ class StrideProcessor:
         if num_samples < self.window_size:
             return windows
         for i in range(0, num_samples - self.window_size + 1, stride):
-            windows.append(data_np[i:i + self.window_size])
+            windows.append(data_np[i : i + self.window_size])
         return windows
 
     def _apply_incremental_pca(self, window_batch: np.ndarray, stride: int):
@@ -323,14 +330,27 @@ class SeedResult:
     def summary(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k not in ("models", "frames")}
         out["components"] = {s: int(m.n_components_) for s, m in self.models.items()}
-        out["explained_variance"] = {s: round(float(np.sum(m.explained_variance_ratio_)), 6) for s, m in self.models.items()}
+        out["explained_variance"] = {
+            s: round(float(np.sum(m.explained_variance_ratio_)), 6) for s, m in self.models.items()
+        }
         return out
 
 
-def run_seed(database: str, table: str = "sensor_readings", *, chunk_size: int = CHUNK_SIZE,
-             batch_size: int = SEED_BATCH_ROWS, window_size: int = 5, strides=(1, 3, 5), components: int = 32,
-             target_column: str | None = DEMO_TARGET, categorical=DEMO_CATEGORICALS, drop_columns=(),
-             align_struct_index: bool = False, keep_frames: bool = False) -> SeedResult:
+def run_seed(
+    database: str,
+    table: str = "sensor_readings",
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    batch_size: int = SEED_BATCH_ROWS,
+    window_size: int = 5,
+    strides=(1, 3, 5),
+    components: int = 32,
+    target_column: str | None = DEMO_TARGET,
+    categorical=DEMO_CATEGORICALS,
+    drop_columns=(),
+    align_struct_index: bool = False,
+    keep_frames: bool = False,
+) -> SeedResult:
     """The whole seed pipeline on ``table``; ``keep_frames`` returns the prepared splits too (tests)."""
     import duckdb  # noqa: F401  (imports outside the timer, as the graph's in-run figure excludes them)
     import sklearn.decomposition  # noqa: F401
@@ -360,10 +380,17 @@ def run_seed(database: str, table: str = "sensor_readings", *, chunk_size: int =
     projected = processor.process_large_dataset(data_generator(train, features, batch_size))
     steps["strides"] = time.perf_counter() - mark
     return SeedResult(
-        seconds=time.perf_counter() - started, rows=rows, peak_rss_bytes=peak_rss_bytes(), split_rows=split_rows,
-        prepared_rows=prepared_rows, features=features, windows=dict(processor.windows_made),
-        projected_shapes={s: list(p.shape) for s, p in projected.items()}, skipped_batches=dict(processor.skipped_batches),
-        seconds_by_step={k: round(v, 3) for k, v in steps.items()}, models=processor.pca_models,
+        seconds=time.perf_counter() - started,
+        rows=rows,
+        peak_rss_bytes=peak_rss_bytes(),
+        split_rows=split_rows,
+        prepared_rows=prepared_rows,
+        features=features,
+        windows=dict(processor.windows_made),
+        projected_shapes={s: list(p.shape) for s, p in projected.items()},
+        skipped_batches=dict(processor.skipped_batches),
+        seconds_by_step={k: round(v, 3) for k, v in steps.items()},
+        models=processor.pca_models,
         frames={"train": train, "validation": validation, "test": test} if keep_frames else None,
     )
 
@@ -372,15 +399,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_seed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", required=True, help="DuckDB file holding the table")
     parser.add_argument("--table", default="sensor_readings")
-    parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, help="rows per LIMIT/OFFSET query (seed: 100,000)")
-    parser.add_argument("--batch-size", type=int, default=SEED_BATCH_ROWS, help="rows per processor batch (seed: 10,000)")
+    parser.add_argument(
+        "--chunk-size", type=int, default=CHUNK_SIZE, help="rows per LIMIT/OFFSET query (seed: 100,000)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=SEED_BATCH_ROWS, help="rows per processor batch (seed: 10,000)"
+    )
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--strides", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--components", type=int, default=32)
     parser.add_argument("--target", default=DEMO_TARGET, help="target column, kept out of the features")
     parser.add_argument("--categorical", nargs="*", default=list(DEMO_CATEGORICALS), help="force_categorical_columns")
-    parser.add_argument("--align-struct-index", action="store_true",
-                        help="fix the seed's misaligned struct concat (default: keep the seed's bug)")
+    parser.add_argument(
+        "--align-struct-index",
+        action="store_true",
+        help="fix the seed's misaligned struct concat (default: keep the seed's bug)",
+    )
     parser.add_argument("--json", default=None, help="also write the result as JSON to this path")
     args = parser.parse_args(argv)
     for name in ("chunk_size", "batch_size", "window", "components"):
@@ -388,16 +422,30 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if min(args.strides) < 1:
         parser.error("--strides must all be >= 1")
-    result = run_seed(args.database, args.table, chunk_size=args.chunk_size, batch_size=args.batch_size,
-                      window_size=args.window, strides=args.strides, components=args.components,
-                      target_column=args.target or None, categorical=args.categorical,
-                      align_struct_index=args.align_struct_index)
+    result = run_seed(
+        args.database,
+        args.table,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        window_size=args.window,
+        strides=args.strides,
+        components=args.components,
+        target_column=args.target or None,
+        categorical=args.categorical,
+        align_struct_index=args.align_struct_index,
+    )
     summary = result.summary()
-    print(f"seed: {result.rows:,} rows in {result.seconds:.2f} s ({result.rows / result.seconds:,.0f} rows/s), "
-          f"peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB")
-    print(f"  steps (s): {summary['seconds_by_step']}; splits {result.split_rows}; after prepare {result.prepared_rows}")
-    print(f"  {len(result.features)} features; windows per stride {result.windows}; projected {result.projected_shapes}; "
-          f"components {summary['components']}; explained variance {summary['explained_variance']}")
+    print(
+        f"seed: {result.rows:,} rows in {result.seconds:.2f} s ({result.rows / result.seconds:,.0f} rows/s), "
+        f"peak RSS {result.peak_rss_bytes / 2**20:.0f} MiB"
+    )
+    print(
+        f"  steps (s): {summary['seconds_by_step']}; splits {result.split_rows}; after prepare {result.prepared_rows}"
+    )
+    print(
+        f"  {len(result.features)} features; windows per stride {result.windows}; projected {result.projected_shapes}; "
+        f"components {summary['components']}; explained variance {summary['explained_variance']}"
+    )
     if any(result.skipped_batches.values()):
         print(f"  batches skipped (fewer windows than components; the seed would raise): {result.skipped_batches}")
     if args.json:

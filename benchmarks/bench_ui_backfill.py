@@ -13,6 +13,7 @@ range and start/end relative to the launch, the wall time launch -> completion a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -41,7 +42,8 @@ RUNS = """query ($id: String!) { runsOrError(filter: {tags: [{key: "dagster/back
     ... on Runs { results { runId status creationTime startTime endTime assetSelection { path }
         tags { key value } } } ... on PythonError { message } } }"""
 RUN_ERRORS = """query ($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection(limit: 5000) { events {
-    __typename ... on MessageEvent { message level stepKey } ... on ErrorEvent { error { message cause { message } } } } } } } }"""
+    __typename ... on MessageEvent { message level stepKey }
+    ... on ErrorEvent { error { message cause { message } } } } } } } }"""
 
 
 def free_port() -> int:
@@ -51,8 +53,11 @@ def free_port() -> int:
 
 
 def graphql(port: int, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", headers={"Content-Type": "application/json"},
-                                     data=json.dumps({"query": query, "variables": variables or {}}).encode())
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         payload = json.loads(response.read())
     if payload.get("errors"):
@@ -70,10 +75,8 @@ def stop_process_group(process: subprocess.Popen, grace: float = 15) -> None:
         process.wait(timeout=grace)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def wait_for_assets(port: int, process: subprocess.Popen) -> list[list[str]]:
@@ -97,8 +100,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (data, instance, log)")
     args = parser.parse_args()
 
-    from emberharmony_core.demo import DemoConfig, write_demo_table
     from emberharmony_assets.main import dagster_yaml
+    from emberharmony_core.demo import DemoConfig, write_demo_table
 
     demo = DemoConfig(entities=24, days=4, cadence_minutes=60, start="2026-01-01")
     days = [(date(2026, 1, 1) + timedelta(days=i)).isoformat() for i in range(args.days)]
@@ -108,14 +111,26 @@ def main() -> int:
     (home / "dagster.yaml").write_text(dagster_yaml(str(home)).replace("enabled: true", "enabled: false"))
     write_demo_table(data / "demo.duckdb", demo)
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "EMBERHARMONY_HOME": str(data), "EMBERHARMONY_SOURCE": "duckdb",
-           "EMBERHARMONY_PARTITION_START": "2026-01-01", "EMBERHARMONY_PARTITION_END": "2026-01-05",
-           "EMBERHARMONY_BACKEND": "numpy"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "EMBERHARMONY_HOME": str(data),
+        "EMBERHARMONY_SOURCE": "duckdb",
+        "EMBERHARMONY_PARTITION_START": "2026-01-01",
+        "EMBERHARMONY_PARTITION_END": "2026-01-05",
+        "EMBERHARMONY_BACKEND": "numpy",
+    }
     dagster = Path(sys.executable).parent / "dagster"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=default_signals)
+        process = subprocess.Popen(
+            [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=default_signals,
+        )
     ok = False
     try:
         keys = wait_for_assets(port, process)
@@ -146,20 +161,26 @@ def main() -> int:
             raise RuntimeError(f"runs lookup: {runs}")
         runs = sorted(runs["results"], key=lambda r: r["startTime"] or r["creationTime"])
         rel = lambda t: f"{t - launched_at:7.1f}" if t else "      -"  # noqa: E731
-        print(f"backfill {backfill_id}: {backfill['status']}"
-              + (f" error: {backfill['error']['message']}" if backfill.get("error") else ""))
+        print(
+            f"backfill {backfill_id}: {backfill['status']}"
+            + (f" error: {backfill['error']['message']}" if backfill.get("error") else "")
+        )
         print(f"runs: {len(runs)}   (times in s from launch)")
         total = 0.0
         for i, run in enumerate(runs, 1):
             tags = {t["key"]: t["value"] for t in run["tags"]}
             part = tags.get("dagster/partition") or (
                 f"{tags.get('dagster/asset_partition_range_start')}..{tags.get('dagster/asset_partition_range_end')}"
-                if "dagster/asset_partition_range_start" in tags else "-")
+                if "dagster/asset_partition_range_start" in tags
+                else "-"
+            )
             own = (run["endTime"] - run["startTime"]) if run["startTime"] and run["endTime"] else 0.0
             total += own
             assets = ",".join("/".join(a["path"]) for a in (run["assetSelection"] or []))
-            print(f"  {i:2d} {run['status']:8s} start {rel(run['startTime'])} end {rel(run['endTime'])} "
-                  f"({own:5.1f} s)  [{part}]  {assets}")
+            print(
+                f"  {i:2d} {run['status']:8s} start {rel(run['startTime'])} end {rel(run['endTime'])} "
+                f"({own:5.1f} s)  [{part}]  {assets}"
+            )
         for run in runs:
             if run["status"] != "SUCCESS":  # its ERROR events, short
                 events = graphql(port, RUN_ERRORS, {"id": run["runId"]})["runOrError"]["eventConnection"]["events"]
@@ -169,8 +190,10 @@ def main() -> int:
                         message = ((error.get("cause") or {}).get("message") or error["message"]).strip()
                         print(f"     run {run['runId'][:8]} [{event.get('stepKey') or '-'}] {message[:400]}")
         end = backfill.get("endTimestamp")
-        print(f"wall time launch -> completion: {observed_at - launched_at:.1f} s (observed by polling, 1 s)"
-              + (f"; backfill's own endTimestamp - launch: {end - launched_at:.1f} s" if end else ""))
+        print(
+            f"wall time launch -> completion: {observed_at - launched_at:.1f} s (observed by polling, 1 s)"
+            + (f"; backfill's own endTimestamp - launch: {end - launched_at:.1f} s" if end else "")
+        )
         print(f"sum of runs' execution times: {total:.1f} s")
         ok = backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS")
         return 0 if ok else 1

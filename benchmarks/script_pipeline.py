@@ -57,27 +57,55 @@ def demo_settings() -> dict:
     from emberharmony_assets.resources import PipelineSettings
 
     settings = PipelineSettings(**DEMO_SETTINGS)
-    unsupported = {name: getattr(settings, name) for name in ("split_key", "max_gap", "split_block", "drop_columns",
-                                                              "force_categorical_columns") if getattr(settings, name)}
+    unsupported = {
+        name: getattr(settings, name)
+        for name in ("split_key", "max_gap", "split_block", "drop_columns", "force_categorical_columns")
+        if getattr(settings, name)
+    }
     if unsupported:
         raise NotImplementedError(f"the script does not do what these settings ask: {unsupported}")
     return dict(
-        table=DEMO_SOURCE["table"], timestamp=DEMO_SOURCE["timestamp_column"], entity=DEMO_SOURCE["entity_column"],
-        features=list(DEMO_SOURCE.get("feature_columns", [])), categorical=list(DEMO_SOURCE.get("categorical_columns", [])),
+        table=DEMO_SOURCE["table"],
+        timestamp=DEMO_SOURCE["timestamp_column"],
+        entity=DEMO_SOURCE["entity_column"],
+        features=list(DEMO_SOURCE.get("feature_columns", [])),
+        categorical=list(DEMO_SOURCE.get("categorical_columns", [])),
         extra=list(DEMO_SOURCE.get("extra_columns", [])),
         datetime=list(DEMO_SOURCE.get("datetime_columns") or [DEMO_SOURCE["timestamp_column"]]),
-        target=settings.target_column, window=settings.window_size, strides=list(settings.strides),
-        components=settings.n_components, fractions=list(settings.split_fractions), dtype=settings.dtype,
-        null_threshold=settings.null_threshold, max_categories=settings.max_categories,
+        target=settings.target_column,
+        window=settings.window_size,
+        strides=list(settings.strides),
+        components=settings.n_components,
+        fractions=list(settings.split_fractions),
+        dtype=settings.dtype,
+        null_threshold=settings.null_threshold,
+        max_categories=settings.max_categories,
     )
 
 
 def demo_arguments() -> list[str]:
     """``demo_settings()`` as this script's command-line arguments (what ``make bench-graph`` passes)."""
     s = demo_settings()
-    argv = ["--table", s["table"], "--timestamp", s["timestamp"], "--entity", s["entity"], "--window", str(s["window"]),
-            "--components", str(s["components"]), "--dtype", s["dtype"], "--null-threshold", repr(s["null_threshold"]),
-            "--max-categories", str(s["max_categories"]), "--target", s["target"] or ""]
+    argv = [
+        "--table",
+        s["table"],
+        "--timestamp",
+        s["timestamp"],
+        "--entity",
+        s["entity"],
+        "--window",
+        str(s["window"]),
+        "--components",
+        str(s["components"]),
+        "--dtype",
+        s["dtype"],
+        "--null-threshold",
+        repr(s["null_threshold"]),
+        "--max-categories",
+        str(s["max_categories"]),
+        "--target",
+        s["target"] or "",
+    ]
     for flag in ("features", "categorical", "extra", "datetime", "strides", "fractions"):
         argv += [f"--{flag}", *map(str, s[flag])]
     return argv
@@ -91,7 +119,7 @@ def read_table(database: str, table: str, entity: str, timestamp: str, columns: 
 
     with duckdb.connect(database, read_only=True) as con:
         con.execute("SET TimeZone = 'UTC'")
-        types = dict(zip(con.table(table).columns, con.table(table).types))
+        types = dict(zip(con.table(table).columns, con.table(table).types, strict=True))
         select = []
         for name in dict.fromkeys([entity, timestamp, *columns]):
             kind = types[name]
@@ -114,8 +142,12 @@ def assign_splits(keys: pd.Series, fractions) -> np.ndarray:
 def add_cyclical(frame: pd.DataFrame, column: str) -> list[str]:
     """Adds ``{column}_sin_hour`` .. ``{column}_cos_month``; returns their names."""
     ts = frame[column].dt
-    phases = {"hour": ts.hour / 24, "dayofweek": ts.dayofweek / 7, "day": (ts.day - 1) / ts.days_in_month,
-              "month": (ts.month - 1) / 12}
+    phases = {
+        "hour": ts.hour / 24,
+        "dayofweek": ts.dayofweek / 7,
+        "day": (ts.day - 1) / ts.days_in_month,
+        "month": (ts.month - 1) / 12,
+    }
     names = []
     for name, phase in phases.items():
         angle = 2 * np.pi * phase.to_numpy(dtype=np.float64)
@@ -138,10 +170,26 @@ def window_starts(entity_codes: np.ndarray, splits: np.ndarray, window: int, str
     return starts[~mixed], int(mixed.sum())
 
 
-def run_script(database: str, out: str, *, table: str, timestamp: str, entity: str, features: list[str],
-               categorical: list[str], extra: list[str], datetime: list[str], target: str | None, window: int,
-               strides: list[int], components: int, fractions: list[float], dtype: str = "float32",
-               null_threshold: float = 0.9, max_categories: int = 50) -> dict:
+def run_script(
+    database: str,
+    out: str,
+    *,
+    table: str,
+    timestamp: str,
+    entity: str,
+    features: list[str],
+    categorical: list[str],
+    extra: list[str],
+    datetime: list[str],
+    target: str | None,
+    window: int,
+    strides: list[int],
+    components: int,
+    fractions: list[float],
+    dtype: str = "float32",
+    null_threshold: float = 0.9,
+    max_categories: int = 50,
+) -> dict:
     from numpy.lib.stride_tricks import sliding_window_view
     from sklearn.compose import ColumnTransformer
     from sklearn.decomposition import PCA
@@ -170,10 +218,16 @@ def run_script(database: str, out: str, *, table: str, timestamp: str, entity: s
             categories.append(name)
     numeric = [c for c in numeric if frame.loc[train, c].isna().mean() <= null_threshold] + cyclical
     preprocess = ColumnTransformer(
-        [("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-         ("categorical", OneHotEncoder(handle_unknown="ignore", max_categories=max_categories, sparse_output=False),
-          categories)],
-        sparse_threshold=0.0)
+        [
+            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="ignore", max_categories=max_categories, sparse_output=False),
+                categories,
+            ),
+        ],
+        sparse_threshold=0.0,
+    )
     preprocess.fit(frame.loc[train])
     matrix = preprocess.transform(frame).astype(dtype, copy=False)
     entities, end_times = frame[entity].to_numpy(), frame[timestamp].to_numpy()
@@ -207,9 +261,16 @@ def run_script(database: str, out: str, *, table: str, timestamp: str, entity: s
         steps["write"] += time.perf_counter() - mark
         windows[stride], train_windows[stride] = len(starts), int(np.sum(window_split == 0))
         explained[stride] = round(float(pca.explained_variance_ratio_.sum()), 6)
-    return {"seconds": time.perf_counter() - started, "rows": int(len(entities)), "features": int(matrix.shape[1]),
-            "windows": windows, "train_windows": train_windows, "mixed_split_dropped": mixed,
-            "explained_variance": explained, "seconds_by_step": {k: round(v, 3) for k, v in steps.items()}}
+    return {
+        "seconds": time.perf_counter() - started,
+        "rows": int(len(entities)),
+        "features": int(matrix.shape[1]),
+        "windows": windows,
+        "train_windows": train_windows,
+        "mixed_split_dropped": mixed,
+        "explained_variance": explained,
+        "seconds_by_step": {k: round(v, 3) for k, v in steps.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,10 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         args = {**demo_settings(), **{k: v for k, v in args.items() if v is not None}}
     args["target"] = args["target"] or None
     result = run_script(database, out, **args)
-    print(f"script: {result['rows']:,} rows in {result['seconds']:.2f} s ({result['rows'] / result['seconds']:,.0f} "
-          f"rows/s); {result['features']} features; windows per stride {result['windows']} (train "
-          f"{result['train_windows']}, mixed splits dropped {result['mixed_split_dropped']}); explained variance "
-          f"{result['explained_variance']}; steps (s) {result['seconds_by_step']}")
+    print(
+        f"script: {result['rows']:,} rows in {result['seconds']:.2f} s ({result['rows'] / result['seconds']:,.0f} "
+        f"rows/s); {result['features']} features; windows per stride {result['windows']} (train "
+        f"{result['train_windows']}, mixed splits dropped {result['mixed_split_dropped']}); explained variance "
+        f"{result['explained_variance']}; steps (s) {result['seconds_by_step']}"
+    )
     if json_path:
         with open(json_path, "w") as handle:
             json.dump(result, handle)

@@ -24,7 +24,7 @@ batch of each carry (fold), never a whole carry.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -35,8 +35,9 @@ from .windowing import ChunkRows, WindowCarry, _entity_blocks, check_key_order
 Sink = Callable[[WindowCarry], None]
 
 
-def day_summary(chunks: Iterable[ChunkRows], window_size: int, n_features: int, dtype="float32",
-                sink: Sink | None = None) -> WindowCarry | None:
+def day_summary(
+    chunks: Iterable[ChunkRows], window_size: int, n_features: int, dtype="float32", sink: Sink | None = None
+) -> WindowCarry | None:
     """One day's carry summary from its rows alone, streamed.
 
     ``chunks``: the day's ``ChunkRows`` (features (n, F)), grouped by entity in ascending key order, in time
@@ -57,8 +58,9 @@ def day_summary(chunks: Iterable[ChunkRows], window_size: int, n_features: int, 
             continue
         features = chunk.features
         if features.ndim != 2 or features.shape[1] != f:
-            raise ValueError(f"chunk has {features.shape[1] if features.ndim == 2 else 0} feature columns, "
-                             f"n_features is {f}")
+            raise ValueError(
+                f"chunk has {features.shape[1] if features.ndim == 2 else 0} feature columns, n_features is {f}"
+            )
         b0, keys = _entity_blocks(chunk)
         check_key_order(keys, open_.keys[0] if open_ is not None else None)
         lengths = np.diff(np.append(b0, n))
@@ -74,7 +76,11 @@ def day_summary(chunks: Iterable[ChunkRows], window_size: int, n_features: int, 
             if open_.keys[0].equals(keys[0]):  # the entity goes on: its earlier rows, then these
                 first = _join(open_, state.slice(0, 1))
                 state.seen[0], state.rows[0], state.time[0], state.split[0] = (
-                    first.seen[0], first.rows[0], first.time[0], first.split[0])
+                    first.seen[0],
+                    first.rows[0],
+                    first.time[0],
+                    first.split[0],
+                )
             else:
                 out(open_)
         out(state.slice(0, len(state) - 1))
@@ -98,8 +104,10 @@ def fold_carry(previous, day, sink: Sink | None = None) -> WindowCarry | None:
         for name in ("window_size", "n_features"):
             a, b = getattr(previous, name), getattr(day, name)
             if a != b:
-                raise ValueError(f"the previous carry has {name} {a}, the day's summary {name} {b}: they were made "
-                                 "with other settings; re-make the summaries, then fold from the first day")
+                raise ValueError(
+                    f"the previous carry has {name} {a}, the day's summary {name} {b}: they were made "
+                    "with other settings; re-make the summaries, then fold from the first day"
+                )
     out = _Out(sink, day.window_size, day.n_features, getattr(day, "dtype", "float32"))
     older = _Head(previous.batches() if previous is not None else iter(()))
     newer = _Head(day.batches())
@@ -111,8 +119,10 @@ def fold_carry(previous, day, sink: Sink | None = None) -> WindowCarry | None:
                     out(piece)
             return out.finish()
         if a.keys.type != b.keys.type:
-            raise ValueError(f"the previous carry's entity keys are {a.keys.type}, the day's {b.keys.type}: the entity "
-                             "column changed; fold from the first day")
+            raise ValueError(
+                f"the previous carry's entity keys are {a.keys.type}, the day's {b.keys.type}: the entity "
+                "column changed; fold from the first day"
+            )
         # every key <= bound of both sources is in hand: join those, then go on (one head is used up each time)
         bound = a.keys[-1] if pc.less_equal(a.keys[-1], b.keys[-1]).as_py() else b.keys[-1]
         out(_join(older.through(bound), newer.through(bound)))
@@ -141,7 +151,7 @@ def _join(a: WindowCarry, b: WindowCarry) -> WindowCarry:
         order = pc.sort_indices(keys).to_numpy()
         position = np.empty(len(order), np.int64)
         position[order] = np.arange(len(order))
-        e, pos_a, pos_b = len(keys), position[:len(kept)], position[len(kept):]
+        e, pos_a, pos_b = len(keys), position[: len(kept)], position[len(kept) :]
         out = WindowCarry.__new__(WindowCarry)
         out.window_size, out.n_features, out.keys = b.window_size, b.n_features, keys.take(pa.array(order))
         out.seen, out.rows = np.empty(e, np.int64), np.empty((e, tail, b.n_features), dtype)
@@ -159,9 +169,9 @@ def _join(a: WindowCarry, b: WindowCarry) -> WindowCarry:
         for j in np.unique(newer[newer < tail]):
             pick = newer == j
             p, q = at[pick], src[pick]
-            out.rows[p, :tail - j] = a.rows[q, j:]
-            out.time[p, :tail - j] = a.time[q, j:]
-            out.split[p, :tail - j] = a.split[q, j:]
+            out.rows[p, : tail - j] = a.rows[q, j:]
+            out.time[p, : tail - j] = a.time[q, j:]
+            out.split[p, : tail - j] = a.split[q, j:]
     return out
 
 

@@ -64,8 +64,14 @@ def _day_frame(config: DemoConfig, day: int, rng: np.random.Generator) -> pd.Dat
     columns = {}
     for k, name in enumerate(FEATURES):
         amplitude = 1.0 + 0.5 * k
-        signal = (offsets[entity, k] * 2.0 + amplitude * daily * np.cos(k) + 0.8 * weekly * (k % 3)
-                  + 0.6 * common * (1 + k % 2) + 0.3 * drift * k + rng.normal(scale=0.4, size=n))
+        signal = (
+            offsets[entity, k] * 2.0
+            + amplitude * daily * np.cos(k)
+            + 0.8 * weekly * (k % 3)
+            + 0.6 * common * (1 + k % 2)
+            + 0.3 * drift * k
+            + rng.normal(scale=0.4, size=n)
+        )
         signal = 10.0 * (k + 1) + signal
         signal[rng.random(n) < config.missing_share] = np.nan
         columns[name] = signal
@@ -74,8 +80,9 @@ def _day_frame(config: DemoConfig, day: int, rng: np.random.Generator) -> pd.Dat
     frame = pd.DataFrame({"sensor": entity, "ts": ts, **columns})
     frame["site"] = pd.Categorical.from_codes(entity % len(SITES), SITES)
     names = list(dict.fromkeys(STATUSES))  # STATUSES repeats "ok": its weight
-    frame["status"] = pd.Categorical.from_codes(np.array([names.index(v) for v in STATUSES])[
-        rng.integers(0, len(STATUSES), size=n)], names)
+    frame["status"] = pd.Categorical.from_codes(
+        np.array([names.index(v) for v in STATUSES])[rng.integers(0, len(STATUSES), size=n)], names
+    )
     frame["maintenance"] = rng.random(n) < 0.01
     frame["load_next_hour"] = np.roll(columns["load"], -1)
     return frame

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from typing import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -55,10 +55,13 @@ def iter_asset_frames(store: ArtifactStore, asset: str, key: str, rows: int = 10
     parts = FRAME_PARTS.get(asset, (asset,))
     counts = {part: store.frame_rows(part, key) for part in parts}
     if len(set(counts.values())) > 1:
-        raise ArtifactReadError(f"partition {key}: {', '.join(f'{p} has {n} rows' for p, n in counts.items())}; they must "
-                                f"match (asset {asset}, partition {key}): re-materialise {', '.join(parts[1:])} for "
-                                f"partition {key}: {repair_command(','.join(parts[1:]), key, store.base)}",
-                                asset=asset, partition=key)
+        raise ArtifactReadError(
+            f"partition {key}: {', '.join(f'{p} has {n} rows' for p, n in counts.items())}; they must "
+            f"match (asset {asset}, partition {key}): re-materialise {', '.join(parts[1:])} for "
+            f"partition {key}: {repair_command(','.join(parts[1:]), key, store.base)}",
+            asset=asset,
+            partition=key,
+        )
     if not any(counts.values()):  # an empty partition: one empty frame with every column
         yield pd.concat([store.read_frame(part, key) for part in parts], axis=1)
         return
@@ -141,14 +144,21 @@ class CarryWriter:
     """``Windower(sink=writer)``: partition ``key``'s new carry (of ``asset``), written as it comes (batches of a
     few MiB); the file replaces the old one when the block ends without an error, else nothing is kept."""
 
-    def __init__(self, store: ArtifactStore, key: str, window_size: int, n_features: int, dtype="float32",
-                 asset: str = WINDOW_CARRY):
+    def __init__(
+        self,
+        store: ArtifactStore,
+        key: str,
+        window_size: int,
+        n_features: int,
+        dtype="float32",
+        asset: str = WINDOW_CARRY,
+    ):
         self.store, self.key, self.asset = store, key, asset
         self.entities = 0  # written so far
         self._empty = WindowCarry(window_size, n_features, dtype)
         self._files, self._writer, self._held, self._bytes = ExitStack(), None, [], 0
 
-    def __enter__(self) -> "CarryWriter":
+    def __enter__(self) -> CarryWriter:
         return self
 
     def __call__(self, carry: WindowCarry) -> None:
@@ -217,10 +227,17 @@ def save_pca_stats(store: ArtifactStore, key: str, stats: Mapping[int, object]) 
         flat = np.concatenate(values) if values else np.zeros(0)
         return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float64()))
 
-    table = pa.table({"stride": pa.array([stride for stride, _ in rows], pa.int64()),
-                      **{name: pa.array([int(arrays[name]) for _, arrays in rows], pa.int64())
-                         for name in ("n_samples", "n_features")},
-                      "mean": lists("mean"), "scatter_upper": lists("scatter_upper")})
+    table = pa.table(
+        {
+            "stride": pa.array([stride for stride, _ in rows], pa.int64()),
+            **{
+                name: pa.array([int(arrays[name]) for _, arrays in rows], pa.int64())
+                for name in ("n_samples", "n_features")
+            },
+            "mean": lists("mean"),
+            "scatter_upper": lists("scatter_upper"),
+        }
+    )
     with store.frame_writer(PCA_STATS, key) as writer:
         writer.write(table)
 
@@ -234,9 +251,12 @@ def load_pca_stats(store: ArtifactStore, key: str) -> dict:
         out = {}
         for i, stride in enumerate(table.column("stride").to_pylist()):
             row = {name: table.column(name)[i] for name in ("n_samples", "n_features", "mean", "scatter_upper")}
-            out[int(stride)] = PCAStats.from_arrays({
-                name: (np.asarray(value.values) if isinstance(value, pa.ListScalar) else np.asarray(value.as_py()))
-                for name, value in row.items()})
+            out[int(stride)] = PCAStats.from_arrays(
+                {
+                    name: (np.asarray(value.values) if isinstance(value, pa.ListScalar) else np.asarray(value.as_py()))
+                    for name, value in row.items()
+                }
+            )
         return out
     except (KeyError, IndexError, ValueError, TypeError, pa.ArrowException) as exc:
         raise store._unreadable(store.frame_path(PCA_STATS, key), (PCA_STATS, f"date={key}"), exc) from None
@@ -247,8 +267,9 @@ def pca_stats_keys(store: ArtifactStore) -> list[str]:
     return store.frame_keys(PCA_STATS)
 
 
-def load_stride_windows(store: ArtifactStore, key: str, stride: int, previous_key: str | None = None,
-                        backend=None) -> tuple[np.ndarray, pd.DataFrame]:
+def load_stride_windows(
+    store: ArtifactStore, key: str, stride: int, previous_key: str | None = None, backend=None
+) -> tuple[np.ndarray, pd.DataFrame]:
     """The stride's windows ending in partition ``key``: ``(windows, index)``.
 
     ``windows`` (m, window_size * F) NumPy (or ``backend``) array, each row the window's feature rows
@@ -267,31 +288,47 @@ def load_stride_windows(store: ArtifactStore, key: str, stride: int, previous_ke
         earlier = [k for k in carry_keys(store) if k < key]
         previous_key = earlier[-1] if earlier else None
     carry = StoredCarry(store, previous_key) if previous_key is not None else None
-    windower = Windower(layout["window_size"], [stride], carry, n_features=len(layout["feature_columns"]),
-                        dtype=layout["dtype"], max_gap=layout.get("max_gap"), sink=False)
+    windower = Windower(
+        layout["window_size"],
+        [stride],
+        carry,
+        n_features=len(layout["feature_columns"]),
+        dtype=layout["dtype"],
+        max_gap=layout.get("max_gap"),
+        sink=False,
+    )
     blocks, indexes, offset = [], [], 0
     entity = layout["entity_column"] or "entity"
     for batch in store.iter_batches(FEATURES, key):
-        rows = chunk_rows(batch, layout["feature_columns"], layout["entity_column"],
-                                     layout["timestamp_column"], layout["dtype"])
+        rows = chunk_rows(
+            batch, layout["feature_columns"], layout["entity_column"], layout["timestamp_column"], layout["dtype"]
+        )
         made = windower.add(rows, backend)
         blocks.extend(gather_windows(backend, made.rows, made.starts[stride], made.window_size))
         indexes.append(window_index(made, stride, rows, offset, entity).to_pandas())
         offset += len(rows)
     width = layout["window_size"] * len(layout["feature_columns"])
     windows = backend.concat(blocks, axis=0) if blocks else backend.zeros((0, width), layout["dtype"])
-    index = pd.concat(indexes, ignore_index=True) if indexes else pd.DataFrame(columns=["row", entity, "end_time", "split"])
+    index = (
+        pd.concat(indexes, ignore_index=True) if indexes else pd.DataFrame(columns=["row", entity, "end_time", "split"])
+    )
     # the windows are rebuilt, not stored: they must be the ones the stored index names (a missing or foreign
     # carry of the day before would silently give other windows)
     stored = store.read_table(STRIDE_WINDOWS, key, stride_folder(stride), columns=["row"]).column("row").to_numpy()
     if len(stored) != len(index) or not np.array_equal(stored, index["row"].to_numpy(np.int64)):
-        why = ("no window carry is stored before it" if previous_key is None
-               else f"the carry of {previous_key} is not the one they were made from")
+        why = (
+            "no window carry is stored before it"
+            if previous_key is None
+            else f"the carry of {previous_key} is not the one they were made from"
+        )
         raise ArtifactReadError(
-            f"the stride-{stride} windows rebuilt for partition {key} ({len(index):,}) are not the ones its stored index "
-            f"names ({len(stored):,}): {why}; re-materialise window_carry from the first partition through the day "
-            f"before (one run), then stride_windows for {key}: {repair_command(STRIDE_WINDOWS, key, store.base)}",
-            asset=STRIDE_WINDOWS, partition=key)
+            f"the stride-{stride} windows rebuilt for partition {key} ({len(index):,}) are not the ones its stored "
+            f"index names ({len(stored):,}): {why}; re-materialise window_carry from the first partition "
+            f"through the day before (one run), then stride_windows for {key}: "
+            f"{repair_command(STRIDE_WINDOWS, key, store.base)}",
+            asset=STRIDE_WINDOWS,
+            partition=key,
+        )
     return windows, index
 
 
@@ -299,7 +336,32 @@ def carry_keys(store: ArtifactStore, asset: str = WINDOW_CARRY) -> list[str]:
     return store.list_names(asset, suffix=".arrow")
 
 
-__all__ = ["RAW", "SPLIT", "CYCLICAL", "FEATURES", "STRIDE_WINDOWS", "PROJECTED", "FRAME_PARTS", "stride_folder",
-           "iter_asset_frames", "asset_schema", "feature_batches", "read_asset_frame", "StoredCarry", "CarryWriter", "save_carry", "has_carry", "load_carry",
-           "carry_keys",
-           "load_stride_windows", "PCA_STATS", "WINDOW_TAILS", "WINDOW_CARRY", "carry_digest", "INDEX_DELTA", "save_pca_stats", "load_pca_stats", "pca_stats_keys"]
+__all__ = [
+    "RAW",
+    "SPLIT",
+    "CYCLICAL",
+    "FEATURES",
+    "STRIDE_WINDOWS",
+    "PROJECTED",
+    "FRAME_PARTS",
+    "stride_folder",
+    "iter_asset_frames",
+    "asset_schema",
+    "feature_batches",
+    "read_asset_frame",
+    "StoredCarry",
+    "CarryWriter",
+    "save_carry",
+    "has_carry",
+    "load_carry",
+    "carry_keys",
+    "load_stride_windows",
+    "PCA_STATS",
+    "WINDOW_TAILS",
+    "WINDOW_CARRY",
+    "carry_digest",
+    "INDEX_DELTA",
+    "save_pca_stats",
+    "load_pca_stats",
+    "pca_stats_keys",
+]

@@ -40,6 +40,7 @@ Lock files are empty, start with ".", and are never listed as artifacts (``list_
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -47,9 +48,9 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -66,8 +67,8 @@ _SAFE_PART = re.compile(r"^[A-Za-z0-9_.=\-]+$")
 PARTITION_FOLDER = "date={}"
 PART_FILE = "part-0"
 WRITERS_LOCK = ".writers.lock"  # shared by writing runs, exclusive for wipe()
-WRITERS_NOTES = ".writers"      # one note per holder of the writers lock: pid, run, since
-TARGET_LOCKS = ".locks"         # one empty lock file per artifact path ever written
+WRITERS_NOTES = ".writers"  # one note per holder of the writers lock: pid, run, since
+TARGET_LOCKS = ".locks"  # one empty lock file per artifact path ever written
 #: The command that re-materialises one asset (and partition) of the Dagster graph.
 REPAIR_COMMAND = "dagster asset materialize -m emberharmony_assets.definitions --select {asset}"
 
@@ -113,7 +114,7 @@ def use_arrow_memory_pool(name: str | None, setting: str = "arrow_memory_pool") 
 THREADED_ROWS = 50_000
 
 
-def frame_from_arrow(table: "pa.Table | pa.RecordBatch") -> pd.DataFrame:
+def frame_from_arrow(table: pa.Table | pa.RecordBatch) -> pd.DataFrame:
     """``table.to_pandas()``, but STRUCT columns stay Arrow-backed (``pd.ArrowDtype``) instead of a Python
     dict per row: ~4x faster to convert, to write back and to flatten."""
     return table.to_pandas(types_mapper=_struct_as_arrow, use_threads=table.num_rows >= THREADED_ROWS)
@@ -144,7 +145,9 @@ def artifact_owner(parts) -> tuple[str, str | None]:
     ``("stride_windows", "stride=3", "date=2026-01-05", "part-0")`` and ``("stride_windows", "carry",
     "2026-01-05")`` are both stride_windows' partition 2026-01-05; ``("pca_models", "stride=3")`` has none."""
     parts = [str(p) for p in parts]
-    keys = [p.removeprefix("date=") for p in parts[1:] if p.startswith("date=")] or [p for p in parts[1:] if p[:2].isdigit()]
+    keys = [p.removeprefix("date=") for p in parts[1:] if p.startswith("date=")] or [
+        p for p in parts[1:] if p[:2].isdigit()
+    ]
     return parts[0], (keys[-1] if keys else None)
 
 
@@ -177,9 +180,9 @@ def repair_command(asset: str, partition: str | None = None, base=None, last: st
 def repair_hint(parts, base=None) -> str:
     """``re-materialise <asset> for partition <key>: <command>`` for the artifact at ``parts``."""
     asset, key = artifact_owner(parts)
-    return (f"re-materialise {asset}" + (f" for partition {key}" if key else "")
-            + f": {repair_command(asset, key, base)}")
-
+    return (
+        f"re-materialise {asset}" + (f" for partition {key}" if key else "") + f": {repair_command(asset, key, base)}"
+    )
 
 
 def _what_is_wrong(target: UPath, exc: BaseException) -> str:
@@ -187,7 +190,9 @@ def _what_is_wrong(target: UPath, exc: BaseException) -> str:
         size = target.stat().st_size
     except Exception:  # noqa: BLE001 - only for the wording
         size = None
-    state = "it is empty (0 bytes)" if size == 0 else "it is truncated or corrupt" + (f" ({size:,} bytes)" if size else "")
+    state = (
+        "it is empty (0 bytes)" if size == 0 else "it is truncated or corrupt" + (f" ({size:,} bytes)" if size else "")
+    )
     return f"{state}: {type(exc).__name__}: {str(exc).rstrip('. ')}"
 
 
@@ -215,24 +220,20 @@ class WritersLock:
     def release(self) -> None:
         fd, note, self._fd, self._note = self._fd, self._note, None, None
         if note is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(note)
-            except OSError:
-                pass
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the flock
 
-    def __enter__(self) -> "WritersLock":
+    def __enter__(self) -> WritersLock:
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
 
     def __del__(self):  # a lock that was never released (a crashed caller) goes with its object
-        try:
+        with contextlib.suppress(Exception):
             self.release()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 class ArtifactStore:
@@ -260,7 +261,8 @@ class ArtifactStore:
 
     # ------------------------------------------------------------------ locks (local folders only)
     def _flock(self, fd: int, operation: int, timeout: float | None) -> bool:
-        """``flock(fd, operation)``: at once if free, else polled until ``timeout`` (0: never wait); False if not got."""
+        """``flock(fd, operation)``: at once if free, else polled until ``timeout`` (0: never wait); False if not
+        got."""
         try:
             fcntl.flock(fd, operation | fcntl.LOCK_NB)
             return True
@@ -323,8 +325,12 @@ class ArtifactStore:
         notes = self.writers()
         if not notes:
             return "pid not recorded"
-        return ", ".join(f"pid {n['pid']}" + (f", {n['owner']}" if n.get("owner") else "")
-                         + (f", since {n['since']}" if n.get("since") else "") for n in notes)
+        return ", ".join(
+            f"pid {n['pid']}"
+            + (f", {n['owner']}" if n.get("owner") else "")
+            + (f", since {n['since']}" if n.get("since") else "")
+            for n in notes
+        )
 
     def _shown(self, target=None) -> str:
         target = self.base if target is None else target
@@ -342,8 +348,10 @@ class ArtifactStore:
         if not self._flock(fd, fcntl.LOCK_SH, timeout):
             holders = self._holders_text()
             os.close(fd)
-            raise StoreBusyError(f"artifact store {self._shown()} is being wiped ({holders}) and was still locked after "
-                                 f"{timeout} s: run again when the wipe is done")
+            raise StoreBusyError(
+                f"artifact store {self._shown()} is being wiped ({holders}) and was still locked after "
+                f"{timeout} s: run again when the wipe is done"
+            )
         return WritersLock(fd, self._note(owner, "shared"))
 
     def wipe(self) -> None:
@@ -359,25 +367,25 @@ class ArtifactStore:
         fd = self._open_lock(os.path.join(self._base_path, WRITERS_LOCK)) if self._locking else None
         try:
             if fd is not None and not self._flock(fd, fcntl.LOCK_EX, 0):
-                raise StoreBusyError(f"another run is writing here ({self._holders_text()}): {self._shown()} was not "
-                                     "wiped. Wait for that run to finish (or stop it), then run again")
+                raise StoreBusyError(
+                    f"another run is writing here ({self._holders_text()}): {self._shown()} was not "
+                    "wiped. Wait for that run to finish (or stop it), then run again"
+                )
             for entry in os.scandir(self._base_path):
                 if entry.name == WRITERS_LOCK:
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
-                    try:
+                    with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
-                    except FileNotFoundError:
-                        pass
         finally:
             if fd is not None:
                 os.close(fd)
 
     def _target_lock_path(self, target: UPath) -> str:
         path, base = target.path, self._base_path
-        relative = path[len(base) + 1:] if path.startswith(base + "/") else os.path.relpath(path, base)
+        relative = path[len(base) + 1 :] if path.startswith(base + "/") else os.path.relpath(path, base)
         return os.path.join(base, TARGET_LOCKS, relative.replace("/", "~") + ".lock")
 
     @contextmanager
@@ -390,8 +398,10 @@ class ArtifactStore:
         fd = self._open_lock(lock)
         try:
             if not self._flock(fd, fcntl.LOCK_EX, self.lock_timeout):
-                raise StoreBusyError(f"{self._shown(target)} has been being written by another writer for more than "
-                                     f"{self.lock_timeout} s (lock {lock}; runs writing here: {self._holders_text()})")
+                raise StoreBusyError(
+                    f"{self._shown(target)} has been being written by another writer for more than "
+                    f"{self.lock_timeout} s (lock {lock}; runs writing here: {self._holders_text()})"
+                )
             yield
         finally:
             os.close(fd)
@@ -434,16 +444,28 @@ class ArtifactStore:
         where = f"asset {asset}" + (f", partition {key}" if key else "")
         return ArtifactMissingError(
             f"artifact {self._shown(target)} ({where}) does not exist: materialise {asset}"
-            + (f" for partition {key}" if key else "") + f" first: {repair_command(asset, key, self.base)}",
-            path=target, asset=asset, partition=key)
+            + (f" for partition {key}" if key else "")
+            + f" first: {repair_command(asset, key, self.base)}",
+            path=target,
+            asset=asset,
+            partition=key,
+        )
 
     def _unreadable(self, target: UPath, parts, exc: BaseException, partition: str | None = None) -> ArtifactReadError:
         asset, key = artifact_owner(parts)
         key = partition or key
         where = f"asset {asset}" + (f", partition {key}" if key else "")
-        hint = f"re-materialise {asset}" + (f" for partition {key}" if key else "") + f": {repair_command(asset, key, self.base)}"
-        return ArtifactReadError(f"artifact {self._shown(target)} ({where}) cannot be read, {_what_is_wrong(target, exc)}; "
-                                 f"{hint}", path=target, asset=asset, partition=key)
+        hint = (
+            f"re-materialise {asset}"
+            + (f" for partition {key}" if key else "")
+            + f": {repair_command(asset, key, self.base)}"
+        )
+        return ArtifactReadError(
+            f"artifact {self._shown(target)} ({where}) cannot be read, {_what_is_wrong(target, exc)}; {hint}",
+            path=target,
+            asset=asset,
+            partition=key,
+        )
 
     # frames: one Parquet file per partition, Hive layout, written and read chunk by chunk
     def frame_path(self, asset: str, key: str, *sub: str) -> UPath:
@@ -454,8 +476,15 @@ class ArtifactStore:
         return self.frame_path(asset, key, *sub).exists()
 
     @contextmanager
-    def frame_writer(self, asset: str, key: str, *sub: str, schema: pa.Schema | None = None,
-                     delta: tuple[str, ...] = (), types: pa.Schema | None = None):
+    def frame_writer(
+        self,
+        asset: str,
+        key: str,
+        *sub: str,
+        schema: pa.Schema | None = None,
+        delta: tuple[str, ...] = (),
+        types: pa.Schema | None = None,
+    ):
         """A ``FrameWriter`` appending row groups to ``asset``'s file for ``key``; the file replaces the old
         one only when the block ends without an error (temporary file, then rename), else it is removed.
         The file's lock is held for the whole block: another writer of the same file waits. ``delta``: integer
@@ -494,23 +523,27 @@ class ArtifactStore:
         """The Arrow schema of the partition's file (from its footer)."""
         return self._open_parquet(asset, key, *sub)[1].schema_arrow
 
-    def iter_batches(self, asset: str, key: str, *sub: str, columns: list[str] | None = None,
-                     rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+    def iter_batches(
+        self, asset: str, key: str, *sub: str, columns: list[str] | None = None, rows: int = 100_000
+    ) -> Iterator[pa.RecordBatch]:
         """The partition's rows as Arrow record batches of at most ``rows`` rows (only ``columns``)."""
         target, handle = self._open_parquet(asset, key, *sub)
         try:
-            yield from handle.iter_batches(batch_size=rows, columns=columns,
-                                           use_threads=handle.metadata.num_rows >= THREADED_ROWS)
+            yield from handle.iter_batches(
+                batch_size=rows, columns=columns, use_threads=handle.metadata.num_rows >= THREADED_ROWS
+            )
         except (OSError, EOFError, pa.ArrowException) as exc:
             raise self._unreadable(target, (asset, *sub, PARTITION_FOLDER.format(key)), exc) from None
 
-    def iter_frames(self, asset: str, key: str, *sub: str, columns: list[str] | None = None,
-                    rows: int = 100_000) -> Iterator[pd.DataFrame]:
+    def iter_frames(
+        self, asset: str, key: str, *sub: str, columns: list[str] | None = None, rows: int = 100_000
+    ) -> Iterator[pd.DataFrame]:
         for batch in self.iter_batches(asset, key, *sub, columns=columns, rows=rows):
             yield frame_from_arrow(batch)
 
     def read_table(self, asset: str, key: str, *sub: str, columns: list[str] | None = None) -> pa.Table:
-        """The whole partition as one Arrow table (small files: statistics, tests; assets stream with ``iter_batches``)."""
+        """The whole partition as one Arrow table (small files: statistics, tests; assets stream with
+        ``iter_batches``)."""
         target, handle = self._open_parquet(asset, key, *sub)
         try:
             return handle.read(columns=columns)
@@ -526,8 +559,11 @@ class ArtifactStore:
         directory = self.base.joinpath(asset, *sub)
         if not directory.exists():
             return []
-        return sorted(p.name.removeprefix("date=") for p in directory.iterdir()
-                      if p.name.startswith("date=") and p.joinpath(f"{PART_FILE}.parquet").exists())
+        return sorted(
+            p.name.removeprefix("date=")
+            for p in directory.iterdir()
+            if p.name.startswith("date=") and p.joinpath(f"{PART_FILE}.parquet").exists()
+        )
 
     # arrays
     def write_arrays(self, arrays: Mapping[str, np.ndarray], *parts: str) -> UPath:
@@ -553,11 +589,14 @@ class ArtifactStore:
         error (temporary file, then rename), else it is removed. For state kept in key order that is read
         back as a stream (the window carry): not Parquet, so ``*.parquet`` globs of an asset skip it."""
         options = pa.ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=1))
-        with self._atomic(self.path(*parts, suffix=".arrow")) as temporary:
-            with temporary.open("wb") as handle, pa.ipc.new_file(handle, schema, options=options) as writer:
-                yield writer
+        with (
+            self._atomic(self.path(*parts, suffix=".arrow")) as temporary,
+            temporary.open("wb") as handle,
+            pa.ipc.new_file(handle, schema, options=options) as writer,
+        ):
+            yield writer
 
-    def open_record_batches(self, *parts: str) -> "pa.ipc.RecordBatchFileReader":
+    def open_record_batches(self, *parts: str) -> pa.ipc.RecordBatchFileReader:
         """The file ``<parts>.arrow`` opened once (its ``schema``, ``num_record_batches``; read each batch with
         ``record_batch``): readers of one opened file see one version of it, whatever is renamed over it since."""
         target = self.path(*parts, suffix=".arrow")
@@ -569,7 +608,7 @@ class ArtifactStore:
         except Exception as exc:
             raise self._unreadable(target, parts, exc) from None
 
-    def record_batch(self, reader: "pa.ipc.RecordBatchFileReader", i: int, *parts: str) -> pa.RecordBatch:
+    def record_batch(self, reader: pa.ipc.RecordBatchFileReader, i: int, *parts: str) -> pa.RecordBatch:
         """Batch ``i`` of ``reader`` (``open_record_batches(*parts)``); a damaged batch names the file."""
         try:
             return reader.get_batch(i)
@@ -584,7 +623,8 @@ class ArtifactStore:
     def read_json(self, *parts: str, partition: str | None = None, parse=None):
         """The JSON document at ``parts`` (``parse(document)`` when given: a document it refuses, such as valid JSON
         in another format, is a read error too); ``partition``: the partition a read error's repair command names
-        when the file is not one partition's own (``stride_windows/layout.json``, rewritten by every partition's run)."""
+        when the file is not one partition's own (``stride_windows/layout.json``, rewritten by every partition's
+        run)."""
         target = self.path(*parts, suffix=".json")
         if not target.exists():
             raise self._missing(target, parts, partition)
@@ -600,8 +640,11 @@ class ArtifactStore:
         directory = self.base.joinpath(*folder)
         if not directory.exists():
             return []
-        return sorted(p.name[: -len(suffix)] for p in directory.iterdir()
-                      if p.name.endswith(suffix) and not p.name.startswith("."))
+        return sorted(
+            p.name[: -len(suffix)]
+            for p in directory.iterdir()
+            if p.name.endswith(suffix) and not p.name.startswith(".")
+        )
 
 
 # One thread compresses and writes every FrameWriter's row groups (pyarrow releases the GIL there), so a
@@ -617,7 +660,7 @@ def _write_executor() -> ThreadPoolExecutor:
     return _write_thread[1]
 
 
-def typed_columns(table: pa.Table, types: "pa.Schema | None") -> pa.Table:
+def typed_columns(table: pa.Table, types: pa.Schema | None) -> pa.Table:
     """``table`` with its ``null``-typed columns (pandas' object columns of no value) cast to their type in
     ``types``, for the columns it names."""
     if types is None:
@@ -642,13 +685,18 @@ class FrameWriter:
     chunk, or one that is all NULL, converts to Arrow's ``null`` type): such a column is cast to its type
     here, so an empty partition's file has the real schema and a later chunk's values fit it."""
 
-    def __init__(self, target: UPath, schema: pa.Schema | None = None, delta: tuple[str, ...] = (),
-                 types: "pa.Schema | None" = None):
+    def __init__(
+        self,
+        target: UPath,
+        schema: pa.Schema | None = None,
+        delta: tuple[str, ...] = (),
+        types: pa.Schema | None = None,
+    ):
         self.target, self.schema, self.rows, self._writer, self._handle = target, schema, 0, None, None
         self.delta, self.types = tuple(delta), types
         self._pending: Future | None = None
 
-    def write(self, frame: "pd.DataFrame | pa.Table") -> None:
+    def write(self, frame: pd.DataFrame | pa.Table) -> None:
         table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
         table = typed_columns(table, self.types)
         if self.schema is None:
@@ -657,8 +705,10 @@ class FrameWriter:
             try:
                 table = table.select(self.schema.names).cast(self.schema)
             except (KeyError, pa.ArrowException) as exc:
-                raise ValueError(f"{self.target.name}: a chunk's columns {table.schema.names} / types do not match the "
-                                 f"first chunk's {self.schema} ({exc})") from None
+                raise ValueError(
+                    f"{self.target.name}: a chunk's columns {table.schema.names} / types do not match the "
+                    f"first chunk's {self.schema} ({exc})"
+                ) from None
         if self._writer is None:
             self._open()
         if table.num_rows:
@@ -677,10 +727,15 @@ class FrameWriter:
         plain = {f.name for f in self.schema if pa.types.is_list(f.type)} | set(self.delta) | set(floats)
         local = self.target.protocol in ("", "file", "local")
         self._handle = None if local else self.target.open("wb")
-        self._writer = pq.ParquetWriter(self.target.path if local else self._handle, self.schema.remove_metadata(),
-                                        compression="zstd", compression_level=1, use_byte_stream_split=floats or False,
-                                        use_dictionary=[f.name for f in self.schema if f.name not in plain],
-                                        column_encoding={name: "DELTA_BINARY_PACKED" for name in self.delta} or None)
+        self._writer = pq.ParquetWriter(
+            self.target.path if local else self._handle,
+            self.schema.remove_metadata(),
+            compression="zstd",
+            compression_level=1,
+            use_byte_stream_split=floats or False,
+            use_dictionary=[f.name for f in self.schema if f.name not in plain],
+            column_encoding={name: "DELTA_BINARY_PACKED" for name in self.delta} or None,
+        )
 
     def close(self) -> None:
         if self._writer is None:

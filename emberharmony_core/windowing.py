@@ -61,8 +61,8 @@ sensors with 3 rows each carried 0.6 GiB of rows in memory before; see ``layout.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -107,8 +107,9 @@ def parse_duration(name: str, value) -> int | None:
     try:
         delta = pd.Timedelta(value)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name} must be a duration such as '2h', '1d' or '90min' (pandas.Timedelta), got {value!r}: "
-                         f"{exc}") from None
+        raise ValueError(
+            f"{name} must be a duration such as '2h', '1d' or '90min' (pandas.Timedelta), got {value!r}: {exc}"
+        ) from None
     if pd.isna(delta) or delta <= pd.Timedelta(0):
         raise ValueError(f"{name} must be a positive duration such as '2h', '1d' or '90min', got {value!r}")
     return int(delta.value)
@@ -119,7 +120,10 @@ def count_windows(seen_before: np.ndarray, rows: np.ndarray, window_size: int, s
 
     Closed form, independent of how ``Windower`` finds them (the window-count check compares the two):
     the row numbers t in [seen_before, seen_before + rows) with t >= w - 1 and t = w - 1 (mod s)."""
-    a, b = np.asarray(seen_before, dtype=np.int64), np.asarray(seen_before, dtype=np.int64) + np.asarray(rows, dtype=np.int64)
+    a, b = (
+        np.asarray(seen_before, dtype=np.int64),
+        np.asarray(seen_before, dtype=np.int64) + np.asarray(rows, dtype=np.int64),
+    )
     low = np.maximum(a, window_size - 1)
     first = low + (window_size - 1 - low) % stride
     return np.where(first < b, (b - 1 - first) // stride + 1, 0)
@@ -138,7 +142,7 @@ class ChunkRows:
     entity: np.ndarray
     time: np.ndarray
     split: np.ndarray
-    entity_arrow: "pa.Array | None" = None
+    entity_arrow: pa.Array | None = None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -173,8 +177,9 @@ class WindowCarry:
     One batch of a carry: ``Windower`` reads the previous partition's carry and writes the next one as a
     stream of such batches in key order, a chunk's worth at a time, so no carry is ever whole in memory."""
 
-    def __init__(self, window_size: int, n_features: int, dtype="float32", keys=None, seen=None, rows=None,
-                 time=None, split=None):
+    def __init__(
+        self, window_size: int, n_features: int, dtype="float32", keys=None, seen=None, rows=None, time=None, split=None
+    ):
         self.window_size, self.n_features = int(window_size), int(n_features)
         tail = self.window_size - 1
         self.keys = _key_array(keys)
@@ -196,10 +201,15 @@ class WindowCarry:
         return len(self.keys)
 
     def _taken(self, index: np.ndarray):
-        return (self.keys.take(pa.array(index, pa.int64())), self.seen[index], self.rows[index], self.time[index],
-                self.split[index])
+        return (
+            self.keys.take(pa.array(index, pa.int64())),
+            self.seen[index],
+            self.rows[index],
+            self.time[index],
+            self.split[index],
+        )
 
-    def take(self, index) -> "WindowCarry":
+    def take(self, index) -> WindowCarry:
         """The entities at ``index`` (int positions, or a boolean mask), in that order."""
         index = np.asarray(index)
         index = np.flatnonzero(index) if index.dtype == bool else index.astype(np.int64)
@@ -208,7 +218,7 @@ class WindowCarry:
         out.keys, out.seen, out.rows, out.time, out.split = self._taken(index)
         return out
 
-    def slice(self, start: int, stop: int | None = None) -> "WindowCarry":
+    def slice(self, start: int, stop: int | None = None) -> WindowCarry:
         """Entities ``start:stop`` as views (no copy)."""
         stop = len(self) if stop is None else stop
         out = WindowCarry.__new__(WindowCarry)
@@ -217,12 +227,12 @@ class WindowCarry:
         out.seen, out.rows, out.time, out.split = (a[start:stop] for a in (self.seen, self.rows, self.time, self.split))
         return out
 
-    def batches(self) -> Iterator["WindowCarry"]:
+    def batches(self) -> Iterator[WindowCarry]:
         """The carry as a source for ``Windower``: itself, one batch."""
         yield self
 
     @staticmethod
-    def concat(parts: Sequence["WindowCarry"], window_size: int, n_features: int, dtype="float32") -> "WindowCarry":
+    def concat(parts: Sequence[WindowCarry], window_size: int, n_features: int, dtype="float32") -> WindowCarry:
         parts = [p for p in parts if len(p)]
         if not parts:
             return WindowCarry(window_size, n_features, dtype)
@@ -231,8 +241,9 @@ class WindowCarry:
         out = WindowCarry.__new__(WindowCarry)
         out.window_size, out.n_features = window_size, n_features
         out.keys = pa.concat_arrays([p.keys for p in parts])
-        out.seen, out.rows, out.time, out.split = (np.concatenate([getattr(p, name) for p in parts])
-                                                   for name in ("seen", "rows", "time", "split"))
+        out.seen, out.rows, out.time, out.split = (
+            np.concatenate([getattr(p, name) for p in parts]) for name in ("seen", "rows", "time", "split")
+        )
         return out
 
     # stored form: one Arrow record batch, rows flattened to a fixed-size list per entity
@@ -240,22 +251,29 @@ class WindowCarry:
         tail, f = self.window_size - 1, self.n_features
         fields = [pa.field("entity", self.keys.type), pa.field("seen", pa.int64())]
         if tail:
-            fields += [pa.field("rows", pa.list_(pa.from_numpy_dtype(self.dtype), tail * f)),
-                       pa.field("time", pa.list_(pa.int64(), tail)), pa.field("split", pa.list_(pa.int8(), tail))]
-        return pa.schema(fields, metadata={"window_size": str(self.window_size), "n_features": str(f),
-                                           "dtype": np.dtype(self.dtype).name})
+            fields += [
+                pa.field("rows", pa.list_(pa.from_numpy_dtype(self.dtype), tail * f)),
+                pa.field("time", pa.list_(pa.int64(), tail)),
+                pa.field("split", pa.list_(pa.int8(), tail)),
+            ]
+        return pa.schema(
+            fields,
+            metadata={"window_size": str(self.window_size), "n_features": str(f), "dtype": np.dtype(self.dtype).name},
+        )
 
     def to_arrow(self) -> pa.RecordBatch:
         tail = self.window_size - 1
         columns = [self.keys, pa.array(self.seen)]
         if tail:
+
             def fixed(values, size):
                 return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(values).reshape(-1)), size)
+
             columns += [fixed(self.rows, tail * self.n_features), fixed(self.time, tail), fixed(self.split, tail)]
         return pa.RecordBatch.from_arrays(columns, schema=self.arrow_schema())
 
     @classmethod
-    def from_arrow(cls, batch: pa.RecordBatch) -> "WindowCarry":
+    def from_arrow(cls, batch: pa.RecordBatch) -> WindowCarry:
         meta = {k.decode(): v.decode() for k, v in (batch.schema.metadata or {}).items()}
         w, f, dtype = int(meta["window_size"]), int(meta["n_features"]), np.dtype(meta["dtype"])
         tail, e = w - 1, batch.num_rows
@@ -264,9 +282,11 @@ class WindowCarry:
         out.keys = _key_array(batch.column("entity"))
         out.seen = batch.column("seen").to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         if tail:
+
             def unpacked(name, shape, kind):
                 values = batch.column(name).flatten().to_numpy(zero_copy_only=False)
                 return values.astype(kind, copy=False).reshape(shape)
+
             out.rows = unpacked("rows", (e, tail, f), dtype)
             out.time, out.split = unpacked("time", (e, tail), np.int64), unpacked("split", (e, tail), np.int8)
         else:
@@ -281,7 +301,7 @@ class _CarryCursor:
     def __init__(self, batches: Iterator[WindowCarry]):
         self._batches, self._head = iter(batches), None
 
-    def through(self, bound: "pa.Scalar | None") -> Iterator[WindowCarry]:
+    def through(self, bound: pa.Scalar | None) -> Iterator[WindowCarry]:
         """The next entities with key <= ``bound`` (all that are left when None), a batch at a time; iterate it
         to the end."""
         while True:
@@ -291,8 +311,10 @@ class _CarryCursor:
                     return
             head = self._head
             if bound is not None and head.keys.type != bound.type:
-                raise ValueError(f"the carried entity keys are {head.keys.type}, the chunk's {bound.type}: the entity "
-                                 "column changed; re-materialise stride_windows from the first partition")
+                raise ValueError(
+                    f"the carried entity keys are {head.keys.type}, the chunk's {bound.type}: the entity "
+                    "column changed; re-materialise stride_windows from the first partition"
+                )
             k = len(head) if bound is None else pc.sum(pc.less_equal(head.keys, bound)).as_py() or 0
             if k == len(head):
                 self._head = None
@@ -312,7 +334,7 @@ def _merged(a: WindowCarry, b: WindowCarry) -> WindowCarry:
     return both.take(pc.sort_indices(both.keys).to_numpy())
 
 
-def check_key_order(keys: pa.Array, last: "pa.Scalar | None") -> None:
+def check_key_order(keys: pa.Array, last: pa.Scalar | None) -> None:
     """A chunk's entity blocks (``keys``) come in strictly ascending key order, the first >= ``last``, the previous
     chunk's last (equal: that entity goes on); a source in another order would split or lose entities' series."""
     if not len(keys):
@@ -323,14 +345,14 @@ def check_key_order(keys: pa.Array, last: "pa.Scalar | None") -> None:
         if not ascending.all():
             i = int(np.flatnonzero(~ascending)[0])
             bad = (keys[i], keys[i + 1])
-    if bad is None and last is not None:
-        if keys.type != last.type or pc.less(keys[0], last).as_py():
-            bad = (last, keys[0])
+    if bad is None and last is not None and (keys.type != last.type or pc.less(keys[0], last).as_py()):
+        bad = (last, keys[0])
     if bad is not None:
         raise ValueError(
             f"rows are not grouped by entity in ascending key order: entity {_key_text(bad[0])} comes before "
             f"{_key_text(bad[1])}; the source must return rows ordered by entity (strings in binary order, as DuckDB "
-            "and BigQuery sort them without a COLLATE; numbers numerically), then time")
+            "and BigQuery sort them without a COLLATE; numbers numerically), then time"
+        )
 
 
 def _key_text(scalar) -> str:
@@ -380,19 +402,35 @@ class Windower:
     ``max_gap`` (a duration: ``"2h"``, ``pandas.Timedelta``, or int nanoseconds; None: off) drops the
     windows spanning a step longer than it (see the module docstring)."""
 
-    def __init__(self, window_size: int, strides: Sequence[int], carry=None, *, n_features: int | None = None,
-                 dtype="float32", max_gap=None, sink=None):
+    def __init__(
+        self,
+        window_size: int,
+        strides: Sequence[int],
+        carry=None,
+        *,
+        n_features: int | None = None,
+        dtype="float32",
+        max_gap=None,
+        sink=None,
+    ):
         from .features.windows import _check_setting
 
         self.window_size = _check_setting("window_size", window_size)
         self.strides = [_check_setting("stride", s) for s in strides]
         if carry is not None and carry.window_size != self.window_size:
-            raise ValueError(f"the carried window state was made with window_size {carry.window_size}, not "
-                             f"{self.window_size}: re-materialise stride_windows from the first partition")
+            raise ValueError(
+                f"the carried window state was made with window_size {carry.window_size}, not "
+                f"{self.window_size}: re-materialise stride_windows from the first partition"
+            )
         self._carry_features = None if carry is None else carry.n_features
         self._n_features, self._dtype = n_features, dtype
-        self.max_gap_ns = (None if max_gap is None else int(max_gap) if isinstance(max_gap, (int, np.integer))
-                           and not isinstance(max_gap, bool) else parse_duration("max_gap", max_gap))
+        self.max_gap_ns = (
+            None
+            if max_gap is None
+            else int(max_gap)
+            if isinstance(max_gap, (int, np.integer)) and not isinstance(max_gap, bool)
+            else parse_duration("max_gap", max_gap)
+        )
         if self.max_gap_ns is not None and self.max_gap_ns <= 0:
             raise ValueError(f"max_gap must be a positive duration, got {max_gap!r}")
         # two cursors over the previous carry: one finds each chunk's entities, one passes the others on
@@ -411,9 +449,11 @@ class Windower:
         if self._n_features is None:
             self._n_features = f
         if n and f != (self._carry_features if self._carry_features is not None else self._n_features):
-            raise ValueError(f"chunk has {f} feature columns, the carried window state "
-                             f"{self._carry_features or self._n_features}: the feature columns changed; "
-                             "re-materialise stride_windows from the first partition")
+            raise ValueError(
+                f"chunk has {f} feature columns, the carried window state "
+                f"{self._carry_features or self._n_features}: the feature columns changed; "
+                "re-materialise stride_windows from the first partition"
+            )
         tail = w - 1
 
         # entity blocks in the chunk, and what the carry knows of them
@@ -473,11 +513,12 @@ class Windower:
             made.starts[s], made.end_row[s], made.split[s] = starts, end_rows, splits[ends]
 
         if len(keys):
-            self._carry_forward(self._next_state(keys, seen0 + lengths, rows, times, splits, offsets + block_len,
-                                                 f, features.dtype))
+            self._carry_forward(
+                self._next_state(keys, seen0 + lengths, rows, times, splits, offsets + block_len, f, features.dtype)
+            )
         return made
 
-    def finish(self) -> "WindowCarry | None":
+    def finish(self) -> WindowCarry | None:
         """After the last chunk: the rest of the new carry goes to the sink (the last entity, and the previous
         carry's entities this partition did not have); with no sink, the whole new carry is returned."""
         final = [self._open] if self._open is not None else []
@@ -485,8 +526,9 @@ class Windower:
         self._emit(final, None)
         if self._sink is None:
             kept, self._kept = self._kept, []
-            return WindowCarry.concat(kept, self.window_size, self._carry_features or self._n_features or 0,
-                                      self._dtype)
+            return WindowCarry.concat(
+                kept, self.window_size, self._carry_features or self._n_features or 0, self._dtype
+            )
         return None
 
     # -- the carry streams -------------------------------------------------------------------------
@@ -550,7 +592,7 @@ class Windower:
         if final is not None and not len(final):
             final = None
         done = 0
-        for piece in (self._passing.through(bound) if self._passing is not None else ()):
+        for piece in self._passing.through(bound) if self._passing is not None else ():
             drop = np.zeros(len(piece), bool)
             if final is not None:
                 drop |= pc.is_in(piece.keys, value_set=final.keys).to_numpy(zero_copy_only=False)
@@ -584,7 +626,9 @@ def _entity_blocks(chunk: ChunkRows) -> tuple[np.ndarray, pa.Array]:
         return np.zeros(0, np.int64), _key_array(None)
     if chunk.entity_arrow is not None:
         keys = _as_array(chunk.entity_arrow)
-        differs = pc.not_equal(keys.slice(1), keys.slice(0, n - 1)).fill_null(True) if n > 1 else pa.array([], pa.bool_())
+        differs = (
+            pc.not_equal(keys.slice(1), keys.slice(0, n - 1)).fill_null(True) if n > 1 else pa.array([], pa.bool_())
+        )
         b0 = np.concatenate([[0], np.flatnonzero(differs.to_numpy(zero_copy_only=False)) + 1]).astype(np.int64)
         return b0, _key_array(keys.take(pa.array(b0)))
     entity = np.asarray(chunk.entity, dtype=object)
@@ -612,7 +656,9 @@ def window_stats_by_stride(made: ChunkWindows, strides: Sequence[int], split: in
     from .features.pca import PCAStats
 
     strides = list(dict.fromkeys(int(s) for s in strides))
-    member = np.zeros(int(made.rows.shape[0]), np.int64)  # per layout position: bit i set when stride i's window starts there
+    member = np.zeros(
+        int(made.rows.shape[0]), np.int64
+    )  # per layout position: bit i set when stride i's window starts there
     for i, s in enumerate(strides):
         starts = made.starts[s] if split is None else made.starts[s][made.split[s] == split]
         member[starts] |= 1 << i
@@ -638,8 +684,10 @@ def project_windows(made: ChunkWindows, stride: int, model):
     """Every window of the stride in ``made`` projected with ``model``: (m, k) backend array, window order, each
     component's column contiguous (the transpose of a (k, m) array: Parquet takes the columns as they are)."""
     backend = made.backend
-    parts = [model.transform_by_component(block)
-             for block in gather_windows(backend, made.rows, made.starts[stride], made.window_size)]
+    parts = [
+        model.transform_by_component(block)
+        for block in gather_windows(backend, made.rows, made.starts[stride], made.window_size)
+    ]
     if not parts:
         return backend.zeros((0, model.n_components_), backend.dtype_name(made.rows))
     return backend.transpose(parts[0] if len(parts) == 1 else backend.concat(parts, axis=1))
@@ -651,11 +699,15 @@ def series_starts(n_rows: int, window_size: int, stride: int, first_row: int = 0
     return t[(t + first_row) % stride == 0]
 
 
-
-
-def chunk_rows(batch: "pa.RecordBatch | pa.Table", feature_columns: Sequence[str], entity_column: str | None,
-                          timestamp_column: str, dtype="float32", split_column: str = "split",
-                          features: np.ndarray | None = None) -> ChunkRows:
+def chunk_rows(
+    batch: pa.RecordBatch | pa.Table,
+    feature_columns: Sequence[str],
+    entity_column: str | None,
+    timestamp_column: str,
+    dtype="float32",
+    split_column: str = "split",
+    features: np.ndarray | None = None,
+) -> ChunkRows:
     """The ``ChunkRows`` of an Arrow batch of ``features`` rows (grouped by entity, in time order); ``features``
     (n, F), when given, is the batch's feature matrix already computed (else read from ``feature_columns``)."""
     n = batch.num_rows
@@ -682,27 +734,51 @@ def _as_array(column) -> pa.Array:
     return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
 
 
-def window_index(made: ChunkWindows, stride: int, rows: ChunkRows, row_offset: int = 0,
-                 entity_column: str = "entity") -> pa.Table:
+def window_index(
+    made: ChunkWindows, stride: int, rows: ChunkRows, row_offset: int = 0, entity_column: str = "entity"
+) -> pa.Table:
     """The stored index of a stride's windows (Arrow): ``row`` (the partition row each ends on, int64), the
     entity, ``end_time`` (UTC, ns) and ``split``, one row per window in window order."""
     end = made.end_row[stride]
-    return pa.table({
-        "row": pa.array(end.astype(np.int64) + int(row_offset), type=pa.int64()),
-        # a series without an entity column: every key is NULL, typed (a string column, not Arrow's null type)
-        entity_column: rows.entity_arrow.take(pa.array(end)) if rows.entity_arrow is not None else pa.nulls(len(end), pa.string()),
-        "end_time": pa.array(rows.time[end], type=pa.timestamp("ns", tz="UTC")),
-        "split": pa.array(SPLITS, type=pa.string()).take(pa.array(made.split[stride])),
-    })
+    return pa.table(
+        {
+            "row": pa.array(end.astype(np.int64) + int(row_offset), type=pa.int64()),
+            # a series without an entity column: every key is NULL, typed (a string column, not Arrow's null type)
+            entity_column: rows.entity_arrow.take(pa.array(end))
+            if rows.entity_arrow is not None
+            else pa.nulls(len(end), pa.string()),
+            "end_time": pa.array(rows.time[end], type=pa.timestamp("ns", tz="UTC")),
+            "split": pa.array(SPLITS, type=pa.string()).take(pa.array(made.split[stride])),
+        }
+    )
 
 
-def columns_table(matrix: np.ndarray, names: Sequence[str], first: "pa.Table | None" = None) -> pa.Table:
+def columns_table(matrix: np.ndarray, names: Sequence[str], first: pa.Table | None = None) -> pa.Table:
     """``first``'s columns, then one column per column of ``matrix`` (m, k) named ``names``."""
     matrix = np.asfortranarray(matrix)  # each column contiguous: handed to Arrow without another copy
-    arrays = (list(first.columns) if first is not None else []) + [pa.array(matrix[:, j]) for j in range(matrix.shape[1])]
+    arrays = (list(first.columns) if first is not None else []) + [
+        pa.array(matrix[:, j]) for j in range(matrix.shape[1])
+    ]
     return pa.Table.from_arrays(arrays, names=[*(first.column_names if first is not None else []), *names])
 
 
-__all__ = ["SPLITS", "TRAIN", "check_key_order", "ChunkRows", "ChunkWindows", "WindowCarry", "Windower", "chunk_rows", "columns_table", "count_windows", "gather_windows",
-           "parse_duration", "project_windows", "series_starts", "split_codes", "window_index", "window_stats",
-           "window_stats_by_stride"]
+__all__ = [
+    "SPLITS",
+    "TRAIN",
+    "check_key_order",
+    "ChunkRows",
+    "ChunkWindows",
+    "WindowCarry",
+    "Windower",
+    "chunk_rows",
+    "columns_table",
+    "count_windows",
+    "gather_windows",
+    "parse_duration",
+    "project_windows",
+    "series_starts",
+    "split_codes",
+    "window_index",
+    "window_stats",
+    "window_stats_by_stride",
+]

@@ -29,7 +29,7 @@ component is positive (the first such loading on ties).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -163,7 +163,9 @@ def _check_result(backend, x, scatter: np.ndarray, where: str) -> None:
     such data, e.g. its projections, can hold), else an error naming any non-finite values."""
     if not np.isfinite(scatter).all() or np.abs(scatter).max(initial=0.0) > np.finfo(backend.dtype_name(x)).max:
         _check_finite(backend, x, where)
-        raise ValueError(f"{where}: the scatter matrix overflows {backend.dtype_name(x)}; scale the data or pass float64")
+        raise ValueError(
+            f"{where}: the scatter matrix overflows {backend.dtype_name(x)}; scale the data or pass float64"
+        )
 
 
 def _series_plan(rows, window_size, strides, first_row):
@@ -214,7 +216,9 @@ class PCAStats:
     # building
     def _check_features(self, d: int, where: str) -> None:
         if self.n_features is not None and d != self.n_features:
-            raise ValueError(f"{where}: feature count mismatch: these statistics have {self.n_features} features, got {d}")
+            raise ValueError(
+                f"{where}: feature count mismatch: these statistics have {self.n_features} features, got {d}"
+            )
 
     def _absorb(self, n: int, mean: np.ndarray, scatter: np.ndarray) -> None:
         """Chan et al. pairwise merge of (n, mean, scatter) into self, in place."""
@@ -231,7 +235,7 @@ class PCAStats:
         self.scatter = self.scatter + scatter + np.outer(delta, delta) * (na * nb / total)
         self.n_samples = total
 
-    def update(self, X) -> "PCAStats":
+    def update(self, X) -> PCAStats:
         """Add an (n, d) batch (NumPy or any backend array). Returns self. An empty batch is a no-op.
 
         Computed on the batch's backend; integer input is promoted to float64. The column sums come
@@ -270,7 +274,9 @@ class PCAStats:
         return self
 
     @classmethod
-    def from_stride_windows(cls, rows, window_size: int, strides, *, first_row: int = 0, block_windows: int | None = None) -> "dict[int, PCAStats]":
+    def from_stride_windows(
+        cls, rows, window_size: int, strides, *, first_row: int = 0, block_windows: int | None = None
+    ) -> dict[int, PCAStats]:
         """Statistics of the stride windows of one series for several strides: ``{stride: PCAStats}``.
 
         With ``first_row=0`` each entry equals ``PCAStats().update(stride_windows(rows, window_size, s))``
@@ -293,7 +299,7 @@ class PCAStats:
                 out[s].update(block)
         return out
 
-    def update_windows(self, rows, window_size: int, stride: int) -> "PCAStats":
+    def update_windows(self, rows, window_size: int, stride: int) -> PCAStats:
         """Add the windows of ``rows`` without keeping them: the same statistics as
         ``update(stride_windows(rows, window_size, stride))``, from the (n, F) rows (see
         ``from_stride_windows``, which does several strides from one pass). Returns self; fewer
@@ -304,7 +310,7 @@ class PCAStats:
         self._absorb(part.n_samples, part.mean, part.scatter)
         return self
 
-    def merge(self, other: "PCAStats") -> "PCAStats":
+    def merge(self, other: PCAStats) -> PCAStats:
         """Combined statistics of ``self`` and ``other`` as a new object (neither is changed)."""
         if not isinstance(other, PCAStats):
             raise TypeError(f"PCAStats.merge expects PCAStats, got {type(other).__name__}")
@@ -315,7 +321,7 @@ class PCAStats:
         out._absorb(other.n_samples, other.mean, other.scatter)
         return out
 
-    def __add__(self, other: "PCAStats") -> "PCAStats":
+    def __add__(self, other: PCAStats) -> PCAStats:
         return self.merge(other)
 
     @property
@@ -339,7 +345,7 @@ class PCAStats:
         amounts even though it is computed in float64. 0 for empty statistics or constant data."""
         return numerical_rank(self.eigenvalues(), self.n_features or 0, dtype)
 
-    def fit(self, n_components: int, backend=None) -> "PCAModel":
+    def fit(self, n_components: int, backend=None) -> PCAModel:
         """Principal components by float64 symmetric eigendecomposition of the scatter matrix (on ``backend``'s
         ``eigh`` when one is given, e.g. torch on a GPU for wide windows; NumPy otherwise).
 
@@ -355,7 +361,9 @@ class PCAStats:
         if backend is None:
             eigenvalues, eigenvectors = np.linalg.eigh(self.scatter)
         else:
-            eigenvalues, eigenvectors = (np.asarray(backend.to_numpy(a), dtype=np.float64) for a in backend.eigh(self.scatter))
+            eigenvalues, eigenvectors = (
+                np.asarray(backend.to_numpy(a), dtype=np.float64) for a in backend.eigh(self.scatter)
+            )
         order = np.argsort(eigenvalues)[::-1][:limit]  # descending; rank is at most min(n, d)
         scatter_eigenvalues = np.clip(eigenvalues[order], 0.0, None)
         vectors = eigenvectors[:, order].T  # (limit, d), rows are components
@@ -388,7 +396,7 @@ class PCAStats:
         }
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "PCAStats":
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> PCAStats:
         _require(arrays, ("n_samples", "mean"), "PCAStats")
         mean = np.asarray(arrays["mean"], dtype=np.float64)
         if "scatter_upper" in arrays:
@@ -400,7 +408,9 @@ class PCAStats:
         out = cls(None if n_features < 0 else n_features)
         d = out.n_features or 0
         if mean.shape != (d,) or scatter.shape != (d, d):
-            raise ValueError(f"PCAStats.from_arrays: mean {mean.shape} / scatter {scatter.shape} do not match {d} features")
+            raise ValueError(
+                f"PCAStats.from_arrays: mean {mean.shape} / scatter {scatter.shape} do not match {d} features"
+            )
         out.n_samples = int(arrays["n_samples"])
         out.mean, out.scatter = mean.copy(), scatter.copy()
         return out
@@ -409,8 +419,9 @@ class PCAStats:
 def _symmetric_from_upper(upper: np.ndarray, d: int) -> np.ndarray:
     """(d, d) symmetric matrix from its upper triangle, row by row (``np.triu_indices(d)`` order)."""
     if upper.shape != (d * (d + 1) // 2,):
-        raise ValueError(f"PCAStats.from_arrays: scatter_upper has {upper.shape} values, {d} features need "
-                         f"{d * (d + 1) // 2}")
+        raise ValueError(
+            f"PCAStats.from_arrays: scatter_upper has {upper.shape} values, {d} features need {d * (d + 1) // 2}"
+        )
     out = np.zeros((d, d))
     rows, cols = np.triu_indices(d)
     out[rows, cols] = upper
@@ -426,7 +437,9 @@ class PCAModel:
     noise_variance_ (float), n_components_, n_samples_, n_features_in_.
     """
 
-    def __init__(self, components, mean, explained_variance, explained_variance_ratio, singular_values, noise_variance, n_samples):
+    def __init__(
+        self, components, mean, explained_variance, explained_variance_ratio, singular_values, noise_variance, n_samples
+    ):
         self.components_ = np.asarray(components, dtype=np.float64)
         self.mean_ = np.asarray(mean, dtype=np.float64)
         self.explained_variance_ = np.asarray(explained_variance, dtype=np.float64)
@@ -438,14 +451,20 @@ class PCAModel:
         self._cache: dict = {}
 
     def __repr__(self) -> str:
-        return f"PCAModel(n_components={self.n_components_}, n_features_in={self.n_features_in_}, n_samples={self.n_samples_})"
+        return (
+            f"PCAModel(n_components={self.n_components_}, n_features_in={self.n_features_in_}, "
+            f"n_samples={self.n_samples_})"
+        )
 
     def _on(self, backend, dtype: str):
         """(mean_ @ components_.T, components_.T) on ``backend`` in ``dtype``, uploaded once and cached."""
         key = (backend.name, str(getattr(backend, "device", "")), dtype)
         if key not in self._cache:
             bias = self.mean_ @ self.components_.T
-            self._cache[key] = (backend.asarray(bias, dtype), backend.asarray(np.ascontiguousarray(self.components_.T), dtype))
+            self._cache[key] = (
+                backend.asarray(bias, dtype),
+                backend.asarray(np.ascontiguousarray(self.components_.T), dtype),
+            )
         return self._cache[key]
 
     def _check_input(self, X, width: int, what: str):
@@ -506,22 +525,41 @@ class PCAModel:
         }
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "PCAModel":
-        keys = ("components", "mean", "explained_variance", "explained_variance_ratio", "singular_values", "noise_variance", "n_samples")
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> PCAModel:
+        keys = (
+            "components",
+            "mean",
+            "explained_variance",
+            "explained_variance_ratio",
+            "singular_values",
+            "noise_variance",
+            "n_samples",
+        )
         _require(arrays, keys, "PCAModel")
-        model = cls(**{k: arrays[k] for k in keys[:-2]}, noise_variance=float(arrays["noise_variance"]), n_samples=int(arrays["n_samples"]))
+        model = cls(
+            **{k: arrays[k] for k in keys[:-2]},
+            noise_variance=float(arrays["noise_variance"]),
+            n_samples=int(arrays["n_samples"]),
+        )
         k, d = model.components_.shape
-        if model.mean_.shape != (d,) or any(getattr(model, a).shape != (k,) for a in ("explained_variance_", "explained_variance_ratio_", "singular_values_")):
+        if model.mean_.shape != (d,) or any(
+            getattr(model, a).shape != (k,)
+            for a in ("explained_variance_", "explained_variance_ratio_", "singular_values_")
+        ):
             raise ValueError(f"PCAModel.from_arrays: array shapes do not match components {model.components_.shape}")
         return model
 
 
 def _check_models(models) -> None:
     if not isinstance(models, Mapping) or not models:
-        raise TypeError(f"project_stride_windows expects a non-empty {{stride: PCAModel}} mapping, got {type(models).__name__}")
+        raise TypeError(
+            f"project_stride_windows expects a non-empty {{stride: PCAModel}} mapping, got {type(models).__name__}"
+        )
 
 
-def iter_project_stride_windows(rows, window_size: int, models: "Mapping[int, PCAModel]", *, first_row: int = 0, block_windows: int | None = None):
+def iter_project_stride_windows(
+    rows, window_size: int, models: Mapping[int, PCAModel], *, first_row: int = 0, block_windows: int | None = None
+):
     """Stream the projections of ``project_stride_windows`` block by block: yields ``(stride, start, projected)``
     where ``projected`` (k, k_s) holds windows ``start .. start + k - 1`` of that stride (numbered as in
     ``stride_windows``), in order for each stride; blocks cover every window exactly once. Nothing the size of
@@ -534,8 +572,10 @@ def iter_project_stride_windows(rows, window_size: int, models: "Mapping[int, PC
         if not isinstance(models[s], PCAModel):
             raise TypeError(f"project_stride_windows: models[{s}] is {type(models[s]).__name__}, not PCAModel")
         if models[s].n_features_in_ != d:
-            raise ValueError(f"project_stride_windows: the model for stride {s} expects {models[s].n_features_in_} "
-                             f"features, windows of {w} x {int(r.shape[1])} have {d}")
+            raise ValueError(
+                f"project_stride_windows: the model for stride {s} expects {models[s].n_features_in_} "
+                f"features, windows of {w} x {int(r.shape[1])} have {d}"
+            )
     for s in strides:
         done = 0
         for block in gather_windows(backend, r, starts[s], w, block_windows):
@@ -543,7 +583,9 @@ def iter_project_stride_windows(rows, window_size: int, models: "Mapping[int, PC
             done += int(block.shape[0])
 
 
-def project_stride_windows(rows, window_size: int, models: "Mapping[int, PCAModel]", *, first_row: int = 0, block_windows: int | None = None) -> dict:
+def project_stride_windows(
+    rows, window_size: int, models: Mapping[int, PCAModel], *, first_row: int = 0, block_windows: int | None = None
+) -> dict:
     """Project the stride windows of ``rows`` with each stride's model: ``{stride: (m_s, k_s) array}``.
 
     With ``first_row=0`` entry ``s`` equals ``models[s].transform(stride_windows(rows, window_size, s))``
@@ -554,14 +596,28 @@ def project_stride_windows(rows, window_size: int, models: "Mapping[int, PCAMode
     _check_models(models)
     backend, r = _as_batch(rows)
     pieces: dict[int, list] = {int(s): [] for s in models}
-    for s, _, projected in iter_project_stride_windows(r, window_size, models, first_row=first_row, block_windows=block_windows):
+    for s, _, projected in iter_project_stride_windows(
+        r, window_size, models, first_row=first_row, block_windows=block_windows
+    ):
         pieces[s].append(projected)
     dtype = backend.dtype_name(r)
     return {
-        s: (backend.zeros((0, models[s].n_components_), dtype) if not parts else parts[0] if len(parts) == 1 else backend.concat(parts, axis=0))
+        s: (
+            backend.zeros((0, models[s].n_components_), dtype)
+            if not parts
+            else parts[0]
+            if len(parts) == 1
+            else backend.concat(parts, axis=0)
+        )
         for s, parts in pieces.items()
     }
 
 
-__all__ = ["PCAStats", "PCAModel", "project_stride_windows", "iter_project_stride_windows", "numerical_rank",
-           "rank_tolerance"]
+__all__ = [
+    "PCAStats",
+    "PCAModel",
+    "project_stride_windows",
+    "iter_project_stride_windows",
+    "numerical_rank",
+    "rank_tolerance",
+]

@@ -41,8 +41,8 @@ every problem of the partition, so the caller (writing to temporary files) keeps
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,7 @@ def value_limit(dtype: str) -> float:
 
 # -- keys --------------------------------------------------------------------------------------
 
+
 def object_nulls(values: np.ndarray) -> np.ndarray:
     """Where an object array holds None or NaN (cheaper than ``pd.isna`` on strings)."""
     return np.asarray(np.equal(values, None), dtype=bool) | np.asarray(values != values, dtype=bool)
@@ -78,7 +79,9 @@ def object_nulls(values: np.ndarray) -> np.ndarray:
 
 def _key_values(series: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
     """Comparable values of a key column and where it is NULL (None: nowhere)."""
-    if isinstance(series.dtype, pd.DatetimeTZDtype) or (isinstance(series.dtype, np.dtype) and series.dtype.kind == "M"):
+    if isinstance(series.dtype, pd.DatetimeTZDtype) or (
+        isinstance(series.dtype, np.dtype) and series.dtype.kind == "M"
+    ):
         values = series.array.asi8 if isinstance(series.dtype, pd.DatetimeTZDtype) else series.to_numpy().view("i8")
         null = values == np.iinfo(np.int64).min
     elif isinstance(series.dtype, np.dtype) and series.dtype != object:
@@ -119,8 +122,9 @@ def group_starts(frame: pd.DataFrame, key_columns: Sequence[str]) -> np.ndarray:
 def _join(frames: list[pd.DataFrame], starts: list[np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
     if len(frames) == 1:
         frame = frames[0]
-        return (frame if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0
-                else frame.reset_index(drop=True)), starts[0]
+        return (
+            frame if isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 else frame.reset_index(drop=True)
+        ), starts[0]
     return pd.concat(frames, ignore_index=True), np.concatenate(starts)
 
 
@@ -174,6 +178,7 @@ def group_intact_chunks(chunks: Iterable[pd.DataFrame], key_columns: Sequence[st
 
 # -- duplicates --------------------------------------------------------------------------------
 
+
 def _fmt(value) -> str:
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
@@ -205,7 +210,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     try:
         eq = np.asarray(a == b, dtype=bool)
     except (TypeError, ValueError):  # elements whose == is not a bool (arrays in cells)
-        eq = np.array([bool(np.all(x == y)) for x, y in zip(a, b)], dtype=bool)
+        eq = np.array([bool(np.all(x == y)) for x, y in zip(a, b, strict=True)], dtype=bool)
     if a.dtype.kind == "f":
         eq |= np.isnan(a) & np.isnan(b)
     elif a.dtype == object:
@@ -223,9 +228,14 @@ class Duplicates:
     examples: list[str] = field(default_factory=list)
 
 
-def resolve_duplicates(frame: pd.DataFrame, key_columns: Sequence[str], on_duplicate: str,
-                       numeric_columns: Sequence[str] = (), where: str = "",
-                       starts: np.ndarray | None = None) -> tuple[pd.DataFrame, Duplicates]:
+def resolve_duplicates(
+    frame: pd.DataFrame,
+    key_columns: Sequence[str],
+    on_duplicate: str,
+    numeric_columns: Sequence[str] = (),
+    where: str = "",
+    starts: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, Duplicates]:
     """One row per key of a chunk whose runs of equal keys are intact (``group_intact_chunks``), in
     (entity, timestamp) order: ``(rows, Duplicates)``.
 
@@ -249,9 +259,11 @@ def resolve_duplicates(frame: pd.DataFrame, key_columns: Sequence[str], on_dupli
         return frame, Duplicates()
     sizes = np.diff(np.append(first, n))
     dup_groups = np.flatnonzero(sizes > 1)
-    found = Duplicates(keys=int(len(dup_groups)), extra_rows=int(n - len(first)),
-                       examples=[f"{_key_text(frame, key_columns, int(first[g]))} x{int(sizes[g])}"
-                                 for g in dup_groups[:EXAMPLES]])
+    found = Duplicates(
+        keys=int(len(dup_groups)),
+        extra_rows=int(n - len(first)),
+        examples=[f"{_key_text(frame, key_columns, int(first[g]))} x{int(sizes[g])}" for g in dup_groups[:EXAMPLES]],
+    )
     if on_duplicate == "error":
         return frame, found
     if on_duplicate == "keep_last":
@@ -269,10 +281,12 @@ def resolve_duplicates(frame: pd.DataFrame, key_columns: Sequence[str], on_dupli
         if differ.any():
             row = int(members[np.argmax(differ)])
             raise BadRowsError(
-                f"{where}on_duplicate='mean': rows with the key {_key_text(frame, key_columns, row)} disagree in column "
-                f"{column!r} ({_fmt(frame[column].iloc[int(first[group[row]])])} vs {_fmt(frame[column].iloc[row])}); "
+                f"{where}on_duplicate='mean': rows with the key {_key_text(frame, key_columns, row)} disagree in "
+                f"column {column!r} ({_fmt(frame[column].iloc[int(first[group[row]])])} "
+                f"vs {_fmt(frame[column].iloc[row])}); "
                 f"only the numeric feature columns are averaged, every other column must agree within a key: "
-                f"fix the rows upstream, or set settings.on_duplicate='keep_last'")
+                f"fix the rows upstream, or set settings.on_duplicate='keep_last'"
+            )
     out = frame.iloc[first].reset_index(drop=True)
     in_dup = np.repeat(sizes > 1, sizes)
     rows = np.flatnonzero(in_dup)
@@ -295,6 +309,7 @@ def resolve_duplicates(frame: pd.DataFrame, key_columns: Sequence[str], on_dupli
 
 # -- the checker -------------------------------------------------------------------------------
 
+
 @dataclass
 class _BadValues:
     count: int = 0
@@ -309,8 +324,15 @@ class RowChecker:
     was wrong, having yielded nothing after the first problem. ``metadata()`` then gives the counts.
     """
 
-    def __init__(self, partition: str, timestamp_column: str, entity_column: str | None = None,
-                 feature_columns: Sequence[str] = (), dtype: str = "float32", on_duplicate: str = "error"):
+    def __init__(
+        self,
+        partition: str,
+        timestamp_column: str,
+        entity_column: str | None = None,
+        feature_columns: Sequence[str] = (),
+        dtype: str = "float32",
+        on_duplicate: str = "error",
+    ):
         self.partition = partition
         self.timestamp_column = timestamp_column
         self.entity_column = entity_column
@@ -331,8 +353,11 @@ class RowChecker:
         return f"partition {self.partition}: "
 
     def failed(self) -> bool:
-        return bool(self.null_entities or any(v.count for v in self.bad_values.values())
-                    or (self.on_duplicate == "error" and self.duplicates.keys))
+        return bool(
+            self.null_entities
+            or any(v.count for v in self.bad_values.values())
+            or (self.on_duplicate == "error" and self.duplicates.keys)
+        )
 
     def _row_text(self, chunk: pd.DataFrame, row: int) -> str:
         return ", ".join(f"{c}={_fmt(chunk[c].iloc[row])}" for c in self.key_columns)
@@ -346,7 +371,9 @@ class RowChecker:
                 count = 0 if null is None else int(null.sum())
                 if count:
                     if not self.null_entities:
-                        self.null_entity_example = f"{self.timestamp_column}={_fmt(chunk[self.timestamp_column].iloc[int(np.argmax(null))])}"
+                        self.null_entity_example = (
+                            f"{self.timestamp_column}={_fmt(chunk[self.timestamp_column].iloc[int(np.argmax(null))])}"
+                        )
                     self.null_entities += count
             for column in self.feature_columns if len(chunk) else ():
                 values = numeric_values(chunk[column])
@@ -370,7 +397,7 @@ class RowChecker:
             rows, found = resolve_duplicates(chunk, self.key_columns, policy, self.feature_columns, self.where, starts)
             self.duplicates.keys += found.keys
             self.duplicates.extra_rows += found.extra_rows
-            self.duplicates.examples += found.examples[:max(0, EXAMPLES - len(self.duplicates.examples))]
+            self.duplicates.examples += found.examples[: max(0, EXAMPLES - len(self.duplicates.examples))]
             if self.failed():
                 continue
             self.rows_out += len(rows)
@@ -384,20 +411,24 @@ class RowChecker:
             problems.append(
                 f"{self.null_entities:,} rows have a NULL entity id in column {self.entity_column!r} (first at "
                 f"{self.null_entity_example}): a row without an entity cannot be placed in any series; fill the "
-                f"column or filter those rows out upstream (e.g. a view with WHERE \"{self.entity_column}\" IS NOT NULL)")
+                f'column or filter those rows out upstream (e.g. a view with WHERE "{self.entity_column}" IS NOT NULL)'
+            )
         for column, found in self.bad_values.items():
             if found.count:
                 problems.append(
-                    f"column {column!r} has {found.count:,} non-finite or out-of-range values (first: {found.example}); "
-                    f"numeric feature values must be finite and within +-{self.limit:.3g} (settings.dtype {self.dtype}); "
-                    f"replace them or set them NULL upstream (NULLs are imputed)")
+                    f"column {column!r} has {found.count:,} non-finite or out-of-range values "
+                    f"(first: {found.example}); numeric feature values must be finite and within "
+                    f"+-{self.limit:.3g} (settings.dtype {self.dtype}); "
+                    f"replace them or set them NULL upstream (NULLs are imputed)"
+                )
         if self.on_duplicate == "error" and self.duplicates.keys:
             keys = " and ".join(self.key_columns)
             problems.append(
                 f"{self.duplicates.keys:,} ({', '.join(self.key_columns)}) keys occur more than once "
                 f"({self.duplicates.extra_rows:,} extra rows), e.g. {', '.join(self.duplicates.examples)}: every row "
                 f"needs its own {keys}; remove the duplicates upstream, or set settings.on_duplicate to 'keep_last' "
-                f"(the last row of each key in the source's order) or 'mean' (numeric features averaged)")
+                f"(the last row of each key in the source's order) or 'mean' (numeric features averaged)"
+            )
         head = f"{self.where}the source rows cannot be used as they are (nothing of this partition was kept)"
         return head + ": " + problems[0] if len(problems) == 1 else head + ":\n  - " + "\n  - ".join(problems)
 
@@ -411,5 +442,15 @@ class RowChecker:
         return out
 
 
-__all__ = ["ON_DUPLICATE", "BadRowsError", "Duplicates", "RowChecker", "check_on_duplicate", "group_intact_chunks",
-           "group_starts", "numeric_values", "resolve_duplicates", "value_limit"]
+__all__ = [
+    "ON_DUPLICATE",
+    "BadRowsError",
+    "Duplicates",
+    "RowChecker",
+    "check_on_duplicate",
+    "group_intact_chunks",
+    "group_starts",
+    "numeric_values",
+    "resolve_duplicates",
+    "value_limit",
+]

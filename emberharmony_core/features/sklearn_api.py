@@ -26,8 +26,10 @@ from sklearn.utils.validation import check_array, check_is_fitted
 try:
     from sklearn.utils.validation import validate_data
 except ImportError:  # scikit-learn < 1.6 (pyproject allows >= 1.4; tested with 1.9)
+
     def validate_data(estimator, X, **kwargs):
         return estimator._validate_data(X, **kwargs)
+
 
 from .pca import PCAModel, PCAStats
 
@@ -136,13 +138,23 @@ class StreamingPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         k = self._n_components_for(self.stats_)
         if k is None:
             if required:
-                raise ValueError(f"n_components={self.n_components} must be between 1 and min(n_samples, n_features) = "
-                                 f"min({self.stats_.n_samples}, {self.stats_.n_features})")
+                raise ValueError(
+                    f"n_components={self.n_components} must be between 1 and min(n_samples, n_features) = "
+                    f"min({self.stats_.n_samples}, {self.stats_.n_features})"
+                )
             return
         model = self.stats_.fit(k)
         self.model_ = model
-        for name in ("components_", "mean_", "explained_variance_", "explained_variance_ratio_", "singular_values_",
-                     "noise_variance_", "n_components_", "n_samples_"):
+        for name in (
+            "components_",
+            "mean_",
+            "explained_variance_",
+            "explained_variance_ratio_",
+            "singular_values_",
+            "noise_variance_",
+            "n_components_",
+            "n_samples_",
+        ):
             setattr(self, name, getattr(model, name))
 
     def fit(self, X, y=None):
@@ -188,8 +200,10 @@ class StreamingPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         check_is_fitted(self)
         X = check_array(X, dtype=self._input_dtype(), input_name="X")
         if X.shape[1] != self.n_components_:
-            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__}.inverse_transform expects "
-                             f"{self.n_components_} (n_components_)")
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__}.inverse_transform expects "
+                f"{self.n_components_} (n_components_)"
+            )
         return self.model_.inverse_transform(X)
 
     @property
@@ -288,7 +302,9 @@ class StructFlattener(TransformerMixin, BaseEstimator):
 
         check_is_fitted(self)
         if not isinstance(X, pd.DataFrame):
-            raise TypeError(f"{type(self).__name__} needs a pandas DataFrame with the source columns, got {type(X).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} needs a pandas DataFrame with the source columns, got {type(X).__name__}"
+            )
         flat = flatten_struct_columns(X, [c for c in self.struct_columns_ if c in X.columns])[0]
         missing = [c for c in self.columns_ if c not in flat.columns]
         unknown = [c for c in missing if not any(c.startswith(f"{s}_") for s in self.struct_columns_)]
@@ -302,7 +318,7 @@ class StructFlattener(TransformerMixin, BaseEstimator):
         return np.asarray(self.columns_, dtype=object)
 
 
-def preprocessor_pipeline(fitted, output: str = "default") -> "Any":
+def preprocessor_pipeline(fitted, output: str = "default") -> Any:
     """``FittedPreprocessor`` -> fitted ``Pipeline([("flatten", StructFlattener), ("encode", ColumnTransformer),
     ("cast", FunctionTransformer)])`` whose ``transform(frame)`` equals ``fitted.transform(frame)[0]``.
 
@@ -328,17 +344,40 @@ def preprocessor_pipeline(fitted, output: str = "default") -> "Any":
     categorical = {c: list(v) for c, v in fitted.categories_.items() if len(v)}
     transformers = []
     if numeric:
-        transformers.append(("numeric", Pipeline([
-            ("to_float", FunctionTransformer(numeric_block, feature_names_out="one-to-one")),
-            ("impute", SimpleImputer(strategy="median")),
-            ("scale", StandardScaler()),
-        ]), numeric))
+        transformers.append(
+            (
+                "numeric",
+                Pipeline(
+                    [
+                        ("to_float", FunctionTransformer(numeric_block, feature_names_out="one-to-one")),
+                        ("impute", SimpleImputer(strategy="median")),
+                        ("scale", StandardScaler()),
+                    ]
+                ),
+                numeric,
+            )
+        )
     if categorical:
-        transformers.append(("categorical", Pipeline([
-            ("keys", FunctionTransformer(category_key_block, feature_names_out="one-to-one")),
-            ("onehot", OneHotEncoder(categories=[np.array(v, dtype=object) for v in categorical.values()],
-                                     handle_unknown="ignore", sparse_output=False, dtype=np.float64)),
-        ]), list(categorical)))
+        transformers.append(
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("keys", FunctionTransformer(category_key_block, feature_names_out="one-to-one")),
+                        (
+                            "onehot",
+                            OneHotEncoder(
+                                categories=[np.array(v, dtype=object) for v in categorical.values()],
+                                handle_unknown="ignore",
+                                sparse_output=False,
+                                dtype=np.float64,
+                            ),
+                        ),
+                    ]
+                ),
+                list(categorical),
+            )
+        )
     if output not in ("default", "pandas"):
         raise ValueError(f"output must be 'default' or 'pandas', got {output!r}")
     encode = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False, sparse_threshold=0.0)
@@ -346,8 +385,10 @@ def preprocessor_pipeline(fitted, output: str = "default") -> "Any":
 
     # fitted on a two-row stand-in frame, then given our statistics (nothing of the stand-in survives)
     columns = numeric + list(categorical)
-    dummy = pd.DataFrame({**{c: np.zeros(2) for c in numeric},
-                          **{c: [cats[0], cats[-1]] for c, cats in categorical.items()}}, columns=columns)
+    dummy = pd.DataFrame(
+        {**{c: np.zeros(2) for c in numeric}, **{c: [cats[0], cats[-1]] for c, cats in categorical.items()}},
+        columns=columns,
+    )
     encode.fit(dummy)
     if numeric:
         steps = encode.named_transformers_["numeric"].named_steps
@@ -358,12 +399,21 @@ def preprocessor_pipeline(fitted, output: str = "default") -> "Any":
         scaler.scale_ = np.asarray(fitted.scale_, dtype=np.float64).copy()
         scaler.n_samples_seen_ = int(fitted.n_samples_seen_)
 
-    flatten = StructFlattener(struct_fields={k: (list(v) if v is not None else None) for k, v in fitted.struct_fields_.items()},
-                              columns=columns).fit()
+    flatten = StructFlattener(
+        struct_fields={k: (list(v) if v is not None else None) for k, v in fitted.struct_fields_.items()},
+        columns=columns,
+    ).fit()
     cast = FunctionTransformer(cast_block, kw_args={"dtype": str(fitted.config.dtype)}, feature_names_out="one-to-one")
     cast.set_output(transform=output).fit(encode.transform(dummy))
     return Pipeline([("flatten", flatten), ("encode", encode), ("cast", cast)]).set_output(transform=output)
 
 
-__all__ = ["StreamingPCA", "StructFlattener", "pca_model_to_sklearn", "preprocessor_pipeline", "numeric_block",
-           "category_key_block", "cast_block"]
+__all__ = [
+    "StreamingPCA",
+    "StructFlattener",
+    "pca_model_to_sklearn",
+    "preprocessor_pipeline",
+    "numeric_block",
+    "category_key_block",
+    "cast_block",
+]

@@ -85,7 +85,7 @@ def split_bucket(keys) -> np.ndarray:
 
 
 def assign_split(keys, fractions=DEFAULT_FRACTIONS) -> np.ndarray:
-    """"train" / "validation" / "test" per key (object array of str), as BigQuery's CASE would assign.
+    """ "train" / "validation" / "test" per key (object array of str), as BigQuery's CASE would assign.
 
     With ``fractions=(f_train, f_validation, f_test)`` in whole percent, a key is
     train when its bucket < 100 f_train, validation when < 100 (f_train +
@@ -112,7 +112,7 @@ def validate_fractions(fractions) -> tuple[float, float, float]:
     if len(values) != 3:
         raise ValueError(f"fractions must be 3 numbers (train, validation, test), got {len(values)}: {fractions!r}")
     checked = []
-    for split, value in zip(SPLIT_NAMES, values):
+    for split, value in zip(SPLIT_NAMES, values, strict=True):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise ValueError(f"{split} fraction must be a finite number, got {value!r}")
         if value < 0:
@@ -304,8 +304,9 @@ class SplitKeySample:
         codes, distinct = pd.factorize(np.asarray(keys), use_na_sentinel=False)
         first = np.empty(len(distinct), np.int64)
         first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)  # each distinct key's first row
-        hashes = pd.util.hash_array(np.asarray(distinct).astype(str).astype(object), hash_key=_SAMPLE_SALT,
-                                    categorize=False)
+        hashes = pd.util.hash_array(
+            np.asarray(distinct).astype(str).astype(object), hash_key=_SAMPLE_SALT, categorize=False
+        )
         splits = np.asarray(splits, dtype=object)[first]
         if len(self.hashes) >= self.capacity:  # only a hash below the k-th smallest can enter
             keep = hashes < self.hashes[-1]

@@ -17,7 +17,7 @@ import logging
 import os
 import platform
 import sys
-from functools import lru_cache
+from functools import cache
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class BackendUnavailableError(ValueError):
     """An unknown backend name, or a backend whose library is not installed."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _backend_class(name: str):
     module = importlib.import_module(_MODULES[name])  # raises ImportError if its library is missing
     return module.Backend
@@ -83,10 +83,14 @@ def _measured_choice() -> tuple[str, str | None, str]:
         return "torch", "cuda", "a CUDA device is present"
     if _is_apple_silicon() and _installed("mlx"):
         return "mlx", None, "Apple silicon"
-    return "numpy", None, "no CUDA device, not Apple silicon; torch on a CPU is no faster end to end, MLX is never chosen here"
+    return (
+        "numpy",
+        None,
+        "no CUDA device, not Apple silicon; torch on a CPU is no faster end to end, MLX is never chosen here",
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _auto_choice() -> tuple[str, str | None, str]:
     """(name, device, reason) for ``auto``; measured and logged once per process."""
     name, device, reason = _measured_choice()
@@ -148,9 +152,16 @@ def backend_of(x):
     return _backend_for("numpy", None)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _backend_for(name: str, device: str | None):
     return _backend_class(name)(device=device)
 
 
-__all__ = ["get_backend", "backend_of", "describe_backend", "available_backends", "BackendUnavailableError", "BACKEND_NAMES"]
+__all__ = [
+    "get_backend",
+    "backend_of",
+    "describe_backend",
+    "available_backends",
+    "BackendUnavailableError",
+    "BACKEND_NAMES",
+]

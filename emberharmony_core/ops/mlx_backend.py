@@ -142,7 +142,9 @@ class Backend:
 
     def eigh(self, matrix):
         """Symmetric eigendecomposition in float64 on the CPU stream (ascending eigenvalues, eigenvector columns)."""
-        values, vectors = mx.linalg.eigh(self.asarray(np.asarray(self.to_numpy(matrix), dtype=np.float64), "float64"), stream=mx.cpu)
+        values, vectors = mx.linalg.eigh(
+            self.asarray(np.asarray(self.to_numpy(matrix), dtype=np.float64), "float64"), stream=mx.cpu
+        )
         return values, vectors
 
     def synchronize(self) -> None:

@@ -3,5 +3,13 @@
 from .base import DEFAULT_ROWS_PER_CHUNK, TableReader, TableSpec, WindowRead, WindowStream, validate_columns
 from .schema import SchemaError, validate_schema
 
-__all__ = ["DEFAULT_ROWS_PER_CHUNK", "SchemaError", "TableReader", "TableSpec", "WindowRead", "WindowStream",
-           "validate_columns", "validate_schema"]
+__all__ = [
+    "DEFAULT_ROWS_PER_CHUNK",
+    "SchemaError",
+    "TableReader",
+    "TableSpec",
+    "WindowRead",
+    "WindowStream",
+    "validate_columns",
+    "validate_schema",
+]

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import numbers
 import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Generator, Iterable, Iterator, Mapping, Protocol, Union
+from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow as pa
@@ -64,8 +65,14 @@ class TableSpec:
     @property
     def columns(self) -> list[str]:
         """Every column to read, each once, in a fixed order (entity, timestamp, then the rest)."""
-        ordered = [self.entity_column, self.timestamp_column, *self.datetime_columns, *self.feature_columns,
-                   *self.categorical_columns, *self.extra_columns]
+        ordered = [
+            self.entity_column,
+            self.timestamp_column,
+            *self.datetime_columns,
+            *self.feature_columns,
+            *self.categorical_columns,
+            *self.extra_columns,
+        ]
         return list(dict.fromkeys(c for c in ordered if c))
 
     @property
@@ -94,8 +101,7 @@ class TableReader(Protocol):
     def read_window(self, start: datetime, end: datetime) -> WindowRead:
         """Rows with ``start <= timestamp < end`` (tz-aware UTC datetimes), only ``spec.columns``."""
 
-    def iter_window(self, start: datetime, end: datetime,
-                    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> "WindowStream":
+    def iter_window(self, start: datetime, end: datetime, rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
         """The same rows as ``read_window``, as chunks of at most ``rows_per_chunk`` rows."""
 
 
@@ -149,7 +155,7 @@ def check_rows_per_chunk(rows_per_chunk: Any) -> int:
     return int(rows_per_chunk)
 
 
-Piece = Union[pa.RecordBatch, pa.Table, pd.DataFrame]
+Piece = pa.RecordBatch | pa.Table | pd.DataFrame
 """What an engine hands over: Arrow record batches / tables, or pandas frames (bigframes)."""
 
 
@@ -162,7 +168,7 @@ def _piece_rows(piece: Piece) -> int:
 
 
 def _piece_slice(piece: Piece, offset: int, length: int) -> Piece:
-    return piece.slice(offset, length) if _is_arrow(piece) else piece.iloc[offset:offset + length]
+    return piece.slice(offset, length) if _is_arrow(piece) else piece.iloc[offset : offset + length]
 
 
 def _join(pieces: list[Piece]) -> pa.Table | pd.DataFrame:
@@ -252,8 +258,14 @@ class WindowStream:
     resources in ``finally``.
     """
 
-    def __init__(self, spec: TableSpec, columns: Iterable[str], rows_per_chunk: int, producer: Producer,
-                 metadata: Mapping[str, Any]):
+    def __init__(
+        self,
+        spec: TableSpec,
+        columns: Iterable[str],
+        rows_per_chunk: int,
+        producer: Producer,
+        metadata: Mapping[str, Any],
+    ):
         self.spec = spec
         self.rows_per_chunk = check_rows_per_chunk(rows_per_chunk)
         self.columns: list[str] = list(columns)
@@ -297,7 +309,7 @@ class WindowStream:
             if close is not None:
                 close()
 
-    def __enter__(self) -> "WindowStream":
+    def __enter__(self) -> WindowStream:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -32,16 +32,25 @@ page from that page; ``metadata["storage_api"]`` reports what was really used.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 import pyarrow as pa
 
-from .base import (DEFAULT_ROWS_PER_CHUNK, TableSpec, WindowRead, WindowStream, as_utc, check_rows_per_chunk,
-                   validate_columns)
+from .base import (
+    DEFAULT_ROWS_PER_CHUNK,
+    TableSpec,
+    WindowRead,
+    WindowStream,
+    as_utc,
+    check_rows_per_chunk,
+    validate_columns,
+)
 from .sql import bigquery_window_query, parse_bigquery_table
 
 logger = logging.getLogger(__name__)
@@ -52,13 +61,20 @@ DEFAULT_PAGE_SIZE = 100_000
 # BigQuery type -> Arrow type, for the schema of an empty result (google-cloud-bigquery's
 # own mapping for non-empty results gives the same types).
 _ARROW_TYPES = {
-    "STRING": pa.string(), "BYTES": pa.binary(),
-    "INTEGER": pa.int64(), "INT64": pa.int64(),
-    "FLOAT": pa.float64(), "FLOAT64": pa.float64(),
-    "BOOLEAN": pa.bool_(), "BOOL": pa.bool_(),
-    "TIMESTAMP": pa.timestamp("us", tz="UTC"), "DATETIME": pa.timestamp("us"),
-    "DATE": pa.date32(), "TIME": pa.time64("us"),
-    "NUMERIC": pa.decimal128(38, 9), "BIGNUMERIC": pa.decimal256(76, 38),
+    "STRING": pa.string(),
+    "BYTES": pa.binary(),
+    "INTEGER": pa.int64(),
+    "INT64": pa.int64(),
+    "FLOAT": pa.float64(),
+    "FLOAT64": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+    "BOOL": pa.bool_(),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "DATETIME": pa.timestamp("us"),
+    "DATE": pa.date32(),
+    "TIME": pa.time64("us"),
+    "NUMERIC": pa.decimal128(38, 9),
+    "BIGNUMERIC": pa.decimal256(76, 38),
 }
 
 
@@ -89,9 +105,16 @@ class BigQueryTableReader:
         billing more.
     """
 
-    def __init__(self, client: Any, spec: TableSpec, *, use_storage_api: bool | None = None,
-                 page_size: int = DEFAULT_PAGE_SIZE, bqstorage_client: Any = None,
-                 maximum_bytes_billed: int | None = None):
+    def __init__(
+        self,
+        client: Any,
+        spec: TableSpec,
+        *,
+        use_storage_api: bool | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        bqstorage_client: Any = None,
+        maximum_bytes_billed: int | None = None,
+    ):
         # Validate every identifier before anything touches the client.
         self._table_parts = parse_bigquery_table(spec.table)
         self._query = bigquery_window_query(spec.table, spec.columns, spec.timestamp_column, spec.order_by)
@@ -138,17 +161,18 @@ class BigQueryTableReader:
             from google.cloud import bigquery_storage
         except ImportError:
             if self.use_storage_api:
-                raise ImportError("use_storage_api=True needs google-cloud-bigquery-storage "
-                                  "(pip install 'emberharmony[bigquery]')") from None
+                raise ImportError(
+                    "use_storage_api=True needs google-cloud-bigquery-storage (pip install 'emberharmony[bigquery]')"
+                ) from None
             return None
         if self.use_storage_api is None and _is_emulator(self.client):
             return None
         self._bqstorage_client = bigquery_storage.BigQueryReadClient(
-            credentials=getattr(self.client, "_credentials", None))
+            credentials=getattr(self.client, "_credentials", None)
+        )
         return self._bqstorage_client
 
-    def iter_window(self, start: datetime, end: datetime,
-                    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
+    def iter_window(self, start: datetime, end: datetime, rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
         """Rows with ``start <= timestamp < end``, only ``spec.columns``, as chunks of ``rows_per_chunk`` rows
         in (entity NULLS LAST, timestamp) order (see ``base.WindowStream``: an empty window yields no chunk).
 
@@ -167,10 +191,12 @@ class BigQueryTableReader:
 
             bqstorage = self.storage_client()
             started = time.perf_counter()
-            job_config = bigquery.QueryJobConfig(query_parameters=[
-                bigquery.ScalarQueryParameter("start", "TIMESTAMP", lower.to_pydatetime()),
-                bigquery.ScalarQueryParameter("end", "TIMESTAMP", upper.to_pydatetime()),
-            ])
+            job_config = bigquery.QueryJobConfig(
+                query_parameters=[
+                    bigquery.ScalarQueryParameter("start", "TIMESTAMP", lower.to_pydatetime()),
+                    bigquery.ScalarQueryParameter("end", "TIMESTAMP", upper.to_pydatetime()),
+                ]
+            )
             if self.maximum_bytes_billed is not None:
                 job_config.maximum_bytes_billed = int(self.maximum_bytes_billed)
             job = self.client.query(query, job_config=job_config)
@@ -182,26 +208,26 @@ class BigQueryTableReader:
             if used_storage:
                 should_use = getattr(rows, "_should_use_bqstorage", None)
                 if should_use is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # private helper changed: report what we asked for
                         used_storage = bool(should_use(bqstorage, create_bqstorage_client=False))
-                    except Exception:  # private helper changed: report what we asked for
-                        pass
-            metadata.update({
-                "job_id": job.job_id,
-                "location": getattr(job, "location", None),
-                "bytes_processed": job.total_bytes_processed,
-                "bytes_billed": job.total_bytes_billed,
-                "cache_hit": getattr(job, "cache_hit", None),
-                "storage_api": used_storage,
-                "query_seconds": round(queried - started, 4),
-            })
+            metadata.update(
+                {
+                    "job_id": job.job_id,
+                    "location": getattr(job, "location", None),
+                    "bytes_processed": job.total_bytes_processed,
+                    "bytes_billed": job.total_bytes_billed,
+                    "cache_hit": getattr(job, "cache_hit", None),
+                    "storage_api": used_storage,
+                    "query_seconds": round(queried - started, 4),
+                }
+            )
             n_rows = 0
             batches = rows.to_arrow_iterable(bqstorage_client=bqstorage)
             try:
                 first = next(batches, None)
                 # the schema: the first batch's (even with 0 rows), else one built from the result's schema
                 yield first.schema if first is not None else self._empty_table(rows.schema).schema
-                for batch in ([first] if first is not None else []):
+                for batch in [first] if first is not None else []:
                     metadata["pages"] += 1
                     metadata["bytes_read"] += int(batch.nbytes)
                     n_rows += batch.num_rows
@@ -210,8 +236,14 @@ class BigQueryTableReader:
                     metadata["pages"] += 1
                     metadata["bytes_read"] += int(batch.nbytes)
                     n_rows += batch.num_rows
-                    logger.debug("bigquery %s [%s, %s): page %d, %d rows so far",
-                                 self.spec.table, lower, upper, metadata["pages"], n_rows)
+                    logger.debug(
+                        "bigquery %s [%s, %s): page %d, %d rows so far",
+                        self.spec.table,
+                        lower,
+                        upper,
+                        metadata["pages"],
+                        n_rows,
+                    )
                     yield batch
             finally:
                 close = getattr(batches, "close", None)
@@ -219,26 +251,39 @@ class BigQueryTableReader:
                     close()
             logger.info(
                 "bigquery %s [%s, %s): %d rows in %d pages, %s bytes processed, %s billed, %.2fs (%s)",
-                self.spec.table, lower, upper, n_rows, metadata["pages"], metadata["bytes_processed"],
-                metadata["bytes_billed"], time.perf_counter() - started, "storage API" if used_storage else "REST",
+                self.spec.table,
+                lower,
+                upper,
+                n_rows,
+                metadata["pages"],
+                metadata["bytes_processed"],
+                metadata["bytes_billed"],
+                time.perf_counter() - started,
+                "storage API" if used_storage else "REST",
             )
 
-        return WindowStream(self.spec, self._columns, rows_per_chunk, produce, {
-            "source": "bigquery",
-            "table": self.spec.table,
-            "job_id": None,
-            "location": None,
-            "rows": 0,
-            "pages": 0,
-            "bytes_processed": None,
-            "bytes_billed": None,
-            "cache_hit": None,
-            "bytes_read": 0,
-            "storage_api": None,
-            "query_seconds": None,
-            "seconds": 0.0,
-            "query": query,
-        })
+        return WindowStream(
+            self.spec,
+            self._columns,
+            rows_per_chunk,
+            produce,
+            {
+                "source": "bigquery",
+                "table": self.spec.table,
+                "job_id": None,
+                "location": None,
+                "rows": 0,
+                "pages": 0,
+                "bytes_processed": None,
+                "bytes_billed": None,
+                "cache_hit": None,
+                "bytes_read": 0,
+                "storage_api": None,
+                "query_seconds": None,
+                "seconds": 0.0,
+                "query": query,
+            },
+        )
 
     def read_window(self, start: datetime, end: datetime) -> WindowRead:
         """Rows with ``start <= timestamp < end``, only ``spec.columns``, in (entity NULLS LAST, timestamp)

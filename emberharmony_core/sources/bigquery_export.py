@@ -33,15 +33,17 @@ Memory: one record batch at a time while the file is written; the upload is resu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -76,7 +78,9 @@ class ExportTarget:
     def __post_init__(self):
         parse_bigquery_table(self.table)  # raises naming the bad part
         if len(self.clustering_fields) > 4:
-            raise ValueError(f"{self.table}: BigQuery clusters on at most 4 columns, got {list(self.clustering_fields)}")
+            raise ValueError(
+                f"{self.table}: BigQuery clusters on at most 4 columns, got {list(self.clustering_fields)}"
+            )
 
 
 @dataclass
@@ -103,8 +107,15 @@ class ExportResult:
     added_columns: list[str]
 
     def metadata(self) -> dict:
-        out = {"table": self.table, "method": self.method, "rows": self.rows, "rows_in_bigquery": self.rows_in_bigquery,
-               "parquet_bytes": self.parquet_bytes, "seconds": round(self.seconds, 3), "jobs": ", ".join(self.job_ids)}
+        out = {
+            "table": self.table,
+            "method": self.method,
+            "rows": self.rows,
+            "rows_in_bigquery": self.rows_in_bigquery,
+            "parquet_bytes": self.parquet_bytes,
+            "seconds": round(self.seconds, 3),
+            "jobs": ", ".join(self.job_ids),
+        }
         if self.renamed:
             out["renamed_columns"] = ", ".join(f"{a} -> {b}" for a, b in self.renamed.items())
         if self.added_columns:
@@ -151,8 +162,10 @@ def _bigquery_arrow_type(name: str, kind: pa.DataType) -> tuple[pa.DataType, str
         return pa.date32(), "DATE"
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
         return pa.binary(), "BYTES"
-    raise ExportError(f"column {name!r} has type {kind}, which the BigQuery write-back does not map (strings, "
-                      "integers, floats, booleans, timestamps, dates and bytes are written)")
+    raise ExportError(
+        f"column {name!r} has type {kind}, which the BigQuery write-back does not map (strings, "
+        "integers, floats, booleans, timestamps, dates and bytes are written)"
+    )
 
 
 def unify_schemas(schemas: Sequence[pa.Schema]) -> pa.Schema:
@@ -176,8 +189,9 @@ def _normal(kind: str) -> str:
 
 
 # ------------------------------------------------------------------ the table
-def _plan_table(client, target: ExportTarget, columns: list[tuple[str, str]], partition: str,
-                clustering: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+def _plan_table(
+    client, target: ExportTarget, columns: list[tuple[str, str]], partition: str, clustering: list[str]
+) -> tuple[list[tuple[str, str]], list[str]]:
     """Create the table, or check it and add the columns it lacks. Returns the table's columns (name, BigQuery
     type) in its order (the loaded file follows it) and the names added."""
     from google.api_core.exceptions import Conflict, NotFound
@@ -199,18 +213,30 @@ def _plan_table(client, target: ExportTarget, columns: list[tuple[str, str]], pa
             table = client.get_table(target.table)
     partitioning = table.time_partitioning
     if partitioning is None or (partitioning.field or "_PARTITIONTIME") != partition or partitioning.type_ != "DAY":
-        shown = "not time-partitioned" if partitioning is None else \
-            f"partitioned by {partitioning.type_} on {partitioning.field or '_PARTITIONTIME (ingestion time)'}"
-        raise ExportError(f"{target.table} exists and is {shown}; the write-back replaces one day at a time and needs "
-                          f"it partitioned by DAY on {partition}: drop the table (it is re-created) or export under "
-                          "another export_table_prefix")
+        shown = (
+            "not time-partitioned"
+            if partitioning is None
+            else f"partitioned by {partitioning.type_} on {partitioning.field or '_PARTITIONTIME (ingestion time)'}"
+        )
+        raise ExportError(
+            f"{target.table} exists and is {shown}; the write-back replaces one day at a time and needs "
+            f"it partitioned by DAY on {partition}: drop the table (it is re-created) or export under "
+            "another export_table_prefix"
+        )
     existing = {f.name.lower(): f for f in table.schema}
-    wrong = [f"{name} ({existing[name.lower()].field_type} in the table, {kind} in the data)" for name, kind in columns
-             if name.lower() in existing and _normal(existing[name.lower()].field_type) != _normal(kind)]
+    wrong = [
+        f"{name} ({existing[name.lower()].field_type} in the table, {kind} in the data)"
+        for name, kind in columns
+        if name.lower() in existing and _normal(existing[name.lower()].field_type) != _normal(kind)
+    ]
     if wrong:
-        raise ExportError(f"{target.table}: columns whose type changed: {', '.join(wrong)}; drop the table (it is "
-                          "re-created) or export under another export_table_prefix")
-    added = [bigquery.SchemaField(name, kind, mode="NULLABLE") for name, kind in columns if name.lower() not in existing]
+        raise ExportError(
+            f"{target.table}: columns whose type changed: {', '.join(wrong)}; drop the table (it is "
+            "re-created) or export under another export_table_prefix"
+        )
+    added = [
+        bigquery.SchemaField(name, kind, mode="NULLABLE") for name, kind in columns if name.lower() not in existing
+    ]
     if added:  # adding NULLABLE columns is a metadata change; old rows read NULL there
         table.schema = list(table.schema) + added
         table = client.update_table(table, ["schema"])
@@ -237,7 +263,9 @@ def _check_day(batch: pa.RecordBatch, column: str, source_name: str, day: date) 
     the transaction would leave them outside the day it replaces."""
     values = batch.column(column)
     if values.null_count:
-        raise ExportError(f"{values.null_count} row(s) of {day} have no {source_name}: the partition column must be set")
+        raise ExportError(
+            f"{values.null_count} row(s) of {day} have no {source_name}: the partition column must be set"
+        )
     if not len(values):
         return
     bounds = pc.min_max(values)
@@ -249,15 +277,17 @@ def _check_day(batch: pa.RecordBatch, column: str, source_name: str, day: date) 
     else:
         start, end = start.date(), end.date()
     if low < start or high >= end:
-        raise ExportError(f"rows of partition {day} have {source_name} from {low} to {high}, outside the day "
-                          f"[{start}, {end}): BigQuery's day partitions are UTC days")
+        raise ExportError(
+            f"rows of partition {day} have {source_name} from {low} to {high}, outside the day "
+            f"[{start}, {end}): BigQuery's day partitions are UTC days"
+        )
 
 
 def _conform(batch: pa.RecordBatch, constants: Mapping[str, Any], plan: list[tuple[str, pa.DataType, str | None]]):
     """``batch`` as the file's schema: columns in the table's order, renamed, cast, constants filled, the rest NULL."""
     arrays = []
     names = set(batch.schema.names)
-    for target_name, kind, source_name in plan:
+    for _target_name, kind, source_name in plan:
         if source_name is not None and source_name in constants:
             arrays.append(pa.array([constants[source_name]] * batch.num_rows, type=kind))
         elif source_name is not None and source_name in names:
@@ -286,8 +316,16 @@ def _quoted(table: str) -> str:
     return f"`{project}.{dataset}.{name}`"
 
 
-def export_partition(client, target: ExportTarget, day: date, parts: Sequence[ExportPart], *, method: str = "auto",
-                     location: str | None = None, staging_dir: str | None = None) -> ExportResult:
+def export_partition(
+    client,
+    target: ExportTarget,
+    day: date,
+    parts: Sequence[ExportPart],
+    *,
+    method: str = "auto",
+    location: str | None = None,
+    staging_dir: str | None = None,
+) -> ExportResult:
     """Replace ``day`` of ``target`` with the rows of ``parts`` (see the module docstring); returns what was done.
 
     ``day`` is a UTC calendar day; every row's ``target.partition_field`` must fall in it.
@@ -296,32 +334,40 @@ def export_partition(client, target: ExportTarget, day: date, parts: Sequence[Ex
 
     started = time.perf_counter()
     method = resolve_method(client, method)
-    schema = unify_schemas([pa.schema([(k, pa.scalar(v).type) for k, v in part.constants.items()]) for part in parts]
-                           + [part.schema for part in parts])
+    schema = unify_schemas(
+        [pa.schema([(k, pa.scalar(v).type) for k, v in part.constants.items()]) for part in parts]
+        + [part.schema for part in parts]
+    )
     if target.partition_field not in schema.names:
-        raise ExportError(f"{target.table}: the partition column {target.partition_field!r} is not among the columns "
-                          f"{schema.names}")
+        raise ExportError(
+            f"{target.table}: the partition column {target.partition_field!r} is not among the columns {schema.names}"
+        )
     renamed = bigquery_column_names(schema.names)
     types = {f.name: _bigquery_arrow_type(f.name, f.type) for f in schema}
     partition = renamed[target.partition_field]
     if types[target.partition_field][1] not in ("TIMESTAMP", "DATETIME", "DATE"):
-        raise ExportError(f"{target.table}: partition column {target.partition_field!r} is "
-                          f"{types[target.partition_field][1]}; it must be a TIMESTAMP, DATETIME or DATE")
+        raise ExportError(
+            f"{target.table}: partition column {target.partition_field!r} is "
+            f"{types[target.partition_field][1]}; it must be a TIMESTAMP, DATETIME or DATE"
+        )
     clustering = [renamed[c] for c in target.clustering_fields if c in renamed]
-    table_columns, added = _plan_table(client, target, [(renamed[n], types[n][1]) for n in schema.names], partition,
-                                       clustering)
+    table_columns, added = _plan_table(
+        client, target, [(renamed[n], types[n][1]) for n in schema.names], partition, clustering
+    )
     source_of = {new.lower(): old for old, new in renamed.items()}
     arrow_of = {name: _ARROW_TYPES.get(kind, pa.string()) for name, kind in table_columns}
     plan = []  # (name in the table, Arrow type written, source column or None for NULL)
-    for name, kind in table_columns:
+    for name, _kind in table_columns:
         source = source_of.get(name.lower())
         written = types[source][0] if source is not None else arrow_of[name]
         plan.append((name, written, source))
     file_schema = pa.schema([(name, kind) for name, kind, _ in plan])
     start, end = _day_bounds(day)
     partition_kind = types[target.partition_field][1]
-    where = (f"`{check_column(partition)}` >= {_literal(partition_kind, start)} AND "
-             f"`{partition}` < {_literal(partition_kind, end)}")
+    where = (
+        f"`{check_column(partition)}` >= {_literal(partition_kind, start)} AND "
+        f"`{partition}` < {_literal(partition_kind, end)}"
+    )
     job_ids: list[str] = []
 
     handle, path = tempfile.mkstemp(prefix=f".export-{day:%Y%m%d}-", suffix=".parquet", dir=staging_dir)
@@ -346,9 +392,11 @@ def export_partition(client, target: ExportTarget, day: date, parts: Sequence[Ex
             return job
 
         def load(destination: str, **options):
-            config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET,
-                                            schema=[bigquery.SchemaField(n, k, mode="NULLABLE") for n, k in table_columns],
-                                            **options)
+            config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.PARQUET,
+                schema=[bigquery.SchemaField(n, k, mode="NULLABLE") for n, k in table_columns],
+                **options,
+            )
             with open(path, "rb") as data:  # no size: a resumable upload (100 MiB chunks) whatever the file's size
                 job = client.load_table_from_file(data, destination, job_config=config, location=location)
             job.result()
@@ -358,38 +406,55 @@ def export_partition(client, target: ExportTarget, day: date, parts: Sequence[Ex
         if rows == 0:  # nothing to load: the day is emptied (whole partitions: free on BigQuery)
             run_query(f"DELETE FROM {_quoted(target.table)} WHERE {where}")
         elif method == "partition_decorator":
-            load(f"{target.table}${day:%Y%m%d}", write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-                 create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
-                 time_partitioning=bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=partition))
+            load(
+                f"{target.table}${day:%Y%m%d}",
+                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+                create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
+                time_partitioning=bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=partition),
+            )
         else:
             project, dataset, name = parse_bigquery_table(target.table)
             staging = f"{project}.{dataset}.{name}__staging_{day:%Y%m%d}_{uuid.uuid4().hex[:8]}"
-            staging_table = bigquery.Table(staging, schema=[bigquery.SchemaField(n, k, mode="NULLABLE")
-                                                            for n, k in table_columns])
+            staging_table = bigquery.Table(
+                staging, schema=[bigquery.SchemaField(n, k, mode="NULLABLE") for n, k in table_columns]
+            )
             staging_table.expires = datetime.now(timezone.utc) + STAGING_EXPIRY  # a crash leaves nothing for long
             client.create_table(staging_table)
             try:
                 load(staging, write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE)
                 columns = ", ".join(f"`{check_column(n)}`" for n, _ in table_columns)
-                run_query("BEGIN TRANSACTION;\n"
-                          f"DELETE FROM {_quoted(target.table)} WHERE {where};\n"
-                          f"INSERT INTO {_quoted(target.table)} ({columns}) SELECT {columns} FROM {_quoted(staging)};\n"
-                          "COMMIT TRANSACTION;")
+                run_query(
+                    "BEGIN TRANSACTION;\n"
+                    f"DELETE FROM {_quoted(target.table)} WHERE {where};\n"
+                    f"INSERT INTO {_quoted(target.table)} ({columns}) SELECT {columns} FROM {_quoted(staging)};\n"
+                    "COMMIT TRANSACTION;"
+                )
             finally:
                 client.delete_table(staging, not_found_ok=True)
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(path)
-        except OSError:
-            pass
-    counted = list(client.query(f"SELECT COUNT(*) AS n FROM {_quoted(target.table)} WHERE {where}",
-                                location=location).result())
+    counted = list(
+        client.query(f"SELECT COUNT(*) AS n FROM {_quoted(target.table)} WHERE {where}", location=location).result()
+    )
     in_bigquery = int(counted[0][0]) if counted else 0
     if in_bigquery != rows:
-        raise ExportError(f"{target.table}: {in_bigquery} rows in BigQuery for {day} after the write-back, {rows} "
-                          "were written (another writer of the same day?); run the export of this day again")
-    return ExportResult(target.table, day, method, rows, in_bigquery, size, time.perf_counter() - started, job_ids,
-                        {a: b for a, b in renamed.items() if a != b}, added)
+        raise ExportError(
+            f"{target.table}: {in_bigquery} rows in BigQuery for {day} after the write-back, {rows} "
+            "were written (another writer of the same day?); run the export of this day again"
+        )
+    return ExportResult(
+        target.table,
+        day,
+        method,
+        rows,
+        in_bigquery,
+        size,
+        time.perf_counter() - started,
+        job_ids,
+        {a: b for a, b in renamed.items() if a != b},
+        added,
+    )
 
 
 def export_table_id(dataset: str, name: str, default_project: str, prefix: str = "") -> str:
@@ -404,5 +469,15 @@ def export_table_id(dataset: str, name: str, default_project: str, prefix: str =
     return table
 
 
-__all__ = ["EXPORT_METHODS", "ExportError", "ExportPart", "ExportResult", "ExportTarget", "bigquery_column_names",
-           "export_partition", "export_table_id", "resolve_method", "unify_schemas"]
+__all__ = [
+    "EXPORT_METHODS",
+    "ExportError",
+    "ExportPart",
+    "ExportResult",
+    "ExportTarget",
+    "bigquery_column_names",
+    "export_partition",
+    "export_table_id",
+    "resolve_method",
+    "unify_schemas",
+]

@@ -11,14 +11,21 @@ Python holds one chunk and one batch at a time.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import Callable, ContextManager, Mapping
 
 import duckdb
 
-from .base import (DEFAULT_ROWS_PER_CHUNK, TableSpec, WindowRead, WindowStream, as_utc, check_rows_per_chunk,
-                   validate_columns)
+from .base import (
+    DEFAULT_ROWS_PER_CHUNK,
+    TableSpec,
+    WindowRead,
+    WindowStream,
+    as_utc,
+    check_rows_per_chunk,
+    validate_columns,
+)
 from .sql import duckdb_table, duckdb_window_query
 
 
@@ -30,8 +37,10 @@ def read_settings(memory_limit: str, threads: int) -> dict:
     try:
         duckdb.connect(":memory:", config={"memory_limit": memory_limit}).close()
     except (duckdb.Error, TypeError) as exc:
-        raise ValueError(f"DuckDB source memory_limit {memory_limit!r} is not a size DuckDB accepts, such as '128MB' "
-                         f"or '1GB' ({str(exc).splitlines()[0]})") from None
+        raise ValueError(
+            f"DuckDB source memory_limit {memory_limit!r} is not a size DuckDB accepts, such as '128MB' "
+            f"or '1GB' ({str(exc).splitlines()[0]})"
+        ) from None
     return {"memory_limit": memory_limit, "threads": threads}
 
 
@@ -67,9 +76,15 @@ class DuckDBTableReader:
     ``dagster_duckdb.DuckDBResource`` that it made with the same two settings.
     """
 
-    def __init__(self, database: str, spec: TableSpec,
-                 connect: Callable[[], ContextManager[duckdb.DuckDBPyConnection]] | None = None, *,
-                 memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = DEFAULT_THREADS):
+    def __init__(
+        self,
+        database: str,
+        spec: TableSpec,
+        connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]] | None = None,
+        *,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        threads: int = DEFAULT_THREADS,
+    ):
         self.database = database
         self.spec = spec
         self.config = read_settings(memory_limit, threads) if connect is None else None
@@ -112,8 +127,7 @@ class DuckDBTableReader:
             self._timestamp_is_aware = "TIME ZONE" in kind.upper() or kind.upper() == "TIMESTAMPTZ"
         return stamp.to_pydatetime() if self._timestamp_is_aware else stamp.tz_localize(None).to_pydatetime()
 
-    def iter_window(self, start: datetime, end: datetime,
-                    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
+    def iter_window(self, start: datetime, end: datetime, rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
         """Rows with ``start <= ts < end`` as chunks of ``rows_per_chunk`` rows (see ``base.WindowStream``:
         an empty window yields no chunk). A naive TIMESTAMP column is taken to hold UTC times.
 
@@ -142,23 +156,31 @@ class DuckDBTableReader:
                         reader.close()
                 except duckdb.OutOfMemoryException as exc:
                     limit, threads = connection.execute(
-                        "SELECT current_setting('memory_limit'), current_setting('threads')").fetchone()
+                        "SELECT current_setting('memory_limit'), current_setting('threads')"
+                    ).fetchone()
                     raise MemoryError(
                         f"DuckDB ran out of its memory_limit ({limit}) with {threads} threads, sorting "
                         f"{self.spec.table} from {lower} to {upper} for the ordered read: each sorting thread needs "
                         f"about 40 MB of it; "
                         f"raise the DuckDB source's memory_limit or lower its threads (DuckDB: "
-                        f"{str(exc).splitlines()[0]})") from None
+                        f"{str(exc).splitlines()[0]})"
+                    ) from None
 
-        return WindowStream(self.spec, self.spec.columns, rows_per_chunk, produce, {
-            "source": "duckdb",
-            "database": str(self.database),
-            "table": self.spec.table,
-            "rows": 0,
-            "bytes_read": 0,
-            "seconds": 0.0,
-            "query": self._query,
-        })
+        return WindowStream(
+            self.spec,
+            self.spec.columns,
+            rows_per_chunk,
+            produce,
+            {
+                "source": "duckdb",
+                "database": str(self.database),
+                "table": self.spec.table,
+                "rows": 0,
+                "bytes_read": 0,
+                "seconds": 0.0,
+                "query": self._query,
+            },
+        )
 
     def read_window(self, start: datetime, end: datetime) -> WindowRead:
         """Rows with ``start <= ts < end``: the concatenation of ``iter_window``'s chunks."""

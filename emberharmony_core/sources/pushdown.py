@@ -83,12 +83,20 @@ Re-materialising a partition reruns its query and yields the same split labels
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..features.cyclical import CYCLICAL_SUFFIXES  # the local feature names, one source of truth
-from .base import (DEFAULT_ROWS_PER_CHUNK, TableSpec, WindowRead, WindowStream, as_utc, check_rows_per_chunk,
-                   validate_columns)
+from .base import (
+    DEFAULT_ROWS_PER_CHUNK,
+    TableSpec,
+    WindowRead,
+    WindowStream,
+    as_utc,
+    check_rows_per_chunk,
+    validate_columns,
+)
 from .sql import IdentifierError, check_column, order_by_sql, parse_bigquery_table, quote_column
 
 TWO_PI = "6.283185307179586"  # repr(2 * math.pi): exact float64 literal
@@ -131,9 +139,15 @@ def pushdown_columns(spec: TableSpec, split_column: str = "split") -> list[str]:
     return outputs
 
 
-def pushdown_sql(spec: TableSpec, split_key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1), *,
-                 split_column: str = "split", timezone: str = "UTC",
-                 column_types: Mapping[str, str] | None = None) -> str:
+def pushdown_sql(
+    spec: TableSpec,
+    split_key: str,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    *,
+    split_column: str = "split",
+    timezone: str = "UTC",
+    column_types: Mapping[str, str] | None = None,
+) -> str:
     """BigQuery SQL: the window's ``spec.columns``, its split, and 8 cyclical features per datetime column.
 
     Parameters
@@ -179,8 +193,10 @@ def pushdown_sql(spec: TableSpec, split_key: str, fractions: Sequence[float] = (
     locals_ = {}
     for i, column in enumerate(spec.datetime_columns):
         locals_[column] = f"eh_local_{i}"
-        inner.append(f"{_local_datetime(quote_column(column), types.get(column, 'TIMESTAMP'), timezone)} "
-                     f"AS {quote_column(locals_[column])}")
+        inner.append(
+            f"{_local_datetime(quote_column(column), types.get(column, 'TIMESTAMP'), timezone)} "
+            f"AS {quote_column(locals_[column])}"
+        )
 
     outer = [quote_column(c) for c in columns]
     outer.append(f"{split_sql_expression(quote_column(split_key), fractions)} AS {quote_column(split_column)}")
@@ -203,17 +219,27 @@ def pushdown_sql(spec: TableSpec, split_key: str, fractions: Sequence[float] = (
 
 def query_parameters_api_repr(start: datetime, end: datetime) -> dict:
     """``{"parameterMode": "NAMED", "queryParameters": [...]}`` for ``@start`` / ``@end`` (a job's ``query`` config)."""
+
     def param(name, value):
         stamp = as_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")
         return {"name": name, "parameterType": {"type": "TIMESTAMP"}, "parameterValue": {"value": stamp}}
+
     return {"parameterMode": "NAMED", "queryParameters": [param("start", start), param("end", end)]}
 
 
-def _check_pushdown(spec: TableSpec, start: datetime, end: datetime, split_key: str,
-                    column_types: Mapping[str, str] | None, allow_large_results: bool):
+def _check_pushdown(
+    spec: TableSpec,
+    start: datetime,
+    end: datetime,
+    split_key: str,
+    column_types: Mapping[str, str] | None,
+    allow_large_results: bool,
+):
     if allow_large_results:
-        raise ValueError("allow_large_results=True is not supported: bigframes' dry run for it drops the "
-                         "@start/@end query parameters; keep windows under BigQuery's result size limit")
+        raise ValueError(
+            "allow_large_results=True is not supported: bigframes' dry run for it drops the "
+            "@start/@end query parameters; keep windows under BigQuery's result size limit"
+        )
     lower, upper = as_utc(start), as_utc(end)
     if upper < lower:
         raise ValueError(f"window end {upper} is before its start {lower}")
@@ -224,10 +250,19 @@ def _check_pushdown(spec: TableSpec, start: datetime, end: datetime, split_key: 
     return lower, upper
 
 
-def iter_window_pushdown(session: Any, spec: TableSpec, start: datetime, end: datetime, *, split_key: str,
-                         fractions: Sequence[float] = (0.8, 0.1, 0.1), split_column: str = "split",
-                         timezone: str = "UTC", column_types: Mapping[str, str] | None = None,
-                         rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
+def iter_window_pushdown(
+    session: Any,
+    spec: TableSpec,
+    start: datetime,
+    end: datetime,
+    *,
+    split_key: str,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    split_column: str = "split",
+    timezone: str = "UTC",
+    column_types: Mapping[str, str] | None = None,
+    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK,
+) -> WindowStream:
     """``pushdown_sql`` for ``[start, end)`` through a bigframes session, as chunks of ``rows_per_chunk`` rows.
 
     ``session`` is a ``bigframes.session.Session`` (or the ``bigframes.pandas`` module for the
@@ -243,16 +278,20 @@ def iter_window_pushdown(session: Any, spec: TableSpec, start: datetime, end: da
     """
     rows_per_chunk = check_rows_per_chunk(rows_per_chunk)
     lower, upper = _check_pushdown(spec, start, end, split_key, column_types, False)
-    sql = pushdown_sql(spec, split_key, fractions, split_column=split_column, timezone=timezone,
-                       column_types=column_types)
+    sql = pushdown_sql(
+        spec, split_key, fractions, split_column=split_column, timezone=timezone, column_types=column_types
+    )
 
     def produce(metadata: dict):
-        frame = session.read_gbq_query(sql, configuration={"query": query_parameters_api_repr(lower, upper)},
-                                       allow_large_results=False)
+        frame = session.read_gbq_query(
+            sql, configuration={"query": query_parameters_api_repr(lower, upper)}, allow_large_results=False
+        )
         job = getattr(frame, "_query_job", None)
-        metadata.update(job_id=getattr(job, "job_id", None),
-                        bytes_processed=getattr(job, "total_bytes_processed", None),
-                        bytes_billed=getattr(job, "total_bytes_billed", None))
+        metadata.update(
+            job_id=getattr(job, "job_id", None),
+            bytes_processed=getattr(job, "total_bytes_processed", None),
+            bytes_billed=getattr(job, "total_bytes_billed", None),
+        )
         ordered = frame.sort_values(spec.order_by, na_position="last")
         batches = ordered.to_pandas_batches(page_size=rows_per_chunk, allow_large_results=False)
         metadata["ordered_read_bytes_processed"] = getattr(batches, "total_bytes_processed", None)
@@ -270,16 +309,22 @@ def iter_window_pushdown(session: Any, spec: TableSpec, start: datetime, end: da
             if close is not None:
                 close()
 
-    return WindowStream(spec, pushdown_columns(spec, split_column), rows_per_chunk, produce, {
-        "source": "bigquery-pushdown",
-        "table": spec.table,
-        "rows": 0,
-        "job_id": None,
-        "bytes_processed": None,
-        "bytes_billed": None,
-        "seconds": 0.0,
-        "query": sql,
-    })
+    return WindowStream(
+        spec,
+        pushdown_columns(spec, split_column),
+        rows_per_chunk,
+        produce,
+        {
+            "source": "bigquery-pushdown",
+            "table": spec.table,
+            "rows": 0,
+            "job_id": None,
+            "bytes_processed": None,
+            "bytes_billed": None,
+            "seconds": 0.0,
+            "query": sql,
+        },
+    )
 
 
 def frame_schema(frame: Any):
@@ -289,10 +334,20 @@ def frame_schema(frame: Any):
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in frame.dtypes.items()})
 
 
-def read_window_pushdown(session: Any, spec: TableSpec, start: datetime, end: datetime, *, split_key: str,
-                         fractions: Sequence[float] = (0.8, 0.1, 0.1), split_column: str = "split",
-                         timezone: str = "UTC", column_types: Mapping[str, str] | None = None,
-                         to_pandas: bool = True, allow_large_results: bool = False):
+def read_window_pushdown(
+    session: Any,
+    spec: TableSpec,
+    start: datetime,
+    end: datetime,
+    *,
+    split_key: str,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    split_column: str = "split",
+    timezone: str = "UTC",
+    column_types: Mapping[str, str] | None = None,
+    to_pandas: bool = True,
+    allow_large_results: bool = False,
+):
     """Run ``pushdown_sql`` for ``[start, end)`` through a bigframes session.
 
     Returns a ``WindowRead`` -- the concatenation of ``iter_window_pushdown``'s chunks: rows in
@@ -302,13 +357,23 @@ def read_window_pushdown(session: Any, spec: TableSpec, start: datetime, end: da
     """
     lower, upper = _check_pushdown(spec, start, end, split_key, column_types, allow_large_results)
     if to_pandas:
-        return iter_window_pushdown(session, spec, lower, upper, split_key=split_key, fractions=fractions,
-                                    split_column=split_column, timezone=timezone,
-                                    column_types=column_types).read()
-    sql = pushdown_sql(spec, split_key, fractions, split_column=split_column, timezone=timezone,
-                       column_types=column_types)
-    return session.read_gbq_query(sql, configuration={"query": query_parameters_api_repr(lower, upper)},
-                                  allow_large_results=False)
+        return iter_window_pushdown(
+            session,
+            spec,
+            lower,
+            upper,
+            split_key=split_key,
+            fractions=fractions,
+            split_column=split_column,
+            timezone=timezone,
+            column_types=column_types,
+        ).read()
+    sql = pushdown_sql(
+        spec, split_key, fractions, split_column=split_column, timezone=timezone, column_types=column_types
+    )
+    return session.read_gbq_query(
+        sql, configuration={"query": query_parameters_api_repr(lower, upper)}, allow_large_results=False
+    )
 
 
 class BigQueryPushdownReader:
@@ -320,13 +385,27 @@ class BigQueryPushdownReader:
     (float64, computed by BigQuery).
     """
 
-    def __init__(self, client: Any, spec: TableSpec, *, split_key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                 split_column: str = "split", timezone: str = "UTC", **reader_options):
+    def __init__(
+        self,
+        client: Any,
+        spec: TableSpec,
+        *,
+        split_key: str,
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        split_column: str = "split",
+        timezone: str = "UTC",
+        **reader_options,
+    ):
         from .bigquery import BigQueryTableReader
 
         check_column(split_key)
         self.spec = spec
-        self.split_key, self.fractions, self.split_column, self.timezone = split_key, tuple(fractions), split_column, timezone
+        self.split_key, self.fractions, self.split_column, self.timezone = (
+            split_key,
+            tuple(fractions),
+            split_column,
+            timezone,
+        )
         self._reader = BigQueryTableReader(client, spec, **reader_options)
 
     def column_types(self) -> Mapping[str, str]:
@@ -341,12 +420,17 @@ class BigQueryPushdownReader:
         types = self._reader.column_types()
         if self.split_key not in types:
             raise ValueError(f"table {self.spec.table!r} has no column {self.split_key!r} (split_key)")
-        self._reader._query = pushdown_sql(self.spec, self.split_key, self.fractions, split_column=self.split_column,
-                                           timezone=self.timezone, column_types=types)
+        self._reader._query = pushdown_sql(
+            self.spec,
+            self.split_key,
+            self.fractions,
+            split_column=self.split_column,
+            timezone=self.timezone,
+            column_types=types,
+        )
         self._reader._columns = pushdown_columns(self.spec, self.split_column)
 
-    def iter_window(self, start: datetime, end: datetime,
-                    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
+    def iter_window(self, start: datetime, end: datetime, rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
         """The window's pushdown rows as chunks of ``rows_per_chunk`` rows (``BigQueryTableReader.iter_window``
         with ``pushdown_sql``: same paging, order and metadata)."""
         check_rows_per_chunk(rows_per_chunk)
@@ -366,12 +450,25 @@ class BigFramesPushdownReader:
     already run bigframes: its Storage Read download and session options apply. Schema checks use
     the session's own BigQuery client."""
 
-    def __init__(self, session: Any, spec: TableSpec, *, split_key: str, fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                 split_column: str = "split", timezone: str = "UTC"):
+    def __init__(
+        self,
+        session: Any,
+        spec: TableSpec,
+        *,
+        split_key: str,
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        split_column: str = "split",
+        timezone: str = "UTC",
+    ):
         check_column(split_key)
         parse_bigquery_table(spec.table)
         self.session, self.spec = session, spec
-        self.split_key, self.fractions, self.split_column, self.timezone = split_key, tuple(fractions), split_column, timezone
+        self.split_key, self.fractions, self.split_column, self.timezone = (
+            split_key,
+            tuple(fractions),
+            split_column,
+            timezone,
+        )
         self._column_types: dict[str, str] | None = None
 
     def column_types(self) -> Mapping[str, str]:
@@ -386,19 +483,35 @@ class BigFramesPushdownReader:
         """Check the columns and the ``settings`` that name columns against the schema (``schema.py``)."""
         validate_columns(self.spec, self.column_types(), self.dialect, **settings)
 
-    def iter_window(self, start: datetime, end: datetime,
-                    rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
+    def iter_window(self, start: datetime, end: datetime, rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
         """The window's pushdown rows as chunks of ``rows_per_chunk`` rows: ``iter_window_pushdown``
         (bigframes re-sorts the result and streams it with ``to_pandas_batches``)."""
-        return iter_window_pushdown(self.session, self.spec, start, end, split_key=self.split_key,
-                                    fractions=self.fractions, split_column=self.split_column,
-                                    timezone=self.timezone, column_types=self.column_types(),
-                                    rows_per_chunk=rows_per_chunk)
+        return iter_window_pushdown(
+            self.session,
+            self.spec,
+            start,
+            end,
+            split_key=self.split_key,
+            fractions=self.fractions,
+            split_column=self.split_column,
+            timezone=self.timezone,
+            column_types=self.column_types(),
+            rows_per_chunk=rows_per_chunk,
+        )
 
     def read_window(self, start: datetime, end: datetime) -> WindowRead:
         """The concatenation of ``iter_window``'s chunks."""
         return self.iter_window(start, end).read()
 
 
-__all__ = ["BigQueryPushdownReader", "BigFramesPushdownReader", "pushdown_sql", "pushdown_columns", "cyclical_sql",
-           "query_parameters_api_repr", "iter_window_pushdown", "read_window_pushdown", "CYCLICAL_SUFFIXES"]
+__all__ = [
+    "BigQueryPushdownReader",
+    "BigFramesPushdownReader",
+    "pushdown_sql",
+    "pushdown_columns",
+    "cyclical_sql",
+    "query_parameters_api_repr",
+    "iter_window_pushdown",
+    "read_window_pushdown",
+    "CYCLICAL_SUFFIXES",
+]

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # base imports this module lazily; no cycle at run time
     from .base import TableSpec
@@ -39,8 +40,16 @@ DIALECTS = ("duckdb", "bigquery")
 SPLIT_COLUMN = "split"
 # the cyclical features' suffixes (emberharmony_core.features.cyclical.CYCLICAL_SUFFIXES; not imported:
 # sources do not depend on features)
-_CYCLICAL_SUFFIXES = ("sin_hour", "cos_hour", "sin_dayofweek", "cos_dayofweek", "sin_day", "cos_day",
-                      "sin_month", "cos_month")
+_CYCLICAL_SUFFIXES = (
+    "sin_hour",
+    "cos_hour",
+    "sin_dayofweek",
+    "cos_dayofweek",
+    "sin_day",
+    "cos_day",
+    "sin_month",
+    "cos_month",
+)
 _LISTED_COLUMNS = 60  # the message lists at most this many of the table's columns
 
 
@@ -65,11 +74,40 @@ class SchemaError(ValueError):
 
 # --------------------------------------------------------------------------- type kinds
 
-_INTEGER = {"TINYINT", "SMALLINT", "INTEGER", "INT", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
-            "INT1", "INT2", "INT4", "INT8", "INT16", "INT32", "INT64", "SHORT", "LONG", "BYTEINT"}
+_INTEGER = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "INT",
+    "BIGINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "INT1",
+    "INT2",
+    "INT4",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "SHORT",
+    "LONG",
+    "BYTEINT",
+}
 _FLOAT = {"FLOAT", "FLOAT4", "FLOAT8", "REAL", "DOUBLE", "FLOAT64"}
-_DECIMAL = {"DECIMAL", "NUMERIC", "BIGNUMERIC", "BIGDECIMAL", "HUGEINT", "UHUGEINT", "INT128", "UINT128",
-            "VARINT", "BIGNUM"}
+_DECIMAL = {
+    "DECIMAL",
+    "NUMERIC",
+    "BIGNUMERIC",
+    "BIGDECIMAL",
+    "HUGEINT",
+    "UHUGEINT",
+    "INT128",
+    "UINT128",
+    "VARINT",
+    "BIGNUM",
+}
 _BOOLEAN = {"BOOLEAN", "BOOL", "LOGICAL"}
 _STRING = {"VARCHAR", "STRING", "TEXT", "CHAR", "BPCHAR", "UUID", "ENUM"}
 _TIMESTAMP = {"TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "TIMESTAMP_US"}
@@ -118,14 +156,20 @@ def _feature_hint(column: str, kind: str, dialect: str) -> str:
     if kind in ("timestamp", "datetime", "date"):
         return "list it under datetime_columns (cyclical features) instead of feature_columns"
     if kind == "nested":
-        return (f"list it under extra_columns instead (STRUCT fields are flattened into {column}_<field> "
-                "features; lists and maps are not features)")
+        return (
+            f"list it under extra_columns instead (STRUCT fields are flattened into {column}_<field> "
+            "features; lists and maps are not features)"
+        )
     if kind == "decimal":
-        return (f"exact decimals arrive as Python Decimal objects and would be one-hot encoded as text: "
-                f"read it as CAST({q} AS {double}) (a view over the table)")
+        return (
+            f"exact decimals arrive as Python Decimal objects and would be one-hot encoded as text: "
+            f"read it as CAST({q} AS {double}) (a view over the table)"
+        )
     if kind == "string":
-        return (f"if it holds numbers, read it as CAST({q} AS {double}) (a view over the table); if it holds "
-                "categories, move it to categorical_columns")
+        return (
+            f"if it holds numbers, read it as CAST({q} AS {double}) (a view over the table); if it holds "
+            "categories, move it to categorical_columns"
+        )
     return f"read it as CAST({q} AS {double}) (a view over the table), or move it to categorical_columns"
 
 
@@ -133,10 +177,15 @@ def _timestamp_hint(column: str, kind: str, dialect: str) -> str:
     q = _quote(column, dialect)
     if dialect == "bigquery":
         if kind in ("datetime", "date"):
-            return (f"the window query compares it with TIMESTAMP parameters, which BigQuery does not coerce "
-                    f"{kind.upper()} to: read it as TIMESTAMP({q}) (a view; taken as UTC)")
+            return (
+                f"the window query compares it with TIMESTAMP parameters, which BigQuery does not coerce "
+                f"{kind.upper()} to: read it as TIMESTAMP({q}) (a view; taken as UTC)"
+            )
         if kind in ("integer", "float"):
-            return f"if it holds epoch seconds / milliseconds, read it as TIMESTAMP_SECONDS({q}) / TIMESTAMP_MILLIS({q}) (a view)"
+            return (
+                f"if it holds epoch seconds / milliseconds, read it as TIMESTAMP_SECONDS({q}) / TIMESTAMP_MILLIS({q}) "
+                "(a view)"
+            )
         return f"read it as TIMESTAMP({q}) or PARSE_TIMESTAMP('<format>', {q}) (a view over the table)"
     if kind in ("integer", "float"):
         return f"if it holds epoch seconds / milliseconds, read it as to_timestamp({q}) / epoch_ms({q}) (a view)"
@@ -187,11 +236,14 @@ def _close(name: str, candidates: Iterable[str]) -> list[str]:
 class _Names:
     """Which names a setting may refer to: table columns, read columns, and columns derived from them."""
 
-    def __init__(self, spec: "TableSpec", column_types: Mapping[str, str], dialect: str):
+    def __init__(self, spec: TableSpec, column_types: Mapping[str, str], dialect: str):
         self.table = dict(column_types)
         self.read = [c for c in spec.columns if c in self.table]
-        self.structs = {c: _struct_fields(self.table[c]) for c in self.read
-                        if type_kind(self.table[c], dialect) == "nested" and self._is_struct(self.table[c])}
+        self.structs = {
+            c: _struct_fields(self.table[c])
+            for c in self.read
+            if type_kind(self.table[c], dialect) == "nested" and self._is_struct(self.table[c])
+        }
         self.derived = [SPLIT_COLUMN] + [f"{c}_{s}" for c in spec.datetime_columns for s in _CYCLICAL_SUFFIXES]
         self.derived += [f"{c}_{f}" for c, fields in self.structs.items() for f in fields or ()]
 
@@ -200,14 +252,15 @@ class _Names:
         return str(type_name).strip().upper().startswith(("STRUCT", "RECORD"))
 
     def struct_field(self, name: str) -> bool:
-        """``name`` is a flattened field ``{struct}_{field}`` (``{struct}_{field}.{sub}`` when nested) of a read STRUCT."""
+        """``name`` is a flattened field ``{struct}_{field}`` (``{struct}_{field}.{sub}`` when nested) of a read
+        STRUCT."""
         for column, fields in self.structs.items():
             prefix = f"{column}_"
             if not name.startswith(prefix):
                 continue
             if fields is None:  # fields unknown (BigQuery RECORD): any field name may be there
                 return True
-            rest = name[len(prefix):]
+            rest = name[len(prefix) :]
             if any(rest == f or rest.startswith(f"{f}.") for f in fields):
                 return True
         return False
@@ -225,10 +278,17 @@ class _Names:
 # --------------------------------------------------------------------------- the check
 
 
-def schema_problems(spec: "TableSpec", column_types: Mapping[str, str], *, dialect: str = "duckdb",
-                    drop_columns: Sequence[str] = (), target_column: str | None = None,
-                    split_key: str | None = None, force_categorical_columns: Sequence[str] = (),
-                    max_categories: int | None = None) -> list[str]:
+def schema_problems(
+    spec: TableSpec,
+    column_types: Mapping[str, str],
+    *,
+    dialect: str = "duckdb",
+    drop_columns: Sequence[str] = (),
+    target_column: str | None = None,
+    split_key: str | None = None,
+    force_categorical_columns: Sequence[str] = (),
+    max_categories: int | None = None,
+) -> list[str]:
     """Every problem of the table against the configuration, one line each (empty: it fits).
 
     See the module docstring for what is checked. ``column_types`` maps each column of the table
@@ -259,49 +319,69 @@ def schema_problems(spec: "TableSpec", column_types: Mapping[str, str], *, diale
     ts = spec.timestamp_column
     accepted = ("timestamp",) if dialect == "bigquery" else ("timestamp", "date")
     if ts in types and kind(ts) not in accepted:
-        problems.append(f"timestamp_column {ts!r} is {types[ts]}, not "
-                        f"{'TIMESTAMP' if dialect == 'bigquery' else 'a TIMESTAMP or DATE'}: "
-                        f"{_timestamp_hint(ts, kind(ts), dialect)}")
+        problems.append(
+            f"timestamp_column {ts!r} is {types[ts]}, not "
+            f"{'TIMESTAMP' if dialect == 'bigquery' else 'a TIMESTAMP or DATE'}: "
+            f"{_timestamp_hint(ts, kind(ts), dialect)}"
+        )
     for column in spec.datetime_columns:
         if column != ts and column in types and kind(column) not in ("timestamp", "datetime", "date"):
-            problems.append(f"datetime_columns {column!r} is {types[column]}, not a TIMESTAMP, DATETIME or DATE: "
-                            f"{_timestamp_hint(column, kind(column), dialect)}")
+            problems.append(
+                f"datetime_columns {column!r} is {types[column]}, not a TIMESTAMP, DATETIME or DATE: "
+                f"{_timestamp_hint(column, kind(column), dialect)}"
+            )
     categorical = set(spec.categorical_columns) | set(force_categorical_columns)
     for column in spec.feature_columns:
-        if column in types and column not in categorical and column not in spec.datetime_columns \
-                and kind(column) not in _NUMERIC_KINDS:
-            problems.append(f"feature_columns {column!r} is {types[column]}, not numeric: "
-                            f"{_feature_hint(column, kind(column), dialect)}")
-    scalar_roles = [("entity_column", [spec.entity_column] if spec.entity_column else []),
-                    ("categorical_columns", spec.categorical_columns)]
+        if (
+            column in types
+            and column not in categorical
+            and column not in spec.datetime_columns
+            and kind(column) not in _NUMERIC_KINDS
+        ):
+            problems.append(
+                f"feature_columns {column!r} is {types[column]}, not numeric: "
+                f"{_feature_hint(column, kind(column), dialect)}"
+            )
+    scalar_roles = [
+        ("entity_column", [spec.entity_column] if spec.entity_column else []),
+        ("categorical_columns", spec.categorical_columns),
+    ]
     for role, columns in scalar_roles:
         for column in columns:
             if column in types and kind(column) == "nested":
-                problems.append(f"{role} {column!r} is {types[column]}: a nested value cannot be "
-                                f"{'an entity id' if role == 'entity_column' else 'a category'}; pick a scalar column "
-                                f"(STRUCT fields: list the STRUCT under extra_columns)")
+                problems.append(
+                    f"{role} {column!r} is {types[column]}: a nested value cannot be "
+                    f"{'an entity id' if role == 'entity_column' else 'a category'}; pick a scalar column "
+                    f"(STRUCT fields: list the STRUCT under extra_columns)"
+                )
 
     # 3. columns the settings name
     if split_key is not None:
         if split_key not in types:
             problems.append(names.missing(split_key, "split_key"))
         elif split_key not in spec.columns:
-            problems.append(f"split_key {split_key!r} is a column of the table but the source does not read it: "
-                            "add it to the source's extra_columns")
+            problems.append(
+                f"split_key {split_key!r} is a column of the table but the source does not read it: "
+                "add it to the source's extra_columns"
+            )
         elif kind(split_key) == "nested":
             problems.append(f"split_key {split_key!r} is {types[split_key]}: the split hashes a scalar key")
     if target_column is not None:
         if not names.in_rows(target_column):
             problems.append(_not_read(target_column, "target_column", names))
         elif target_column in types and kind(target_column) == "nested":
-            problems.append(f"target_column {target_column!r} is {types[target_column]}: the target must be a "
-                            "scalar column (name a STRUCT field as <struct>_<field>)")
+            problems.append(
+                f"target_column {target_column!r} is {types[target_column]}: the target must be a "
+                "scalar column (name a STRUCT field as <struct>_<field>)"
+            )
     for column in dict.fromkeys(force_categorical_columns):
         if not names.in_rows(column):
             problems.append(_not_read(column, "force_categorical_columns", names))
         elif column in types and kind(column) == "nested":
-            problems.append(f"force_categorical_columns {column!r} is {types[column]}: a nested value cannot be "
-                            "a category (name a STRUCT field as <struct>_<field>)")
+            problems.append(
+                f"force_categorical_columns {column!r} is {types[column]}: a nested value cannot be "
+                "a category (name a STRUCT field as <struct>_<field>)"
+            )
     for column in dict.fromkeys(drop_columns):
         if column not in types and not names.in_rows(column):
             problems.append(names.missing(column, "drop_columns"))
@@ -312,13 +392,14 @@ def schema_problems(spec: "TableSpec", column_types: Mapping[str, str], *, diale
 
 def _not_read(column: str, role: str, names: _Names) -> str:
     if column in names.table:
-        return (f"{role} {column!r} is a column of the table but the source does not read it: "
-                "add it to the source's extra_columns")
+        return (
+            f"{role} {column!r} is a column of the table but the source does not read it: "
+            "add it to the source's extra_columns"
+        )
     return names.missing(column, role)
 
 
-def validate_schema(spec: "TableSpec", column_types: Mapping[str, str], *, dialect: str = "duckdb",
-                    **settings) -> None:
+def validate_schema(spec: TableSpec, column_types: Mapping[str, str], *, dialect: str = "duckdb", **settings) -> None:
     """Raise ONE ``SchemaError`` (a ``ValueError``) listing every problem ``schema_problems`` finds.
 
     ``settings``: ``drop_columns``, ``target_column``, ``split_key``, ``force_categorical_columns``,

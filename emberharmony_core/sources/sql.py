@@ -44,13 +44,18 @@ def parse_bigquery_table(table: str) -> tuple[str, str, str]:
         raise IdentifierError(f"BigQuery table {table!r} must be written as 'project.dataset.table'")
     project, dataset, name = parts
     if not _PROJECT.match(project):
-        raise IdentifierError(f"BigQuery project id {project!r} in table {table!r} is not valid "
-                              "(6-30 lowercase letters, digits or hyphens, starting with a letter)")
+        raise IdentifierError(
+            f"BigQuery project id {project!r} in table {table!r} is not valid "
+            "(6-30 lowercase letters, digits or hyphens, starting with a letter)"
+        )
     if not _DATASET.match(dataset):
-        raise IdentifierError(f"BigQuery dataset {dataset!r} in table {table!r} is not valid (letters, digits, underscores)")
+        raise IdentifierError(
+            f"BigQuery dataset {dataset!r} in table {table!r} is not valid (letters, digits, underscores)"
+        )
     if not _TABLE.match(name):
-        raise IdentifierError(f"BigQuery table name {name!r} in table {table!r} is not valid "
-                              "(letters, digits, underscores, hyphens)")
+        raise IdentifierError(
+            f"BigQuery table name {name!r} in table {table!r} is not valid (letters, digits, underscores, hyphens)"
+        )
     return project, dataset, name
 
 
@@ -65,13 +70,15 @@ def order_by_sql(order_by: list[str], timestamp_column: str, quote) -> str:
 
 
 def bigquery_window_query(table: str, columns: list[str], timestamp_column: str, order_by: list[str]) -> str:
-    """SELECT only ``columns`` for ``@start <= ts < @end`` ordered by (entity NULLS LAST, ts); bounds are query parameters."""
+    """SELECT only ``columns`` for ``@start <= ts < @end`` ordered by (entity NULLS LAST, ts); bounds are query
+    parameters."""
     project, dataset, name = parse_bigquery_table(table)
     select = ", ".join(f"`{check_column(c)}`" for c in columns)
     ts = check_column(timestamp_column)
     order = order_by_sql(order_by, ts, quote_column)
-    return (f"SELECT {select} FROM `{project}.{dataset}.{name}` "
-            f"WHERE `{ts}` >= @start AND `{ts}` < @end ORDER BY {order}")
+    return (
+        f"SELECT {select} FROM `{project}.{dataset}.{name}` WHERE `{ts}` >= @start AND `{ts}` < @end ORDER BY {order}"
+    )
 
 
 def duckdb_table(table: str) -> str:

@@ -44,7 +44,9 @@ def test_reads_every_row_in_chunks_into_one_frame(tiny_database):
 
 
 def test_cyclical_features_use_the_seeds_periods():
-    ts = pd.to_datetime(["2026-01-04 23:00", "2026-01-05 00:00", "2026-12-31 12:00"], utc=True)  # Sun 23h, Mon 0h, Dec 31
+    ts = pd.to_datetime(
+        ["2026-01-04 23:00", "2026-01-05 00:00", "2026-12-31 12:00"], utc=True
+    )  # Sun 23h, Mon 0h, Dec 31
     out = bench_seed.create_datetime_features(pd.DataFrame({"ts": ts}), "ts")
     # hour 23 / 23 = 1 -> sin(2 pi) = 0, cos = 1: 23:00 lands on midnight (the seed's bug)
     assert out["ts_sin_hour"].iloc[0] == pytest.approx(0.0, abs=1e-12)
@@ -53,16 +55,20 @@ def test_cyclical_features_use_the_seeds_periods():
     # Sunday (6 / 6) lands on Monday (0), December (11 / 11) on January, day 31 ((31 - 1) / 30) on day 1
     assert out["ts_sin_dayofweek"].iloc[0] == pytest.approx(0.0, abs=1e-12)
     assert out["ts_cos_dayofweek"].iloc[0] == pytest.approx(out["ts_cos_dayofweek"].iloc[1])
-    assert out["ts_sin_month"].iloc[2] == pytest.approx(0.0, abs=1e-12) and out["ts_cos_month"].iloc[2] == pytest.approx(1.0)
+    assert out["ts_sin_month"].iloc[2] == pytest.approx(0.0, abs=1e-12) and out["ts_cos_month"].iloc[
+        2
+    ] == pytest.approx(1.0)
     assert out["ts_sin_day"].iloc[2] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_split_is_the_seeds_fresh_random_draw(seed_result):
     np.random.seed(42)
     draw = np.random.rand(TINY.rows)
-    assert seed_result.split_rows == {"train": int((draw < 0.8).sum()),
-                                      "validation": int(((draw >= 0.8) & (draw < 0.9)).sum()),
-                                      "test": int((draw >= 0.9).sum())}
+    assert seed_result.split_rows == {
+        "train": int((draw < 0.8).sum()),
+        "validation": int(((draw >= 0.8) & (draw < 0.9)).sum()),
+        "test": int((draw >= 0.9).sum()),
+    }
 
 
 def test_prepared_frames_carry_the_seeds_hour_collision_and_struct_bug(seed_result):

@@ -21,13 +21,16 @@ NUMPY = get_backend("numpy")
 def random_days(rng, key_kind: str, days: int, f: int, dtype):
     """Per day its rows (features (n, F), entity (n,), time (n,), split (n,)) grouped by entity in ascending key
     order: each day a random subset of the entities, 1..20 rows each; some days empty."""
-    pool = (sorted(f"s{int(i):04d}" for i in rng.choice(10_000, 40, replace=False)) if key_kind == "str"
-            else sorted(int(i) for i in rng.choice(np.arange(-5_000, 5_000), 40, replace=False)))
+    pool = (
+        sorted(f"s{int(i):04d}" for i in rng.choice(10_000, 40, replace=False))
+        if key_kind == "str"
+        else sorted(int(i) for i in rng.choice(np.arange(-5_000, 5_000), 40, replace=False))
+    )
     out = []
     for d in range(days):
         present = [] if rng.random() < 0.2 else [k for k in pool if rng.random() < 0.6]
         counts = rng.integers(1, 21, len(present))
-        entity = np.array([k for k, c in zip(present, counts) for _ in range(c)], dtype=object)
+        entity = np.array([k for k, c in zip(present, counts, strict=True) for _ in range(c)], dtype=object)
         n = len(entity)
         steps = np.concatenate([np.arange(c) for c in counts]) if n else np.zeros(0)
         times = d * 10**12 + steps.astype(np.int64)
@@ -124,10 +127,26 @@ def test_fold_through_stored_carries_in_small_batches(tmp_path, monkeypatch):
 
 def test_edge_cases_first_day_empty_day_and_entities_in_one_side_only():
     w, f = 3, 1
-    prev = WindowCarry(w, f, "float64", keys=pa.array(["a", "c"]), seen=[5, 1], rows=[[[1.0], [2.0]], [[0.0], [9.0]]],
-                       time=[[1, 2], [0, 3]], split=[[0, 0], [0, 1]])
-    day = WindowCarry(w, f, "float64", keys=pa.array(["b", "c"]), seen=[1, 1], rows=[[[0.0], [4.0]], [[0.0], [7.0]]],
-                      time=[[0, 10], [0, 11]], split=[[0, 2], [0, 2]])
+    prev = WindowCarry(
+        w,
+        f,
+        "float64",
+        keys=pa.array(["a", "c"]),
+        seen=[5, 1],
+        rows=[[[1.0], [2.0]], [[0.0], [9.0]]],
+        time=[[1, 2], [0, 3]],
+        split=[[0, 0], [0, 1]],
+    )
+    day = WindowCarry(
+        w,
+        f,
+        "float64",
+        keys=pa.array(["b", "c"]),
+        seen=[1, 1],
+        rows=[[[0.0], [4.0]], [[0.0], [7.0]]],
+        time=[[0, 10], [0, 11]],
+        split=[[0, 2], [0, 2]],
+    )
     out = fold_carry(prev, day)
     assert out.keys.to_pylist() == ["a", "b", "c"]
     assert out.seen.tolist() == [5, 1, 2]
@@ -148,8 +167,12 @@ def test_mismatched_settings_and_key_types_raise_naming_both():
         fold_carry(WindowCarry(3, 4, keys=pa.array(["a"]), seen=[1]), day)
     with pytest.raises(ValueError, match=r"keys are int64, the day's string"):
         fold_carry(WindowCarry(3, 2, keys=pa.array([1]), seen=[1]), day)
-    rows = ChunkRows(np.ones((3, 2), np.float32), np.array(["b", "b", "a"], dtype=object), np.arange(3, dtype=np.int64),
-                     np.zeros(3, np.int8))
+    rows = ChunkRows(
+        np.ones((3, 2), np.float32),
+        np.array(["b", "b", "a"], dtype=object),
+        np.arange(3, dtype=np.int64),
+        np.zeros(3, np.int8),
+    )
     with pytest.raises(ValueError, match=r"entity 'b' comes before 'a'"):
         day_summary([rows], 3, 2)
     with pytest.raises(ValueError, match=r"chunk has 2 feature columns, n_features is 4"):
@@ -173,8 +196,16 @@ def _day_chunks(n_entities, per_entity, f, rng, rows_per_chunk=100_000):
     features = rng.standard_normal((n, f), dtype=np.float32)
     times = np.tile(np.arange(per_entity, dtype=np.int64), n_entities)
     split = np.zeros(n, np.int8)
-    return [ChunkRows(features[c:c + rows_per_chunk], None, times[c:c + rows_per_chunk], split[c:c + rows_per_chunk],
-                      entity_arrow=keys.slice(c, rows_per_chunk)) for c in range(0, n, rows_per_chunk)]
+    return [
+        ChunkRows(
+            features[c : c + rows_per_chunk],
+            None,
+            times[c : c + rows_per_chunk],
+            split[c : c + rows_per_chunk],
+            entity_arrow=keys.slice(c, rows_per_chunk),
+        )
+        for c in range(0, n, rows_per_chunk)
+    ]
 
 
 def _windows_pass(chunks, w, carry, f):
@@ -203,9 +234,11 @@ def test_day_summary_is_cheaper_than_a_windows_pass(capsys):
     no_strides = _best(empty_strides)
     strided = _best(lambda: _windows_pass(chunks, w, None, f))
     with capsys.disabled():
-        print(f"\nday summary of {n_rows:,} rows x {f} float32, {len(chunks)} chunks: "
-              f"day_summary {summary * 1e3:.1f} ms, "
-              f"Windower(strides=[]) {no_strides * 1e3:.1f} ms, Windower(strides 1/3/5) {strided * 1e3:.1f} ms")
+        print(
+            f"\nday summary of {n_rows:,} rows x {f} float32, {len(chunks)} chunks: "
+            f"day_summary {summary * 1e3:.1f} ms, "
+            f"Windower(strides=[]) {no_strides * 1e3:.1f} ms, Windower(strides 1/3/5) {strided * 1e3:.1f} ms"
+        )
 
 
 def test_fold_is_cheap_next_to_a_windows_pass(capsys):
@@ -228,14 +261,24 @@ def test_fold_is_cheap_next_to_a_windows_pass(capsys):
     fold = _best(lambda: fold_carry(Stored(previous), Stored(day), sink=lambda batch: None))
     # a day of every other entity and as many new ones: the general merge path (hash look-ups, sorted union)
     half = day.take(np.arange(0, e, 2))
-    new = WindowCarry(w, f, "float32", keys=pa.array([f"e{i:07d}x" for i in range(0, e, 2)]), seen=half.seen,
-                      rows=half.rows, time=half.time, split=half.split)
+    new = WindowCarry(
+        w,
+        f,
+        "float32",
+        keys=pa.array([f"e{i:07d}x" for i in range(0, e, 2)]),
+        seen=half.seen,
+        rows=half.rows,
+        time=half.time,
+        split=half.split,
+    )
     mixed = WindowCarry.concat([half, new], w, f)
     mixed = WindowCarry(w, f, "float32", mixed.keys, mixed.seen, mixed.rows, mixed.time, mixed.split)  # key order
     fold_mixed = _best(lambda: fold_carry(Stored(previous), Stored(mixed), sink=lambda batch: None))
     summary = _best(lambda: day_summary(chunks, w, f, "float32", sink=lambda batch: None), repeat=1)
     heavy = _best(lambda: _windows_pass(chunks, w, Stored(previous), f), repeat=1)
     with capsys.disabled():
-        print(f"\nfold of {e:,} entities x w={w} x {f} float32: {fold:.2f} s (same entities), {fold_mixed:.2f} s (half "
-              f"of them and {e // 2:,} new); day_summary of the day "
-              f"({3 * e:,} rows): {summary:.2f} s; windows pass (strides 1/3/5, carry in and out): {heavy:.2f} s")
+        print(
+            f"\nfold of {e:,} entities x w={w} x {f} float32: {fold:.2f} s (same entities), {fold_mixed:.2f} s (half "
+            f"of them and {e // 2:,} new); day_summary of the day "
+            f"({3 * e:,} rows): {summary:.2f} s; windows pass (strides 1/3/5, carry in and out): {heavy:.2f} s"
+        )

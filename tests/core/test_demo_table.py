@@ -16,10 +16,12 @@ def test_demo_table_columns_follow_each_sensor_number(tmp_path):
         assert columns == ["sensor_id", "ts", *FEATURES, "site", "status", "maintenance", "meta", "load_next_hour"]
         rows = connection.execute(
             f"SELECT sensor_id, site, meta.firmware, meta.rack, count(*) FROM {config.table} "
-            f"GROUP BY ALL ORDER BY sensor_id").fetchall()
+            f"GROUP BY ALL ORDER BY sensor_id"
+        ).fetchall()
         statuses = {row[0] for row in connection.execute(f"SELECT DISTINCT status FROM {config.table}").fetchall()}
     assert len(rows) == config.entities
-    expected = sorted((f"sensor_{e:04d}", SITES[e % len(SITES)], f"v{1 + e % 3}.{e % 5}", e % 8, 6)
-                      for e in range(config.entities))
+    expected = sorted(
+        (f"sensor_{e:04d}", SITES[e % len(SITES)], f"v{1 + e % 3}.{e % 5}", e % 8, 6) for e in range(config.entities)
+    )
     assert rows == expected
     assert statuses == {"ok", "warn", "fault"}

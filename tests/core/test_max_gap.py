@@ -27,8 +27,17 @@ def irregular_series(seed=0, entities=4, rows=120):
         steps = rng.choice([1, 1, 1, 1, 2, 3, 7, 30], size=rows)  # hours between rows
         time = np.cumsum(steps) * HOUR + 1_767_225_600 * 10**9  # from 2026-01-01
         split = np.repeat(rng.integers(0, 3, size=rows // 40 + 1), 40)[:rows] if e % 2 else np.zeros(rows, np.int8)
-        frames.append(pd.DataFrame({"entity": f"e{e}", "time": time, "split": split.astype(np.int8),
-                                    "x": rng.normal(size=rows), "y": rng.normal(size=rows)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "entity": f"e{e}",
+                    "time": time,
+                    "split": split.astype(np.int8),
+                    "x": rng.normal(size=rows),
+                    "y": rng.normal(size=rows),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -40,12 +49,12 @@ def reference(frame, w, s, max_gap_ns):
         for start in range(0, len(rows) - w + 1, s):
             end = start + w - 1
             counts["candidates"] += 1
-            if len(set(split[start:end + 1])) > 1:
+            if len(set(split[start : end + 1])) > 1:
                 counts["mixed"] += 1
-            elif max_gap_ns is not None and w > 1 and np.diff(time[start:end + 1]).max() > max_gap_ns:
+            elif max_gap_ns is not None and w > 1 and np.diff(time[start : end + 1]).max() > max_gap_ns:
                 counts["gap"] += 1
             else:
-                kept[(entity, int(time[end]))] = rows[["x", "y"]].to_numpy()[start:end + 1].reshape(-1)
+                kept[(entity, int(time[end]))] = rows[["x", "y"]].to_numpy()[start : end + 1].reshape(-1)
     return kept, counts
 
 
@@ -64,18 +73,21 @@ def run_windower(frame, w, strides, max_gap, chunk=None, partition_hours=None):
         windower = Windower(w, strides, carry, n_features=2, dtype="float64", max_gap=max_gap)
         size = chunk or len(rows)
         for c0 in range(0, len(rows), size):
-            piece = rows.iloc[c0:c0 + size]
-            chunk_rows = ChunkRows(features=piece[["x", "y"]].to_numpy(np.float64),
-                                   entity=piece["entity"].to_numpy(object), time=piece["time"].to_numpy(np.int64),
-                                   split=piece["split"].to_numpy(np.int8))
+            piece = rows.iloc[c0 : c0 + size]
+            chunk_rows = ChunkRows(
+                features=piece[["x", "y"]].to_numpy(np.float64),
+                entity=piece["entity"].to_numpy(object),
+                time=piece["time"].to_numpy(np.int64),
+                split=piece["split"].to_numpy(np.int8),
+            )
             made = windower.add(chunk_rows, NUMPY)
             gaps += made.gaps
             data = NUMPY.to_numpy(made.rows)
             for s in strides:
-                for start, end in zip(made.starts[s], made.end_row[s]):
+                for start, end in zip(made.starts[s], made.end_row[s], strict=True):
                     key = (chunk_rows.entity[end], int(chunk_rows.time[end]))
                     assert key not in found[s], "a window made twice"
-                    found[s][key] = data[start:start + w].reshape(-1)
+                    found[s][key] = data[start : start + w].reshape(-1)
                 counts[s]["candidates"] += made.candidates[s]
                 counts[s]["mixed"] += made.mixed_split_dropped[s]
                 counts[s]["gap"] += made.gap_dropped[s]
@@ -122,8 +134,12 @@ def test_max_gap_only_removes_windows_and_never_moves_the_others():
 
 def test_a_step_of_exactly_max_gap_is_not_a_gap():
     time = np.array([0, 1, 2, 4, 5, 6], dtype=np.int64) * HOUR  # one step of 2 h
-    rows = ChunkRows(features=np.arange(12, dtype=np.float32).reshape(6, 2), entity=np.full(6, None, dtype=object),
-                     time=time, split=np.zeros(6, np.int8))
+    rows = ChunkRows(
+        features=np.arange(12, dtype=np.float32).reshape(6, 2),
+        entity=np.full(6, None, dtype=object),
+        time=time,
+        split=np.zeros(6, np.int8),
+    )
     exact = Windower(3, [1], max_gap="2h").add(rows, NUMPY)
     assert exact.gaps == 0 and exact.gap_dropped[1] == 0 and len(exact.starts[1]) == 4
     shorter = Windower(3, [1], max_gap="119min").add(rows, NUMPY)
@@ -164,6 +180,7 @@ def test_durations_parse_with_pandas(text, hours):
 
 # split blocks ---------------------------------------------------------------------------------------------------------
 
+
 def test_one_day_blocks_are_the_partition_dates():
     times = pd.Series(pd.date_range("2025-12-30 00:30", "2026-01-03 23:30", freq="57min", tz="UTC"))
     assert list(split_block_keys(times, "1d")) == list(times.dt.strftime("%Y-%m-%d"))
@@ -191,7 +208,7 @@ def test_sub_day_blocks_are_keyed_by_their_start_time_and_naive_times_are_utc():
 def test_block_keys_do_not_depend_on_how_rows_are_cut():
     times = pd.Series(pd.date_range("2026-01-01", periods=2000, freq="37min", tz="UTC"))
     whole = split_block_keys(times, "7d")
-    pieces = np.concatenate([split_block_keys(times.iloc[i:i + 123], "7d") for i in range(0, len(times), 123)])
+    pieces = np.concatenate([split_block_keys(times.iloc[i : i + 123], "7d") for i in range(0, len(times), 123)])
     assert list(whole) == list(pieces)
     assert len(split_block_keys(times.iloc[:0], "7d")) == 0
     index = split_block_index(times, "7d")

@@ -54,7 +54,9 @@ def test_reductions_shapes_and_creation(backend):
     close(backend, backend.stack([x, x]), np.stack([X32, X32]))
     close(backend, backend.take(x, [3, 0, 3], axis=0), X32[[3, 0, 3]])
     close(backend, backend.where(backend.asarray(X32 > 0), x, backend.zeros(X32.shape)), np.where(X32 > 0, X32, 0))
-    np.testing.assert_array_equal(backend.to_numpy(backend.isnan(backend.asarray(np.array([1.0, np.nan])))), [False, True])
+    np.testing.assert_array_equal(
+        backend.to_numpy(backend.isnan(backend.asarray(np.array([1.0, np.nan])))), [False, True]
+    )
     np.testing.assert_array_equal(backend.to_numpy(backend.arange(2, 11, 3)), np.arange(2, 11, 3))
     assert backend.dtype_name(backend.zeros((2, 3), "float64")) == "float64"
     assert backend.all_finite(x) and not backend.all_finite(backend.asarray(np.array([1.0, np.inf])))
@@ -69,7 +71,12 @@ def test_dtype_is_preserved(backend, dtype):
     assert backend.to_numpy(x).dtype == np.dtype(dtype)
     np.testing.assert_array_equal(backend.to_numpy(x), data)
     if dtype.startswith("float"):
-        for out in (backend.sin(x), backend.mean(x, axis=0), backend.matmul(backend.transpose(x), x), backend.subtract(x, x)):
+        for out in (
+            backend.sin(x),
+            backend.mean(x, axis=0),
+            backend.matmul(backend.transpose(x), x),
+            backend.subtract(x, x),
+        ):
             assert backend.dtype_name(out) == dtype
     assert backend.dtype_name(backend.astype(x, "float64")) == "float64"
 
@@ -79,7 +86,9 @@ def test_float64_keeps_float64_precision(backend):
     value = np.array([1.0 + 1e-12, 2.0], dtype=np.float64)
     x = backend.asarray(value)
     assert backend.dtype_name(x) == "float64"
-    assert backend.to_numpy(backend.subtract(x, backend.asarray(np.array([1.0, 2.0]))))[0] == pytest.approx(1e-12, rel=1e-3)
+    assert backend.to_numpy(backend.subtract(x, backend.asarray(np.array([1.0, 2.0]))))[0] == pytest.approx(
+        1e-12, rel=1e-3
+    )
     assert backend.dtype_name(backend.asarray(X32, "float64")) == "float64"
 
 

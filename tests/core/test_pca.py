@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ D, K = 12, 5
 
 
 def make_data(n=3000, seed=0):
-    """Rows with well-separated variances (eigenvalues 100 .. 0.25, ratio >= 1.7 between neighbours), rotated and offset."""
+    """Rows with well-separated variances (eigenvalues 100 .. 0.25, ratio >= 1.7 between neighbours), rotated and
+    offset."""
     rng = np.random.default_rng(seed)
     scales = np.geomspace(10.0, 0.5, D)
     rotation, _ = np.linalg.qr(rng.standard_normal((D, D)))
@@ -150,13 +152,21 @@ def test_update_windows_equals_update_of_the_window_matrix(backend, n, w, s):
 
 def test_update_windows_float32_matches_sklearn_on_windows(backend):
     rng = np.random.default_rng(9)
-    rows = np.cumsum(rng.standard_normal((4000, 4)), axis=0) * 0.05 + rng.standard_normal((4000, 4)) * [2.0, 1.0, 0.5, 0.2]
+    rows = np.cumsum(rng.standard_normal((4000, 4)), axis=0) * 0.05 + rng.standard_normal((4000, 4)) * [
+        2.0,
+        1.0,
+        0.5,
+        0.2,
+    ]
     windows = stride_windows(rows, 5, 3, "numpy")
     ref = PCA(n_components=4, svd_solver="full").fit(windows)
     # two partitions: windows whose last row is before row 1500, then the rest (reading a 4-row tail,
     # starting on the global stride phase), merged: every window exactly once
     first = 1500 - 4 + (-(1500 - 4)) % 3
-    parts = [PCAStats().update_windows(backend.asarray(rows[:1500], "float32"), 5, 3), PCAStats().update_windows(backend.asarray(rows[first:], "float32"), 5, 3)]
+    parts = [
+        PCAStats().update_windows(backend.asarray(rows[:1500], "float32"), 5, 3),
+        PCAStats().update_windows(backend.asarray(rows[first:], "float32"), 5, 3),
+    ]
     merged = parts[1].merge(parts[0])
     assert merged.n_samples == len(windows)
     assert_matches_reference(merged.fit(4), ref, cos_tol=1e-4, rtol=1e-4)
@@ -200,7 +210,9 @@ def test_mismatched_feature_counts_raise():
         a.fit(2).transform(DATA[:3, :5])
 
 
-@pytest.mark.parametrize("k, pattern", [(0, "n_components=0"), (D + 1, f"n_components={D + 1}.*= {D}"), (-1, "n_components=-1")])
+@pytest.mark.parametrize(
+    "k, pattern", [(0, "n_components=0"), (D + 1, f"n_components={D + 1}.*= {D}"), (-1, "n_components=-1")]
+)
 def test_bad_n_components(k, pattern):
     with pytest.raises(ValueError, match=pattern):
         PCAStats().update(DATA).fit(k)
@@ -240,7 +252,11 @@ def test_serialisation_round_trip_without_pickle():
         again = PCAModel.from_arrays(dict(loaded))
     for name in ("components_", "mean_", "explained_variance_", "explained_variance_ratio_", "singular_values_"):
         np.testing.assert_array_equal(getattr(again, name), getattr(model, name))
-    assert (again.noise_variance_, again.n_samples_, again.n_components_) == (model.noise_variance_, model.n_samples_, K)
+    assert (again.noise_variance_, again.n_samples_, again.n_components_) == (
+        model.noise_variance_,
+        model.n_samples_,
+        K,
+    )
     np.testing.assert_array_equal(again.transform(DATA[:5]), model.transform(DATA[:5]))
 
     empty = PCAStats.from_arrays(PCAStats().to_arrays())
@@ -297,7 +313,7 @@ def test_from_stride_windows_partitions_merge_to_the_whole_table(backend):
     whole = PCAStats.from_stride_windows(backend.asarray(rows), w, strides)
     cuts = [0, 101, 102, 400, 731, 997]
     merged = {s: PCAStats() for s in strides}
-    for start, stop in zip(cuts[:-1], cuts[1:]):
+    for start, stop in pairwise(cuts):
         first = max(0, start - (w - 1))
         part = PCAStats.from_stride_windows(backend.asarray(rows[first:stop]), w, strides, first_row=first)
         merged = {s: part[s].merge(merged[s]) for s in strides}
@@ -310,7 +326,11 @@ def test_from_stride_windows_partitions_merge_to_the_whole_table(backend):
 @pytest.mark.parametrize("dtype, cos_tol, rtol", [("float64", 1e-6, 1e-6), ("float32", 1e-4, 1e-4)])
 def test_from_stride_windows_matches_sklearn(backend, dtype, cos_tol, rtol):
     rng = np.random.default_rng(9)
-    rows = np.cumsum(rng.standard_normal((6000, 4)), axis=0) * 0.05 + rng.standard_normal((6000, 4)) * [2.0, 1.0, 0.5, 0.2] + [3.0, -1.0, 0.5, 8.0]
+    rows = (
+        np.cumsum(rng.standard_normal((6000, 4)), axis=0) * 0.05
+        + rng.standard_normal((6000, 4)) * [2.0, 1.0, 0.5, 0.2]
+        + [3.0, -1.0, 0.5, 8.0]
+    )
     got = PCAStats.from_stride_windows(backend.asarray(rows, dtype), 5, (1, 3, 5), block_windows=500)
     for s in (1, 3, 5):
         ref = PCA(n_components=6, svd_solver="full").fit(stride_windows(rows, 5, s, "numpy"))
@@ -343,9 +363,13 @@ def test_project_stride_windows_float32_phase_and_streamed_blocks(backend):
         assert backend.dtype_name(got[s]) == "float32"
         np.testing.assert_allclose(backend.to_numpy(got[s]), want, rtol=1e-4, atol=1e-4)
     seen = {s: 0 for s in models}
-    for s, start, block in iter_project_stride_windows(backend.asarray(rows), w, models, first_row=first_row, block_windows=100):
+    for s, start, block in iter_project_stride_windows(
+        backend.asarray(rows), w, models, first_row=first_row, block_windows=100
+    ):
         assert start == seen[s]  # in order, each window once
-        np.testing.assert_allclose(backend.to_numpy(block), backend.to_numpy(got[s])[start : start + block.shape[0]], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            backend.to_numpy(block), backend.to_numpy(got[s])[start : start + block.shape[0]], rtol=1e-4, atol=1e-4
+        )
         seen[s] += int(block.shape[0])
     assert seen == {s: int(got[s].shape[0]) for s in models}
 

@@ -35,8 +35,13 @@ def hourly_series(hours=24 * 30, numeric=4, seed=0, start_hour=0, calendar=False
     t = np.arange(start_hour, start_hour + hours)
     hour, weekday = t % 24, (t // 24) % 7
     common = rng.standard_normal(hours)
-    signals = [np.sin(2 * np.pi * hour / 24) * (1 + k) + 0.6 * common * (1 + k % 2) + 0.3 * k * t / hours
-               + rng.normal(scale=0.4, size=hours) for k in range(numeric)]
+    signals = [
+        np.sin(2 * np.pi * hour / 24) * (1 + k)
+        + 0.6 * common * (1 + k % 2)
+        + 0.3 * k * t / hours
+        + rng.normal(scale=0.4, size=hours)
+        for k in range(numeric)
+    ]
     x = np.column_stack(signals)
     x = (x - x.mean(axis=0)) / x.std(axis=0)
     columns = [x, np.sin(2 * np.pi * hour / 24)[:, None], np.cos(2 * np.pi * hour / 24)[:, None]]
@@ -58,6 +63,7 @@ def max_angle_deg(a, b):
 
 
 # numerical rank
+
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_sin_cos_of_consecutive_hours_span_two_dimensions_of_a_window(dtype):
@@ -119,6 +125,7 @@ def test_fit_clips_negative_eigenvalues_of_the_scatter():
 
 # realistic float32 windows against scikit-learn's full PCA on the same windows in float64
 
+
 @pytest.mark.parametrize("stride", [1, 3])
 def test_float32_hourly_windows_match_sklearn_full_pca(stride):
     series = [hourly_series(hours=24 * 40, numeric=8, seed=e, start_hour=5 * e, calendar=True) for e in range(6)]
@@ -140,7 +147,10 @@ def test_float32_hourly_windows_match_sklearn_full_pca(stride):
     # each ratio is off by at most error / trace (Weyl), plus the eigensolvers' own rounding
     np.testing.assert_allclose(model.explained_variance_ratio_, ref.explained_variance_ratio_, rtol=0, atol=d * eps64)
     kept = ref.explained_variance_ratio_ > 1e-6
-    relative = np.abs(model.explained_variance_ratio_ - ref.explained_variance_ratio_)[kept] / ref.explained_variance_ratio_[kept]
+    relative = (
+        np.abs(model.explained_variance_ratio_ - ref.explained_variance_ratio_)[kept]
+        / ref.explained_variance_ratio_[kept]
+    )
     assert relative.max() < 1e-10
     # each leading subspace turns by at most (error + the solvers' backward error d eps64 |S|) / eigengap
     # (Davis-Kahan; x2 for the perturbed gap)
@@ -151,8 +161,12 @@ def test_float32_hourly_windows_match_sklearn_full_pca(stride):
         assert sin_angle <= 2 * perturbation / (eig[k - 1] - eig[k]), k
     assert max_angle_deg(model.components_[:8], ref.components_[:8]) < 1e-9  # well separated: tiny in degrees
 
-    result = explained_variance_check({stride: model.explained_variance_ratio_}, "float32",
-                                      n_features_by_stride={stride: d}, ranks_by_stride={stride: rank})
+    result = explained_variance_check(
+        {stride: model.explained_variance_ratio_},
+        "float32",
+        n_features_by_stride={stride: d},
+        ranks_by_stride={stride: rank},
+    )
     assert result.passed, result.metadata["problems"]
     assert result.check_name == EXPLAINED_VARIANCE
     assert result.metadata[f"numerical_rank_stride_{stride}"].value == rank
@@ -183,7 +197,7 @@ def calendar_columns(dates, periods):
     return frame[[f"t_{f}_{p}" for p in periods for f in ("sin", "cos")]].to_numpy(np.float64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def real_rows(name):
     """(n, F) float64 rows of one real series: raw readings (degrees F, mm, m/s) or standardised ones, then
     calendar columns (for daily rows the hour columns are constant)."""
@@ -234,6 +248,7 @@ def test_float32_windows_of_real_data_keep_every_resolved_ratio_to_a_relative_bo
 
 # the check itself
 
+
 def test_the_issue_sum_of_1_00000008_passes_in_float32_but_not_in_float64():
     ratios = np.concatenate([np.full(10, 0.1), np.full(70, 8e-8 / 70)])  # sums to 1.00000008, 80 window features
     assert ratios.sum() > 1 + 7e-8
@@ -252,16 +267,19 @@ def test_default_arguments_still_work_and_tolerate_float32_rounding():
     assert result.metadata["dtype"].value == "float32"
 
 
-@pytest.mark.parametrize("ratios, message", [
-    (np.array([0.5, np.nan, 0.1]), "non-finite"),
-    (np.array([0.5, np.inf]), "non-finite"),
-    (np.array([0.6, 0.3, -1e-3]), "outside [0, 1]"),
-    (np.array([0.6, 0.3, 0.11]), "sum to 1.01"),
-    (np.array([1.2]), "outside [0, 1]"),
-    (np.array([0.3, 0.5, 0.1]), "not in decreasing order (component 2"),
-    (np.array([0.0, 0.0]), "first component explains nothing"),
-    (np.array([]), "no explained-variance ratios"),
-])
+@pytest.mark.parametrize(
+    "ratios, message",
+    [
+        (np.array([0.5, np.nan, 0.1]), "non-finite"),
+        (np.array([0.5, np.inf]), "non-finite"),
+        (np.array([0.6, 0.3, -1e-3]), "outside [0, 1]"),
+        (np.array([0.6, 0.3, 0.11]), "sum to 1.01"),
+        (np.array([1.2]), "outside [0, 1]"),
+        (np.array([0.3, 0.5, 0.1]), "not in decreasing order (component 2"),
+        (np.array([0.0, 0.0]), "first component explains nothing"),
+        (np.array([]), "no explained-variance ratios"),
+    ],
+)
 def test_truly_bad_ratios_fail(ratios, message):
     result = explained_variance_check({1: np.array([0.5, 0.3]), 5: ratios}, "float32", n_features_by_stride={5: 80})
     assert not result.passed

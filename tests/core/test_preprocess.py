@@ -50,18 +50,22 @@ def make_frame(n=3000, seed=0, start=0):
         {"score": float(rng.normal()), "kind": str(rng.choice(["a", "b", "c"]))} if rng.random() > 0.1 else None
         for _ in range(n)
     ]
-    return pd.DataFrame({
-        "ts": pd.date_range("2024-01-01", periods=n, freq="min") + pd.Timedelta(minutes=start),
-        "entity": rng.integers(0, 50, n),
-        "split": rng.choice(["train", "validation", "test"], n, p=[0.8, 0.1, 0.1]),
-        "amount": amount,
-        "temp": temp,
-        "flag": rng.random(n) < 0.3,
-        "color": pd.Series(rng.choice(["red", "green", "blue", "teal"], n), dtype=object).where(rng.random(n) > 0.2, None),
-        "store": rng.integers(1, 13, n),
-        "meta": meta,
-        "label": rng.integers(0, 2, n),
-    })
+    return pd.DataFrame(
+        {
+            "ts": pd.date_range("2024-01-01", periods=n, freq="min") + pd.Timedelta(minutes=start),
+            "entity": rng.integers(0, 50, n),
+            "split": rng.choice(["train", "validation", "test"], n, p=[0.8, 0.1, 0.1]),
+            "amount": amount,
+            "temp": temp,
+            "flag": rng.random(n) < 0.3,
+            "color": pd.Series(rng.choice(["red", "green", "blue", "teal"], n), dtype=object).where(
+                rng.random(n) > 0.2, None
+            ),
+            "store": rng.integers(1, 13, n),
+            "meta": meta,
+            "label": rng.integers(0, 2, n),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +134,7 @@ def test_get_dummies_parity(frame, fitted):
     train = _train_flat(frame)
     dummies = pd.get_dummies(train[CATEGORICAL], columns=CATEGORICAL, dtype=np.float32)
     X, names = fitted.transform(frame[frame["split"] == "train"])
-    onehot = pd.DataFrame(X[:, len(NUMERIC):], columns=names[len(NUMERIC):], index=train.index)
+    onehot = pd.DataFrame(X[:, len(NUMERIC) :], columns=names[len(NUMERIC) :], index=train.index)
     assert list(onehot.columns) == list(dummies.columns)  # set and order (numeric store codes sort as numbers)
     pd.testing.assert_frame_equal(onehot, dummies)
 
@@ -138,17 +142,24 @@ def test_get_dummies_parity(frame, fitted):
     other = frame[frame["split"] != "train"].copy()
     other["color"] = other["color"].replace({"teal": "purple"})  # "purple" never seen in train
     flat_other = fitted.flatten(other)
-    expected = pd.get_dummies(flat_other[CATEGORICAL], columns=CATEGORICAL, dtype=np.float32).reindex(
-        columns=dummies.columns, fill_value=0.0
-    ).astype(np.float32)
+    expected = (
+        pd.get_dummies(flat_other[CATEGORICAL], columns=CATEGORICAL, dtype=np.float32)
+        .reindex(columns=dummies.columns, fill_value=0.0)
+        .astype(np.float32)
+    )
     X, _ = fitted.transform(other)
-    got = pd.DataFrame(X[:, len(NUMERIC):], columns=dummies.columns, index=other.index)
+    got = pd.DataFrame(X[:, len(NUMERIC) :], columns=dummies.columns, index=other.index)
     pd.testing.assert_frame_equal(got, expected)
     assert not got.loc[other["color"] == "purple", [c for c in got if c.startswith("color_")]].to_numpy().any()
 
 
 def test_struct_flattening_matches_json_normalize():
-    rows = [{"a": 1, "b": {"c": "x", "d": 2.5}}, None, {"a": 3, "b": {"c": "y", "d": None}}, {"a": None, "b": {"c": None, "d": 1.0}}]
+    rows = [
+        {"a": 1, "b": {"c": "x", "d": 2.5}},
+        None,
+        {"a": 3, "b": {"c": "y", "d": None}},
+        {"a": None, "b": {"c": None, "d": 1.0}},
+    ]
     df = pd.DataFrame({"k": range(4), "s": rows})
     flat, fields = flatten_struct_columns(df, ["s"])
     expected = pd.json_normalize([r or {} for r in rows]).add_prefix("s_")
@@ -177,7 +188,7 @@ def _assert_fitted_equal(a: FittedPreprocessor, b: FittedPreprocessor, rtol=1e-1
         np.testing.assert_allclose(da.pop(key), db.pop(key), rtol=rtol, atol=0)
     ca, cb = da.pop("columns_"), db.pop("columns_")
     assert da == db
-    for ra, rb in zip(ca, cb):
+    for ra, rb in zip(ca, cb, strict=True):
         for k in ra:
             if isinstance(ra[k], float):
                 assert ra[k] == pytest.approx(rb[k], rel=rtol), (ra["column"], k)
@@ -306,7 +317,9 @@ def test_struct_fields_inconsistent_across_partitions(frame):
     sa, sb = compute_partition_stats(a, CFG), compute_partition_stats(b, CFG)
     with pytest.raises(StructFieldsError, match=r"struct column 'meta'.*\['kind'\].*\['extra'\]"):
         sa.merge(sb)
-    union = PreprocessConfig(exclude_columns=("ts", "entity"), force_categorical_columns=("store",), struct_fields="union")
+    union = PreprocessConfig(
+        exclude_columns=("ts", "entity"), force_categorical_columns=("store",), struct_fields="union"
+    )
     merged = compute_partition_stats(a, union).merge(compute_partition_stats(b, union))
     pre = fit_preprocessor(merged, union)
     assert merged.struct_fields["meta"] == ["extra", "kind", "score"]
@@ -395,15 +408,25 @@ def test_summary_for_ui(fitted):
 def test_detect_from_arrow_schema():
     import pyarrow as pa
 
-    schema = pa.schema([("ts", pa.timestamp("us")), ("x", pa.float32()), ("b", pa.bool_()), ("c", pa.string()),
-                        ("s", pa.struct([("f", pa.int64())])), ("y", pa.int8())])
+    schema = pa.schema(
+        [
+            ("ts", pa.timestamp("us")),
+            ("x", pa.float32()),
+            ("b", pa.bool_()),
+            ("c", pa.string()),
+            ("s", pa.struct([("f", pa.int64())])),
+            ("y", pa.int8()),
+        ]
+    )
     roles = detect_column_types(schema, PreprocessConfig(split_column=None))
     assert roles["datetime"] == ["ts"] and roles["numeric"] == ["x"] and roles["boolean"] == ["b"]
     assert roles["categorical"] == ["c"] and roles["struct"] == ["s"] and roles["target"] == ["y"]
 
 
 def test_sketch_mode_medians_within_stated_bound(frame, parts):
-    cfg = PreprocessConfig(exclude_columns=("ts", "entity"), force_categorical_columns=("store",), median_exact_max_values=50)
+    cfg = PreprocessConfig(
+        exclude_columns=("ts", "entity"), force_categorical_columns=("store",), median_exact_max_values=50
+    )
     pre = fit_preprocessor(merge_stats(compute_partition_stats(p, cfg) for p in parts), cfg)
     whole = fit_preprocessor(compute_partition_stats(frame, cfg), cfg)
     np.testing.assert_array_equal(pre.statistics_, whole.statistics_)  # sketches merge exactly
@@ -418,13 +441,15 @@ def test_sketch_mode_medians_within_stated_bound(frame, parts):
 
 
 def test_nullable_and_arrow_dtypes():
-    df = pd.DataFrame({
-        "split": pd.Series(["train", "train", "test", "train"], dtype="string[pyarrow]"),
-        "i": pd.Series([1, None, 3, 4], dtype="Int64"),
-        "b": pd.Series([True, None, False, False], dtype="boolean"),
-        "c": pd.Series(["x", "y", None, "x"], dtype="string[pyarrow]"),
-        "o": pd.Series([True, None, True, False], dtype=object),
-    })
+    df = pd.DataFrame(
+        {
+            "split": pd.Series(["train", "train", "test", "train"], dtype="string[pyarrow]"),
+            "i": pd.Series([1, None, 3, 4], dtype="Int64"),
+            "b": pd.Series([True, None, False, False], dtype="boolean"),
+            "c": pd.Series(["x", "y", None, "x"], dtype="string[pyarrow]"),
+            "o": pd.Series([True, None, True, False], dtype=object),
+        }
+    )
     cfg = PreprocessConfig()
     roles = detect_column_types(df, cfg)
     assert roles["numeric"] == ["i"] and roles["boolean"] == ["b", "o"] and roles["categorical"] == ["c"]
@@ -451,11 +476,14 @@ def test_transform_refuses_values_that_cannot_be_finite_features(frame, bad_valu
     assert np.isfinite(fitted.transform(fine)[0]).all()
 
 
-@pytest.mark.parametrize("values", [
-    np.arange(3000, dtype=np.float64) * 0.37,                     # exact, every count 1: one byte a count
-    np.repeat([1.5, -2.0, 7.0], [70_000, 3, 300]),                # exact, counts beyond 2**16
-    np.concatenate([np.geomspace(1e-6, 1e6, 30_000), -np.geomspace(1e-3, 1e3, 20_000), np.zeros(5)]),  # buckets
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.arange(3000, dtype=np.float64) * 0.37,  # exact, every count 1: one byte a count
+        np.repeat([1.5, -2.0, 7.0], [70_000, 3, 300]),  # exact, counts beyond 2**16
+        np.concatenate([np.geomspace(1e-6, 1e6, 30_000), -np.geomspace(1e-3, 1e3, 20_000), np.zeros(5)]),  # buckets
+    ],
+)
 def test_sketch_round_trips_through_json_with_narrow_integer_layouts(values):
     from emberharmony_core.features.preprocess.sketch import MedianSketch
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,17 +33,24 @@ def frame_with_duplicates() -> pd.DataFrame:
     x = [0.1, 0.2, 0.3, 0.4, np.nan, np.nan, 1e16, 1.0, -1e16, 2.0, 3.0, 5.0, 0.1, 0.2, 0.3, np.nan]
     n = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
     site = ["n"] * 6 + ["s"] * 5 + ["e"] * 5
-    return pd.DataFrame({"entity": entity, "ts": pd.Series(ts, dtype="datetime64[ns, UTC]"), "x": x,
-                         "n": np.array(n, dtype=np.int64), "site": site})
+    return pd.DataFrame(
+        {
+            "entity": entity,
+            "ts": pd.Series(ts, dtype="datetime64[ns, UTC]"),
+            "x": x,
+            "n": np.array(n, dtype=np.int64),
+            "site": site,
+        }
+    )
 
 
 def chunked(frame: pd.DataFrame, size: int):
     for start in range(0, len(frame), size):
-        yield frame.iloc[start:start + size].reset_index(drop=True)
+        yield frame.iloc[start : start + size].reset_index(drop=True)
 
 
 def assert_runs_intact(chunks: list[pd.DataFrame]):
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in pairwise(chunks):
         assert tuple(before[KEYS].iloc[-1]) != tuple(after[KEYS].iloc[0])
 
 
@@ -138,7 +147,7 @@ def test_without_an_entity_column_the_key_is_the_timestamp():
 
 def test_null_entities_fail_naming_count_and_column():
     frame = frame_with_duplicates().drop_duplicates(KEYS).reset_index(drop=True)
-    frame.loc[len(frame) - 2:, "entity"] = None  # NULLS LAST: the last two rows
+    frame.loc[len(frame) - 2 :, "entity"] = None  # NULLS LAST: the last two rows
     with pytest.raises(BadRowsError) as info:
         list(RowChecker("2026-01-02", "ts", "entity", FEATURES).check(chunked(frame, 3)))
     message = str(info.value)
@@ -146,8 +155,10 @@ def test_null_entities_fail_naming_count_and_column():
     assert "cannot be placed in any series" in message and "duplicate" not in message
 
 
-@pytest.mark.parametrize("dtype, bad", [("float32", np.inf), ("float32", -np.inf), ("float32", 1e39),
-                                        ("float64", np.inf), ("float64", 1e200)])
+@pytest.mark.parametrize(
+    "dtype, bad",
+    [("float32", np.inf), ("float32", -np.inf), ("float32", 1e39), ("float64", np.inf), ("float64", 1e200)],
+)
 def test_non_finite_or_overflowing_values_fail_naming_column_partition_count_and_example(dtype, bad):
     frame = frame_with_duplicates().drop_duplicates(KEYS).reset_index(drop=True)
     frame.loc[[3, 7], "x"] = bad
@@ -193,10 +204,13 @@ def test_bad_on_duplicate_is_refused():
 def test_entity_columns_of_any_pandas_string_type(dtype):
     frame = frame_with_duplicates()
     frame["entity"] = frame["entity"].astype(dtype)
-    expected = pd.concat(RowChecker("d", "ts", "entity", FEATURES, on_duplicate="keep_last")
-                         .check(chunked(frame_with_duplicates(), 4)), ignore_index=True)
-    out = pd.concat(RowChecker("d", "ts", "entity", FEATURES, on_duplicate="keep_last").check(chunked(frame, 4)),
-                    ignore_index=True)
+    expected = pd.concat(
+        RowChecker("d", "ts", "entity", FEATURES, on_duplicate="keep_last").check(chunked(frame_with_duplicates(), 4)),
+        ignore_index=True,
+    )
+    out = pd.concat(
+        RowChecker("d", "ts", "entity", FEATURES, on_duplicate="keep_last").check(chunked(frame, 4)), ignore_index=True
+    )
     assert out["n"].tolist() == expected["n"].tolist()
     frame = frame.drop_duplicates(KEYS).reset_index(drop=True)
     frame.loc[8, "entity"] = None
@@ -208,7 +222,7 @@ def test_unique_keys_pass_through_without_copies():
     frame = frame_with_duplicates().drop_duplicates(KEYS).reset_index(drop=True)
     chunks = list(chunked(frame, 3))
     out = list(group_intact_chunks(iter(chunks), KEYS))
-    assert all(a is b for a, b in zip(out, chunks)) and len(out) == len(chunks)
+    assert all(a is b for a, b in zip(out, chunks, strict=True)) and len(out) == len(chunks)
 
 
 def test_train_values_within_the_float64_limit_whose_variance_still_overflows_are_named():

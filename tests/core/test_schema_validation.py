@@ -11,17 +11,43 @@ from emberharmony_core.sources.base import TableSpec
 from emberharmony_core.sources.duckdb_source import DuckDBTableReader, check_database_file
 from emberharmony_core.sources.schema import SchemaError, schema_problems, type_kind, validate_schema
 
-DUCKDB_TYPES = {"sensor_id": "VARCHAR", "ts": "TIMESTAMP WITH TIME ZONE", "temperature": "DOUBLE", "load": "BIGINT",
-                "site": "VARCHAR", "maintenance": "BOOLEAN", "meta": "STRUCT(firmware VARCHAR, rack INTEGER)",
-                "load_next_hour": "DOUBLE", "note": "VARCHAR"}
-BIGQUERY_TYPES = {"sensor_id": "STRING", "ts": "TIMESTAMP", "temperature": "FLOAT", "load": "INTEGER",
-                  "site": "STRING", "maintenance": "BOOLEAN", "meta": "RECORD", "load_next_hour": "FLOAT"}
+DUCKDB_TYPES = {
+    "sensor_id": "VARCHAR",
+    "ts": "TIMESTAMP WITH TIME ZONE",
+    "temperature": "DOUBLE",
+    "load": "BIGINT",
+    "site": "VARCHAR",
+    "maintenance": "BOOLEAN",
+    "meta": "STRUCT(firmware VARCHAR, rack INTEGER)",
+    "load_next_hour": "DOUBLE",
+    "note": "VARCHAR",
+}
+BIGQUERY_TYPES = {
+    "sensor_id": "STRING",
+    "ts": "TIMESTAMP",
+    "temperature": "FLOAT",
+    "load": "INTEGER",
+    "site": "STRING",
+    "maintenance": "BOOLEAN",
+    "meta": "RECORD",
+    "load_next_hour": "FLOAT",
+}
 
 
 def spec(**overrides) -> TableSpec:
-    return TableSpec(**{**dict(table="readings", timestamp_column="ts", entity_column="sensor_id",
-                               feature_columns=("temperature", "load"), categorical_columns=("site",),
-                               extra_columns=("maintenance", "meta", "load_next_hour")), **overrides})
+    return TableSpec(
+        **{
+            **dict(
+                table="readings",
+                timestamp_column="ts",
+                entity_column="sensor_id",
+                feature_columns=("temperature", "load"),
+                categorical_columns=("site",),
+                extra_columns=("maintenance", "meta", "load_next_hour"),
+            ),
+            **overrides,
+        }
+    )
 
 
 def problems_of(types, dialect="duckdb", table_spec=None, **settings) -> str:
@@ -33,37 +59,53 @@ def problems_of(types, dialect="duckdb", table_spec=None, **settings) -> str:
 
 @pytest.mark.parametrize("dialect, types", [("duckdb", DUCKDB_TYPES), ("bigquery", BIGQUERY_TYPES)])
 def test_a_fitting_configuration_passes(dialect, types):
-    settings = dict(drop_columns=["maintenance", "meta_rack", "ts_sin_hour"], target_column="load_next_hour",
-                    split_key="sensor_id", force_categorical_columns=["meta_firmware", "load"], max_categories=1)
+    settings = dict(
+        drop_columns=["maintenance", "meta_rack", "ts_sin_hour"],
+        target_column="load_next_hour",
+        split_key="sensor_id",
+        force_categorical_columns=["meta_firmware", "load"],
+        max_categories=1,
+    )
     assert schema_problems(spec(), types, dialect=dialect, **settings) == []
     validate_schema(spec(), types, dialect=dialect)  # no settings: the source columns alone
 
 
 def test_every_problem_is_in_one_error():
     types = {**DUCKDB_TYPES, "ts": "VARCHAR", "load": "VARCHAR"}
-    message = problems_of(types, table_spec=spec(feature_columns=("temperature", "load", "humidty")),
-                          drop_columns=["tempreature"], target_column="load_next_hr", split_key="sensor",
-                          force_categorical_columns=["stie"], max_categories=0)
+    message = problems_of(
+        types,
+        table_spec=spec(feature_columns=("temperature", "load", "humidty")),
+        drop_columns=["tempreature"],
+        target_column="load_next_hr",
+        split_key="sensor",
+        force_categorical_columns=["stie"],
+        max_categories=0,
+    )
     assert "(8 problems)" in message
-    for culprit in ["no column 'humidty' (feature_columns)",
-                    "timestamp_column 'ts' is VARCHAR",
-                    "feature_columns 'load' is VARCHAR, not numeric",
-                    "no column 'tempreature' (drop_columns); did you mean 'temperature'?",
-                    "no column 'load_next_hr' (target_column); did you mean 'load_next_hour'?",
-                    "no column 'sensor' (split_key); did you mean 'sensor_id'?",
-                    "no column 'stie' (force_categorical_columns); did you mean 'site'?",
-                    "max_categories must be >= 1, got 0"]:
+    for culprit in [
+        "no column 'humidty' (feature_columns)",
+        "timestamp_column 'ts' is VARCHAR",
+        "feature_columns 'load' is VARCHAR, not numeric",
+        "no column 'tempreature' (drop_columns); did you mean 'temperature'?",
+        "no column 'load_next_hr' (target_column); did you mean 'load_next_hour'?",
+        "no column 'sensor' (split_key); did you mean 'sensor_id'?",
+        "no column 'stie' (force_categorical_columns); did you mean 'site'?",
+        "max_categories must be >= 1, got 0",
+    ]:
         assert culprit in message, (culprit, message)
     assert "its columns are: sensor_id VARCHAR, ts VARCHAR" in message  # the schema, for reference
 
 
-@pytest.mark.parametrize("dialect, kind, cast", [
-    ("duckdb", "VARCHAR", 'CAST("load" AS DOUBLE)'),
-    ("duckdb", "DECIMAL(18,3)", 'CAST("load" AS DOUBLE)'),  # Python Decimal objects: one-hot encoded as text
-    ("duckdb", "HUGEINT", 'CAST("load" AS DOUBLE)'),
-    ("bigquery", "STRING", "CAST(`load` AS FLOAT64)"),
-    ("bigquery", "NUMERIC", "CAST(`load` AS FLOAT64)"),
-])
+@pytest.mark.parametrize(
+    "dialect, kind, cast",
+    [
+        ("duckdb", "VARCHAR", 'CAST("load" AS DOUBLE)'),
+        ("duckdb", "DECIMAL(18,3)", 'CAST("load" AS DOUBLE)'),  # Python Decimal objects: one-hot encoded as text
+        ("duckdb", "HUGEINT", 'CAST("load" AS DOUBLE)'),
+        ("bigquery", "STRING", "CAST(`load` AS FLOAT64)"),
+        ("bigquery", "NUMERIC", "CAST(`load` AS FLOAT64)"),
+    ],
+)
 def test_a_non_numeric_feature_names_column_type_and_cast(dialect, kind, cast):
     types = {**(DUCKDB_TYPES if dialect == "duckdb" else BIGQUERY_TYPES), "load": kind}
     message = problems_of(types, dialect)
@@ -87,11 +129,14 @@ def test_other_feature_types_get_the_role_they_belong_to():
     assert "feature_columns 'load' is DOUBLE[]" in message
 
 
-@pytest.mark.parametrize("kind, advice", [
-    ("VARCHAR", 'CAST("ts" AS TIMESTAMP)'),
-    ("BIGINT", 'to_timestamp("ts")'),
-    ("DOUBLE", 'to_timestamp("ts")'),
-])
+@pytest.mark.parametrize(
+    "kind, advice",
+    [
+        ("VARCHAR", 'CAST("ts" AS TIMESTAMP)'),
+        ("BIGINT", 'to_timestamp("ts")'),
+        ("DOUBLE", 'to_timestamp("ts")'),
+    ],
+)
 def test_a_timestamp_that_is_not_one_names_column_and_type(kind, advice):
     message = problems_of({**DUCKDB_TYPES, "ts": kind})
     assert f"timestamp_column 'ts' is {kind}, not a TIMESTAMP or DATE" in message and advice in message
@@ -118,16 +163,22 @@ def test_bigquery_timestamp_column_must_be_a_timestamp():
 def test_nested_values_where_a_scalar_is_needed():
     types = {**DUCKDB_TYPES, "site": "STRUCT(a VARCHAR)", "sensor_id": "VARCHAR[]"}
     message = problems_of(types, target_column="meta", split_key="sensor_id")
-    for culprit in ("categorical_columns 'site' is STRUCT(a VARCHAR)", "entity_column 'sensor_id' is VARCHAR[]",
-                    "split_key 'sensor_id' is VARCHAR[]", "target_column 'meta' is STRUCT(firmware VARCHAR, rack INTEGER)"):
+    for culprit in (
+        "categorical_columns 'site' is STRUCT(a VARCHAR)",
+        "entity_column 'sensor_id' is VARCHAR[]",
+        "split_key 'sensor_id' is VARCHAR[]",
+        "target_column 'meta' is STRUCT(firmware VARCHAR, rack INTEGER)",
+    ):
         assert culprit in message, (culprit, message)
 
 
 def test_settings_columns_must_be_read_not_only_in_the_table():
     message = problems_of(DUCKDB_TYPES, target_column="note", split_key="note", force_categorical_columns=["note"])
     for role in ("target_column", "split_key", "force_categorical_columns"):
-        assert f"{role} 'note' is a column of the table but the source does not read it: add it to the " \
-               "source's extra_columns" in message
+        assert (
+            f"{role} 'note' is a column of the table but the source does not read it: add it to the "
+            "source's extra_columns" in message
+        )
     assert schema_problems(spec(), DUCKDB_TYPES, drop_columns=["note"]) == []  # dropping an unread column is harmless
 
 
@@ -151,12 +202,30 @@ def test_the_missing_column_message_keeps_its_hints():
 
 
 def test_type_kinds():
-    assert [type_kind(t) for t in ("UBIGINT", "REAL", "DECIMAL(38,9)", "ENUM('a', 'b')", "TIMESTAMP_S", "DATE",
-                                   "MAP(VARCHAR, INTEGER)", "INTEGER[3]", "BLOB", "INTERVAL")] == [
-        "integer", "float", "decimal", "string", "timestamp", "date", "nested", "nested", "other", "other"]
+    assert [
+        type_kind(t)
+        for t in (
+            "UBIGINT",
+            "REAL",
+            "DECIMAL(38,9)",
+            "ENUM('a', 'b')",
+            "TIMESTAMP_S",
+            "DATE",
+            "MAP(VARCHAR, INTEGER)",
+            "INTEGER[3]",
+            "BLOB",
+            "INTERVAL",
+        )
+    ] == ["integer", "float", "decimal", "string", "timestamp", "date", "nested", "nested", "other", "other"]
     assert type_kind("DATETIME", "bigquery") == "datetime" and type_kind("DATETIME", "duckdb") == "timestamp"
     assert [type_kind(t, "bigquery") for t in ("INT64", "FLOAT64", "BIGNUMERIC", "BOOL", "RECORD", "BYTES")] == [
-        "integer", "float", "decimal", "boolean", "nested", "other"]
+        "integer",
+        "float",
+        "decimal",
+        "boolean",
+        "nested",
+        "other",
+    ]
 
 
 # ---------------------------------------------------------------------------------- a real DuckDB file
@@ -165,16 +234,24 @@ def test_type_kinds():
 @pytest.fixture(scope="module")
 def database(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("schema") / "bad.duckdb")
-    frame = pd.DataFrame({"sensor_id": ["a", "a", "b"], "ts": ["2024-03-01 00:00", "2024-03-01 01:00", "2024-03-01 00:00"],
-                          "temperature": ["1.5", "2.5", "3.5"], "load": [1.0, 2.0, 3.0]})
+    frame = pd.DataFrame(
+        {
+            "sensor_id": ["a", "a", "b"],
+            "ts": ["2024-03-01 00:00", "2024-03-01 01:00", "2024-03-01 00:00"],
+            "temperature": ["1.5", "2.5", "3.5"],
+            "load": [1.0, 2.0, 3.0],
+        }
+    )
     with duckdb.connect(path) as connection:
+        connection.register("frame", frame)
         connection.execute("CREATE TABLE readings AS SELECT * FROM frame")
     return path
 
 
 def test_the_reader_names_a_text_timestamp_instead_of_a_binder_error(database):
-    table_spec = TableSpec(table="readings", timestamp_column="ts", entity_column="sensor_id",
-                           feature_columns=("temperature", "load"))
+    table_spec = TableSpec(
+        table="readings", timestamp_column="ts", entity_column="sensor_id", feature_columns=("temperature", "load")
+    )
     reader = DuckDBTableReader(database, table_spec)
     with pytest.raises(ValueError) as info:
         reader.validate(max_categories=0)

@@ -17,8 +17,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-
-import sklearn  # a dependency: never skipped
 from sklearn.base import clone  # noqa: E402
 from sklearn.compose import ColumnTransformer  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
@@ -58,7 +56,8 @@ def test_pca_model_to_sklearn_equals_ours_and_a_real_sklearn_fit(n, d, k):
     assert isinstance(ours, PCA) and ours.n_components == k and ours.svd_solver == "full"
     for name in ("n_components_", "n_samples_", "n_features_in_"):
         assert getattr(ours, name) == getattr(reference, name)
-    # same sign rule (largest |loading| positive, sklearn >= 1.5), so no sign flips are needed; up to sign holds a fortiori
+    # same sign rule (largest |loading| positive, sklearn >= 1.5), so no sign flips are needed;
+    # up to sign holds a fortiori
     np.testing.assert_allclose(ours.components_, reference.components_, atol=1e-9)
     np.testing.assert_allclose(np.abs(ours.components_), np.abs(reference.components_), atol=1e-9)
     for name in ("mean_", "explained_variance_", "explained_variance_ratio_", "singular_values_"):
@@ -98,14 +97,18 @@ def expected_failed_checks(estimator):
     """None for the default, float64 and float-n_components configurations. ``dtype="float32"`` forces float32
     products on the checks' float64 data, and one check's tolerance is float64's."""
     if estimator.dtype == "float32":
-        return {"check_methods_sample_order_invariance":
-                "float32 products: a row's projection may change by 1 ulp (measured rtol 1.4e-7) when the rows are "
-                "permuted (BLAS blocks rows differently); the check compares with rtol 1e-7"}
+        return {
+            "check_methods_sample_order_invariance": "float32 products: a row's projection may change by 1 ulp "
+            "(measured rtol 1.4e-7) when the rows are permuted (BLAS blocks rows differently); "
+            "the check compares with rtol 1e-7"
+        }
     return {}
 
 
-@parametrize_with_checks([StreamingPCA(), StreamingPCA(dtype="float32"), StreamingPCA(dtype="float64"),
-                          StreamingPCA(n_components=0.9)], expected_failed_checks=expected_failed_checks)
+@parametrize_with_checks(
+    [StreamingPCA(), StreamingPCA(dtype="float32"), StreamingPCA(dtype="float64"), StreamingPCA(n_components=0.9)],
+    expected_failed_checks=expected_failed_checks,
+)
 def test_streaming_pca_passes_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -223,7 +226,7 @@ def fit_on(frame, config=CFG):
 def with_unseen(frame):
     other = frame.copy()
     other["color"] = other["color"].replace({"teal": "purple"})  # "purple" never seen in train
-    other.loc[other.index[:5], "store"] = 99                       # an unseen store code
+    other.loc[other.index[:5], "store"] = 99  # an unseen store code
     return other
 
 
@@ -259,7 +262,9 @@ def test_preprocessor_pipeline_equals_our_transform(frame):
     onehot = encode.named_transformers_["categorical"].named_steps["onehot"]
     assert isinstance(onehot, OneHotEncoder) and onehot.handle_unknown == "ignore"
     assert [list(c) for c in onehot.categories_] == list(fitted.categories_.values())
-    assert list(fitted.categories_["store"]) == [str(i) for i in range(1, 13)]  # our (numeric) order, not sorted as text
+    assert list(fitted.categories_["store"]) == [
+        str(i) for i in range(1, 13)
+    ]  # our (numeric) order, not sorted as text
 
     # and a real fit of the same sklearn objects on the train rows gives the same numeric statistics
     train = flat[frame["split"].to_numpy() == "train"]
@@ -289,7 +294,9 @@ def test_preprocessor_pipeline_with_max_categories_arrow_structs_and_pandas_outp
 
 
 def test_preprocessor_pipeline_struct_field_absent_from_a_partition(frame):
-    union = PreprocessConfig(exclude_columns=("ts", "entity"), force_categorical_columns=("store",), struct_fields="union")
+    union = PreprocessConfig(
+        exclude_columns=("ts", "entity"), force_categorical_columns=("store",), struct_fields="union"
+    )
     a, b = frame.iloc[:1000], frame.iloc[1000:2000].copy()
     b["meta"] = [{"score": 1.0, "extra": 2.0} for _ in range(len(b))]
     fitted = fit_preprocessor(compute_partition_stats(a, union).merge(compute_partition_stats(b, union)), union)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from datetime import datetime, timezone
+from itertools import pairwise
 
 import duckdb
 import numpy as np
@@ -21,8 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from emberharmony_core.sources.base import (DEFAULT_ROWS_PER_CHUNK, TableSpec, WindowStream, normalise_frame,
-                                            rechunk)
+from emberharmony_core.sources.base import DEFAULT_ROWS_PER_CHUNK, TableSpec, WindowStream, normalise_frame, rechunk
 from emberharmony_core.sources.duckdb_source import DuckDBTableReader
 
 START = datetime(2024, 3, 1, tzinfo=timezone.utc)
@@ -44,14 +44,16 @@ def _rows() -> pd.DataFrame:
         entities.append(entity)
     n = len(stamps)
     order = rng.permutation(n)
-    frame = pd.DataFrame({
-        "entity": pd.Series(entities, dtype=object)[order].to_numpy(),
-        "ts": pd.DatetimeIndex(stamps)[order],
-        "f": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
-        "n": pd.array(np.where(rng.random(n) < 0.05, None, rng.integers(-5, 5, n)), dtype="Int64"),
-        "flag": pd.array(np.where(rng.random(n) < 0.05, None, rng.random(n) < 0.5), dtype="boolean"),
-        "cat": rng.choice(np.array(["x", "y", None], dtype=object), n),
-    })
+    frame = pd.DataFrame(
+        {
+            "entity": pd.Series(entities, dtype=object)[order].to_numpy(),
+            "ts": pd.DatetimeIndex(stamps)[order],
+            "f": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
+            "n": pd.array(np.where(rng.random(n) < 0.05, None, rng.integers(-5, 5, n)), dtype="Int64"),
+            "flag": pd.array(np.where(rng.random(n) < 0.05, None, rng.random(n) < 0.5), dtype="boolean"),
+            "cat": rng.choice(np.array(["x", "y", None], dtype=object), n),
+        }
+    )
     return frame
 
 
@@ -61,18 +63,29 @@ def database(tmp_path_factory) -> str:
     aware = _rows()
     naive = aware.assign(ts=aware["ts"].dt.tz_localize(None))
     with duckdb.connect(path) as connection:
-        connection.execute("CREATE TABLE aware AS SELECT * FROM aware")
-        connection.execute("CREATE TABLE naive AS SELECT * REPLACE (CAST(ts AS TIMESTAMP) AS ts) FROM naive")
-        types = dict(connection.execute("SELECT table_name || '.' || column_name, data_type "
-                                        "FROM information_schema.columns").fetchall())
+        connection.register("aware_rows", aware)
+        connection.register("naive_rows", naive)
+        connection.execute("CREATE TABLE aware AS SELECT * FROM aware_rows")
+        connection.execute("CREATE TABLE naive AS SELECT * REPLACE (CAST(ts AS TIMESTAMP) AS ts) FROM naive_rows")
+        types = dict(
+            connection.execute(
+                "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns"
+            ).fetchall()
+        )
     assert types["aware.ts"] == "TIMESTAMP WITH TIME ZONE" and types["naive.ts"] == "TIMESTAMP"
     assert types["aware.n"] == "BIGINT" and types["aware.flag"] == "BOOLEAN"
     return path
 
 
 def _spec(table: str) -> TableSpec:
-    return TableSpec(table=table, timestamp_column="ts", entity_column="entity", feature_columns=("f", "n"),
-                     categorical_columns=("cat",), extra_columns=("flag",))
+    return TableSpec(
+        table=table,
+        timestamp_column="ts",
+        entity_column="entity",
+        feature_columns=("f", "n"),
+        categorical_columns=("cat",),
+        extra_columns=("flag",),
+    )
 
 
 def _expected(start=START, end=END) -> pd.DataFrame:
@@ -83,8 +96,8 @@ def _expected(start=START, end=END) -> pd.DataFrame:
 
 def _keys_in_order(frame: pd.DataFrame) -> bool:
     """(entity NULLS LAST, ts) non-decreasing from row to row."""
-    keys = list(zip(frame["entity"].isna(), frame["entity"].fillna(""), frame["ts"]))
-    return all(a <= b for a, b in zip(keys, keys[1:]))
+    keys = list(zip(frame["entity"].isna(), frame["entity"].fillna(""), frame["ts"], strict=True))
+    return all(a <= b for a, b in pairwise(keys))
 
 
 @pytest.mark.parametrize("table", ["aware", "naive"])
@@ -100,7 +113,8 @@ def test_chunks_concatenate_to_read_window(database, table, rows_per_chunk):
     assert total > 100
     assert stream.arrow_schema.field("flag").type == pa.bool_()  # one schema for every chunk's writer
     assert [len(c) for c in chunks] == [rows_per_chunk] * (total // rows_per_chunk) + (
-        [total % rows_per_chunk] if total % rows_per_chunk else [])
+        [total % rows_per_chunk] if total % rows_per_chunk else []
+    )
     for chunk in chunks:
         assert list(chunk.columns) == spec.columns
         assert str(chunk["ts"].dtype) == "datetime64[ns, UTC]"
@@ -133,7 +147,7 @@ def test_aware_and_naive_tables_read_the_same(database):
         aware = list(DuckDBTableReader(database, _spec("aware")).iter_window(START, END, rows_per_chunk))
         naive = list(DuckDBTableReader(database, _spec("naive")).iter_window(START, END, rows_per_chunk))
         assert len(aware) == len(naive)
-        for a, b in zip(aware, naive):
+        for a, b in zip(aware, naive, strict=True):
             pd.testing.assert_frame_equal(a, b)
 
 
@@ -173,10 +187,12 @@ def test_early_stop_releases_a_shared_connection(database):
             first = next(stream)
         assert len(first) == 10 and stream.metadata["chunks"] == 1 and stream.metadata["rows"] == 10
         assert list(stream) == []  # closed: nothing more
-        with pytest.raises(RuntimeError, match="consumer failed"):
-            with reader.iter_window(START, END, rows_per_chunk=10) as stream:
-                for _ in stream:
-                    raise RuntimeError("consumer failed")
+        with (
+            pytest.raises(RuntimeError, match="consumer failed"),
+            reader.iter_window(START, END, rows_per_chunk=10) as stream,
+        ):
+            for _ in stream:
+                raise RuntimeError("consumer failed")
         read = reader.read_window(START, END)
         # same values; dtypes may differ: the first 10 rows hold no NULL flag (bool), the window does (object)
         pd.testing.assert_frame_equal(read.frame.iloc[:10], first, check_dtype=False)
@@ -209,7 +225,7 @@ def test_rechunk_arrow_batches(rows_per_chunk):
     values = np.arange(23)
     sizes, batches, offset = [5, 0, 1, 7, 2, 8], [], 0
     for size in sizes:
-        batches.append(pa.RecordBatch.from_pydict({"v": values[offset:offset + size]}))
+        batches.append(pa.RecordBatch.from_pydict({"v": values[offset : offset + size]}))
         offset += size
     groups = list(rechunk(iter(batches), rows_per_chunk))
     assert all(isinstance(g, pa.Table) for g in groups)
@@ -233,16 +249,22 @@ def test_memory_limit_too_small_names_the_setting(tmp_path):
     window and both settings to change (not DuckDB's bare message)."""
     path = str(tmp_path / "big.duckdb")
     with duckdb.connect(path) as connection:
-        connection.execute("CREATE TABLE t AS SELECT 'entity_' || (i % 5000)::VARCHAR AS entity, "
-                           "TIMESTAMPTZ '2024-03-01 00:00:00+00' + to_microseconds((random() * 86400e6)::BIGINT) AS ts, "
-                           "random() AS f, repeat('x', 40) AS pad FROM range(1000000) r(i)")
-    spec = TableSpec(table="t", timestamp_column="ts", entity_column="entity", feature_columns=("f",),
-                     extra_columns=("pad",))
+        connection.execute(
+            "CREATE TABLE t AS SELECT 'entity_' || (i % 5000)::VARCHAR AS entity, "
+            "TIMESTAMPTZ '2024-03-01 00:00:00+00' + to_microseconds((random() * 86400e6)::BIGINT) AS ts, "
+            "random() AS f, repeat('x', 40) AS pad FROM range(1000000) r(i)"
+        )
+    spec = TableSpec(
+        table="t", timestamp_column="ts", entity_column="entity", feature_columns=("f",), extra_columns=("pad",)
+    )
     connection = duckdb.connect(path, read_only=True, config={"memory_limit": "4MB"})
     try:
         reader = DuckDBTableReader(path, spec, connect=lambda: nullcontext(connection))
-        with pytest.raises(MemoryError, match=r"memory_limit \(3\.8 MiB\) with \d+ threads, sorting t from 2024-03-01.*"
-                                              r"raise the DuckDB source's memory_limit or lower its threads"):
+        with pytest.raises(
+            MemoryError,
+            match=r"memory_limit \(3\.8 MiB\) with \d+ threads, sorting t from 2024-03-01.*"
+            r"raise the DuckDB source's memory_limit or lower its threads",
+        ):
             list(reader.iter_window(START, END, rows_per_chunk=100_000))
     finally:
         connection.close()

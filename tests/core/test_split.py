@@ -19,7 +19,6 @@ from emberharmony_core.features import assign_split, split_bucket, validate_frac
 from emberharmony_core.features import split as split_module
 from emberharmony_core.features.split import farm_fingerprint, split_sql_expression, split_thresholds
 
-
 # Published FARM_FINGERPRINT / Fingerprint64 values (signed INT64, as BigQuery and Java print them).
 DOCUMENTED = {
     # BigQuery "Hash functions" page: FARM_FINGERPRINT(CONCAT(CAST(x AS STRING), y, CAST(z AS STRING)))
@@ -56,7 +55,9 @@ def test_documented_fingerprints(text, expected):
 def test_bigquery_doc_example_through_cast_rules():
     # CONCAT(CAST(x AS STRING), y, CAST(z AS STRING)) built from our CAST rules for int and bool
     rows = [(1, "foo", True), (2, "apple", False), (3, "", True)]
-    for (x, y, z), expected in zip(rows, [-1541654101129638711, 2794438866806483259, -4880158226897771312]):
+    for (x, y, z), expected in zip(
+        rows, [-1541654101129638711, 2794438866806483259, -4880158226897771312], strict=True
+    ):
         text = split_module._cast_to_string(pd.Index([x]))[0] + y + split_module._cast_to_string(np.array([z]))[0]
         assert farm_fingerprint([text])[0] == expected
 
@@ -109,7 +110,7 @@ def test_signedness_and_abs_on_many_keys():
 
 
 def test_abs_overflow_is_an_error_as_in_bigquery(monkeypatch):
-    monkeypatch.setattr(split_module, "_fingerprint64", lambda: (lambda s: 1 << 63 if s == "boom" else 5))
+    monkeypatch.setattr(split_module, "_fingerprint64", lambda: lambda s: 1 << 63 if s == "boom" else 5)
     assert split_bucket(["fine"])[0] == 5
     with pytest.raises(OverflowError, match=r"'boom'.*int64 overflow"):
         split_bucket(["fine", "boom"])
@@ -278,8 +279,9 @@ def test_the_split_key_sample_is_exact_up_to_its_capacity_and_a_uniform_sample_b
     for part in np.array_split(np.arange(800), 7):  # chunks with repeated keys, in any order
         small.add(np.concatenate([keys[part], keys[part[::-1]]]), np.concatenate([splits[part], splits[part[::-1]]]))
     assert not small.sampled and small.distinct == 800
-    assert sorted(zip(small.hashes.tolist(), small.splits.tolist())) == sorted(
-        zip(pd.util.hash_array(keys[:800], hash_key="emberharmony-smp").tolist(), splits[:800].tolist()))
+    assert sorted(zip(small.hashes.tolist(), small.splits.tolist(), strict=True)) == sorted(
+        zip(pd.util.hash_array(keys[:800], hash_key="emberharmony-smp").tolist(), splits[:800].tolist(), strict=True)
+    )
 
     sample = SplitKeySample(capacity=4_096)
     for part in np.array_split(np.random.default_rng(0).permutation(len(keys)), 50):

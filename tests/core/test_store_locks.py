@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from dagster import DagsterInstance, Definitions, asset, define_asset_job, materialize
 
 from emberharmony_assets.resources import ArtifactStoreResource
@@ -37,8 +36,9 @@ lock.release()
 
 
 def start_holder(base) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(base)], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(base)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "locked"
     return holder
 
@@ -206,12 +206,16 @@ def test_lock_files_are_not_artifacts(tmp_path):
         assert store.frame_keys("features") == ["2026-01-01"]
         assert store.frame_keys("stride_windows", "stride=3") == ["2026-01-01"]
         assert sorted(p.name for p in (tmp_path / "artifacts").iterdir() if not p.name.startswith(".")) == [
-            "features", "preprocess_stats", "stride_windows"]
+            "features",
+            "preprocess_stats",
+            "stride_windows",
+        ]
         files = ds.dataset(tmp_path / "artifacts" / "features", format="parquet", partitioning="hive").files
         assert [Path(f).name for f in files] == ["part-0.parquet"]
         hidden = [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file() and ".lock" in p.name]
-        assert hidden and all(any(part.startswith(".") for part in p.relative_to(tmp_path / "artifacts").parts)
-                              for p in hidden)
+        assert hidden and all(
+            any(part.startswith(".") for part in p.relative_to(tmp_path / "artifacts").parts) for p in hidden
+        )
         assert all(p.stat().st_size == 0 for p in hidden)  # empty: nothing differs between runs
 
 
@@ -262,7 +266,9 @@ def test_the_dagster_store_resource_holds_the_lock_for_the_run_and_releases_it(t
     assert f"another run is writing here (pid {os.getpid()}, run {result.run_id[:8]}" in seen["wipe"]
     assert ArtifactStore(tmp_path / "artifacts").writers() == []  # released at teardown
 
-    job = Definitions(assets=[probe], jobs=[define_asset_job("probe_job")], resources=resources).resolve_job_def("probe_job")
+    job = Definitions(assets=[probe], jobs=[define_asset_job("probe_job")], resources=resources).resolve_job_def(
+        "probe_job"
+    )
     seen.clear()
     result = job.execute_in_process(instance=DagsterInstance.ephemeral())
     assert result.success and f"run {result.run_id[:8]} (probe_job)" in seen["wipe"]
@@ -277,9 +283,25 @@ def test_main_fresh_fails_at_once_while_another_run_writes_and_touches_nothing(t
     holder = start_holder(base)
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBERHARMONY_", "DAGSTER_"))}
-        done = subprocess.run([sys.executable, "-m", "emberharmony_assets.main", "--home", str(home), "--fresh",
-                               "--days", "2", "--entities", "4"], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "emberharmony_assets.main",
+                "--home",
+                str(home),
+                "--fresh",
+                "--days",
+                "2",
+                "--entities",
+                "4",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         stop_holder(holder)
     assert done.returncode == 1, done.stdout + done.stderr

@@ -55,10 +55,9 @@ class FailingWriter:
 def test_a_background_write_error_is_raised_and_nothing_is_kept(tmp_path, monkeypatch):
     store = ArtifactStore(tmp_path)
     monkeypatch.setattr(store_module.FrameWriter, "_open", lambda self: setattr(self, "_writer", FailingWriter()))
-    with pytest.raises(OSError, match="disk full"):
-        with store.frame_writer("features", "2026-01-01") as writer:
-            for start in range(0, 40, 10):
-                writer.write(chunk(start, 10))
+    with pytest.raises(OSError, match="disk full"), store.frame_writer("features", "2026-01-01") as writer:
+        for start in range(0, 40, 10):
+            writer.write(chunk(start, 10))
     folder = store.frame_path("features", "2026-01-01").parent
     assert not store.has_frame("features", "2026-01-01")
     assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
@@ -91,8 +90,13 @@ def test_delta_columns_read_back_equal_and_take_far_less_than_a_dictionary(tmp_p
     """A window index's row numbers and end times (increasing within an entity) stored DELTA_BINARY_PACKED."""
     store = ArtifactStore(tmp_path)
     rows = np.concatenate([np.arange(0, 3000), np.arange(3005, 6000)])  # a jump, as where windows are dropped
-    index = pa.table({"row": rows, "end_time": pa.array((rows % 48) * 1_800_000_000_000, pa.timestamp("ns", tz="UTC")),
-                      "split": pa.array(["train"] * len(rows))})
+    index = pa.table(
+        {
+            "row": rows,
+            "end_time": pa.array((rows % 48) * 1_800_000_000_000, pa.timestamp("ns", tz="UTC")),
+            "split": pa.array(["train"] * len(rows)),
+        }
+    )
     sizes = {}
     for delta in ((), ("row", "end_time")):
         with store.frame_writer("stride_windows", "2026-01-01", "stride=1", delta=delta) as writer:
@@ -111,8 +115,11 @@ def test_pca_statistics_round_trip_exactly_through_parquet(tmp_path):
 
     store = ArtifactStore(tmp_path)
     rng = np.random.default_rng(3)
-    stats = {1: PCAStats().update(rng.standard_normal((500, 12)) * 1e3), 3: PCAStats().update(rng.standard_normal((90, 12))),
-             5: PCAStats()}  # a stride without train windows that day
+    stats = {
+        1: PCAStats().update(rng.standard_normal((500, 12)) * 1e3),
+        3: PCAStats().update(rng.standard_normal((90, 12))),
+        5: PCAStats(),
+    }  # a stride without train windows that day
     save_pca_stats(store, "2026-01-02", stats)
     save_pca_stats(store, "2026-01-01", {1: PCAStats()})
     back = load_pca_stats(store, "2026-01-02")

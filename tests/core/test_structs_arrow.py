@@ -11,11 +11,15 @@ from emberharmony_core.store import frame_from_arrow
 
 
 def test_arrow_struct_slice_with_a_sparse_index_flattens_like_dicts():
-    table = pa.table({
-        "id": list(range(10)),
-        "meta": pa.array([{"firmware": f"v{i % 3}", "rack": i} if i != 4 else None for i in range(10)],
-                         type=pa.struct([("firmware", pa.string()), ("rack", pa.int64())])),
-    }).slice(2, 7)  # an offset into the arrays, as a chunk of a bigger batch has
+    table = pa.table(
+        {
+            "id": list(range(10)),
+            "meta": pa.array(
+                [{"firmware": f"v{i % 3}", "rack": i} if i != 4 else None for i in range(10)],
+                type=pa.struct([("firmware", pa.string()), ("rack", pa.int64())]),
+            ),
+        }
+    ).slice(2, 7)  # an offset into the arrays, as a chunk of a bigger batch has
     arrow_frame, dict_frame = frame_from_arrow(table), table.to_pandas()
     assert isinstance(arrow_frame["meta"].dtype, pd.ArrowDtype)
     keep = [0, 2, 3, 5]  # rows picked by a mask: the index is no longer 0..n-1
@@ -36,8 +40,16 @@ def test_a_chunk_without_any_struct_value_gives_no_field_columns_either_way():
 def test_flattening_keeps_the_column_order_and_does_not_copy_the_other_columns():
     import numpy as np
 
-    frame = pd.DataFrame({"a": np.arange(5.0), "meta": [{"x": i, "y": f"s{i}"} for i in range(5)], "b": np.ones(5),
-                          "other": [{"z": 1}] * 5, "c": list("vwxyz")}, index=[10, 11, 12, 13, 14])
+    frame = pd.DataFrame(
+        {
+            "a": np.arange(5.0),
+            "meta": [{"x": i, "y": f"s{i}"} for i in range(5)],
+            "b": np.ones(5),
+            "other": [{"z": 1}] * 5,
+            "c": list("vwxyz"),
+        },
+        index=[10, 11, 12, 13, 14],
+    )
     flat, fields = flatten_struct_columns(frame, ["other", "meta"])
     assert list(flat.columns) == ["a", "meta_x", "meta_y", "b", "other_z", "c"]
     assert fields == {"meta": ["x", "y"], "other": ["z"]} and list(flat.index) == list(frame.index)

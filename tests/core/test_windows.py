@@ -15,13 +15,7 @@ def seed_windows(data: np.ndarray, w: int, s: int) -> np.ndarray:
     return np.array(rows).reshape(len(rows), w * features)
 
 
-CASES = [
-    (n, f, w, s)
-    for n in (0, 1, 4, 5, 6, 17, 64)
-    for f in (1, 3)
-    for w in (1, 2, 5)
-    for s in (1, 2, 3, 5, 7)
-]
+CASES = [(n, f, w, s) for n in (0, 1, 4, 5, 6, 17, 64) for f in (1, 3) for w in (1, 2, 5) for s in (1, 2, 3, 5, 7)]
 
 
 def test_matches_seed_loop_on_many_shapes(backend):
@@ -80,11 +74,19 @@ def test_backend_defaults_to_the_arrays_own(backend):
 
 @pytest.mark.parametrize(
     "setting, value, error",
-    [("window_size", 0, ValueError), ("window_size", -2, ValueError), ("stride", 0, ValueError), ("stride", 1.5, TypeError), ("window_size", True, TypeError)],
+    [
+        ("window_size", 0, ValueError),
+        ("window_size", -2, ValueError),
+        ("stride", 0, ValueError),
+        ("stride", 1.5, TypeError),
+        ("window_size", True, TypeError),
+    ],
 )
 def test_bad_settings_raise_naming_the_setting(setting, value, error):
     kwargs = {"window_size": 3, "stride": 1, setting: value}
-    with pytest.raises(error, match=f"{setting}.*{value!r}" if error is TypeError else f"{setting} must be >= 1, got {value}"):
+    with pytest.raises(
+        error, match=f"{setting}.*{value!r}" if error is TypeError else f"{setting} must be >= 1, got {value}"
+    ):
         stride_windows(np.ones((10, 2)), backend="numpy", **kwargs)
 
 
@@ -113,9 +115,15 @@ def test_the_windower_finds_the_same_windows_from_arrow_keys_as_from_python_keys
     n = len(entities)
     split = np.array(["train"] * n, dtype=object)
     split[18:21] = "test"  # inside entity 7
-    table = pa.table({"e": pa.array(entities.astype(str) if key_type == "string" else entities),
-                      "ts": pa.array(np.arange(n) * 3_600_000_000_000, pa.timestamp("ns", tz="UTC")),
-                      "split": pa.array(split), "x": rng.standard_normal(n), "y": rng.standard_normal(n)})
+    table = pa.table(
+        {
+            "e": pa.array(entities.astype(str) if key_type == "string" else entities),
+            "ts": pa.array(np.arange(n) * 3_600_000_000_000, pa.timestamp("ns", tz="UTC")),
+            "split": pa.array(split),
+            "x": rng.standard_normal(n),
+            "y": rng.standard_normal(n),
+        }
+    )
     backend = get_backend("numpy")
     arrow_side, python_side = Windower(3, [1, 2]), Windower(3, [1, 2])
     mixed = 0
@@ -130,8 +138,11 @@ def test_the_windower_finds_the_same_windows_from_arrow_keys_as_from_python_keys
             np.testing.assert_array_equal(a.starts[s], b.starts[s])
             np.testing.assert_array_equal(a.end_row[s], b.end_row[s])
             np.testing.assert_array_equal(a.split[s], b.split[s])
-            assert (a.candidates[s], a.mixed_split_dropped[s], a.expected[s]) == \
-                (b.candidates[s], b.mixed_split_dropped[s], b.expected[s])
+            assert (a.candidates[s], a.mixed_split_dropped[s], a.expected[s]) == (
+                b.candidates[s],
+                b.mixed_split_dropped[s],
+                b.expected[s],
+            )
         np.testing.assert_array_equal(a.rows, b.rows)
         assert [SPLITS[c] for c in from_arrow.split] == list(split[lo:hi])
         mixed += a.mixed_split_dropped[1]
@@ -148,8 +159,14 @@ def test_an_unknown_split_name_from_arrow_is_named():
 
     from emberharmony_core.windowing import chunk_rows
 
-    table = pa.table({"e": ["a", "a"], "ts": pa.array([0, 1], pa.timestamp("ns", tz="UTC")),
-                      "split": ["train", "holdout"], "x": [1.0, 2.0]})
+    table = pa.table(
+        {
+            "e": ["a", "a"],
+            "ts": pa.array([0, 1], pa.timestamp("ns", tz="UTC")),
+            "split": ["train", "holdout"],
+            "x": [1.0, 2.0],
+        }
+    )
     with pytest.raises(ValueError, match=r"split column holds \['holdout'\]"):
         chunk_rows(table, ["x"], "e", "ts")
 
@@ -170,13 +187,15 @@ def test_statistics_of_all_strides_at_once_equal_each_strides_own_windows_in_flo
     split[50:60] = 2  # test rows inside entity c: windows across the change are dropped
     rows = ChunkRows(rng.standard_normal((n, 3)), entity, np.arange(n, dtype=np.int64), split)
     windower = Windower(4, strides, n_features=3, dtype="float64")
-    windower.add(ChunkRows(rows.features[:30], entity[:30], rows.time[:30], split[:30]), backend)  # a carry into the next
+    windower.add(
+        ChunkRows(rows.features[:30], entity[:30], rows.time[:30], split[:30]), backend
+    )  # a carry into the next
     made = windower.add(ChunkRows(rows.features[30:], entity[30:], rows.time[30:], split[30:]), backend)
     together = window_stats_by_stride(made, strides)
     assert sorted(together) == sorted(set(strides))
     for s in set(strides):
         starts = made.starts[s][made.split[s] == 0]
-        windows = np.stack([made.rows[a:a + 4].reshape(-1) for a in starts])
+        windows = np.stack([made.rows[a : a + 4].reshape(-1) for a in starts])
         own = PCAStats(12).update(windows)
         assert together[s].n_samples == own.n_samples == len(starts) > 0
         np.testing.assert_allclose(together[s].mean, windows.mean(axis=0), rtol=1e-12, atol=1e-12)

@@ -28,12 +28,24 @@ from .config import (
 )
 from .fitted import FittedPreprocessor, fit_preprocessor
 from .sketch import MedianSketch
-from .structs import flatten_struct_columns
 from .stats import ColumnStats, PreprocessStats, compute_partition_stats, merge_stats
+from .structs import flatten_struct_columns
 
 __all__ = [
-    "TARGET_NAMES", "ConfigMismatchError", "MissingColumnError", "PreprocessConfig", "PreprocessError",
-    "StructFieldsError", "detect_column_types", "find_target", "flatten_struct_columns",
-    "FittedPreprocessor", "fit_preprocessor", "MedianSketch", "ColumnStats", "PreprocessStats",
-    "compute_partition_stats", "merge_stats",
+    "TARGET_NAMES",
+    "ConfigMismatchError",
+    "MissingColumnError",
+    "PreprocessConfig",
+    "PreprocessError",
+    "StructFieldsError",
+    "detect_column_types",
+    "find_target",
+    "flatten_struct_columns",
+    "FittedPreprocessor",
+    "fit_preprocessor",
+    "MedianSketch",
+    "ColumnStats",
+    "PreprocessStats",
+    "compute_partition_stats",
+    "merge_stats",
 ]

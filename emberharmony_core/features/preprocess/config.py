@@ -26,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,8 +68,9 @@ class ColumnTypeDriftError(PreprocessError):
     """A column has one kind (numeric / boolean / categorical) in some partitions and another in others
     (``column``, ``kinds`` and ``types``: both sides; ``keys``: the two partitions when known)."""
 
-    def __init__(self, message: str, column: str | None = None, kinds=(None, None), types=(None, None),
-                 keys=(None, None)):
+    def __init__(
+        self, message: str, column: str | None = None, kinds=(None, None), types=(None, None), keys=(None, None)
+    ):
         super().__init__(message)
         self.column, self.kinds, self.types, self.keys = column, tuple(kinds), tuple(types), tuple(keys)
 
@@ -78,10 +80,12 @@ def drift_remedy(column: str, source: str | None = None) -> str:
     settings that exist (``PipelineSettings.force_categorical_columns`` / ``drop_columns``). ``source``: the
     STRUCT column a flattened field came from (that is the one to fix or drop)."""
     upstream = source or column
-    return (f"give the source column {upstream!r} one type in every partition (fix or CAST it upstream, then "
-            f"re-materialise the partitions that had the other type from raw_chunk on), or in the pipeline settings "
-            f"set force_categorical_columns=[{column!r}] (categories in every partition) or drop_columns=[{upstream!r}] "
-            f"(leave it out), then re-materialise preprocess_stats for every partition")
+    return (
+        f"give the source column {upstream!r} one type in every partition (fix or CAST it upstream, then "
+        f"re-materialise the partitions that had the other type from raw_chunk on), or in the pipeline settings "
+        f"set force_categorical_columns=[{column!r}] (categories in every partition) or drop_columns=[{upstream!r}] "
+        f"(leave it out), then re-materialise preprocess_stats for every partition"
+    )
 
 
 class ConfigMismatchError(PreprocessError):
@@ -177,9 +181,19 @@ class PreprocessConfig:
         np.dtype(self.dtype)  # raises on a bad dtype name
 
     STATS_FIELDS = (
-        "numeric_columns", "categorical_columns", "force_categorical_columns", "drop_columns",
-        "struct_columns", "exclude_columns", "split_column", "train_split", "target_column",
-        "detect_target", "struct_fields", "median_exact_max_values", "median_relative_accuracy",
+        "numeric_columns",
+        "categorical_columns",
+        "force_categorical_columns",
+        "drop_columns",
+        "struct_columns",
+        "exclude_columns",
+        "split_column",
+        "train_split",
+        "target_column",
+        "detect_target",
+        "struct_fields",
+        "median_exact_max_values",
+        "median_relative_accuracy",
         "max_category_values_tracked",
     )
 
@@ -188,7 +202,7 @@ class PreprocessConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PreprocessConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
@@ -225,7 +239,6 @@ def _series_role(series: pd.Series) -> str:
     if _is_arrow_struct(dtype):
         return "struct"
     if isinstance(dtype, pd.ArrowDtype):
-
         return _arrow_role(dtype.pyarrow_dtype)
     if pd.api.types.is_bool_dtype(dtype):
         return "boolean"
@@ -235,9 +248,13 @@ def _series_role(series: pd.Series) -> str:
         return "other"
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
         return "numeric"
-    if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) and dtype != object:
+    if (
+        isinstance(dtype, pd.CategoricalDtype)
+        or pd.api.types.is_string_dtype(dtype)
+        and not pd.api.types.is_object_dtype(dtype)
+    ):
         return "categorical"
-    if dtype == object:
+    if pd.api.types.is_object_dtype(dtype):
         value = _first_non_null(series)
         if value is None:
             return "categorical"  # all null: no evidence; counted as a null categorical column
@@ -248,7 +265,11 @@ def _series_role(series: pd.Series) -> str:
             if all(isinstance(v, (bool, np.bool_)) for v in non_null):
                 return "boolean"
             return "categorical"
-        if isinstance(value, (pd.Timestamp, np.datetime64)) or hasattr(value, "isoformat") and not isinstance(value, str):
+        if (
+            isinstance(value, (pd.Timestamp, np.datetime64))
+            or hasattr(value, "isoformat")
+            and not isinstance(value, str)
+        ):
             return "datetime"
         if isinstance(value, (list, tuple, np.ndarray, bytes)):
             return "other"
@@ -295,7 +316,9 @@ def find_target(columns: Iterable[str], config: PreprocessConfig) -> str | None:
     return None
 
 
-def detect_column_types(data, config: PreprocessConfig | None = None, *, flattened: bool = False) -> dict[str, list[str]]:
+def detect_column_types(
+    data, config: PreprocessConfig | None = None, *, flattened: bool = False
+) -> dict[str, list[str]]:
     """Role -> column names (in data order) for a pandas frame or a pyarrow schema.
 
     Roles are those of :data:`ROLES` (see the module docstring). STRUCT columns are
@@ -321,7 +344,9 @@ def detect_column_types(data, config: PreprocessConfig | None = None, *, flatten
         detected = {f.name: _arrow_role(f.type) for f in schema}
     present = set(columns)
 
-    names = ("force_categorical_columns", "numeric_columns", "categorical_columns") + (() if flattened else ("struct_columns",))
+    names = ("force_categorical_columns", "numeric_columns", "categorical_columns") + (
+        () if flattened else ("struct_columns",)
+    )
     for name in names:
         wanted = getattr(config, name) or ()
         missing = [c for c in wanted if c not in present and c not in config.drop_columns]
@@ -351,9 +376,12 @@ def detect_column_types(data, config: PreprocessConfig | None = None, *, flatten
             role = "categorical"
         elif detected[col] == "struct" and config.struct_columns is not None:
             role = "other"  # explicit struct list given and this one is not in it
-        elif detected[col] in ("numeric", "boolean") and config.numeric_columns is not None:
-            role = "other"
-        elif detected[col] == "categorical" and config.categorical_columns is not None:
+        elif (
+            detected[col] in ("numeric", "boolean")
+            and config.numeric_columns is not None
+            or detected[col] == "categorical"
+            and config.categorical_columns is not None
+        ):
             role = "other"
         else:
             role = detected[col]
@@ -365,7 +393,11 @@ def detect_column_types(data, config: PreprocessConfig | None = None, *, flatten
 
 def _may_be_struct_field(missing: list[str], detected: Mapping[str, str], config: PreprocessConfig) -> bool:
     """Before flattening, explicit columns may name STRUCT fields (``{col}_{field}``)."""
-    structs = list(config.struct_columns) if config.struct_columns is not None else [c for c, r in detected.items() if r == "struct"]
+    structs = (
+        list(config.struct_columns)
+        if config.struct_columns is not None
+        else [c for c, r in detected.items() if r == "struct"]
+    )
     return all(any(str(m).startswith(f"{s}_") for s in structs) for m in missing)
 
 

@@ -19,10 +19,13 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from .config import (
     ConfigMismatchError,
@@ -132,11 +135,16 @@ class FittedPreprocessor:
                 out[:, j] = (x - self.mean_[j]) / self.scale_[j]
         bad = ~np.isfinite(out[:, : len(self.numeric_columns_)])
         if bad.any():  # +-inf in the input, or a value beyond the output dtype's range: never into windows
-            raise PreprocessError("; ".join(
-                f"column {col!r}: {int(bad[:, j].sum())} value(s) not finite after imputing and scaling to "
-                f"{self.config.dtype} (first: {frame_value(flat, col, int(np.flatnonzero(bad[:, j])[0]))!r})"
-                for j, col in enumerate(self.numeric_columns_) if bad[:, j].any())
-                + " -- fix or filter them in the source (NULL is imputed), or use dtype float64 for values beyond float32")
+            raise PreprocessError(
+                "; ".join(
+                    f"column {col!r}: {int(bad[:, j].sum())} value(s) not finite after imputing and scaling to "
+                    f"{self.config.dtype} (first: {frame_value(flat, col, int(np.flatnonzero(bad[:, j])[0]))!r})"
+                    for j, col in enumerate(self.numeric_columns_)
+                    if bad[:, j].any()
+                )
+                + " -- fix or filter them in the source (NULL is imputed), "
+                "or use dtype float64 for values beyond float32"
+            )
         offset = len(self.numeric_columns_)
         for col, cats in self.categories_.items():
             series = self._column(flat, col)
@@ -158,7 +166,7 @@ class FittedPreprocessor:
         features = pd.DataFrame(X, columns=names, index=frame.index)
         return pd.concat([frame[keep], features], axis=1) if keep else features
 
-    def transform_arrow(self, frame: pd.DataFrame) -> tuple["pa.Table", np.ndarray]:
+    def transform_arrow(self, frame: pd.DataFrame) -> tuple[pa.Table, np.ndarray]:
         """:meth:`transform_frame`'s columns as an Arrow table, and the (n_rows, n_features_out_) matrix X its
         feature columns were made from (shared memory, no copy): what the windows pass writes and windows."""
         import pyarrow as pa
@@ -228,35 +236,48 @@ class FittedPreprocessor:
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "config": self.config.to_dict(),
+            "format": FORMAT,
+            "config": self.config.to_dict(),
             "numeric_columns_": list(self.numeric_columns_),
-            "statistics_": self.statistics_.tolist(), "mean_": self.mean_.tolist(),
-            "var_": self.var_.tolist(), "scale_": self.scale_.tolist(),
+            "statistics_": self.statistics_.tolist(),
+            "mean_": self.mean_.tolist(),
+            "var_": self.var_.tolist(),
+            "scale_": self.scale_.tolist(),
             "n_samples_seen_": int(self.n_samples_seen_),
             "categories_": {k: list(v) for k, v in self.categories_.items()},
-            "struct_fields_": self.struct_fields_, "sources_": self.sources_,
-            "target_": self.target_, "dropped_": self.dropped_,
+            "struct_fields_": self.struct_fields_,
+            "sources_": self.sources_,
+            "target_": self.target_,
+            "dropped_": self.dropped_,
             "columns_": [{k: _jsonable(v) for k, v in r.items()} for r in self.columns_],
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FittedPreprocessor":
+    def from_dict(cls, data: dict[str, Any]) -> FittedPreprocessor:
         if data.get("format") != FORMAT:
             raise ValueError(f"not a fitted preprocessor (format {data.get('format')!r}, expected {FORMAT!r})")
         f64 = lambda k: np.asarray(data[k], dtype=np.float64)  # noqa: E731
         return cls(
-            config=PreprocessConfig.from_dict(data["config"]), numeric_columns_=list(data["numeric_columns_"]),
-            statistics_=f64("statistics_"), mean_=f64("mean_"), var_=f64("var_"), scale_=f64("scale_"),
-            n_samples_seen_=int(data["n_samples_seen_"]), categories_={k: list(v) for k, v in data["categories_"].items()},
-            struct_fields_=dict(data["struct_fields_"]), sources_=dict(data["sources_"]), target_=data["target_"],
-            dropped_=dict(data["dropped_"]), columns_=[dict(r) for r in data["columns_"]],
+            config=PreprocessConfig.from_dict(data["config"]),
+            numeric_columns_=list(data["numeric_columns_"]),
+            statistics_=f64("statistics_"),
+            mean_=f64("mean_"),
+            var_=f64("var_"),
+            scale_=f64("scale_"),
+            n_samples_seen_=int(data["n_samples_seen_"]),
+            categories_={k: list(v) for k, v in data["categories_"].items()},
+            struct_fields_=dict(data["struct_fields_"]),
+            sources_=dict(data["sources_"]),
+            target_=data["target_"],
+            dropped_=dict(data["dropped_"]),
+            columns_=[dict(r) for r in data["columns_"]],
         )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "FittedPreprocessor":
+    def from_json(cls, text: str) -> FittedPreprocessor:
         return cls.from_dict(json.loads(text))
 
     def save(self, path) -> None:
@@ -265,14 +286,29 @@ class FittedPreprocessor:
             fh.write(self.to_json())
 
     @classmethod
-    def load(cls, path) -> "FittedPreprocessor":
+    def load(cls, path) -> FittedPreprocessor:
         with open(path, encoding="utf-8") as fh:
             return cls.from_json(fh.read())
 
 
 _SUMMARY_COLUMNS = [
-    "column", "source", "kind", "status", "reason", "n_train", "null_share", "mean", "std", "median",
-    "median_exact", "median_error_bound", "min", "max", "n_categories", "n_categories_kept", "n_outputs",
+    "column",
+    "source",
+    "kind",
+    "status",
+    "reason",
+    "n_train",
+    "null_share",
+    "mean",
+    "std",
+    "median",
+    "median_exact",
+    "median_error_bound",
+    "min",
+    "max",
+    "n_categories",
+    "n_categories_kept",
+    "n_outputs",
 ]
 
 
@@ -301,7 +337,9 @@ def fit_preprocessor(stats: PreprocessStats, config: PreprocessConfig | None = N
         config = PreprocessConfig.from_dict(stats.config)
     elif config.stats_dict() != stats.config:
         diff = sorted(k for k, v in config.stats_dict().items() if stats.config.get(k) != v)
-        raise ConfigMismatchError(f"config differs from the one the statistics were computed with in {diff}; recompute the statistics")
+        raise ConfigMismatchError(
+            f"config differs from the one the statistics were computed with in {diff}; recompute the statistics"
+        )
 
     records: list[dict[str, Any]] = []
     dropped: dict[str, str] = {}
@@ -322,8 +360,15 @@ def fit_preprocessor(stats: PreprocessStats, config: PreprocessConfig | None = N
         elif st.kind == "categorical" and st.overflow:
             reason = f"high cardinality: more than {config.max_category_values_tracked} distinct train values"
         if st.kind != "categorical" and st.count:
-            rec.update(mean=st.mean, std=math.sqrt(st.m2 / st.count), min=st.min, max=st.max,
-                       median=st.sketch.median(), median_exact=st.sketch.exact, median_error_bound=st.sketch.error_bound())
+            rec.update(
+                mean=st.mean,
+                std=math.sqrt(st.m2 / st.count),
+                min=st.min,
+                max=st.max,
+                median=st.sketch.median(),
+                median_exact=st.sketch.exact,
+                median_error_bound=st.sketch.error_bound(),
+            )
         if st.kind == "categorical" and not st.overflow:
             rec["n_categories"] = len(st.categories)
         if reason is not None:
@@ -342,8 +387,10 @@ def fit_preprocessor(stats: PreprocessStats, config: PreprocessConfig | None = N
                 keep_idx = sorted(rank[: config.max_categories])
                 kept = [ordered[i] for i in keep_idx]
                 cut = sum(st.categories[c] for c in ordered) - sum(st.categories[c] for c in kept)
-                rec["reason"] = (f"{len(ordered) - len(kept)} rarest categories (share {cut / st.count:.4g} of non-null train rows) "
-                                 f"beyond max_categories={config.max_categories} map to all zeros")
+                rec["reason"] = (
+                    f"{len(ordered) - len(kept)} rarest categories (share {cut / st.count:.4g} of non-null train rows) "
+                    f"beyond max_categories={config.max_categories} map to all zeros"
+                )
                 logger.info("preprocess: column %r: %s", col, rec["reason"])
             categories[col] = kept
             rec.update(n_categories_kept=len(kept), n_outputs=len(kept))
@@ -369,23 +416,43 @@ def fit_preprocessor(stats: PreprocessStats, config: PreprocessConfig | None = N
     names = cols + [f"{c}_{k}" for c, ks in categories.items() for k in ks]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise PreprocessError(f"output column names collide: {dupes} (a numeric column has the name of a one-hot column)")
+        raise PreprocessError(
+            f"output column names collide: {dupes} (a numeric column has the name of a one-hot column)"
+        )
     for col, role in sorted(stats.ignored.items()):
         rec = {k: None for k in _SUMMARY_COLUMNS}
-        why = {"dropped": "drop_columns", "datetime": "datetime: not a feature here (cyclical features come upstream)",
-               "other": "unsupported type"}.get(role, role)
+        why = {
+            "dropped": "drop_columns",
+            "datetime": "datetime: not a feature here (cyclical features come upstream)",
+            "other": "unsupported type",
+        }.get(role, role)
         rec.update(column=col, kind=role, status="dropped" if role == "dropped" else "ignored", reason=why, n_outputs=0)
         records.append(rec)
     if stats.target is not None:
         rec = {k: None for k in _SUMMARY_COLUMNS}
-        rec.update(column=stats.target, kind="target", status="target", reason="kept aside: passed through, not a feature", n_outputs=0)
+        rec.update(
+            column=stats.target,
+            kind="target",
+            status="target",
+            reason="kept aside: passed through, not a feature",
+            n_outputs=0,
+        )
         records.append(rec)
 
     return FittedPreprocessor(
-        config=config, numeric_columns_=cols, statistics_=med, mean_=imp_mean, var_=var, scale_=scale,
+        config=config,
+        numeric_columns_=cols,
+        statistics_=med,
+        mean_=imp_mean,
+        var_=var,
+        scale_=scale,
         n_samples_seen_=int(n_rows.max()) if len(n_rows) else int(stats.n_train_rows),
-        categories_=categories, struct_fields_=dict(stats.struct_fields), sources_=sources,
-        target_=stats.target, dropped_=dropped, columns_=records,
+        categories_=categories,
+        struct_fields_=dict(stats.struct_fields),
+        sources_=sources,
+        target_=stats.target,
+        dropped_=dropped,
+        columns_=records,
     )
 
 

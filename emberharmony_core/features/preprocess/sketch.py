@@ -41,7 +41,17 @@ _TINY = np.finfo(np.float64).tiny
 class MedianSketch:
     """Mergeable summary of a float64 column's non-null train values (see module docs)."""
 
-    __slots__ = ("alpha", "max_exact", "values", "counts", "neg_index", "neg_counts", "pos_index", "pos_counts", "zero_count")
+    __slots__ = (
+        "alpha",
+        "max_exact",
+        "values",
+        "counts",
+        "neg_index",
+        "neg_counts",
+        "pos_index",
+        "pos_counts",
+        "zero_count",
+    )
 
     def __init__(self, alpha: float = 1e-4, max_exact: int = 10_000):
         self.alpha = float(alpha)
@@ -67,7 +77,7 @@ class MedianSketch:
         return int(self.neg_counts.sum() + self.pos_counts.sum() + self.zero_count)
 
     @classmethod
-    def from_values(cls, x: np.ndarray, alpha: float = 1e-4, max_exact: int = 10_000) -> "MedianSketch":
+    def from_values(cls, x: np.ndarray, alpha: float = 1e-4, max_exact: int = 10_000) -> MedianSketch:
         """Sketch of finite float values ``x`` (nulls already removed)."""
         sketch = cls(alpha, max_exact)
         x = np.asarray(x, dtype=np.float64).ravel()
@@ -99,12 +109,14 @@ class MedianSketch:
         return out[0], out[1], int(counts[zero].sum())
 
     def _to_buckets(self):
-        (self.neg_index, self.neg_counts), (self.pos_index, self.pos_counts), self.zero_count = self._bucketize(self.values, self.counts)
+        (self.neg_index, self.neg_counts), (self.pos_index, self.pos_counts), self.zero_count = self._bucketize(
+            self.values, self.counts
+        )
         self.values = None
         self.counts = None
 
     # ------------------------------------------------------------------ merging
-    def merge(self, other: "MedianSketch") -> "MedianSketch":
+    def merge(self, other: MedianSketch) -> MedianSketch:
         """A new sketch of both inputs' values (neither input is changed)."""
         if (self.alpha, self.max_exact) != (other.alpha, other.max_exact):
             raise ValueError(
@@ -128,7 +140,7 @@ class MedianSketch:
         out.zero_count = a.zero_count + b.zero_count
         return out
 
-    def _as_bucketed(self) -> "MedianSketch":
+    def _as_bucketed(self) -> MedianSketch:
         copy = MedianSketch(self.alpha, self.max_exact)
         copy.values, copy.counts = self.values, self.counts
         copy._to_buckets()
@@ -180,18 +192,26 @@ class MedianSketch:
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"alpha": self.alpha, "max_exact": self.max_exact, "mode": "exact" if self.exact else "buckets"}
+        out: dict[str, Any] = {
+            "alpha": self.alpha,
+            "max_exact": self.max_exact,
+            "mode": "exact" if self.exact else "buckets",
+        }
         if self.exact:  # the float64 bytes (an exact round trip, ~20x faster than repr), ascending: as differences
             out["values"] = _pack(self.values, "<f8", ascending=True)
             out["counts"] = _pack(self.counts, _int_layout(self.counts))
         else:
-            out.update({name: _pack(getattr(self, name), _int_layout(getattr(self, name)), ascending=name.endswith("index"))
-                        for name in ("neg_index", "neg_counts", "pos_index", "pos_counts")})
+            out.update(
+                {
+                    name: _pack(getattr(self, name), _int_layout(getattr(self, name)), ascending=name.endswith("index"))
+                    for name in ("neg_index", "neg_counts", "pos_index", "pos_counts")
+                }
+            )
             out["zero_count"] = int(self.zero_count)
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MedianSketch":
+    def from_dict(cls, data: dict[str, Any]) -> MedianSketch:
         sketch = cls(data["alpha"], data["max_exact"])
         if data["mode"] == "exact":
             sketch.values = _unpack(data["values"], "<f8", np.float64)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,12 @@ class ColumnStats:
         return self.n_rows - self.null_count
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "n_rows": self.n_rows, "null_count": self.null_count, "source": self.source}
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "n_rows": self.n_rows,
+            "null_count": self.null_count,
+            "source": self.source,
+        }
         if self.kind == "categorical":
             out.update(categories=self.categories, numeric_categories=self.numeric_categories, overflow=self.overflow)
         else:
@@ -82,7 +88,7 @@ class ColumnStats:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ColumnStats":
+    def from_dict(cls, data: dict[str, Any]) -> ColumnStats:
         data = dict(data)
         if data.get("sketch") is not None:
             data["sketch"] = MedianSketch.from_dict(data["sketch"])
@@ -94,7 +100,9 @@ class ColumnStats:
 def _numeric_stats(values: np.ndarray, n_rows: int, config: PreprocessConfig, name: str, kind: str) -> ColumnStats:
     x = values[~np.isnan(values)]
     if not np.isfinite(x).all():
-        raise PreprocessError(f"numeric column {name!r} has infinite values in train rows; replace them (or null them) upstream")
+        raise PreprocessError(
+            f"numeric column {name!r} has infinite values in train rows; replace them (or null them) upstream"
+        )
     st = ColumnStats(kind=kind, n_rows=n_rows, null_count=n_rows - len(x))
     if len(x):
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, naming the column
@@ -102,8 +110,10 @@ def _numeric_stats(values: np.ndarray, n_rows: int, config: PreprocessConfig, na
             st.m2 = float(np.sum(np.square(x - st.mean)))
         st.min, st.max = float(x.min()), float(x.max())
         if not (np.isfinite(st.mean) and np.isfinite(st.m2)):  # finite values whose mean / squares overflow float64
-            raise PreprocessError(f"numeric column {name!r}: the mean or variance of its train values overflows float64 "
-                                  f"(values between {st.min:.3g} and {st.max:.3g}); rescale the column upstream")
+            raise PreprocessError(
+                f"numeric column {name!r}: the mean or variance of its train values overflows float64 "
+                f"(values between {st.min:.3g} and {st.max:.3g}); rescale the column upstream"
+            )
     st.sketch = MedianSketch.from_values(x, config.median_relative_accuracy, config.median_exact_max_values)
     return st
 
@@ -117,10 +127,12 @@ def numeric_values(series: pd.Series) -> np.ndarray:
 
 def _categorical_stats(series: pd.Series, config: PreprocessConfig) -> ColumnStats:
     codes, keys, numeric = category_keys(series)
-    st = ColumnStats(kind="categorical", n_rows=len(series), null_count=int((codes < 0).sum()), numeric_categories=numeric)
+    st = ColumnStats(
+        kind="categorical", n_rows=len(series), null_count=int((codes < 0).sum()), numeric_categories=numeric
+    )
     counts = np.bincount(codes[codes >= 0], minlength=len(keys))
     merged: dict[str, int] = {}
-    for key, count in zip(keys, counts.tolist()):  # distinct raw values may share a key (1 and 1.0)
+    for key, count in zip(keys, counts.tolist(), strict=True):  # distinct raw values may share a key (1 and 1.0)
         merged[key] = merged.get(key, 0) + int(count)
     if len(merged) > config.max_category_values_tracked:
         st.overflow, st.categories = True, {}
@@ -149,16 +161,19 @@ class PreprocessStats:
     n_partitions: int = 1
 
     # ------------------------------------------------------------------ merge
-    def merge(self, other: "PreprocessStats") -> "PreprocessStats":
+    def merge(self, other: PreprocessStats) -> PreprocessStats:
         """Combined statistics of both (inputs unchanged). Order does not matter."""
         if self.config != other.config:
             diff = sorted(k for k in set(self.config) | set(other.config) if self.config.get(k) != other.config.get(k))
             raise ConfigMismatchError(f"cannot merge preprocessing statistics computed with different settings: {diff}")
         if self.target != other.target and self.target is not None and other.target is not None:
             raise PreprocessError(f"partitions disagree on the target column: {self.target!r} vs {other.target!r}")
-        out = PreprocessStats(config=self.config, target=self.target or other.target,
-                              n_train_rows=self.n_train_rows + other.n_train_rows,
-                              n_partitions=self.n_partitions + other.n_partitions)
+        out = PreprocessStats(
+            config=self.config,
+            target=self.target or other.target,
+            n_train_rows=self.n_train_rows + other.n_train_rows,
+            n_partitions=self.n_partitions + other.n_partitions,
+        )
         out.ignored = {**other.ignored, **self.ignored}
         union = self.config.get("struct_fields") == "union"
         for col in sorted(set(self.struct_fields) | set(other.struct_fields)):
@@ -171,7 +186,10 @@ class PreprocessStats:
                 raise StructFieldsError(
                     f"struct column {col!r} has different fields in different partitions: "
                     f"only in one: {sorted(set(a) - set(b))}, only in the other: {sorted(set(b) - set(a))} "
-                    f"(fields {a} vs {b}); {_struct_remedy(col)}", column=col, fields=(a, b))
+                    f"(fields {a} vs {b}); {_struct_remedy(col)}",
+                    column=col,
+                    fields=(a, b),
+                )
         for col in sorted(set(self.columns) | set(other.columns)):
             a, b = self.columns.get(col), other.columns.get(col)
             a = a if a is not None else _absent(b, self.n_train_rows)
@@ -190,33 +208,43 @@ class PreprocessStats:
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "config": self.config, "target": self.target, "ignored": self.ignored,
-            "n_train_rows": self.n_train_rows, "n_partitions": self.n_partitions,
+            "format": FORMAT,
+            "config": self.config,
+            "target": self.target,
+            "ignored": self.ignored,
+            "n_train_rows": self.n_train_rows,
+            "n_partitions": self.n_partitions,
             "struct_fields": self.struct_fields,
             "columns": {k: v.to_dict() for k, v in self.columns.items()},
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PreprocessStats":
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessStats:
         if data.get("format") != FORMAT:
             raise ValueError(f"not preprocessing statistics (format {data.get('format')!r}, expected {FORMAT!r})")
-        return cls(config=data["config"], target=data["target"], ignored=dict(data["ignored"]),
-                   n_train_rows=int(data["n_train_rows"]), n_partitions=int(data["n_partitions"]),
-                   struct_fields=dict(data["struct_fields"]),
-                   columns={k: ColumnStats.from_dict(v) for k, v in data["columns"].items()})
+        return cls(
+            config=data["config"],
+            target=data["target"],
+            ignored=dict(data["ignored"]),
+            n_train_rows=int(data["n_train_rows"]),
+            n_partitions=int(data["n_partitions"]),
+            struct_fields=dict(data["struct_fields"]),
+            columns={k: ColumnStats.from_dict(v) for k, v in data["columns"].items()},
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "PreprocessStats":
+    def from_json(cls, text: str) -> PreprocessStats:
         return cls.from_dict(json.loads(text))
 
 
 def _absent(like: ColumnStats, n_rows: int) -> ColumnStats:
     """A column missing from a partition (e.g. a union-mode STRUCT field): all null there."""
-    st = ColumnStats(kind=like.kind, n_rows=n_rows, null_count=n_rows, source=like.source,
-                     numeric_categories=like.numeric_categories)
+    st = ColumnStats(
+        kind=like.kind, n_rows=n_rows, null_count=n_rows, source=like.source, numeric_categories=like.numeric_categories
+    )
     if like.kind == "categorical":
         st.categories = {}
     else:
@@ -237,9 +265,17 @@ def _merge_column(name: str, a: ColumnStats, b: ColumnStats) -> ColumnStats:
             raise ColumnTypeDriftError(
                 f"column {name!r} is {_kind_text(a)} in some partitions and {_kind_text(b)} in others; "
                 f"{drift_remedy(name, a.source or b.source)}",
-                column=name, kinds=(a.kind, b.kind), types=(a.dtype, b.dtype))
-    out = ColumnStats(kind=a.kind, n_rows=a.n_rows + b.n_rows, null_count=a.null_count + b.null_count,
-                      source=a.source or b.source, dtype=_merge_dtype(a, b))
+                column=name,
+                kinds=(a.kind, b.kind),
+                types=(a.dtype, b.dtype),
+            )
+    out = ColumnStats(
+        kind=a.kind,
+        n_rows=a.n_rows + b.n_rows,
+        null_count=a.null_count + b.null_count,
+        source=a.source or b.source,
+        dtype=_merge_dtype(a, b),
+    )
     if a.kind == "categorical":
         out.numeric_categories = (a.numeric_categories or a.count == 0) and (b.numeric_categories or b.count == 0)
         out.overflow = a.overflow or b.overflow
@@ -275,10 +311,12 @@ def _merge_dtype(a: ColumnStats, b: ColumnStats) -> str | None:
 
 
 def _struct_remedy(column: str) -> str:
-    return (f"give {column!r} the same fields in every partition upstream (a STRUCT type, or null for a missing "
-            f"field; then re-materialise the partitions that differed from raw_chunk on), or set "
-            f"drop_columns=[{column!r}], or struct_fields='union' (a field missing from a partition is then null "
-            f"there), in the pipeline settings and re-materialise preprocess_stats for every partition")
+    return (
+        f"give {column!r} the same fields in every partition upstream (a STRUCT type, or null for a missing "
+        f"field; then re-materialise the partitions that differed from raw_chunk on), or set "
+        f"drop_columns=[{column!r}], or struct_fields='union' (a field missing from a partition is then null "
+        f"there), in the pipeline settings and re-materialise preprocess_stats for every partition"
+    )
 
 
 def type_name(series: pd.Series) -> str:
@@ -302,8 +340,8 @@ def merge_partition_stats(named_stats: Iterable[tuple[str, PreprocessStats]]) ->
                                        for k in keys)
     """
     merged: PreprocessStats | None = None
-    kinds: dict[str, tuple[str, ColumnStats]] = {}     # column -> (first partition with values, its stats)
-    fields: dict[str, tuple[str, list[str]]] = {}      # struct column -> (first partition with fields, them)
+    kinds: dict[str, tuple[str, ColumnStats]] = {}  # column -> (first partition with values, its stats)
+    fields: dict[str, tuple[str, list[str]]] = {}  # struct column -> (first partition with fields, them)
     first_key = None
     for key, stats in named_stats:
         if merged is None:
@@ -319,7 +357,12 @@ def merge_partition_stats(named_stats: Iterable[tuple[str, PreprocessStats]]) ->
                 raise ColumnTypeDriftError(
                     f"column {col!r} changes type between partitions: {_kind_text(before) if before else exc.kinds[0]} "
                     f"in partition {before_key} but {_kind_text(now) if now else exc.kinds[1]} in partition {key}; "
-                    f"{remedy}", column=col, kinds=exc.kinds, types=exc.types, keys=(before_key, key)) from None
+                    f"{remedy}",
+                    column=col,
+                    kinds=exc.kinds,
+                    types=exc.types,
+                    keys=(before_key, key),
+                ) from None
             except StructFieldsError as exc:
                 col = exc.column
                 before_key, before = fields.get(col, (first_key, exc.fields[0]))
@@ -328,12 +371,16 @@ def merge_partition_stats(named_stats: Iterable[tuple[str, PreprocessStats]]) ->
                     f"struct column {col!r} has different fields in partition {before_key} ({before}) and in "
                     f"partition {key} ({now}): only in {before_key}: {sorted(set(before) - set(now))}, only in "
                     f"{key}: {sorted(set(now) - set(before))}; {_struct_remedy(col)}",
-                    column=col, fields=(before, now), keys=(before_key, key)) from None
+                    column=col,
+                    fields=(before, now),
+                    keys=(before_key, key),
+                ) from None
             except ConfigMismatchError as exc:
                 raise ConfigMismatchError(
                     f"preprocess_stats of partition {key} do not fit those of the partitions before it (from "
                     f"{first_key}): {exc}; the settings changed since: re-materialise preprocess_stats for every "
-                    f"partition") from None
+                    f"partition"
+                ) from None
         for col, st in stats.columns.items():
             if st.count > 0 and col not in kinds:
                 kinds[col] = (key, st)
@@ -401,8 +448,9 @@ def compute_partition_stats(frame: pd.DataFrame, config: PreprocessConfig | None
         for f in fields.get(col, []):
             sources[f"{col}_{f}"] = col
 
-    out = PreprocessStats(config=config.stats_dict(), target=roles["target"][0] if roles["target"] else None,
-                          n_train_rows=len(train))
+    out = PreprocessStats(
+        config=config.stats_dict(), target=roles["target"][0] if roles["target"] else None, n_train_rows=len(train)
+    )
     out.struct_fields = {col: (fields.get(col) or None) for col in top_roles["struct"]}
     out.ignored = {c: "dropped" for c in present_drops}
     out.ignored.update({c: "datetime" for c in roles["datetime"]})

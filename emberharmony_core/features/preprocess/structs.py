@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
@@ -11,7 +11,6 @@ from .config import PreprocessError, _is_arrow_struct
 
 def _arrow_struct_frame(series: pd.Series, prefix: str) -> pd.DataFrame:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     array = pa.array(series) if not hasattr(series, "array") else pa.array(series.array)
     if isinstance(array, pa.ChunkedArray):
@@ -21,7 +20,7 @@ def _arrow_struct_frame(series: pd.Series, prefix: str) -> pd.DataFrame:
     def walk(arr, name):
         if pa.types.is_struct(arr.type):
             # flatten(): each child sliced like its parent (a chunk is often a slice) and null where the parent is
-            for f, child in zip(arr.type, arr.flatten()):
+            for f, child in zip(arr.type, arr.flatten(), strict=True):
                 walk(child, f"{name}.{f.name}" if name else f.name)
         else:
             out[name] = arr.to_pandas()
@@ -49,7 +48,9 @@ def _records_frame(records: list, prefix: str) -> pd.DataFrame:
     return _arrow_struct_frame(pd.Series(pd.arrays.ArrowExtensionArray(array)), prefix)
 
 
-def flatten_struct_columns(frame: pd.DataFrame, struct_columns: Iterable[str], sep: str = "_") -> tuple[pd.DataFrame, dict[str, list[str]]]:
+def flatten_struct_columns(
+    frame: pd.DataFrame, struct_columns: Iterable[str], sep: str = "_"
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Replace each STRUCT column by its fields: ``{col}_{field}``, nested ``{col}_{a}.{b}``.
 
     The names and values equal ``pd.json_normalize(df[col].tolist()).add_prefix(f"{col}_")``
@@ -77,7 +78,7 @@ def flatten_struct_columns(frame: pd.DataFrame, struct_columns: Iterable[str], s
             has_values = any(records)
             flat = _records_frame(records, prefix) if has_values else pd.DataFrame(index=range(len(series)))
             flat.index = series.index
-        fields[col] = sorted(c[len(prefix):] for c in flat.columns) if has_values else []
+        fields[col] = sorted(c[len(prefix) :] for c in flat.columns) if has_values else []
         clash = [c for c in flat.columns if c in frame.columns and c != col]
         if clash:
             raise PreprocessError(f"flattening struct column {col!r} creates {clash}, which already exist in the frame")
