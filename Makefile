@@ -11,7 +11,7 @@ DAGSTER_HOME ?= $(EMBERHARMONY_HOME)/dagster_home
 demo ui: export EMBERHARMONY_HOME := $(EMBERHARMONY_HOME)
 demo ui: export DAGSTER_HOME := $(DAGSTER_HOME)
 
-.PHONY: setup demo test ui bench bench-graph docs
+.PHONY: setup demo test test-fast lint ui bench bench-graph docs
 setup: .venv/.installed
 .venv/.installed: $(SETUP_INPUTS)
 	bash scripts/setup.sh
@@ -21,6 +21,19 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(ARGS)
+
+# The core tests only: no server, no browser (the numpy backend and the others installed).
+test-fast: setup
+	$(PY) -m pytest tests/core -q $(ARGS)
+
+# ruff (lint + format check) and mypy, configured in pyproject.toml; .pre-commit-config.yaml runs the same.
+# This step covers the core, the benchmarks and the core tests; emberharmony_assets and the other test folders
+# are being reworked in parallel and join LINT_PATHS in a later step (issue 25 item 2).
+LINT_PATHS := emberharmony_core benchmarks tests/core
+lint: setup
+	.venv/bin/ruff check $(LINT_PATHS)
+	.venv/bin/ruff format --check $(LINT_PATHS)
+	.venv/bin/mypy $(LINT_PATHS)
 
 ui: setup
 	$(PY) -c 'import emberharmony_assets.main as m; m.ensure_instance()'

@@ -242,7 +242,8 @@ def _parse(argv=None):
     return args
 
 
-def main(argv=None) -> int:
+# Complexity: argument parsing, runs and report in order; one linear script.
+def main(argv=None) -> int:  # noqa: C901
     from benchmarks import bench_core as this  # workers must find the functions by their module name, not __main__
 
     args = _parse(argv)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import pandas as pd
 import pyarrow as pa
@@ -155,7 +155,7 @@ def check_rows_per_chunk(rows_per_chunk: Any) -> int:
     return int(rows_per_chunk)
 
 
-Piece = pa.RecordBatch | pa.Table | pd.DataFrame
+Piece: TypeAlias = "pa.RecordBatch | pa.Table | pd.DataFrame"
 """What an engine hands over: Arrow record batches / tables, or pandas frames (bigframes)."""
 
 

@@ -114,7 +114,8 @@ _TIMESTAMP = {"TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMEST
 _NESTED = {"STRUCT", "RECORD", "MAP", "UNION", "LIST", "ARRAY", "RANGE"}
 
 
-def type_kind(type_name: str, dialect: str = "duckdb") -> str:
+# Complexity: one branch per type family and dialect; a flat lookup.
+def type_kind(type_name: str, dialect: str = "duckdb") -> str:  # noqa: C901
     """The kind of an engine type name: ``integer``, ``float``, ``decimal``, ``boolean``, ``string``,
     ``timestamp`` (an instant, or DuckDB's naive TIMESTAMP taken as UTC), ``datetime`` (BigQuery's
     wall-clock DATETIME), ``date``, ``nested`` or ``other`` (BLOB, TIME, INTERVAL, JSON...)."""
@@ -278,7 +279,8 @@ class _Names:
 # --------------------------------------------------------------------------- the check
 
 
-def schema_problems(
+# Complexity: a checklist in the module docstring's order, one if per check.
+def schema_problems(  # noqa: C901
     spec: TableSpec,
     column_types: Mapping[str, str],
     *,

@@ -234,7 +234,8 @@ def _is_arrow_struct(dtype) -> bool:
     return False
 
 
-def _series_role(series: pd.Series) -> str:
+# Complexity: one early return per dtype family; a flat decision table.
+def _series_role(series: pd.Series) -> str:  # noqa: C901
     dtype = series.dtype
     if _is_arrow_struct(dtype):
         return "struct"
@@ -307,7 +308,7 @@ def find_target(columns: Iterable[str], config: PreprocessConfig) -> str | None:
         return config.target_column
     if not config.detect_target:
         return None
-    lowered = {}
+    lowered: dict[str, str] = {}
     for col in columns:
         lowered.setdefault(str(col).lower(), col)
     for name in TARGET_NAMES:
@@ -316,7 +317,8 @@ def find_target(columns: Iterable[str], config: PreprocessConfig) -> str | None:
     return None
 
 
-def detect_column_types(
+# Complexity: one role per branch, in the documented order of precedence; a flat decision table.
+def detect_column_types(  # noqa: C901
     data, config: PreprocessConfig | None = None, *, flattened: bool = False
 ) -> dict[str, list[str]]:
     """Role -> column names (in data order) for a pandas frame or a pyarrow schema.

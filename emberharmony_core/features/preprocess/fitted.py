@@ -320,7 +320,8 @@ def _jsonable(v):
     return v
 
 
-def fit_preprocessor(stats: PreprocessStats, config: PreprocessConfig | None = None) -> FittedPreprocessor:
+# Complexity: one pass over the columns, keep/drop reasons in documented order, then arrays.
+def fit_preprocessor(stats: PreprocessStats, config: PreprocessConfig | None = None) -> FittedPreprocessor:  # noqa: C901
     """Fit imputation, scaling and one-hot vocabularies from merged train statistics.
 
     ``config`` defaults to the statistics' own settings (fit fields at their defaults);
@@ -343,7 +344,7 @@ def fit_preprocessor(stats: PreprocessStats, config: PreprocessConfig | None = N
 
     records: list[dict[str, Any]] = []
     dropped: dict[str, str] = {}
-    numeric: list[tuple[str, float, float, float, int]] = []
+    numeric: list[tuple[str, float, float, float, int, int]] = []  # name, median, mean, m2, count, n_rows
     categories: dict[str, list[str]] = {}
     sources = {c: s.source for c, s in stats.columns.items() if s.source}
     for col in sorted(stats.columns):
@@ -360,17 +361,18 @@ def fit_preprocessor(stats: PreprocessStats, config: PreprocessConfig | None = N
         elif st.kind == "categorical" and st.overflow:
             reason = f"high cardinality: more than {config.max_category_values_tracked} distinct train values"
         if st.kind != "categorical" and st.count:
+            sketch = st.numeric_sketch()
             rec.update(
                 mean=st.mean,
                 std=math.sqrt(st.m2 / st.count),
                 min=st.min,
                 max=st.max,
-                median=st.sketch.median(),
-                median_exact=st.sketch.exact,
-                median_error_bound=st.sketch.error_bound(),
+                median=sketch.median(),
+                median_exact=sketch.exact,
+                median_error_bound=sketch.error_bound(),
             )
         if st.kind == "categorical" and not st.overflow:
-            rec["n_categories"] = len(st.categories)
+            rec["n_categories"] = len(st.category_counts())
         if reason is not None:
             if st.count:
                 logger.info("preprocess: column %r dropped: %s", col, reason)
@@ -380,13 +382,14 @@ def fit_preprocessor(stats: PreprocessStats, config: PreprocessConfig | None = N
             continue
         rec["status"] = "kept"
         if st.kind == "categorical":
-            ordered = sort_categories(st.categories, st.numeric_categories)
+            counts = st.category_counts()
+            ordered = sort_categories(counts, st.numeric_categories)
             kept = ordered
             if config.max_categories is not None and len(ordered) > config.max_categories:
-                rank = sorted(range(len(ordered)), key=lambda i: (-st.categories[ordered[i]], i))
+                rank = sorted(range(len(ordered)), key=lambda i: (-counts[ordered[i]], i))
                 keep_idx = sorted(rank[: config.max_categories])
                 kept = [ordered[i] for i in keep_idx]
-                cut = sum(st.categories[c] for c in ordered) - sum(st.categories[c] for c in kept)
+                cut = sum(counts[c] for c in ordered) - sum(counts[c] for c in kept)
                 rec["reason"] = (
                     f"{len(ordered) - len(kept)} rarest categories (share {cut / st.count:.4g} of non-null train rows) "
                     f"beyond max_categories={config.max_categories} map to all zeros"

@@ -57,9 +57,24 @@ class MedianSketch:
         self.alpha = float(alpha)
         self.max_exact = int(max_exact)
         self.values: np.ndarray | None = np.empty(0, np.float64)  # exact mode when not None
-        self.counts = np.empty(0, np.int64)
-        self.neg_index = self.neg_counts = self.pos_index = self.pos_counts = None
+        self.counts: np.ndarray | None = np.empty(0, np.int64)
+        self.neg_index: np.ndarray | None = None  # bucket mode: bucket indices and counts of each sign
+        self.neg_counts: np.ndarray | None = None
+        self.pos_index: np.ndarray | None = None
+        self.pos_counts: np.ndarray | None = None
         self.zero_count = 0
+
+    def _exact_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, counts) of an exact sketch."""
+        assert self.values is not None and self.counts is not None, "not an exact sketch"
+        return self.values, self.counts
+
+    def _bucket_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(neg_index, neg_counts, pos_index, pos_counts) of a bucketed sketch."""
+        neg_index, neg_counts, pos_index, pos_counts = self.neg_index, self.neg_counts, self.pos_index, self.pos_counts
+        assert neg_index is not None and neg_counts is not None, "not a bucketed sketch"
+        assert pos_index is not None and pos_counts is not None, "not a bucketed sketch"
+        return neg_index, neg_counts, pos_index, pos_counts
 
     # ------------------------------------------------------------------ building
     @property
@@ -73,8 +88,9 @@ class MedianSketch:
     @property
     def count(self) -> int:
         if self.exact:
-            return int(self.counts.sum())
-        return int(self.neg_counts.sum() + self.pos_counts.sum() + self.zero_count)
+            return int(self._exact_arrays()[1].sum())
+        _, neg_counts, _, pos_counts = self._bucket_arrays()
+        return int(neg_counts.sum() + pos_counts.sum() + self.zero_count)
 
     @classmethod
     def from_values(cls, x: np.ndarray, alpha: float = 1e-4, max_exact: int = 10_000) -> MedianSketch:
@@ -108,9 +124,9 @@ class MedianSketch:
                 out.append((uidx, np.bincount(inv, weights=weights, minlength=len(uidx)).astype(np.int64)))
         return out[0], out[1], int(counts[zero].sum())
 
-    def _to_buckets(self):
+    def _to_buckets(self) -> None:
         (self.neg_index, self.neg_counts), (self.pos_index, self.pos_counts), self.zero_count = self._bucketize(
-            self.values, self.counts
+            *self._exact_arrays()
         )
         self.values = None
         self.counts = None
@@ -125,8 +141,9 @@ class MedianSketch:
             )
         out = MedianSketch(self.alpha, self.max_exact)
         if self.exact and other.exact:
-            values = np.concatenate([self.values, other.values])
-            counts = np.concatenate([self.counts, other.counts])
+            (self_values, self_counts), (other_values, other_counts) = self._exact_arrays(), other._exact_arrays()
+            values = np.concatenate([self_values, other_values])
+            counts = np.concatenate([self_counts, other_counts])
             uniq, inv = np.unique(values, return_inverse=True)
             out.values = uniq
             out.counts = np.bincount(inv, weights=counts, minlength=len(uniq)).astype(np.int64)
@@ -135,8 +152,10 @@ class MedianSketch:
             return out
         a, b = (s if not s.exact else s._as_bucketed() for s in (self, other))
         out.values = out.counts = None
-        out.neg_index, out.neg_counts = _add(a.neg_index, a.neg_counts, b.neg_index, b.neg_counts)
-        out.pos_index, out.pos_counts = _add(a.pos_index, a.pos_counts, b.pos_index, b.pos_counts)
+        a_neg_index, a_neg_counts, a_pos_index, a_pos_counts = a._bucket_arrays()
+        b_neg_index, b_neg_counts, b_pos_index, b_pos_counts = b._bucket_arrays()
+        out.neg_index, out.neg_counts = _add(a_neg_index, a_neg_counts, b_neg_index, b_neg_counts)
+        out.pos_index, out.pos_counts = _add(a_pos_index, a_pos_counts, b_pos_index, b_pos_counts)
         out.zero_count = a.zero_count + b.zero_count
         return out
 
@@ -150,13 +169,14 @@ class MedianSketch:
     def _value_at_ranks(self, ranks: np.ndarray) -> np.ndarray:
         """Values at 0-based ranks of the sorted data (bucket representatives in bucket mode)."""
         if self.exact:
-            values, counts = self.values, self.counts
+            values, counts = self._exact_arrays()
         else:
+            neg_index, neg_counts, pos_index, pos_counts = self._bucket_arrays()
             g = self.gamma
-            neg = -(2.0 * np.power(g, self.neg_index[::-1].astype(np.float64)) / (g + 1.0))
-            pos = 2.0 * np.power(g, self.pos_index.astype(np.float64)) / (g + 1.0)
+            neg = -(2.0 * np.power(g, neg_index[::-1].astype(np.float64)) / (g + 1.0))
+            pos = 2.0 * np.power(g, pos_index.astype(np.float64)) / (g + 1.0)
             values = np.concatenate([neg, [0.0], pos])
-            counts = np.concatenate([self.neg_counts[::-1], [self.zero_count], self.pos_counts])
+            counts = np.concatenate([neg_counts[::-1], [self.zero_count], pos_counts])
         cum = np.cumsum(counts)
         return values[np.searchsorted(cum, np.asarray(ranks), side="right")]
 
@@ -187,8 +207,8 @@ class MedianSketch:
 
     def nbytes(self) -> int:
         if self.exact:
-            return int(self.values.nbytes + self.counts.nbytes)
-        return int(sum(a.nbytes for a in (self.neg_index, self.neg_counts, self.pos_index, self.pos_counts)))
+            return int(sum(a.nbytes for a in self._exact_arrays()))
+        return int(sum(a.nbytes for a in self._bucket_arrays()))
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -198,8 +218,9 @@ class MedianSketch:
             "mode": "exact" if self.exact else "buckets",
         }
         if self.exact:  # the float64 bytes (an exact round trip, ~20x faster than repr), ascending: as differences
-            out["values"] = _pack(self.values, "<f8", ascending=True)
-            out["counts"] = _pack(self.counts, _int_layout(self.counts))
+            values, counts = self._exact_arrays()
+            out["values"] = _pack(values, "<f8", ascending=True)
+            out["counts"] = _pack(counts, _int_layout(counts))
         else:
             out.update(
                 {

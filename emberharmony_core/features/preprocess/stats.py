@@ -72,6 +72,16 @@ class ColumnStats:
     def count(self) -> int:
         return self.n_rows - self.null_count
 
+    def numeric_sketch(self) -> MedianSketch:
+        """The median sketch of a numeric / boolean column (always set for those kinds)."""
+        assert self.sketch is not None, f"{self.kind} column statistics without a median sketch"
+        return self.sketch
+
+    def category_counts(self) -> dict[str, int]:
+        """The category counts of a categorical column (always set for that kind; empty after overflow)."""
+        assert self.categories is not None, "categorical column statistics without category counts"
+        return self.categories
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "kind": self.kind,
@@ -82,7 +92,7 @@ class ColumnStats:
         if self.kind == "categorical":
             out.update(categories=self.categories, numeric_categories=self.numeric_categories, overflow=self.overflow)
         else:
-            out.update(mean=self.mean, m2=self.m2, min=self.min, max=self.max, sketch=self.sketch.to_dict())
+            out.update(mean=self.mean, m2=self.m2, min=self.min, max=self.max, sketch=self.numeric_sketch().to_dict())
         if self.dtype is not None:
             out["dtype"] = self.dtype
         return out
@@ -191,10 +201,8 @@ class PreprocessStats:
                     fields=(a, b),
                 )
         for col in sorted(set(self.columns) | set(other.columns)):
-            a, b = self.columns.get(col), other.columns.get(col)
-            a = a if a is not None else _absent(b, self.n_train_rows)
-            b = b if b is not None else _absent(a, other.n_train_rows)
-            merged = _merge_column(col, a, b)
+            mine, theirs = _both_sides(self.columns.get(col), other.columns.get(col), self, other)
+            merged = _merge_column(col, mine, theirs)
             if merged.kind == "categorical":
                 _check_category_limit(merged, int(self.config["max_category_values_tracked"]))
             out.columns[col] = merged
@@ -240,6 +248,16 @@ class PreprocessStats:
         return cls.from_dict(json.loads(text))
 
 
+def _both_sides(
+    mine: ColumnStats | None, theirs: ColumnStats | None, self: PreprocessStats, other: PreprocessStats
+) -> tuple[ColumnStats, ColumnStats]:
+    """A column's statistics on both sides of a merge; a side without the column: all null there."""
+    if mine is None:
+        assert theirs is not None, "a column on neither side"
+        return _absent(theirs, self.n_train_rows), theirs
+    return mine, theirs if theirs is not None else _absent(mine, other.n_train_rows)
+
+
 def _absent(like: ColumnStats, n_rows: int) -> ColumnStats:
     """A column missing from a partition (e.g. a union-mode STRUCT field): all null there."""
     st = ColumnStats(
@@ -248,7 +266,8 @@ def _absent(like: ColumnStats, n_rows: int) -> ColumnStats:
     if like.kind == "categorical":
         st.categories = {}
     else:
-        st.sketch = MedianSketch(like.sketch.alpha, like.sketch.max_exact)
+        like_sketch = like.numeric_sketch()
+        st.sketch = MedianSketch(like_sketch.alpha, like_sketch.max_exact)
     return st
 
 
@@ -280,8 +299,8 @@ def _merge_column(name: str, a: ColumnStats, b: ColumnStats) -> ColumnStats:
         out.numeric_categories = (a.numeric_categories or a.count == 0) and (b.numeric_categories or b.count == 0)
         out.overflow = a.overflow or b.overflow
         if not out.overflow:
-            cats = dict(a.categories)
-            for k, v in b.categories.items():
+            cats = dict(a.category_counts())
+            for k, v in b.category_counts().items():
                 cats[k] = cats.get(k, 0) + v
             out.categories = cats
         else:
@@ -295,7 +314,7 @@ def _merge_column(name: str, a: ColumnStats, b: ColumnStats) -> ColumnStats:
         out.m2 = a.m2 + b.m2 + delta * delta * na * nb / n
         out.min = min(v for v in (a.min, b.min) if v is not None)
         out.max = max(v for v in (a.max, b.max) if v is not None)
-    out.sketch = a.sketch.merge(b.sketch)
+    out.sketch = a.numeric_sketch().merge(b.numeric_sketch())
     return out
 
 
@@ -351,6 +370,7 @@ def merge_partition_stats(named_stats: Iterable[tuple[str, PreprocessStats]]) ->
                 merged = merged.merge(stats)
             except ColumnTypeDriftError as exc:
                 col = exc.column
+                assert col is not None  # PreprocessStats.merge names the column
                 before_key, before = kinds.get(col, (first_key, merged.columns.get(col)))
                 now = stats.columns.get(col)
                 remedy = drift_remedy(col, (before.source if before else None) or (now.source if now else None))
@@ -365,15 +385,17 @@ def merge_partition_stats(named_stats: Iterable[tuple[str, PreprocessStats]]) ->
                 ) from None
             except StructFieldsError as exc:
                 col = exc.column
-                before_key, before = fields.get(col, (first_key, exc.fields[0]))
-                now = stats.struct_fields.get(col) or exc.fields[1]
+                assert col is not None  # PreprocessStats.merge names the column
+                fields_key, fields_before = fields.get(col, (first_key, exc.fields[0]))
+                fields_now = stats.struct_fields.get(col) or exc.fields[1]
                 raise StructFieldsError(
-                    f"struct column {col!r} has different fields in partition {before_key} ({before}) and in "
-                    f"partition {key} ({now}): only in {before_key}: {sorted(set(before) - set(now))}, only in "
-                    f"{key}: {sorted(set(now) - set(before))}; {_struct_remedy(col)}",
+                    f"struct column {col!r} has different fields in partition {fields_key} ({fields_before}) and in "
+                    f"partition {key} ({fields_now}): only in {fields_key}: "
+                    f"{sorted(set(fields_before) - set(fields_now))}, only in "
+                    f"{key}: {sorted(set(fields_now) - set(fields_before))}; {_struct_remedy(col)}",
                     column=col,
-                    fields=(before, now),
-                    keys=(before_key, key),
+                    fields=(fields_before, fields_now),
+                    keys=(fields_key, key),
                 ) from None
             except ConfigMismatchError as exc:
                 raise ConfigMismatchError(
@@ -381,15 +403,25 @@ def merge_partition_stats(named_stats: Iterable[tuple[str, PreprocessStats]]) ->
                     f"{first_key}): {exc}; the settings changed since: re-materialise preprocess_stats for every "
                     f"partition"
                 ) from None
-        for col, st in stats.columns.items():
-            if st.count > 0 and col not in kinds:
-                kinds[col] = (key, st)
-        for col, names in stats.struct_fields.items():
-            if names is not None and col not in fields:
-                fields[col] = (key, names)
+        _note_first_seen(key, stats, kinds, fields)
     if merged is None:
         raise ValueError("merge_partition_stats needs at least one (partition key, PreprocessStats) pair")
     return merged
+
+
+def _note_first_seen(
+    key: str,
+    stats: PreprocessStats,
+    kinds: dict[str, tuple[str, ColumnStats]],
+    fields: dict[str, tuple[str, list[str]]],
+) -> None:
+    """Record ``key`` as the first partition with values of a column / the fields of a struct column."""
+    for col, st in stats.columns.items():
+        if st.count > 0 and col not in kinds:
+            kinds[col] = (key, st)
+    for col, names in stats.struct_fields.items():
+        if names is not None and col not in fields:
+            fields[col] = (key, names)
 
 
 def merge_stats(stats: Iterable[PreprocessStats]) -> PreprocessStats:
@@ -408,7 +440,7 @@ def merge_stats(stats: Iterable[PreprocessStats]) -> PreprocessStats:
 
 
 def _check_category_limit(st: ColumnStats, limit: int):
-    if not st.overflow and len(st.categories) > limit:
+    if not st.overflow and len(st.category_counts()) > limit:
         st.overflow, st.categories = True, {}
 
 
