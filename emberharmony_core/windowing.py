@@ -69,7 +69,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SPLITS = ("train", "validation", "test")
+from .names import SPLIT_NAMES
+
+SPLITS = SPLIT_NAMES
 TRAIN = 0  # code of "train" in SPLITS
 _BLOCK_BYTES = 8 * 2**20  # windows gathered per block: a few MiB, so a block is made and multiplied in cache
 

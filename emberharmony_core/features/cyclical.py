@@ -33,19 +33,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-CYCLICAL_SUFFIXES: tuple[str, ...] = (
-    "sin_hour",
-    "cos_hour",
-    "sin_dayofweek",
-    "cos_dayofweek",
-    "sin_day",
-    "cos_day",
-    "sin_month",
-    "cos_month",
-)
-"""Suffixes of the 8 feature columns, in column order: ``f"{column}_{suffix}"``."""
+from ..names import CYCLICAL_SUFFIXES, FLOAT_DTYPES
 
-_DTYPES = ("float32", "float64")
+_DTYPES = FLOAT_DTYPES
 _TICKS_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 _DAYS_IN_MONTH = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 _NAT = np.iinfo(np.int64).min

@@ -33,10 +33,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..names import FLOAT_DTYPES
 from ..ops import backend_of
 from ..windowing import gather_windows
 
-_FLOAT_DTYPES = ("float32", "float64")
+_FLOAT_DTYPES = FLOAT_DTYPES
 
 
 def _as_batch(X):

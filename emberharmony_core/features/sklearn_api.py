@@ -31,9 +31,10 @@ except ImportError:  # scikit-learn < 1.6 (pyproject allows >= 1.4; tested with 
         return estimator._validate_data(X, **kwargs)
 
 
+from ..names import FLOAT_DTYPES
 from .pca import PCAModel, PCAStats
 
-_DTYPES = ("float32", "float64")
+_DTYPES = FLOAT_DTYPES
 
 
 class StreamingPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):

@@ -52,8 +52,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-SPLIT_NAMES: tuple[str, str, str] = ("train", "validation", "test")
-DEFAULT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
+from ..names import DEFAULT_FRACTIONS, SPLIT_NAMES
+
 _SUM_TOLERANCE = 1e-9
 _PERCENT_TOLERANCE = 1e-6
 _INT64_MIN_BITS = 1 << 63

@@ -87,7 +87,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..features.cyclical import CYCLICAL_SUFFIXES  # the local feature names, one source of truth
+from ..names import CYCLICAL_SUFFIXES, DEFAULT_FRACTIONS
 from .base import (
     DEFAULT_ROWS_PER_CHUNK,
     TableSpec,
@@ -142,7 +142,7 @@ def pushdown_columns(spec: TableSpec, split_column: str = "split") -> list[str]:
 def pushdown_sql(
     spec: TableSpec,
     split_key: str,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
     *,
     split_column: str = "split",
     timezone: str = "UTC",
@@ -257,7 +257,7 @@ def iter_window_pushdown(
     end: datetime,
     *,
     split_key: str,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
     split_column: str = "split",
     timezone: str = "UTC",
     column_types: Mapping[str, str] | None = None,
@@ -341,7 +341,7 @@ def read_window_pushdown(
     end: datetime,
     *,
     split_key: str,
-    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
     split_column: str = "split",
     timezone: str = "UTC",
     column_types: Mapping[str, str] | None = None,
@@ -391,7 +391,7 @@ class BigQueryPushdownReader:
         spec: TableSpec,
         *,
         split_key: str,
-        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        fractions: Sequence[float] = DEFAULT_FRACTIONS,
         split_column: str = "split",
         timezone: str = "UTC",
         **reader_options,
@@ -456,7 +456,7 @@ class BigFramesPushdownReader:
         spec: TableSpec,
         *,
         split_key: str,
-        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        fractions: Sequence[float] = DEFAULT_FRACTIONS,
         split_column: str = "split",
         timezone: str = "UTC",
     ):

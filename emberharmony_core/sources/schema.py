@@ -33,23 +33,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from ..names import CYCLICAL_SUFFIXES
+
 if TYPE_CHECKING:  # base imports this module lazily; no cycle at run time
     from .base import TableSpec
 
 DIALECTS = ("duckdb", "bigquery")
 SPLIT_COLUMN = "split"
-# the cyclical features' suffixes (emberharmony_core.features.cyclical.CYCLICAL_SUFFIXES; not imported:
-# sources do not depend on features)
-_CYCLICAL_SUFFIXES = (
-    "sin_hour",
-    "cos_hour",
-    "sin_dayofweek",
-    "cos_dayofweek",
-    "sin_day",
-    "cos_day",
-    "sin_month",
-    "cos_month",
-)
 _LISTED_COLUMNS = 60  # the message lists at most this many of the table's columns
 
 
@@ -245,7 +235,7 @@ class _Names:
             for c in self.read
             if type_kind(self.table[c], dialect) == "nested" and self._is_struct(self.table[c])
         }
-        self.derived = [SPLIT_COLUMN] + [f"{c}_{s}" for c in spec.datetime_columns for s in _CYCLICAL_SUFFIXES]
+        self.derived = [SPLIT_COLUMN] + [f"{c}_{s}" for c in spec.datetime_columns for s in CYCLICAL_SUFFIXES]
         self.derived += [f"{c}_{f}" for c, fields in self.structs.items() for f in fields or ()]
 
     @staticmethod
