@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emberharmony_assets.definitions import DEMO_SETTINGS, DEMO_SOURCE
-from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
+from emberharmony_assets import testing
 from emberharmony_core.demo import DemoConfig, write_demo_table
 
 # 24 sensors (enough distinct split keys for the fraction check), hourly, 5 days
@@ -21,12 +20,8 @@ def demo_database(tmp_path_factory):
 
 
 def make_resources(database: str, artifacts: str, backend: str = "numpy", **settings) -> dict:
-    return {
-        "source": DuckDBSourceResource(database=database, **DEMO_SOURCE),
-        "backend": BackendResource(name=backend),
-        "settings": PipelineSettings(**{**DEMO_SETTINGS, "n_components": 8, **settings}),
-        "store": ArtifactStoreResource(base_path=artifacts),
-    }
+    """``testing.resources`` over the demo table, with 8 components unless ``settings`` say otherwise."""
+    return testing.resources(database, artifacts, backend=backend, **{"n_components": 8, **settings})
 
 
 @pytest.fixture

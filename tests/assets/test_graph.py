@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster import AssetKey
 
-from tests.conftest import materialized_metadata
-from emberharmony_assets.assets import all_assets, partitioned_assets
+from emberharmony_assets.assets import partitioned_assets
 from emberharmony_assets.definitions import defs
+from emberharmony_assets.testing import day_figures, materialize_days
 from emberharmony_core.features.pca import PCAModel, PCAStats
 from emberharmony_core.layout import load_pca_stats, load_stride_windows, read_asset_frame, save_pca_stats
 from emberharmony_core.store import ArtifactStore
@@ -30,21 +29,6 @@ def by_name(*names):
     return list(names)
 
 
-def run_range(resources, selection, first, last, instance=None):
-    result = materialize(all_assets, selection=selection, resources=resources,
-                         instance=instance or DagsterInstance.ephemeral(),
-                         tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
-    assert result.success
-    return result
-
-
-def run_partition(resources, selection, key, raise_on_error=True):
-    result = materialize(all_assets, selection=selection, resources=resources, partition_key=key,
-                         instance=DagsterInstance.ephemeral(), raise_on_error=raise_on_error)
-    assert result.success or not raise_on_error
-    return result
-
-
 def file_digests(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -57,7 +41,8 @@ def test_definitions_hold_the_design_asset_keys():
 
 
 def test_whole_graph_in_one_run_passes_its_checks_and_writes_every_artifact(resources):
-    result = run_range(resources, None, PARTITIONS[0], PARTITIONS[-1])
+    result = materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=resources)
+    assert result.success
     checks = result.get_asset_check_evaluations()
     assert {c.check_name for c in checks} == {"split_fractions_near_configured", "cyclical_features_finite_in_unit_range",
                                              "no_missing_or_infinite_features", "window_counts_match_rows",
@@ -77,12 +62,12 @@ def test_whole_graph_in_one_run_passes_its_checks_and_writes_every_artifact(reso
             _, index = load_stride_windows(store, key, stride)
             assert len(projected) == len(index)
             assert (projected["end_time"].to_numpy() == index["end_time"].to_numpy()).all()
-    metadata = materialized_metadata(result, "pca_models")
+    metadata = day_figures(result, "pca_models")
     assert "explained_variance_ratio_stride_1" in metadata
-    raw_meta = materialized_metadata(result, "raw_chunk")
-    assert raw_meta["rows"].value == 24 * 24  # the day's own rows first, then the run's
-    assert raw_meta["run_rows"].value == 24 * 24 * len(PARTITIONS)
-    assert raw_meta["run_peak_rss_mib"].value > 0
+    raw_meta = day_figures(result, "raw_chunk", PARTITIONS[0])
+    assert raw_meta["rows"] == 24 * 24  # the day's own rows first, then the run's
+    assert raw_meta["run_rows"] == 24 * 24 * len(PARTITIONS)
+    assert raw_meta["run_peak_rss_mib"] > 0
 
 
 def reference_windows(features: pd.DataFrame, columns, window_size, stride):
@@ -106,12 +91,13 @@ def test_partitions_one_by_one_equal_one_run_and_the_concatenated_rows(demo_data
     separate = make_resources(demo_database, str(tmp_path / "separate"), dtype="float64")
     together = make_resources(demo_database, str(tmp_path / "together"), dtype="float64")
     for key in reversed(three):  # any order: before the fit, each partition depends only on its own rows
-        run_partition(separate, by_name(*BEFORE_FIT), key)
-    run_range(separate, by_name("preprocessor"), three[0], three[-1])
+        assert materialize_days(key, resources=separate, selection=by_name(*BEFORE_FIT)).success
+    assert materialize_days(three[0], three[-1], resources=separate, selection=by_name("preprocessor")).success
     for key in three:
-        run_partition(separate, by_name(*AFTER_FIT), key)
-    run_range(separate, by_name("pca_models"), three[0], three[-1])
-    run_range(together, by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT, "pca_models"), three[0], three[-1])
+        assert materialize_days(key, resources=separate, selection=by_name(*AFTER_FIT)).success
+    assert materialize_days(three[0], three[-1], resources=separate, selection=by_name("pca_models")).success
+    assert materialize_days(three[0], three[-1], resources=together,
+                            selection=by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT, "pca_models")).success
 
     a, b = ArtifactStore(separate["store"].base_path), ArtifactStore(together["store"].base_path)
     assert a.read_json("preprocessor", "preprocessor") == b.read_json("preprocessor", "preprocessor")
@@ -152,11 +138,12 @@ def test_partitions_one_by_one_equal_one_run_and_the_concatenated_rows(demo_data
 
 def test_rematerialising_a_partition_is_idempotent(resources):
     key = PARTITIONS[1]
-    run_range(resources, by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT, "pca_models"), PARTITIONS[0], PARTITIONS[2])
+    assert materialize_days(PARTITIONS[0], PARTITIONS[2], resources=resources,
+                            selection=by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT, "pca_models")).success
     base = Path(resources["store"].base_path)
     before = file_digests(base)
-    run_partition(resources, by_name(*BEFORE_FIT), key)
-    run_partition(resources, by_name(*AFTER_FIT), key)
+    assert materialize_days(key, resources=resources, selection=by_name(*BEFORE_FIT)).success
+    assert materialize_days(key, resources=resources, selection=by_name(*AFTER_FIT)).success
     after = file_digests(base)
     assert after == before  # same files, same bytes: nothing appended, nothing left behind
     assert not [p for p in base.rglob("*.tmp")]
@@ -164,17 +151,18 @@ def test_rematerialising_a_partition_is_idempotent(resources):
 
 
 def test_split_data_alone_reads_raw_chunk_from_its_artifact(resources):
-    run_partition(resources, ["raw_chunk"], PARTITIONS[0])
-    result = run_partition(resources, ["split_data"], PARTITIONS[0])
-    assert materialized_metadata(result, "split_data")["rows"].value == 24 * 24
+    assert materialize_days(PARTITIONS[0], resources=resources, selection=["raw_chunk"]).success
+    result = materialize_days(PARTITIONS[0], resources=resources, selection=["split_data"])
+    assert day_figures(result, "split_data", PARTITIONS[0])["rows"] == 24 * 24
     frame = read_asset_frame(ArtifactStore(resources["store"].base_path), "split_data", PARTITIONS[0])
     assert len(frame) == 24 * 24 and frame.groupby("sensor_id")["split"].nunique().max() == 1  # the entity is the split key
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
 def test_windows_need_the_previous_partition_and_say_so(resources):
-    run_range(resources, by_name(*BEFORE_FIT, "preprocessor"), PARTITIONS[0], PARTITIONS[2])
-    result = run_partition(resources, by_name(*AFTER_FIT), PARTITIONS[2], raise_on_error=False)
+    assert materialize_days(PARTITIONS[0], PARTITIONS[2], resources=resources,
+                            selection=by_name(*BEFORE_FIT, "preprocessor")).success
+    result = materialize_days(PARTITIONS[2], resources=resources, selection=by_name(*AFTER_FIT), raise_on_error=False)
     assert not result.success
     messages = " ".join(e.event_specific_data.error.to_string() for e in result.all_events
                         if e.is_failure and getattr(e.event_specific_data, "error", None))
@@ -192,7 +180,7 @@ def test_results_do_not_depend_on_rows_per_chunk(demo_database, tmp_path):
     stores = {}
     for rows in (7, 100, 1000, 7777, 1_000_000):
         resources = make_resources(demo_database, str(tmp_path / f"chunk{rows}"), dtype="float64", rows_per_chunk=rows)
-        run_range(resources, None, PARTITIONS[0], PARTITIONS[2])
+        assert materialize_days(PARTITIONS[0], PARTITIONS[2], resources=resources).success
         stores[rows] = ArtifactStore(resources["store"].base_path)
     whole = stores.pop(1_000_000)
     for rows, store in stores.items():
@@ -240,11 +228,12 @@ def test_only_the_window_carry_goes_from_day_to_day(asset, day):
 
 
 def test_pca_models_ignore_statistics_of_partitions_outside_the_definition(resources):
-    run_range(resources, by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT), PARTITIONS[0], PARTITIONS[1])
+    assert materialize_days(PARTITIONS[0], PARTITIONS[1], resources=resources,
+                            selection=by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT)).success
     store = ArtifactStore(resources["store"].base_path)
     stale = PCAStats().update(np.random.default_rng(0).standard_normal((10, 7)))  # another window width
     save_pca_stats(store, "2019-01-01", {1: stale})
-    run_range(resources, by_name("pca_models"), PARTITIONS[0], PARTITIONS[1])
+    assert materialize_days(PARTITIONS[0], PARTITIONS[1], resources=resources, selection=by_name("pca_models")).success
     model = PCAModel.from_arrays(store.read_arrays("pca_models", "stride=1"))
     in_range = [load_pca_stats(store, key)[1] for key in PARTITIONS[:2]]
     assert model.n_samples_ == sum(s.n_samples for s in in_range)  # the stale file is not merged
