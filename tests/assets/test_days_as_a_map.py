@@ -12,23 +12,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dagster import DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from emberharmony_assets.assets import all_assets
+from emberharmony_assets.testing import materialize_days
 
 from .conftest import PARTITIONS, make_resources
 
 INGEST = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
 DAY_PASSES = [["features", "window_tails"], ["stride_windows", "pca_stats"]]
-
-
-def run(resources, selection, first, last=None):
-    tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last or first}
-    result = materialize(all_assets, selection=selection, resources=resources, tags=tags,
-                         instance=DagsterInstance.ephemeral())
-    assert result.success
-    return result
 
 
 def digests(base: Path) -> dict[str, str]:
@@ -57,7 +48,7 @@ def sparse_database(demo_database, tmp_path_factory) -> str:
 def one_run(sparse_database, tmp_path_factory) -> dict[str, str]:
     """Every artifact of one run over the range."""
     base = tmp_path_factory.mktemp("one_run") / "artifacts"
-    run(make_resources(sparse_database, str(base)), None, PARTITIONS[0], PARTITIONS[-1])
+    assert materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=make_resources(sparse_database, str(base))).success
     found = digests(base)
     assert any(name.startswith("window_carry/") for name in found) and any("projected_windows/" in n for n in found)
     return found
@@ -68,23 +59,24 @@ def test_days_materialised_one_by_one_in_random_order_give_the_same_bytes(sparse
     resources = make_resources(sparse_database, str(base))
     order = random.Random(7).sample(PARTITIONS, len(PARTITIONS))
     for day in order:
-        run(resources, INGEST, day)
-    run(resources, ["preprocessor"], PARTITIONS[0])
+        assert materialize_days(day, day, resources=resources, selection=INGEST).success
+    assert materialize_days(PARTITIONS[0], PARTITIONS[0], resources=resources, selection=["preprocessor"]).success
     for day in order:
-        run(resources, DAY_PASSES[0], day)
-    run(resources, ["window_carry"], PARTITIONS[0], PARTITIONS[-1])  # the one chain: light, one run
+        assert materialize_days(day, day, resources=resources, selection=DAY_PASSES[0]).success
+    # the one chain: light, one run
+    assert materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=resources, selection=["window_carry"]).success
     for day in reversed(order):
-        run(resources, DAY_PASSES[1], day)
-    run(resources, ["pca_models"], PARTITIONS[0])
+        assert materialize_days(day, day, resources=resources, selection=DAY_PASSES[1]).success
+    assert materialize_days(PARTITIONS[0], PARTITIONS[0], resources=resources, selection=["pca_models"]).success
     for day in order:
-        run(resources, ["projected_windows"], day)
+        assert materialize_days(day, day, resources=resources, selection=["projected_windows"]).success
     assert digests(base) == one_run
 
 
 def _days_in_a_process(database: str, base: str, selection: list[str], days: list[str]) -> None:
     resources = make_resources(database, base)
     for day in days:
-        run(resources, selection, day)
+        assert materialize_days(day, day, resources=resources, selection=selection).success
 
 
 def test_days_in_separate_processes_at_once_give_the_same_bytes(sparse_database, one_run, tmp_path):
@@ -100,42 +92,43 @@ def test_days_in_separate_processes_at_once_give_the_same_bytes(sparse_database,
                 done.result()
 
     in_parallel(INGEST)
-    run(resources, ["preprocessor"], PARTITIONS[0])
+    assert materialize_days(PARTITIONS[0], PARTITIONS[0], resources=resources, selection=["preprocessor"]).success
     in_parallel(DAY_PASSES[0])
-    run(resources, ["window_carry"], PARTITIONS[0], PARTITIONS[-1])
+    assert materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=resources, selection=["window_carry"]).success
     in_parallel(DAY_PASSES[1])
-    run(resources, ["pca_models"], PARTITIONS[0])
+    assert materialize_days(PARTITIONS[0], PARTITIONS[0], resources=resources, selection=["pca_models"]).success
     in_parallel(["projected_windows"])
     assert digests(Path(base)) == one_run
 
 
 def test_the_windows_of_a_day_wait_for_the_carry_of_the_day_before_and_say_how_to_make_it(sparse_database, tmp_path):
     resources = make_resources(sparse_database, str(tmp_path / "artifacts"))
-    run(resources, INGEST, PARTITIONS[0], PARTITIONS[-1])
-    run(resources, ["preprocessor"] + DAY_PASSES[0], PARTITIONS[0], PARTITIONS[-1])
-    result = materialize(all_assets, selection=DAY_PASSES[1], resources=resources, partition_key=PARTITIONS[3],
-                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=resources, selection=INGEST).success
+    assert materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=resources,
+                            selection=["preprocessor"] + DAY_PASSES[0]).success
+    result = materialize_days(PARTITIONS[3], resources=resources, selection=DAY_PASSES[1], raise_on_error=False)
     assert not result.success
     text = " ".join(e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure)
     assert f"partition {PARTITIONS[3]} (stride_windows) continues each entity's series from partition {PARTITIONS[2]}, " \
            f"but the window_carry of {PARTITIONS[2]} is missing" in text
     assert (f"--select window_carry --partition-range {PARTITIONS[0]}...{PARTITIONS[2]}") in text
-    run(resources, ["window_carry"], PARTITIONS[0], PARTITIONS[2])  # as the message says
-    run(resources, DAY_PASSES[1], PARTITIONS[3])
+    # as the message says
+    assert materialize_days(PARTITIONS[0], PARTITIONS[2], resources=resources, selection=["window_carry"]).success
+    assert materialize_days(PARTITIONS[3], PARTITIONS[3], resources=resources, selection=DAY_PASSES[1]).success
 
 
 def test_a_new_window_size_names_the_carries_to_redo_and_the_command_redoes_them(sparse_database, tmp_path):
     base = str(tmp_path / "artifacts")
-    run(make_resources(sparse_database, base), None, PARTITIONS[0], PARTITIONS[2])
+    assert materialize_days(PARTITIONS[0], PARTITIONS[2], resources=make_resources(sparse_database, base)).success
     smaller = make_resources(sparse_database, base, window_size=3)
-    result = materialize(all_assets, selection=DAY_PASSES[1], resources=smaller, partition_key=PARTITIONS[2],
-                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    result = materialize_days(PARTITIONS[2], resources=smaller, selection=DAY_PASSES[1], raise_on_error=False)
     text = " ".join(e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure)
     assert f"the window_carry of {PARTITIONS[1]} was made with window_size 5, the settings say 3" in text, text
     command = f"--select features,window_tails,window_carry --partition-range {PARTITIONS[0]}...{PARTITIONS[2]}"
     assert command in text, text
-    run(smaller, ["features", "window_tails", "window_carry"], PARTITIONS[0], PARTITIONS[2])  # as it says
-    run(smaller, DAY_PASSES[1], PARTITIONS[2])
+    assert materialize_days(PARTITIONS[0], PARTITIONS[2], resources=smaller,
+                            selection=["features", "window_tails", "window_carry"]).success  # as it says
+    assert materialize_days(PARTITIONS[2], PARTITIONS[2], resources=smaller, selection=DAY_PASSES[1]).success
 
 
 def test_scale_out_cuts_a_range_into_contiguous_runs_and_tags_each_as_dagster_reads_it():

@@ -10,22 +10,15 @@ import re
 import duckdb
 import numpy as np
 import pytest
-from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from tests.conftest import failure_text
-from emberharmony_assets.assets import all_assets
+from emberharmony_assets.testing import materialize_days
 from emberharmony_core.store import ArtifactStore
 
 from .conftest import PARTITIONS, make_resources
 
 INGEST = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
 WINDOWS = ["features", "window_tails", "window_carry", "stride_windows", "pca_stats"]
-
-
-def run(resources, selection, first, last):
-    return materialize(all_assets, selection=selection, resources=resources, instance=DagsterInstance.ephemeral(),
-                       tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
 
 
 @pytest.fixture
@@ -43,10 +36,13 @@ def database(demo_database, tmp_path) -> str:
 def test_a_category_new_after_the_fit_is_encoded_by_the_fitted_vocabulary(database, tmp_path):
     artifacts = tmp_path / "artifacts"
     resources = make_resources(database, str(artifacts))
-    assert run(resources, INGEST, PARTITIONS[0], PARTITIONS[1]).success
-    assert run(resources, ["preprocessor"], PARTITIONS[0], PARTITIONS[0]).success  # vocabulary of days 1-2
-    assert run(resources, INGEST, PARTITIONS[2], PARTITIONS[3]).success  # 'brand-new' arrives on day 3
-    result = run(resources, WINDOWS + ["pca_models", "projected_windows"], PARTITIONS[0], PARTITIONS[3])
+    assert materialize_days(PARTITIONS[0], PARTITIONS[1], resources=resources, selection=INGEST).success
+    # vocabulary of days 1-2
+    assert materialize_days(PARTITIONS[0], PARTITIONS[0], resources=resources, selection=["preprocessor"]).success
+    # 'brand-new' arrives on day 3
+    assert materialize_days(PARTITIONS[2], PARTITIONS[3], resources=resources, selection=INGEST).success
+    result = materialize_days(PARTITIONS[0], PARTITIONS[3], resources=resources,
+                              selection=WINDOWS + ["pca_models", "projected_windows"])
     assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
 
     store = ArtifactStore(artifacts)
@@ -66,9 +62,9 @@ def test_a_category_new_after_the_fit_is_encoded_by_the_fitted_vocabulary(databa
 
     # refit on all four days: the vocabulary grows by one, so every day's features (and the windows' carry)
     # must be redone; windowing day 3 alone on top of day 2's old carry fails, naming the fix
-    assert run(resources, ["preprocessor"], PARTITIONS[0], PARTITIONS[0]).success
+    assert materialize_days(PARTITIONS[0], PARTITIONS[0], resources=resources, selection=["preprocessor"]).success
     with pytest.raises(Exception) as failed:
-        run(resources, WINDOWS, PARTITIONS[2], PARTITIONS[2])
+        materialize_days(PARTITIONS[2], PARTITIONS[2], resources=resources, selection=WINDOWS)
     message = failure_text(failed.value)
     assert f"window_tails of partition {PARTITIONS[2]}" in message and "status_brand-new" in message  # day, column
     # the message's command repairs it: its selection over its range in one run, then the models and projections
@@ -77,8 +73,8 @@ def test_a_category_new_after_the_fit_is_encoded_by_the_fitted_vocabulary(databa
     assert command, message
     selection, first, last = command.group(1).split(","), command.group(2), command.group(3)
     assert (first, last) == (PARTITIONS[0], PARTITIONS[3])
-    assert run(resources, selection, first, last).success
-    assert run(resources, ["pca_models", "projected_windows"], first, last).success
+    assert materialize_days(first, last, resources=resources, selection=selection).success
+    assert materialize_days(first, last, resources=resources, selection=["pca_models", "projected_windows"]).success
     width = len(store.read_json("stride_windows", "layout")["feature_columns"])
     assert width == len(features) + 1  # one more one-hot column: status_brand-new
     for day in PARTITIONS[:4]:
