@@ -10,13 +10,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from tests.conftest import failure_text, materialized_metadata
-from emberharmony_assets.assets import all_assets
+from tests.conftest import failure_text
 from emberharmony_assets.definitions import DEMO_SOURCE
 from emberharmony_assets.resources import DuckDBSourceResource
+from emberharmony_assets.testing import day_figures, materialize_days
 from emberharmony_core.store import ArtifactStore
 
 from .conftest import make_resources
@@ -32,14 +30,9 @@ def with_table(resources: dict, table: str) -> dict:
     return {**resources, "source": DuckDBSourceResource(database=database, **{**DEMO_SOURCE, "table": table})}
 
 
-def run(resources, selection=INGEST, partitions=(DAY, DAY)):
-    return materialize(all_assets, selection=selection, resources=resources, instance=DagsterInstance.ephemeral(),
-                       tags={ASSET_PARTITION_RANGE_START_TAG: partitions[0], ASSET_PARTITION_RANGE_END_TAG: partitions[1]})
-
-
 def run_fails(resources, selection=INGEST, partitions=(DAY, DAY)) -> str:
     with pytest.raises(Exception) as info:
-        run(resources, selection, partitions)
+        materialize_days(*partitions, resources=resources, selection=selection)
     return failure_text(info.value)
 
 
@@ -101,9 +94,10 @@ def test_duplicates_fail_by_default_naming_partition_count_examples_and_the_sett
 
 @pytest.mark.parametrize("policy", ["keep_last", "mean"])
 def test_on_duplicate_keeps_one_row_per_key_and_counts_what_it_merged(bad, bad_database, tmp_path, policy):
-    result = run(with_table(make_resources(bad_database, str(tmp_path / "artifacts"), on_duplicate=policy), "dups"))
+    resources = with_table(make_resources(bad_database, str(tmp_path / "artifacts"), on_duplicate=policy), "dups")
+    result = materialize_days(DAY, DAY, resources=resources, selection=INGEST)
     assert result.success
-    metadata = {k: v.value for k, v in materialized_metadata(result, "raw_chunk").items()}
+    metadata = day_figures(result, "raw_chunk", DAY)
     removed = "duplicate_rows_merged" if policy == "mean" else "duplicate_rows_dropped"
     assert metadata["rows"] == ROWS_PER_DAY and metadata["duplicate_keys"] == 2 and metadata[removed] == 3
     assert metadata["on_duplicate"] == policy
@@ -126,7 +120,8 @@ def test_on_duplicate_keeps_one_row_per_key_and_counts_what_it_merged(bad, bad_d
 def test_identical_duplicates_under_keep_last_give_the_clean_table_s_ingest(bad_database, tmp_path):
     clean = make_resources(bad_database, str(tmp_path / "clean"))
     merged = make_resources(bad_database, str(tmp_path / "merged"), on_duplicate="keep_last")
-    assert run(with_table(clean, "clean")).success and run(with_table(merged, "exact_dups")).success
+    assert materialize_days(DAY, DAY, resources=with_table(clean, "clean"), selection=INGEST).success
+    assert materialize_days(DAY, DAY, resources=with_table(merged, "exact_dups"), selection=INGEST).success
     a, b = ArtifactStore(str(tmp_path / "clean")), ArtifactStore(str(tmp_path / "merged"))
     for asset in ("raw_chunk", "split_data", "cyclical_features"):
         pd.testing.assert_frame_equal(a.read_frame(asset, DAY), b.read_frame(asset, DAY))
@@ -173,9 +168,9 @@ def test_after_fixing_the_table_the_next_run_gives_a_clean_run_s_pca_models(bad_
     assert written(tmp_path / "artifacts", days[0])  # the good day before it was written
     with duckdb.connect(bad_database) as connection:  # the fix: one row per key
         connection.execute("CREATE OR REPLACE TABLE to_fix AS SELECT * FROM clean")
-    assert run(resources, None, days).success
+    assert materialize_days(*days, resources=resources).success
     clean = make_resources(demo_database, str(tmp_path / "clean"))
-    assert run(clean, None, days).success
+    assert materialize_days(*days, resources=clean).success
     fixed, reference = ArtifactStore(str(tmp_path / "artifacts")), ArtifactStore(str(tmp_path / "clean"))
     for stride in (1, 3, 5):
         ours, theirs = (s.read_arrays("pca_models", f"stride={stride}") for s in (fixed, reference))

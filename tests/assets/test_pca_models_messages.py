@@ -7,22 +7,14 @@ import re
 
 import pytest
 from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from emberharmony_assets.assets import all_assets
-from tests.conftest import materialized_metadata
+from emberharmony_assets.testing import day_figures, materialize_days
 
 from .conftest import PARTITIONS, make_resources
 
 UPSTREAM = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats", "preprocessor", "features", "window_tails", "window_carry",
             "stride_windows", "pca_stats"]
-
-
-def run(resources, selection, first, last, raise_on_error=True, instance=None):
-    return materialize(all_assets, selection=selection, resources=resources,
-                       instance=instance or DagsterInstance.ephemeral(),
-                       raise_on_error=raise_on_error,
-                       tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last})
 
 
 def failure_text(result) -> str:
@@ -62,8 +54,9 @@ def test_statistics_in_the_old_npz_layout_are_named_not_silently_ignored(demo_da
 def test_window_too_large_for_the_rows_says_why_with_the_numbers(demo_database, tmp_path):
     # 24 hourly rows per sensor and day; one day materialised, windows of 30 rows: no window can exist
     resources = make_resources(demo_database, str(tmp_path / "artifacts"), window_size=30)
-    run(resources, UPSTREAM, PARTITIONS[0], PARTITIONS[0])
-    result = run(resources, ["pca_models"], PARTITIONS[0], PARTITIONS[0], raise_on_error=False)
+    assert materialize_days(PARTITIONS[0], PARTITIONS[0], resources=resources, selection=UPSTREAM).success
+    result = materialize_days(PARTITIONS[0], PARTITIONS[0], resources=resources, selection=["pca_models"],
+                              raise_on_error=False)
     assert not result.success
     text = failure_text(result)
     assert "stride(s) [1, 3, 5]: fewer than 2 train windows" in text
@@ -79,15 +72,16 @@ def test_n_components_above_the_numerical_rank_warns_and_the_check_passes(demo_d
     # all window features as components: the sin/cos columns of consecutive hours make the windows rank-deficient
     resources = make_resources(demo_database, str(tmp_path / "artifacts"), n_components=10_000, strides=[1],
                                dtype=dtype)
-    run(resources, UPSTREAM, PARTITIONS[0], PARTITIONS[1])
+    assert materialize_days(PARTITIONS[0], PARTITIONS[1], resources=resources, selection=UPSTREAM).success
     instance = DagsterInstance.ephemeral()
-    result = run(resources, ["pca_models"], PARTITIONS[0], PARTITIONS[1], instance=instance)
+    result = materialize_days(PARTITIONS[0], PARTITIONS[1], resources=resources, selection=["pca_models"],
+                              instance=instance)
     [check] = result.get_asset_check_evaluations()
     assert check.passed, check.metadata["problems"]
     assert check.metadata["dtype"].value == dtype  # the settings dtype reaches the check
     rank = check.metadata["numerical_rank_stride_1"].value
-    metadata = materialized_metadata(result, "pca_models")
-    warning = metadata["rank_warning_stride_1"].value
+    metadata = day_figures(result, "pca_models")
+    warning = metadata["rank_warning_stride_1"]
     components = int(re.search(r"n_components (\d+) exceeds", warning).group(1))
     assert 0 < rank < components
     assert f"exceeds the numerical rank {rank} " in warning
