@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 from dagster import EnvVar
 from dagster_gcp import BigQueryResource
@@ -36,30 +36,40 @@ class BigQuerySourceResource(SourceResource):
     that emulator with anonymous credentials.
     """
 
-    project: Optional[str] = Field(default=None, description="project that runs (and pays for) the queries")
-    location: Optional[str] = Field(default=None, description="dataset location, e.g. US or EU")
-    gcp_credentials: Optional[str] = Field(default=None, description="base64 service-account key (optional)")
-    use_storage_api: Optional[bool] = Field(default=None, description="None: Storage Read API when available")
-    maximum_bytes_billed: Optional[int] = Field(default=None, description="fail a query that would bill more")
+    project: str | None = Field(default=None, description="project that runs (and pays for) the queries")
+    location: str | None = Field(default=None, description="dataset location, e.g. US or EU")
+    gcp_credentials: str | None = Field(default=None, description="base64 service-account key (optional)")
+    use_storage_api: bool | None = Field(default=None, description="None: Storage Read API when available")
+    maximum_bytes_billed: int | None = Field(default=None, description="fail a query that would bill more")
     pushdown: bool = Field(default=False, description="compute split and cyclical features inside BigQuery")
-    pushdown_engine: str = Field(default="sql", description="sql: one query through the BigQuery client; "
-                                 "bigframes: the same query through a bigframes session")
-    export_dataset: Optional[str] = Field(default=None, description="write-back (off when empty): the dataset "
-                                          "('dataset' in the job project, or 'project.dataset') that receives "
-                                          "features and projected_windows as tables partitioned by day")
-    export_table_prefix: str = Field(default="", description="prefix of the write-back tables' names "
-                                     "(<prefix>features, <prefix>projected_windows)")
-    export_method: str = Field(default="auto", description="how a day is replaced: partition_decorator (one "
-                               "WRITE_TRUNCATE load job on table$YYYYMMDD), transaction (staging table, then "
-                               "DELETE + INSERT in one transaction), auto (transaction on an emulator, "
-                               "partition_decorator on BigQuery)")
+    pushdown_engine: str = Field(
+        default="sql",
+        description="sql: one query through the BigQuery client; bigframes: the same query through a bigframes session",
+    )
+    export_dataset: str | None = Field(
+        default=None,
+        description="write-back (off when empty): the dataset "
+        "('dataset' in the job project, or 'project.dataset') that receives "
+        "features and projected_windows as tables partitioned by day",
+    )
+    export_table_prefix: str = Field(
+        default="", description="prefix of the write-back tables' names (<prefix>features, <prefix>projected_windows)"
+    )
+    export_method: str = Field(
+        default="auto",
+        description="how a day is replaced: partition_decorator (one "
+        "WRITE_TRUNCATE load job on table$YYYYMMDD), transaction (staging table, then "
+        "DELETE + INSERT in one transaction), auto (transaction on an emulator, "
+        "partition_decorator on BigQuery)",
+    )
 
-    def export_table(self, name: str) -> Optional[str]:
+    def export_table(self, name: str) -> str | None:
         """``project.dataset.<prefix><name>`` of the write-back table for asset ``name``, or None when off."""
         if not self.export_dataset:
             return None
-        return export_table_id(self.export_dataset, name, self.project or self.table.split(".")[0],
-                               self.export_table_prefix)
+        return export_table_id(
+            self.export_dataset, name, self.project or self.table.split(".")[0], self.export_table_prefix
+        )
 
     def setup_for_execution(self, context) -> None:
         super().setup_for_execution(context)
@@ -79,9 +89,12 @@ class BigQuerySourceResource(SourceResource):
             from google.cloud import bigquery
 
             endpoint = host if host.startswith("http") else f"http://{host}"
-            yield bigquery.Client(project=self.project or self.table.split(".")[0], location=self.location,
-                                  credentials=AnonymousCredentials(),
-                                  client_options=ClientOptions(api_endpoint=endpoint))
+            yield bigquery.Client(
+                project=self.project or self.table.split(".")[0],
+                location=self.location,
+                credentials=AnonymousCredentials(),
+                client_options=ClientOptions(api_endpoint=endpoint),
+            )
             return
         with self._bigquery().get_client() as client:
             yield client
@@ -92,8 +105,11 @@ class BigQuerySourceResource(SourceResource):
         import bigframes
 
         with self.client() as client:  # the same credentials the client resolved
-            session = bigframes.connect(bigframes.BigQueryOptions(
-                project=self.project or client.project, location=self.location, credentials=client._credentials))
+            session = bigframes.connect(
+                bigframes.BigQueryOptions(
+                    project=self.project or client.project, location=self.location, credentials=client._credentials
+                )
+            )
         try:
             yield session
         finally:
@@ -103,8 +119,7 @@ class BigQuerySourceResource(SourceResource):
         return self.pushdown
 
     @contextmanager
-    def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):
-        options = dict(use_storage_api=self.use_storage_api, maximum_bytes_billed=self.maximum_bytes_billed)
+    def open_reader(self, split_key: str | None = None, fractions=(0.8, 0.1, 0.1)):
         if self.pushdown and split_key is not None and self.pushdown_engine == "bigframes":
             with self.bigframes_session() as session:
                 yield BigFramesPushdownReader(session, self.spec(), split_key=split_key, fractions=tuple(fractions))
@@ -113,10 +128,21 @@ class BigQuerySourceResource(SourceResource):
             raise ValueError(f"pushdown_engine must be 'sql' or 'bigframes', got {self.pushdown_engine!r}")
         with self.client() as client:
             if self.pushdown and split_key is not None:
-                yield BigQueryPushdownReader(client, self.spec(), split_key=split_key, fractions=tuple(fractions),
-                                             **options)
+                yield BigQueryPushdownReader(
+                    client,
+                    self.spec(),
+                    split_key=split_key,
+                    fractions=tuple(fractions),
+                    use_storage_api=self.use_storage_api,
+                    maximum_bytes_billed=self.maximum_bytes_billed,
+                )
             else:  # plain rows (also what setup_for_execution validates the columns with)
-                yield BigQueryTableReader(client, self.spec(), **options)
+                yield BigQueryTableReader(
+                    client,
+                    self.spec(),
+                    use_storage_api=self.use_storage_api,
+                    maximum_bytes_billed=self.maximum_bytes_billed,
+                )
 
 
 def bigquery_source_from_env() -> BigQuerySourceResource:
@@ -132,9 +158,13 @@ def bigquery_source_from_env() -> BigQuerySourceResource:
         raise ValueError(f"EMBERHARMONY_BQ_COLUMNS is not valid JSON: {error}") from error
     credentials = EnvVar("EMBERHARMONY_BQ_CREDENTIALS") if os.environ.get("EMBERHARMONY_BQ_CREDENTIALS") else None
     return BigQuerySourceResource(
-        table=table, project=os.environ.get("EMBERHARMONY_BQ_PROJECT"), location=os.environ.get("EMBERHARMONY_BQ_LOCATION"),
-        gcp_credentials=credentials, pushdown=os.environ.get("EMBERHARMONY_BQ_PUSHDOWN", "0") == "1",
+        table=table,
+        project=os.environ.get("EMBERHARMONY_BQ_PROJECT"),
+        location=os.environ.get("EMBERHARMONY_BQ_LOCATION"),
+        gcp_credentials=credentials,
+        pushdown=os.environ.get("EMBERHARMONY_BQ_PUSHDOWN", "0") == "1",
         export_dataset=os.environ.get("EMBERHARMONY_BQ_EXPORT_DATASET") or None,
         export_table_prefix=os.environ.get("EMBERHARMONY_BQ_EXPORT_PREFIX", ""),
-        export_method=os.environ.get("EMBERHARMONY_BQ_EXPORT_METHOD", "auto"), **columns)
-
+        export_method=os.environ.get("EMBERHARMONY_BQ_EXPORT_METHOD", "auto"),
+        **columns,
+    )

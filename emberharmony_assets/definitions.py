@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from contextlib import contextmanager
+from typing import Any
 
 from dagster import ConfigurableIOManager, Definitions, InputContext, OutputContext
 
@@ -40,10 +41,16 @@ def dagster_maturity_warnings_quiet():
 with dagster_maturity_warnings_quiet():  # the assets, partitions and jobs raise them when first imported
     from .assets import all_assets
     from .jobs import all_jobs, all_schedules
-from .resources import (ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings, SourceResource,
-                        check_backend_name)
+    from .resources import (
+        ArtifactStoreResource,
+        BackendResource,
+        DuckDBSourceResource,
+        PipelineSettings,
+        SourceResource,
+        check_backend_name,
+    )
 
-DEMO_SOURCE = dict(
+DEMO_SOURCE: dict[str, Any] = dict(
     table="sensor_readings",
     timestamp_column="ts",
     entity_column="sensor_id",
@@ -51,14 +58,16 @@ DEMO_SOURCE = dict(
     categorical_columns=["site", "status"],
     extra_columns=["maintenance", "meta", "load_next_hour"],
 )
-DEMO_SETTINGS = dict(target_column="load_next_hour")
+DEMO_SETTINGS: dict[str, Any] = dict(target_column="load_next_hour")
 
 
 def default_source() -> SourceResource:
     kind = os.environ.get("EMBERHARMONY_SOURCE", "duckdb").strip().lower()
     if kind == "duckdb":  # DuckDB's threads for the ordered read: fewer when several runs share a machine
         threads = os.environ.get("EMBERHARMONY_DUCKDB_THREADS")
-        return DuckDBSourceResource(**DEMO_SOURCE, **({"threads": int(threads)} if threads else {}))
+        if threads:
+            return DuckDBSourceResource(**DEMO_SOURCE, threads=int(threads))
+        return DuckDBSourceResource(**DEMO_SOURCE)
     if kind == "bigquery":
         from .bigquery import bigquery_source_from_env
 
@@ -75,13 +84,17 @@ class NoValuesIOManager(ConfigurableIOManager):
     # here, naming the asset, rather than pickling a value nobody reads.
 
     def handle_output(self, context: OutputContext, obj) -> None:
-        raise TypeError(f"{_asset_name(context)} returned a value ({type(obj).__name__}) for Dagster's io_manager to "
-                        "store: these assets write their own files under the artifact store (the store resource) "
-                        "and return MaterializeResult; nothing is pickled")
+        raise TypeError(
+            f"{_asset_name(context)} returned a value ({type(obj).__name__}) for Dagster's io_manager to "
+            "store: these assets write their own files under the artifact store (the store resource) "
+            "and return MaterializeResult; nothing is pickled"
+        )
 
     def load_input(self, context: InputContext):
-        raise TypeError(f"{_asset_name(context)} asked Dagster's io_manager to load an input: these assets read "
-                        "their upstream files from the artifact store (the store resource); nothing is stored here")
+        raise TypeError(
+            f"{_asset_name(context)} asked Dagster's io_manager to load an input: these assets read "
+            "their upstream files from the artifact store (the store resource); nothing is stored here"
+        )
 
 
 def _asset_name(context) -> str:
@@ -112,8 +125,9 @@ def default_resources(**overrides) -> dict:
 
 def build_definitions(**resource_overrides) -> Definitions:
     with dagster_maturity_warnings_quiet():
-        return Definitions(assets=all_assets, jobs=all_jobs, schedules=all_schedules,
-                           resources=default_resources(**resource_overrides))
+        return Definitions(
+            assets=all_assets, jobs=all_jobs, schedules=all_schedules, resources=default_resources(**resource_overrides)
+        )
 
 
 defs = build_definitions()

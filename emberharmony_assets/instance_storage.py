@@ -25,8 +25,8 @@ Postgres (``storage: postgres:``), which pools its connections anyway.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import sqlalchemy as db
 from dagster._core.events import ASSET_EVENTS
@@ -34,9 +34,9 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
 )
-from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.schedules import SqliteScheduleStorage
+from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite_storage import (
     DagsterSqliteStorage,
     _event_logs_directory,
@@ -80,17 +80,18 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[db.engine.Connection]:
-        with self._db_lock:
-            with self._engine(shard).connect() as conn:
-                with conn.begin():
-                    yield conn
+        with self._db_lock, self._engine(shard).connect() as conn, conn.begin():
+            yield conn
 
     def store_event_batch(self, events) -> None:
         """What ``store_event`` does for each event, in one transaction per database for the whole batch.
         Dagster hands a step's asset materialisations over a partition range here as one batch when
         ``DAGSTER_EVENT_BATCH_SIZE`` > 0 (the main job sets it); any other mix goes event by event."""
-        if not events or len({event.run_id for event in events}) != 1 or not all(
-                event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS for event in events):
+        if (
+            not events
+            or len({event.run_id for event in events}) != 1
+            or not all(event.is_dagster_event and event.dagster_event_type in ASSET_EVENTS for event in events)
+        ):
             for event in events:
                 self.store_event(event)
             return
@@ -99,7 +100,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             for statement in statements:
                 conn.execute(statement)
         with self.index_transaction() as conn:  # mirrored in the cross-run index, as store_event does
-            for event, statement in zip(events, statements):
+            for event, statement in zip(events, statements, strict=True):
                 with db_result(conn, statement) as result:
                     event_id = result.inserted_primary_key[0]
                 self._store_asset_event_tags(conn, [event], [event_id])
@@ -133,5 +134,5 @@ class PooledSqliteStorage(DagsterSqliteStorage):
         super(DagsterSqliteStorage, self).__init__()
 
     @classmethod
-    def from_config_value(cls, inst_data, config_value) -> "PooledSqliteStorage":
+    def from_config_value(cls, inst_data, config_value) -> PooledSqliteStorage:
         return cls.from_local(inst_data=inst_data, **config_value)

@@ -25,25 +25,48 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from dagster import (AssetSelection, RunRequest, ScheduleEvaluationContext, SkipReason, define_asset_job,
-                     in_process_executor, schedule)
+from dagster import (
+    AssetSelection,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SkipReason,
+    define_asset_job,
+    in_process_executor,
+    schedule,
+)
 
 from .partitions import daily_partitions
 
-PARTITION_ASSETS = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats", "features", "window_tails",
-                    "window_carry", "stride_windows", "pca_stats"]
+PARTITION_ASSETS = [
+    "raw_chunk",
+    "split_data",
+    "cyclical_features",
+    "preprocess_stats",
+    "features",
+    "window_tails",
+    "window_carry",
+    "stride_windows",
+    "pca_stats",
+]
 
 daily_partition_job = define_asset_job(
-    "daily_partition_job", selection=AssetSelection.assets(*PARTITION_ASSETS),
+    "daily_partition_job",
+    selection=AssetSelection.assets(*PARTITION_ASSETS),
     description="One day through every partitioned asset up to pca_stats (its schedule: each morning, the day that "
-                "ended); needs the preprocessor and the day before's window_carry.")
-refit_job = define_asset_job("refit_job", selection=AssetSelection.assets("pca_models", "projected_windows"),
-                             description="pca_models from every day's statistics, then the day's projections "
-                                         "(its schedule: an hour after daily_partition_job).")
+    "ended); needs the preprocessor and the day before's window_carry.",
+)
+refit_job = define_asset_job(
+    "refit_job",
+    selection=AssetSelection.assets("pca_models", "projected_windows"),
+    description="pca_models from every day's statistics, then the day's projections "
+    "(its schedule: an hour after daily_partition_job).",
+)
 full_refresh_job = define_asset_job(
-    "full_refresh_job", selection=AssetSelection.all(),
+    "full_refresh_job",
+    selection=AssetSelection.all(),
     description="Everything, as ONE run over a range (Partitions -> Launch backfill, or python -m "
-                "emberharmony_assets.main): the fastest path on one machine; many workers: docs/scale.md.")
+    "emberharmony_assets.main): the fastest path on one machine; many workers: docs/scale.md.",
+)
 
 INGEST_ASSETS = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
 # the run-queue tag every run of a pass over days carries: a tag_concurrency_limits entry on this key caps how many
@@ -54,38 +77,72 @@ INGEST_PASS_TAG = (PASS_TAG, "ingest")
 
 def _pass_job(name: str, assets: list[str], what: str):
     # one step per run, in process: no step subprocess (~3 s of imports) per run
-    return define_asset_job(name, selection=AssetSelection.assets(*assets), executor_def=in_process_executor,
-                            tags={PASS_TAG: name.removesuffix("_job")}, description=what)
+    return define_asset_job(
+        name,
+        selection=AssetSelection.assets(*assets),
+        executor_def=in_process_executor,
+        tags={PASS_TAG: name.removesuffix("_job")},
+        description=what,
+    )
 
 
-ingest_job = _pass_job("ingest_job", INGEST_ASSETS,
-                       "The ingest pass alone: independent per day, so a backfill may run its days as separate runs "
-                       "at once (dagster job backfill -j ingest_job).")
-features_job = _pass_job("features_job", ["features", "window_tails"],
-                         "features and window_tails: independent per day (after the preprocessor), one run per day.")
-carry_job = define_asset_job("carry_job", selection=AssetSelection.assets("window_carry"),
-                             executor_def=in_process_executor,
-                             description="window_carry, the one step that goes day after day (a fold of small "
-                                         "per-entity summaries): launch a range as one run.")
-windows_job = _pass_job("windows_job", ["stride_windows", "pca_stats"],
-                        "stride_windows and pca_stats: independent per day once window_carry of the day before "
-                        "exists, one run per day.")
-projection_job = _pass_job("projection_job", ["projected_windows"],
-                           "projected_windows: independent per day once pca_models exists, one run per day.")
+ingest_job = _pass_job(
+    "ingest_job",
+    INGEST_ASSETS,
+    "The ingest pass alone: independent per day, so a backfill may run its days as separate runs "
+    "at once (dagster job backfill -j ingest_job).",
+)
+features_job = _pass_job(
+    "features_job",
+    ["features", "window_tails"],
+    "features and window_tails: independent per day (after the preprocessor), one run per day.",
+)
+carry_job = define_asset_job(
+    "carry_job",
+    selection=AssetSelection.assets("window_carry"),
+    executor_def=in_process_executor,
+    description="window_carry, the one step that goes day after day (a fold of small "
+    "per-entity summaries): launch a range as one run.",
+)
+windows_job = _pass_job(
+    "windows_job",
+    ["stride_windows", "pca_stats"],
+    "stride_windows and pca_stats: independent per day once window_carry of the day before exists, one run per day.",
+)
+projection_job = _pass_job(
+    "projection_job",
+    ["projected_windows"],
+    "projected_windows: independent per day once pca_models exists, one run per day.",
+)
 fit_and_windows_job = define_asset_job(
-    "fit_and_windows_job", selection=AssetSelection.all() - AssetSelection.assets(*INGEST_ASSETS),
+    "fit_and_windows_job",
+    selection=AssetSelection.all() - AssetSelection.assets(*INGEST_ASSETS),
     description="Everything after the ingest pass (preprocessor, features, window_carry, stride_windows, pca_stats, "
-                "pca_models, projected_windows): launch a range as one run.")
+    "pca_models, projected_windows): launch a range as one run.",
+)
 # the scale-out recipe's waves (emberharmony_assets.scale_out): a job per pass over days, one run per day; the
 # global fits and the carry fold as one run each
-WAVES = [("ingest_job", "days"), ("preprocessor_job", "once"), ("features_job", "days"), ("carry_job", "range"),
-         ("windows_job", "days"), ("pca_models_job", "once"), ("projection_job", "days")]
-fit_preprocessor_job = define_asset_job("preprocessor_job", selection=AssetSelection.assets("preprocessor"),
-                                        executor_def=in_process_executor,
-                                        description="The preprocessor alone, fitted on every day's preprocess_stats.")
-fit_pca_job = define_asset_job("pca_models_job", selection=AssetSelection.assets("pca_models"),
-                               executor_def=in_process_executor,
-                               description="pca_models alone, merged from every day's pca_stats.")
+WAVES = [
+    ("ingest_job", "days"),
+    ("preprocessor_job", "once"),
+    ("features_job", "days"),
+    ("carry_job", "range"),
+    ("windows_job", "days"),
+    ("pca_models_job", "once"),
+    ("projection_job", "days"),
+]
+fit_preprocessor_job = define_asset_job(
+    "preprocessor_job",
+    selection=AssetSelection.assets("preprocessor"),
+    executor_def=in_process_executor,
+    description="The preprocessor alone, fitted on every day's preprocess_stats.",
+)
+fit_pca_job = define_asset_job(
+    "pca_models_job",
+    selection=AssetSelection.assets("pca_models"),
+    executor_def=in_process_executor,
+    description="pca_models alone, merged from every day's pca_stats.",
+)
 
 
 def day_that_ended(context: ScheduleEvaluationContext) -> tuple[str | None, SkipReason | None]:
@@ -101,11 +158,13 @@ def day_that_ended(context: ScheduleEvaluationContext) -> tuple[str | None, Skip
     return None, SkipReason(
         f"{day} is after the last partition {last}: the partitions end there (EMBERHARMONY_PARTITION_END={end}), "
         "nothing new to materialise. Set EMBERHARMONY_PARTITION_END later, or empty for a set that grows every "
-        "day, to keep the schedule going")
+        "day, to keep the schedule going"
+    )
 
 
-@schedule(job=daily_partition_job, cron_schedule="0 1 * * *", execution_timezone="UTC",
-          name="daily_partition_job_schedule")
+@schedule(
+    job=daily_partition_job, cron_schedule="0 1 * * *", execution_timezone="UTC", name="daily_partition_job_schedule"
+)
 def daily_partition_job_schedule(context: ScheduleEvaluationContext):
     """Materialise the day that just ended through pca_stats (skipped outside the partitions)."""
     day, skip = day_that_ended(context)
@@ -119,6 +178,17 @@ def daily_refit_schedule(context: ScheduleEvaluationContext):
     return skip or RunRequest(run_key=f"refit-{day}", partition_key=day)
 
 
-all_jobs = [daily_partition_job, refit_job, full_refresh_job, ingest_job, fit_and_windows_job, features_job, carry_job,
-            windows_job, projection_job, fit_preprocessor_job, fit_pca_job]
+all_jobs = [
+    daily_partition_job,
+    refit_job,
+    full_refresh_job,
+    ingest_job,
+    fit_and_windows_job,
+    features_job,
+    carry_job,
+    windows_job,
+    projection_job,
+    fit_preprocessor_job,
+    fit_pca_job,
+]
 all_schedules = [daily_partition_job_schedule, daily_refit_schedule]

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 DEFAULT_START, DEFAULT_DAYS = "2026-01-01", 90  # the partitions' own defaults (partitions.py)
@@ -31,6 +32,8 @@ JOB_NAME = "full_refresh_job"  # jobs.py: every asset and check
 # (backfill_policy, allow_nonexistent_upstream_partitions, ...): shown with --verbose only.
 DAGSTER_MATURITY_WARNINGS = ("BetaWarning", "PreviewWarning", "SupersessionWarning")
 TELEMETRY_DOCS = "https://docs.dagster.io/about/telemetry"
+
+
 def dagster_yaml(dagster_home: str) -> str:
     """The ``dagster.yaml`` written into a new ``dagster_home``: Dagster's SQLite files in that folder,
     through ``PooledSqliteStorage`` (instance_storage.py: the same files, engines kept open between
@@ -63,13 +66,21 @@ def parse_args(argv):
     parser.add_argument("--entities", type=int, default=64, help="sensors in the demo table (size scales with it)")
     parser.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days of demo data = daily partitions")
     parser.add_argument("--start", default=DEFAULT_START, help="first day of the demo data and partitions")
-    parser.add_argument("--backend", default=None, help="auto | numpy | torch | mlx (default: $EMBERHARMONY_BACKEND or auto)")
-    parser.add_argument("--home", default=None,
-                        help="data folder: demo table, artifacts and the Dagster instance (<home>/dagster_home); "
-                             "default $EMBERHARMONY_HOME or ./data, with $DAGSTER_HOME when set")
+    parser.add_argument(
+        "--backend", default=None, help="auto | numpy | torch | mlx (default: $EMBERHARMONY_BACKEND or auto)"
+    )
+    parser.add_argument(
+        "--home",
+        default=None,
+        help="data folder: demo table, artifacts and the Dagster instance (<home>/dagster_home); "
+        "default $EMBERHARMONY_HOME or ./data, with $DAGSTER_HOME when set",
+    )
     parser.add_argument("--fresh", action="store_true", help="regenerate the demo table and artifacts")
-    parser.add_argument("--verbose", action="store_true",
-                        help="print Dagster's whole event stream (DEBUG) and its Beta/Preview warnings")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print Dagster's whole event stream (DEBUG) and its Beta/Preview warnings",
+    )
     return parser.parse_args(argv)
 
 
@@ -86,8 +97,7 @@ DAGSTER_RANGE_SETTINGS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1"
 def run_config(verbose: bool = False) -> dict:
     """Dagster's console logger: warnings and errors only, unless ``verbose`` (every DEBUG event); the
     ``progress`` logger: one line per step. The event log (what the UI shows) is the same either way."""
-    return {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}},
-                        "progress": {}}}
+    return {"loggers": {"console": {"config": {"log_level": "DEBUG" if verbose else "WARNING"}}, "progress": {}}}
 
 
 def quiet_dagster_warnings() -> None:
@@ -121,8 +131,10 @@ def ensure_dagster_yaml(dagster_home: str) -> str | None:
                 get_or_set_instance_id()
         except Exception:  # noqa: BLE001 - then Dagster prints its own notice later, nothing lost
             pass
-    return (f"wrote {path}: SQLite storage, pooled; Dagster's anonymous telemetry is on, to turn it off set "
-            f"telemetry.enabled: false there ({TELEMETRY_DOCS})")
+    return (
+        f"wrote {path}: SQLite storage, pooled; Dagster's anonymous telemetry is on, to turn it off set "
+        f"telemetry.enabled: false there ({TELEMETRY_DOCS})"
+    )
 
 
 def ensure_instance(dagster_home: str | None = None) -> None:
@@ -139,8 +151,12 @@ def prepare_environment(home: str, start: str, days: int, dagster_home: str, ver
     range-planned events, Python logging and, unless ``verbose``, quiet warnings. Returns lines to print."""
     end = date.fromisoformat(start) + timedelta(days=days)
     # partitions are defined at import: set their range before importing the definitions
-    os.environ.update(EMBERHARMONY_HOME=home, EMBERHARMONY_PARTITION_START=start,
-                      EMBERHARMONY_PARTITION_END=end.isoformat(), DAGSTER_HOME=dagster_home)
+    os.environ.update(
+        EMBERHARMONY_HOME=home,
+        EMBERHARMONY_PARTITION_START=start,
+        EMBERHARMONY_PARTITION_END=end.isoformat(),
+        DAGSTER_HOME=dagster_home,
+    )
     os.makedirs(dagster_home, exist_ok=True)
     for name, value in DAGSTER_RANGE_SETTINGS.items():
         os.environ.setdefault(name, value)
@@ -164,20 +180,25 @@ def resolve_job(assets, resources: dict | None = None, name: str = JOB_NAME):
     from .summary import progress_logger
 
     job = next(j for j in all_jobs if j.name == name)
-    defs = Definitions(assets=assets, jobs=[job], resources=resources or {},
-                       loggers={"console": colored_console_logger, "progress": progress_logger(assets)})
+    defs = Definitions(
+        assets=assets,
+        jobs=[job],
+        resources=resources or {},
+        loggers={"console": colored_console_logger, "progress": progress_logger(assets)},
+    )
     return defs.resolve_job_def(name)
 
 
-def execute_range(job, keys: list[str], verbose: bool = False, tags: dict | None = None):
+def execute_range(job, keys: Sequence[str], verbose: bool = False, tags: dict | None = None):
     """Run ``job`` as one run over the partition range ``keys[0] .. keys[-1]`` on ``$DAGSTER_HOME``'s instance."""
     from dagster import DagsterInstance
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     range_tags = {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]} if keys else {}
     with DagsterInstance.get() as instance:
-        return job.execute_in_process(instance=instance, run_config=run_config(verbose), raise_on_error=False,
-                                      tags={**range_tags, **(tags or {})})
+        return job.execute_in_process(
+            instance=instance, run_config=run_config(verbose), raise_on_error=False, tags={**range_tags, **(tags or {})}
+        )
 
 
 def homes(args) -> tuple[str, str]:
@@ -197,8 +218,10 @@ def ui_command(home: str, dagster_home: str, start: str, days: int) -> str:
     if home != os.path.join(repo, "data") or dagster_home != os.path.join(home, "dagster_home"):
         env += [f"EMBERHARMONY_HOME={home}", f"DAGSTER_HOME={dagster_home}"]
     if start != DEFAULT_START or days != DEFAULT_DAYS:
-        env += [f"EMBERHARMONY_PARTITION_START={start}",
-                f"EMBERHARMONY_PARTITION_END={date.fromisoformat(start) + timedelta(days=days)}"]
+        env += [
+            f"EMBERHARMONY_PARTITION_START={start}",
+            f"EMBERHARMONY_PARTITION_END={date.fromisoformat(start) + timedelta(days=days)}",
+        ]
     in_repo = os.path.exists(os.path.join(repo, "Makefile")) and os.path.abspath(os.getcwd()) == repo
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
     return " ".join(env + ["make ui" if in_repo else f"{dagster} dev -w {os.path.join(repo, 'workspace.yaml')}"])
@@ -241,21 +264,31 @@ def main(argv: list[str] | None = None) -> int:
     keys = daily_partitions.get_partition_keys()
     end = date.fromisoformat(args.start) + timedelta(days=args.days)
     if end > date.today():
-        print(f"note: days after {date.today()} have no partition yet (Dagster creates a day's partition once it "
-              f"has ended); use --start to place the demo in the past")
+        print(
+            f"note: days after {date.today()} have no partition yet (Dagster creates a day's partition once it "
+            f"has ended); use --start to place the demo in the past"
+        )
     if not keys:
         print("no partition has ended yet: nothing to run")
         return 1
     job = resolve_job(all_assets, resources)
     print(run_header(job, all_assets, keys, resources["backend"].name), flush=True)
     started = time.perf_counter()
-    result = execute_range(job, keys, verbose=args.verbose, tags={"emberharmony/launched_by": "emberharmony_assets.main"})
+    result = execute_range(
+        job, keys, verbose=args.verbose, tags={"emberharmony/launched_by": "emberharmony_assets.main"}
+    )
     seconds = time.perf_counter() - started
-    return print_summary(result, seconds, keys=keys, store=resources["store"].get(),
-                         artifacts=os.path.abspath(resources["store"].base_path),
-                         strides=list(resources["settings"].strides), dagster_home=dagster_home,
-                         ui=ui_command(home, dagster_home, args.start, args.days),
-                         expected_checks=sum(len(a.check_keys) for a in all_assets))
+    return print_summary(
+        result,
+        seconds,
+        keys=keys,
+        store=resources["store"].get(),
+        artifacts=os.path.abspath(resources["store"].base_path),
+        strides=list(resources["settings"].strides),
+        dagster_home=dagster_home,
+        ui=ui_command(home, dagster_home, args.start, args.days),
+        expected_checks=sum(len(a.check_keys) for a in all_assets),
+    )
 
 
 if __name__ == "__main__":

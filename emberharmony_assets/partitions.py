@@ -17,4 +17,6 @@ PARTITION_END = os.environ.get("EMBERHARMONY_PARTITION_END", "2026-04-01") or No
 daily_partitions = DailyPartitionsDefinition(start_date=PARTITION_START, end_date=PARTITION_END, timezone="UTC")
 
 # "the partition before this one" (absent for the first partition): how windows continue each series
-previous_partition = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+previous_partition = TimeWindowPartitionMapping(
+    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import enum
 import os
-from contextlib import contextmanager, nullcontext
-from typing import Annotated, Any, Callable, ContextManager, Optional
+from collections.abc import Callable
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer
@@ -31,7 +32,6 @@ from emberharmony_core.sources.base import DEFAULT_ROWS_PER_CHUNK, TableSpec
 from emberharmony_core.sources.duckdb_source import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS
 from emberharmony_core.store import ARROW_MEMORY_POOLS, ArtifactStore, check_arrow_memory_pool, use_arrow_memory_pool
 from emberharmony_core.windowing import parse_duration
-
 
 # The allowed values of each fixed-choice setting, from the core where it has them.
 BACKEND_NAMES = ("auto", *_BACKENDS)  # auto, numpy, torch, mlx
@@ -66,22 +66,35 @@ def _choice(name: str, values: tuple[str, ...], check: Callable[[Any], Any]) -> 
     f-strings, metadata and the core see what they saw before. A value may be given as the string or
     as the enum's member.
     """
-    choices = enum.Enum(name, [(value, value) for value in values], type=str, module=__name__)
+    members = [(value, value) for value in values]
 
     def validate(value: Any) -> Any:
         value = value.value if isinstance(value, enum.Enum) else value
         checked = check(value)
         return value if checked is None else checked
 
-    return Annotated[choices, BeforeValidator(validate), AfterValidator(lambda member: member.value),
-                     PlainSerializer(lambda value: getattr(value, "value", value), return_type=str)]
+    return Annotated[
+        enum.Enum(name, members, type=str, module=__name__),
+        BeforeValidator(validate),
+        AfterValidator(lambda member: member.value),
+        PlainSerializer(lambda value: getattr(value, "value", value), return_type=str),
+    ]
 
 
-BackendName = _choice("BackendName", BACKEND_NAMES, check_backend_name)
-FloatDtype = _choice("FloatDtype", DTYPES, lambda value: _check_setting("dtype", value, DTYPES))
-OnDuplicate = _choice("OnDuplicate", ON_DUPLICATE, check_on_duplicate)
-StructFields = _choice("StructFields", STRUCT_FIELDS, lambda value: _check_setting("struct_fields", value, STRUCT_FIELDS))
-ArrowMemoryPool = _choice("ArrowMemoryPool", ARROW_MEMORY_POOLS, check_arrow_memory_pool)
+if TYPE_CHECKING:  # what the fields hold once validated: the plain string
+    BackendName: TypeAlias = str
+    FloatDtype: TypeAlias = str
+    OnDuplicate: TypeAlias = str
+    StructFields: TypeAlias = str
+    ArrowMemoryPool: TypeAlias = str
+else:
+    BackendName = _choice("BackendName", BACKEND_NAMES, check_backend_name)
+    FloatDtype = _choice("FloatDtype", DTYPES, lambda value: _check_setting("dtype", value, DTYPES))
+    OnDuplicate = _choice("OnDuplicate", ON_DUPLICATE, check_on_duplicate)
+    StructFields = _choice(
+        "StructFields", STRUCT_FIELDS, lambda value: _check_setting("struct_fields", value, STRUCT_FIELDS)
+    )
+    ArrowMemoryPool = _choice("ArrowMemoryPool", ARROW_MEMORY_POOLS, check_arrow_memory_pool)
 
 
 def data_home() -> str:
@@ -93,11 +106,13 @@ class BackendResource(ConfigurableResource):
     """The compute library every asset uses: NumPy, PyTorch or MLX, or auto to pick the fastest one here."""
 
     # auto: torch on a CUDA device, MLX on Apple silicon, else NumPy (emberharmony_core.ops.get_backend)
-    name: BackendName = Field(default="auto", description="auto picks torch on a CUDA GPU, MLX on Apple silicon, "
-                              "else numpy")
+    name: BackendName = Field(
+        default="auto", description="auto picks torch on a CUDA GPU, MLX on Apple silicon, else numpy"
+    )
     # free text, not a choice list: torch takes any cuda:N
-    device: Optional[str] = Field(default=None, description="torch: cpu, cuda, cuda:N or mps; mlx: cpu or gpu; "
-                                  "empty: the backend's default")
+    device: str | None = Field(
+        default=None, description="torch: cpu, cuda, cuda:N or mps; mlx: cpu or gpu; empty: the backend's default"
+    )
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         chosen = self.get()  # unknown or missing backend fails here, before any asset runs
@@ -114,22 +129,30 @@ class SourceResource(ConfigurableResource):
     # The columns every source shares; subclasses say where the table lives.
     table: str = Field(description="the source table (DuckDB: its name in the file; BigQuery: project.dataset.table)")
     timestamp_column: str = Field(default="ts", description="TIMESTAMP column that puts each row in a day")
-    entity_column: Optional[str] = Field(default=None, description="one series per value; windows never cross "
-                                         "entities")
+    entity_column: str | None = Field(default=None, description="one series per value; windows never cross entities")
     feature_columns: list[str] = Field(default_factory=list, description="numeric input columns")
-    datetime_columns: Optional[list[str]] = Field(default=None, description="columns turned into cyclical features "
-                                                  "(default: the timestamp)")
-    categorical_columns: list[str] = Field(default_factory=list, description="columns one-hot encoded (categories "
-                                           "seen in train rows)")
-    extra_columns: list[str] = Field(default_factory=list, description="columns read and passed along (targets, "
-                                     "structs)")
+    datetime_columns: list[str] | None = Field(
+        default=None, description="columns turned into cyclical features (default: the timestamp)"
+    )
+    categorical_columns: list[str] = Field(
+        default_factory=list, description="columns one-hot encoded (categories seen in train rows)"
+    )
+    extra_columns: list[str] = Field(
+        default_factory=list, description="columns read and passed along (targets, structs)"
+    )
 
     def spec(self) -> TableSpec:
-        return TableSpec(table=self.table, timestamp_column=self.timestamp_column, entity_column=self.entity_column,
-                         feature_columns=tuple(self.feature_columns), datetime_columns=self.datetime_columns,
-                         categorical_columns=tuple(self.categorical_columns), extra_columns=tuple(self.extra_columns))
+        return TableSpec(
+            table=self.table,
+            timestamp_column=self.timestamp_column,
+            entity_column=self.entity_column,
+            feature_columns=tuple(self.feature_columns),
+            datetime_columns=None if self.datetime_columns is None else tuple(self.datetime_columns),
+            categorical_columns=tuple(self.categorical_columns),
+            extra_columns=tuple(self.extra_columns),
+        )
 
-    def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)) -> ContextManager:
+    def open_reader(self, split_key: str | None = None, fractions=(0.8, 0.1, 0.1)) -> AbstractContextManager:
         """A context manager yielding a ``TableReader`` (a connection or client held while it is open).
 
         ``split_key`` and ``fractions`` matter only to sources that compute the split themselves.
@@ -146,7 +169,7 @@ class SourceResource(ConfigurableResource):
         with self.open_reader() as reader:
             reader.validate()  # a typo'd column or a wrongly typed one fails here, naming it
 
-    def validate_settings(self, settings: "PipelineSettings") -> None:
+    def validate_settings(self, settings: PipelineSettings) -> None:
         """Check ``settings`` against this source's table before any asset writes (one schema read, no rows).
 
         ``settings.validate()``, then every column the settings name (``split_key``, ``target_column``,
@@ -163,19 +186,26 @@ class DuckDBSourceResource(SourceResource):
     """The source table, read from a DuckDB file (the built-in default)."""
 
     # Read-only connections through dagster-duckdb.
-    database: str = Field(default_factory=lambda: os.path.join(data_home(), "demo.duckdb"),
-                          description="path of the DuckDB file (opened read-only)")
+    database: str = Field(
+        default_factory=lambda: os.path.join(data_home(), "demo.duckdb"),
+        description="path of the DuckDB file (opened read-only)",
+    )
     # A day is read sorted; beyond memory_limit DuckDB's sort spills to its temporary folder, so memory does not
     # grow with a day's rows.
-    memory_limit: str = Field(default=DEFAULT_MEMORY_LIMIT, description="DuckDB's memory for reading a day, e.g. "
-                              "'128MB' or '1GB'; beyond it DuckDB spills to disk")
+    memory_limit: str = Field(
+        default=DEFAULT_MEMORY_LIMIT,
+        description="DuckDB's memory for reading a day, e.g. '128MB' or '1GB'; beyond it DuckDB spills to disk",
+    )
     # Each sorting thread needs about 40 MB of memory_limit, so the default does not follow the machine's cores
     # (DuckDB's own default): with 8 or 16 threads, a 3,000,000-row day does not fit in 128MB.
-    threads: int = Field(default=DEFAULT_THREADS, description="DuckDB's threads for reading a day; each needs about "
-                         "40 MB of memory_limit, so raise both together")
+    threads: int = Field(
+        default=DEFAULT_THREADS,
+        description="DuckDB's threads for reading a day; each needs about "
+        "40 MB of memory_limit, so raise both together",
+    )
 
     @contextmanager
-    def open_reader(self, split_key: Optional[str] = None, fractions=(0.8, 0.1, 0.1)):
+    def open_reader(self, split_key: str | None = None, fractions=(0.8, 0.1, 0.1)):
         from dagster_duckdb import DuckDBResource
 
         from emberharmony_core.sources.duckdb_source import DuckDBTableReader, check_database_file, read_settings
@@ -209,47 +239,69 @@ class PipelineSettings(ConfigurableResource):
     window_size: int = Field(default=5, description="rows per window (consecutive rows of one entity)")
     strides: list[int] = Field(default_factory=lambda: [1, 3, 5], description="window strides; one PCA per stride")
     n_components: int = Field(default=32, description="principal components kept per stride")
-    split_fractions: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1],
-                                         description="train, validation, test shares (whole percents, summing to 1)")
-    split_key: Optional[str] = Field(default=None, description="column hashed for the split; default: the entity "
-                                     "column, or the day when there is none")
-    dtype: FloatDtype = Field(default="float32", description="precision of windows and projections: float32 "
-                              "(faster) or float64")
-    null_threshold: float = Field(default=0.9, description="drop feature columns whose share of nulls in train rows "
-                                  "exceeds this")
+    split_fractions: list[float] = Field(
+        default_factory=lambda: [0.8, 0.1, 0.1],
+        description="train, validation, test shares (whole percents, summing to 1)",
+    )
+    split_key: str | None = Field(
+        default=None,
+        description="column hashed for the split; default: the entity column, or the day when there is none",
+    )
+    dtype: FloatDtype = Field(
+        default="float32", description="precision of windows and projections: float32 (faster) or float64"
+    )
+    null_threshold: float = Field(
+        default=0.9, description="drop feature columns whose share of nulls in train rows exceeds this"
+    )
     drop_columns: list[str] = Field(default_factory=list, description="columns left out before anything else")
-    force_categorical_columns: list[str] = Field(default_factory=list,
-                                                 description="columns treated as categorical whatever their type")
-    target_column: Optional[str] = Field(default=None, description="kept aside, never a feature")
+    force_categorical_columns: list[str] = Field(
+        default_factory=list, description="columns treated as categorical whatever their type"
+    )
+    target_column: str | None = Field(default=None, description="kept aside, never a feature")
     max_categories: int = Field(default=50, description="most frequent categories kept per column (>= 1)")
     # memory follows rows_per_chunk, results do not
-    rows_per_chunk: int = Field(default=DEFAULT_ROWS_PER_CHUNK, description="rows read and processed at a time; "
-                                "lower it to use less memory")
+    rows_per_chunk: int = Field(
+        default=DEFAULT_ROWS_PER_CHUNK, description="rows read and processed at a time; lower it to use less memory"
+    )
     # dropped windows are counted per partition as gap_dropped_stride_S
-    max_gap: Optional[str] = Field(default=None, description="a duration ('2h', '1d', '90min'): windows with a "
-                                   "bigger gap between two rows are not made (and are counted); empty: off")
+    max_gap: str | None = Field(
+        default=None,
+        description="a duration ('2h', '1d', '90min'): windows with a "
+        "bigger gap between two rows are not made (and are counted); empty: off",
+    )
     # "7d" splits by ISO week
-    split_block: Optional[str] = Field(default=None, description="a duration ('7d'): with no split_key or entity "
-                                       "column, split by time block instead of by day")
+    split_block: str | None = Field(
+        default=None,
+        description="a duration ('7d'): with no split_key or entity column, split by time block instead of by day",
+    )
     # keep_last: ties come in the engine's order; mean: every non-numeric column must agree
     # (emberharmony_core.features.row_checks)
-    on_duplicate: OnDuplicate = Field(default="error", description="rows with the same entity and timestamp: error "
-                                      "fails the day naming them; keep_last keeps the last; mean averages them")
+    on_duplicate: OnDuplicate = Field(
+        default="error",
+        description="rows with the same entity and timestamp: error "
+        "fails the day naming them; keep_last keeps the last; mean averages them",
+    )
     # error names both partitions; union leaves a field null in the partitions that lack it
-    struct_fields: StructFields = Field(default="error", description="a STRUCT column whose fields differ between "
-                                        "days: error fails; union keeps every field (then re-materialise "
-                                        "preprocess_stats)")
+    struct_fields: StructFields = Field(
+        default="error",
+        description="a STRUCT column whose fields differ between "
+        "days: error fails; union keeps every field (then re-materialise "
+        "preprocess_stats)",
+    )
     # system returns chunk buffers to the OS: 45-90 MiB lower peak, same speed
     # (emberharmony_core.store.use_arrow_memory_pool)
-    arrow_memory_pool: Optional[ArrowMemoryPool] = Field(default=None, description="Arrow's memory allocator for "
-                                                         "the run; empty: system, unless $ARROW_DEFAULT_MEMORY_POOL "
-                                                         "names one")
+    arrow_memory_pool: ArrowMemoryPool | None = Field(
+        default=None,
+        description="Arrow's memory allocator for the run; empty: system, unless $ARROW_DEFAULT_MEMORY_POOL names one",
+    )
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self.validate()
         use_arrow_memory_pool(self.arrow_memory_pool)
 
-    def validate(self) -> "PipelineSettings":
+    # Complexity: a flat checklist, one if per setting, each raising with the setting and its value.
+    # pydantic's deprecated classmethod BaseModel.validate (v1 API) is shadowed on purpose: settings.validate()
+    def validate(self) -> PipelineSettings:  # type: ignore[override]  # noqa: C901
         if self.window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {self.window_size}")
         if not self.strides:
@@ -270,9 +322,11 @@ class PipelineSettings(ConfigurableResource):
             raise ValueError(f"null_threshold must be in (0, 1], got {self.null_threshold}")
         validate_fractions(tuple(self.split_fractions))
         if self.split_fractions[0] <= 0:
-            raise ValueError(f"split_fractions {list(self.split_fractions)}: the train fraction is 0, but the "
-                             "preprocessor and the PCA models are fitted on train rows only; give train a share, "
-                             "e.g. [0.8, 0.1, 0.1]")
+            raise ValueError(
+                f"split_fractions {list(self.split_fractions)}: the train fraction is 0, but the "
+                "preprocessor and the PCA models are fitted on train rows only; give train a share, "
+                "e.g. [0.8, 0.1, 0.1]"
+            )
         check_on_duplicate(self.on_duplicate)
         _check_setting("struct_fields", self.struct_fields, STRUCT_FIELDS)
         check_arrow_memory_pool(self.arrow_memory_pool)
@@ -280,16 +334,22 @@ class PipelineSettings(ConfigurableResource):
         if self.split_block is not None:
             parse_duration("split_block", self.split_block)
             if self.split_key is not None:
-                raise ValueError(f"split_block ({self.split_block!r}) and split_key ({self.split_key!r}) are both set: "
-                                 "split_block replaces the partition-date key only when there is no split key "
-                                 "column; unset one of them")
+                raise ValueError(
+                    f"split_block ({self.split_block!r}) and split_key ({self.split_key!r}) are both set: "
+                    "split_block replaces the partition-date key only when there is no split key "
+                    "column; unset one of them"
+                )
         return self
 
     def schema_settings(self) -> dict:
         """The settings that name source columns, as ``TableReader.validate`` / ``validate_schema`` take them."""
-        return dict(drop_columns=tuple(self.drop_columns), target_column=self.target_column, split_key=self.split_key,
-                    force_categorical_columns=tuple(self.force_categorical_columns),
-                    max_categories=self.max_categories)
+        return dict(
+            drop_columns=tuple(self.drop_columns),
+            target_column=self.target_column,
+            split_key=self.split_key,
+            force_categorical_columns=tuple(self.force_categorical_columns),
+            max_categories=self.max_categories,
+        )
 
 
 class ArtifactStoreResource(ConfigurableResource):
@@ -301,8 +361,10 @@ class ArtifactStoreResource(ConfigurableResource):
     # while ArtifactStore.wipe() (main.py --fresh) fails at once naming their pids. Local
     # folders only; on fsspec URLs the locks are no-ops (emberharmony_core.store).
 
-    base_path: str = Field(default_factory=lambda: os.path.join(data_home(), "artifacts"),
-                           description="a local folder or an fsspec URL such as gs://bucket/prefix")
+    base_path: str = Field(
+        default_factory=lambda: os.path.join(data_home(), "artifacts"),
+        description="a local folder or an fsspec URL such as gs://bucket/prefix",
+    )
 
     def get(self) -> ArtifactStore:
         return ArtifactStore(self.base_path)
@@ -319,5 +381,15 @@ class ArtifactStoreResource(ConfigurableResource):
                 self.teardown_after_execution(context)
 
 
-__all__ = ["BackendResource", "SourceResource", "DuckDBSourceResource", "PipelineSettings",
-           "ArtifactStoreResource", "data_home", "BACKEND_NAMES", "DTYPES", "STRUCT_FIELDS", "check_backend_name"]
+__all__ = [
+    "BackendResource",
+    "SourceResource",
+    "DuckDBSourceResource",
+    "PipelineSettings",
+    "ArtifactStoreResource",
+    "data_home",
+    "BACKEND_NAMES",
+    "DTYPES",
+    "STRUCT_FIELDS",
+    "check_backend_name",
+]

@@ -23,9 +23,10 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from urllib.parse import urlparse
 
-from dagster import DagsterInstance, DagsterRunStatus, PartitionKeyRange, RunsFilter
+from dagster import DagsterInstance, DagsterRunStatus, PartitionKeyRange, RunRecord, RunsFilter
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from .jobs import PASS_TAG, WAVES
@@ -59,7 +60,7 @@ auto_materialize:
 """
 
 
-def day_groups(days: list[str], runs: int) -> list[tuple[str, str]]:
+def day_groups(days: Sequence[str], runs: int) -> list[tuple[str, str]]:
     """``days`` cut into at most ``runs`` contiguous (first, last) ranges of near-equal length, in order."""
     runs = max(1, min(int(runs), len(days)))
     size, extra = divmod(len(days), runs)
@@ -81,8 +82,9 @@ def range_tags(first: str, last: str) -> dict[str, str]:
 def submit_runs(client, job: str, groups: list[tuple[str, str]], wave: str) -> None:
     """One run of ``job`` per group of days, submitted to the instance's run queue through the webserver."""
     for first, last in groups:
-        client.submit_job_execution(job, repository_location_name=LOCATION,
-                                    tags={WAVE_TAG: wave, **range_tags(first, last)})
+        client.submit_job_execution(
+            job, repository_location_name=LOCATION, tags={WAVE_TAG: wave, **range_tags(first, last)}
+        )
 
 
 def run_here(job: str, kind: str, first: str, last: str, instance: DagsterInstance, wave: str) -> None:
@@ -92,11 +94,12 @@ def run_here(job: str, kind: str, first: str, last: str, instance: DagsterInstan
 
     tags = {WAVE_TAG: wave, **(range_tags(first, last) if kind == "range" else {})}
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the run's events still go to the instance
-    build_definitions().resolve_job_def(job).execute_in_process(run_config=quiet, instance=instance, tags=tags,
-                                                                raise_on_error=False)
+    build_definitions().resolve_job_def(job).execute_in_process(
+        run_config=quiet, instance=instance, tags=tags, raise_on_error=False
+    )
 
 
-def wait(instance: DagsterInstance, wave: str, expected: int, timeout: float, poll: float = 0.5) -> list:
+def wait(instance: DagsterInstance, wave: str, expected: int, timeout: float, poll: float = 0.5) -> Sequence[RunRecord]:
     """The wave's run records once all ``expected`` runs have finished; a failed run, or none finishing in time,
     raises naming them."""
     deadline = time.monotonic() + timeout
@@ -105,24 +108,38 @@ def wait(instance: DagsterInstance, wave: str, expected: int, timeout: float, po
         if len(records) >= expected and all(r.dagster_run.status in FINISHED for r in records):
             break
         if time.monotonic() > deadline:
-            states = sorted((r.dagster_run.tags.get("dagster/partition", "range"), r.dagster_run.status.value)
-                            for r in records)
-            raise TimeoutError(f"wave {wave}: {len(records)} of {expected} runs seen, not all finished after "
-                               f"{timeout:.0f} s: {states} (is a dagster-daemon running for this DAGSTER_HOME?)")
+            states = sorted(
+                (r.dagster_run.tags.get("dagster/partition", "range"), r.dagster_run.status.value) for r in records
+            )
+            raise TimeoutError(
+                f"wave {wave}: {len(records)} of {expected} runs seen, not all finished after "
+                f"{timeout:.0f} s: {states} (is a dagster-daemon running for this DAGSTER_HOME?)"
+            )
         time.sleep(poll)
     failed = [r.dagster_run for r in records if r.dagster_run.status != DagsterRunStatus.SUCCESS]
     if failed:
-        raise RuntimeError(f"{len(failed)} run(s) of the wave failed: "
-                           + ", ".join(f"{run.run_id} ({run.job_name}, {run.tags.get('dagster/partition', 'range')}: "
-                                       f"{run.status.value})" for run in failed)
-                           + "; see them in the UI (Runs), fix the cause, re-execute them, then run this again from "
-                             "the next wave (--start-at)")
+        raise RuntimeError(
+            f"{len(failed)} run(s) of the wave failed: "
+            + ", ".join(
+                f"{run.run_id} ({run.job_name}, {run.tags.get('dagster/partition', 'range')}: {run.status.value})"
+                for run in failed
+            )
+            + "; see them in the UI (Runs), fix the cause, re-execute them, then run this again from "
+            "the next wave (--start-at)"
+        )
     return records
 
 
-def scale_out(first: str, last: str, url: str = "http://127.0.0.1:3000", runs_per_wave: int | None = None,
-              start_at: str | None = None, timeout: float = 24 * 3600, instance: DagsterInstance | None = None,
-              log=print) -> dict[str, list]:
+def scale_out(
+    first: str,
+    last: str,
+    url: str = "http://127.0.0.1:3000",
+    runs_per_wave: int | None = None,
+    start_at: str | None = None,
+    timeout: float = 24 * 3600,
+    instance: DagsterInstance | None = None,
+    log=print,
+) -> dict[str, Sequence[RunRecord]]:
     """Run every wave over ``first`` .. ``last`` (partition keys) on the instance's run queue, submitting through
     the webserver at ``url``; returns each job's run records."""
     from dagster_graphql import DagsterGraphQLClient
@@ -132,13 +149,15 @@ def scale_out(first: str, last: str, url: str = "http://127.0.0.1:3000", runs_pe
     days = daily_partitions.get_partition_keys_in_range(PartitionKeyRange(first, last))
     groups = day_groups(days, runs_per_wave or len(days))
     where = urlparse(url)
+    if where.hostname is None:
+        raise ValueError(f"url {url!r} names no host, e.g. http://127.0.0.1:3000")
     client = DagsterGraphQLClient(where.hostname, port_number=where.port, use_https=where.scheme == "https")
     instance = instance or DagsterInstance.get()
     names = [job for job, _ in WAVES]
     if start_at is not None and start_at not in names:
         raise ValueError(f"--start-at must be one of {names}, got {start_at!r}")
     runs = {}
-    for job, kind in (WAVES[names.index(start_at):] if start_at else WAVES):
+    for job, kind in WAVES[names.index(start_at) :] if start_at else WAVES:
         began, wave = time.monotonic(), uuid.uuid4().hex[:12]
         if kind == "days":
             submit_runs(client, job, groups, wave)
@@ -153,9 +172,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="first", required=True, help="first day (partition key)")
     parser.add_argument("--to", dest="last", required=True, help="last day (partition key), inclusive")
-    parser.add_argument("--url", default="http://127.0.0.1:3000", help="the Dagster webserver (dagster dev) to submit to")
-    parser.add_argument("--runs-per-wave", type=int, default=None,
-                        help="runs per wave over days, each a range of days (default: one per day)")
+    parser.add_argument(
+        "--url", default="http://127.0.0.1:3000", help="the Dagster webserver (dagster dev) to submit to"
+    )
+    parser.add_argument(
+        "--runs-per-wave",
+        type=int,
+        default=None,
+        help="runs per wave over days, each a range of days (default: one per day)",
+    )
     parser.add_argument("--start-at", help="the job to start from (after a failed wave was repaired)")
     args = parser.parse_args(argv)
     if "DAGSTER_HOME" not in os.environ:

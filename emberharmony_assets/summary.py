@@ -7,10 +7,12 @@ the run's totals whatever each materialisation's metadata holds; the checks come
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,7 +31,9 @@ class _Progress(logging.Handler):
         super().__init__(level=logging.DEBUG)
         self.assets_by_step, self.total = assets_by_step, total
         self.stream = stream or sys.stdout
-        self.done, self.started, self.materialisations, self.open_line = 0, {}, {}, False
+        self.done, self.open_line = 0, False
+        self.started: dict[str, float] = {}  # step: perf_counter() when it started
+        self.materialisations: dict[str, int] = {}
 
     def _prefix(self, step: str) -> str:
         assets = self.assets_by_step.get(step, [])
@@ -57,7 +61,11 @@ class _Progress(logging.Handler):
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED"):
             data = event.event_specific_data
             duration = getattr(data, "duration_ms", None)
-            seconds = duration / 1000 if duration is not None else time.perf_counter() - self.started.get(step, time.perf_counter())
+            seconds = (
+                duration / 1000
+                if duration is not None
+                else time.perf_counter() - self.started.get(step, time.perf_counter())
+            )
             n = self.materialisations.get(step, 0)
             status = {"STEP_SUCCESS": "", "STEP_FAILURE": "FAILED, ", "STEP_SKIPPED": "skipped, "}[kind]
             self._write(f"{self._prefix(step)}: {status}{n:,} materialisation{'s' if n != 1 else ''}, {seconds:.1f} s")
@@ -69,8 +77,11 @@ def progress_logger(assets):
     a run over ``assets``. One handler per definition: Dagster initialises a run's loggers more than once."""
     from dagster import AssetsDefinition, logger
 
-    assets_by_step = {a.node_def.name: [spec.key.to_user_string() for spec in a.specs]
-                      for a in assets if isinstance(a, AssetsDefinition) and a.is_executable}
+    assets_by_step = {
+        a.node_def.name: [spec.key.to_user_string() for spec in a.specs]
+        for a in assets
+        if isinstance(a, AssetsDefinition) and a.is_executable
+    }
     handlers = {}
 
     @logger(description="one line per step as the run goes (emberharmony's main job)")
@@ -85,12 +96,14 @@ def progress_logger(assets):
     return progress
 
 
-def run_header(job, assets, keys: list[str], backend: str) -> str:
+def run_header(job, assets, keys: Sequence[str], backend: str) -> str:
     """``full_refresh_job: 10 assets and 5 checks in 5 steps over 90 daily partitions (a .. b), one run``."""
     n_assets = sum(len(a.keys) for a in assets if getattr(a, "is_executable", False))
     n_checks = sum(len(a.check_keys) for a in assets if getattr(a, "is_executable", False))
-    return (f"{job.name}: {n_assets} assets and {n_checks} checks in {len(job.nodes)} steps over {len(keys)} daily "
-            f"partitions ({keys[0]} .. {keys[-1]}) in one run, backend {backend}")
+    return (
+        f"{job.name}: {n_assets} assets and {n_checks} checks in {len(job.nodes)} steps over {len(keys)} daily "
+        f"partitions ({keys[0]} .. {keys[-1]}) in one run, backend {backend}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,10 +127,8 @@ def folder_bytes(path: str) -> int:
     total = 0
     for root, _, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                pass
     return total
 
 
@@ -143,11 +154,12 @@ def stored_figures(store, keys: list[str], strides: list[int]) -> dict:
     except Exception as exc:  # noqa: BLE001
         figures["split_error"] = str(exc)
     try:
-        figures["windows"] = {s: sum(store.frame_rows(STRIDE_WINDOWS, key, stride_folder(s)) for key in keys)
-                              for s in strides}
+        figures["windows"] = {
+            s: sum(store.frame_rows(STRIDE_WINDOWS, key, stride_folder(s)) for key in keys) for s in strides
+        }
     except Exception as exc:  # noqa: BLE001
         figures["windows_error"] = str(exc)
-    models = {}
+    models: dict[int, PCAModel | Exception] = {}
     for stride in strides:
         try:
             models[stride] = PCAModel.from_arrays(store.read_arrays("pca_models", stride_folder(stride)))
@@ -162,20 +174,37 @@ def _variance_line(stride: int, model) -> str:
         return f"  stride {stride}: no model ({model})"
     ratio = np.asarray(model.explained_variance_ratio_, dtype=np.float64)
     first = ", ".join(f"{r:.3f}" for r in ratio[:3])
-    return (f"  stride {stride}: {ratio.sum():.4f} at k = {int(model.n_components_)} of {int(model.n_features_in_)} "
-            f"features ({int(model.n_samples_):,} train windows; first components {first})")
+    return (
+        f"  stride {stride}: {ratio.sum():.4f} at k = {int(model.n_components_)} of {int(model.n_features_in_)} "
+        f"features ({int(model.n_samples_):,} train windows; first components {first})"
+    )
 
 
-def report_lines(result, seconds: float, *, keys: list[str], store, artifacts: str, strides: list[int],
-                 dagster_home: str, ui: str = "make ui", expected_checks: int | None = None) -> list[str]:
+def report_lines(
+    result,
+    seconds: float,
+    *,
+    keys: list[str],
+    store,
+    artifacts: str,
+    strides: list[int],
+    dagster_home: str,
+    ui: str = "make ui",
+    expected_checks: int | None = None,
+) -> list[str]:
     """The report after the run (see ``print_summary``)."""
-    materialised = {e.event_specific_data.materialization.asset_key.to_user_string()
-                    for e in result.get_asset_materialization_events()}
+    materialised = {
+        e.event_specific_data.materialization.asset_key.to_user_string()
+        for e in result.get_asset_materialization_events()
+    }
     figures = stored_figures(store, keys, strides)
     rows = figures.get("rows", 0)
-    lines = [f"\nrun {result.run_id[:8]}: {'succeeded' if result.success else 'FAILED'} in {seconds:.1f} s"
-             + (f" ({rows / seconds:,.0f} rows/s end to end)" if result.success and rows and seconds else "")
-             + f"; job {result.dagster_run.job_name}, partitions {keys[0]} .. {keys[-1]}; peak RSS {_peak_rss_mib():,.0f} MiB"]
+    lines = [
+        f"\nrun {result.run_id[:8]}: {'succeeded' if result.success else 'FAILED'} in {seconds:.1f} s"
+        + (f" ({rows / seconds:,.0f} rows/s end to end)" if result.success and rows and seconds else "")
+        + f"; job {result.dagster_run.job_name}, partitions {keys[0]} .. {keys[-1]}"
+        + f"; peak RSS {_peak_rss_mib():,.0f} MiB"
+    ]
 
     def stale(asset: str) -> str:
         return "" if asset in materialised else " (not materialised by this run: stored figures)"
@@ -187,8 +216,11 @@ def report_lines(result, seconds: float, *, keys: list[str], store, artifacts: s
     else:
         lines.append(f"rows: unknown ({figures['rows_error']})")
     if "windows" in figures:
-        lines.append("windows: " + ", ".join(f"stride {s} {n:,}" for s, n in figures["windows"].items())
-                     + stale("stride_windows"))
+        lines.append(
+            "windows: "
+            + ", ".join(f"stride {s} {n:,}" for s, n in figures["windows"].items())
+            + stale("stride_windows")
+        )
     else:
         lines.append(f"windows: unknown ({figures['windows_error']})")
     lines.append("explained variance per stride (PCA fitted on all train windows)" + stale("pca_models") + ":")
@@ -200,17 +232,27 @@ def report_lines(result, seconds: float, *, keys: list[str], store, artifacts: s
     failed = [e for e in evaluations if not e.passed]
     failed_days = sorted({f"{e.check_name} {e.partition}" for e in days if not e.passed})
     missing = (expected_checks - len(evaluations)) if expected_checks is not None else 0
-    lines.append(f"asset checks: {len(evaluations) - len(failed)} passed, {len(failed)} failed"
-                 + (f", {missing} not evaluated" if missing > 0 else "")
-                 + (f" ({len(days)} per-day results, {len(failed_days)} failed"
-                    + (": " + ", ".join(failed_days[:5]) + (" ..." if len(failed_days) > 5 else "") if failed_days else "")
-                    + ")" if days else ""))
+    lines.append(
+        f"asset checks: {len(evaluations) - len(failed)} passed, {len(failed)} failed"
+        + (f", {missing} not evaluated" if missing > 0 else "")
+        + (
+            f" ({len(days)} per-day results, {len(failed_days)} failed"
+            + (": " + ", ".join(failed_days[:5]) + (" ..." if len(failed_days) > 5 else "") if failed_days else "")
+            + ")"
+            if days
+            else ""
+        )
+    )
     for evaluation in failed:
         severity = getattr(getattr(evaluation, "severity", None), "value", "")
         detail = getattr(evaluation, "description", None) or ", ".join(
-            f"{k}={getattr(v, 'value', v)}" for k, v in list(evaluation.metadata.items())[:4])
-        lines.append(f"  FAILED {evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-                     + (f" [{severity}]" if severity else "") + f": {str(detail)[:300]}")
+            f"{k}={getattr(v, 'value', v)}" for k, v in list(evaluation.metadata.items())[:4]
+        )
+        lines.append(
+            f"  FAILED {evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            + (f" [{severity}]" if severity else "")
+            + f": {str(detail)[:300]}"
+        )
     if not result.success:
         for event in result.all_events:
             if event.is_failure and event.event_specific_data is not None:

@@ -4,9 +4,9 @@ the global fits (preprocessor, pca_models); with the BigQuery write-back
 configured in the environment, ``export_assets`` (bigquery_features, bigquery_projected_windows) too."""
 
 from .export import export_assets, export_enabled_from_env
+from .features import features_and_tails
 from .ingest import ingest
 from .preprocessing import preprocessor
-from .features import features_and_tails
 from .windows import pca_models, projected_windows, window_carry, windows_and_stats
 
 # the write-back assets join the default graph only when configured (EMBERHARMONY_SOURCE=bigquery and
@@ -14,5 +14,13 @@ from .windows import pca_models, projected_windows, window_carry, windows_and_st
 _export = export_assets if export_enabled_from_env() else []
 
 partitioned_assets = [ingest, features_and_tails, window_carry, windows_and_stats, projected_windows, *_export]
-all_assets = [ingest, preprocessor, features_and_tails, window_carry, windows_and_stats, pca_models, projected_windows,
-              *_export]
+all_assets = [
+    ingest,
+    preprocessor,
+    features_and_tails,
+    window_carry,
+    windows_and_stats,
+    pca_models,
+    projected_windows,
+    *_export,
+]

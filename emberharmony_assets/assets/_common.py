@@ -8,18 +8,36 @@ import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TypedDict
 
 import pandas as pd
-from dagster import (AssetCheckEvaluation, AssetCheckResult, AssetExecutionContext, AssetKey, AssetRecordsFilter,
-                     BackfillPolicy, MetadataValue)
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    BackfillPolicy,
+    DailyPartitionsDefinition,
+    MetadataValue,
+)
+
 # Dagster's own type for an evaluation's target (not exported at the top level in 1.13)
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
 from ..checks import BLOCKING as BLOCKING_CHECKS
 from ..partitions import daily_partitions
 
+
+class Partitioned(TypedDict):
+    """The keyword arguments ``PARTITIONED`` gives ``@asset`` / ``@multi_asset``."""
+
+    partitions_def: DailyPartitionsDefinition
+    backfill_policy: BackfillPolicy
+
+
 # every partitioned asset: daily, and a range backfill runs as ONE run that loops over its days
-PARTITIONED = dict(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run())
+PARTITIONED = Partitioned(partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run())
 
 
 def selected_names(context: AssetExecutionContext) -> set[str]:
@@ -41,7 +59,7 @@ def run_partitions(context: AssetExecutionContext) -> list[tuple[str, datetime, 
     return out
 
 
-def previous_partition_key(key: str) -> "str | None":
+def previous_partition_key(key: str) -> str | None:
     """The partition before ``key``, or None for the first one."""
     start = daily_partitions.time_window_for_partition_key(key).start
     previous = daily_partitions.get_prev_partition_window(start)
@@ -83,24 +101,40 @@ def record_partition_figures(context: AssetExecutionContext, asset_key: str, row
     day, whether it was made alone or in a range. One partition: then ``totals`` (its seconds, settings).
     A range: then the run's: its figures in ``totals`` prefixed ``run_`` (its text, e.g. the backend, as it
     is), the smallest and largest figure per field and a table of the first and last partitions (the same
-    on every partition of the run, so it does not grow with the range). The caller's ``MaterializeResult`` carries no metadata of its own."""
+    on every partition of the run, so it does not grow with the range). The caller's ``MaterializeResult``
+    carries no metadata of its own."""
     if not rows:
         return
     if len(rows) == 1:
-        context.add_asset_metadata({k: v for k, v in {**rows[0], **totals}.items() if k != "partition"},
-                                   asset_key=asset_key, partition_key=rows[0]["partition"])
+        context.add_asset_metadata(
+            {k: v for k, v in {**rows[0], **totals}.items() if k != "partition"},
+            asset_key=asset_key,
+            partition_key=rows[0]["partition"],
+        )
         return
     numeric = [k for k, v in rows[0].items() if _is_number(v)]
     shown = rows if len(rows) <= 2 * TABLE_ROWS else rows[:TABLE_ROWS] + rows[-TABLE_ROWS:]
     shown_note = "all" if len(rows) <= 2 * TABLE_ROWS else f"first and last {TABLE_ROWS} of {len(rows)}"
-    run = {"run_partitions": f"{len(rows)}: {rows[0]['partition']} .. {rows[-1]['partition']}",
-           **{(f"{RUN_PREFIX}{k}" if _is_number(v) else k): v for k, v in totals.items()},
-           **{f"{RUN_PREFIX}{k}_per_partition": f"{min(r.get(k, 0) for r in rows)} .. {max(r.get(k, 0) for r in rows)}"
-              for k in numeric},
-           "run_per_partition": markdown_table(shown), "run_per_partition_rows_shown": shown_note}
+    run = {
+        "run_partitions": f"{len(rows)}: {rows[0]['partition']} .. {rows[-1]['partition']}",
+        **{(f"{RUN_PREFIX}{k}" if _is_number(v) else k): v for k, v in totals.items()},
+        **{
+            f"{RUN_PREFIX}{k}_per_partition": f"{min(r.get(k, 0) for r in rows)} .. {max(r.get(k, 0) for r in rows)}"
+            for k in numeric
+        },
+        "run_per_partition": markdown_table(shown),
+        "run_per_partition_rows_shown": shown_note,
+    }
     for row in rows:
         own = {k: v for k, v in row.items() if k != "partition"}
         context.add_asset_metadata({**own, **run}, asset_key=asset_key, partition_key=row["partition"])
+
+
+def check_target(result: AssetCheckResult) -> tuple[AssetKey, str]:
+    """The asset and the check a day's result is for: the check functions of ``checks`` set both."""
+    if result.asset_key is None or result.check_name is None:
+        raise ValueError(f"a day's check result must name its asset_key and check_name, got {result!r}")
+    return AssetKey.from_coercible(result.asset_key), result.check_name
 
 
 def record_day_checks(context: AssetExecutionContext, day_results: list[tuple[str, AssetCheckResult]]) -> None:
@@ -111,17 +145,28 @@ def record_day_checks(context: AssetExecutionContext, day_results: list[tuple[st
     without a partition: without these, every day's execution would read "Skipped". The step's own result
     (over all its days) still decides whether a blocking check stops what depends on the asset."""
     targets = {}  # (asset, day) -> this run's materialisation of it: one query per asset
-    for asset_key in {AssetKey.from_coercible(result.asset_key) for _, result in day_results}:
-        days = sorted({day for day, result in day_results if AssetKey.from_coercible(result.asset_key) == asset_key})
+    for asset_key in {check_target(result)[0] for _, result in day_results}:
+        days = sorted({day for day, result in day_results if check_target(result)[0] == asset_key})
         records = context.instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=asset_key, asset_partitions=days), limit=2 * len(days)).records
+            AssetRecordsFilter(asset_key=asset_key, asset_partitions=days), limit=2 * len(days)
+        ).records
         for record in reversed(records):  # newest last: the latest per day wins
             if record.run_id == context.run_id:
                 targets[(asset_key, record.partition_key)] = AssetCheckEvaluationTargetMaterializationData(
-                    run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp)
+                    run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+                )
     for day, result in day_results:
-        asset_key = AssetKey.from_coercible(result.asset_key)
-        context.log_event(AssetCheckEvaluation(
-            asset_key=asset_key, check_name=result.check_name, passed=result.passed, metadata=result.metadata,
-            severity=result.severity, description=result.description, partition=day,
-            target_materialization_data=targets.get((asset_key, day)), blocking=result.check_name in BLOCKING_CHECKS))
+        asset_key, check_name = check_target(result)
+        context.log_event(
+            AssetCheckEvaluation(
+                asset_key=asset_key,
+                check_name=check_name,
+                passed=result.passed,
+                metadata=result.metadata,
+                severity=result.severity,
+                description=result.description,
+                partition=day,
+                target_materialization_data=targets.get((asset_key, day)),
+                blocking=result.check_name in BLOCKING_CHECKS,
+            )
+        )

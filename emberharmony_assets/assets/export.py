@@ -18,8 +18,8 @@ the DuckDB default graph, its jobs and its benchmark are unchanged. Bound explic
 to a source without ``export_dataset``, they log why and materialise nothing.
 """
 
-
 import os
+from typing import TYPE_CHECKING, Any, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,14 +32,18 @@ from emberharmony_core.store import ArtifactStore
 from ..resources import ArtifactStoreResource, PipelineSettings, SourceResource
 from ._common import PARTITIONED, record_partition_figures, run_partitions, timed
 
+if TYPE_CHECKING:  # not imported at run time: it needs dagster_gcp, and the DuckDB default graph imports this module
+    from ..bigquery import BigQuerySourceResource
+
 EXPORT_FEATURES, EXPORT_PROJECTED = "bigquery_features", "bigquery_projected_windows"
 
 
 def export_enabled_from_env() -> bool:
     """True when the environment selects the BigQuery source with a write-back dataset (the default graph then
     includes the write-back assets)."""
-    return (os.environ.get("EMBERHARMONY_SOURCE", "duckdb").strip().lower() == "bigquery"
-            and bool(os.environ.get("EMBERHARMONY_BQ_EXPORT_DATASET")))
+    return os.environ.get("EMBERHARMONY_SOURCE", "duckdb").strip().lower() == "bigquery" and bool(
+        os.environ.get("EMBERHARMONY_BQ_EXPORT_DATASET")
+    )
 
 
 def stored_schema(artifacts: ArtifactStore, asset_name: str, key: str, *sub: str) -> pa.Schema:
@@ -60,77 +64,131 @@ def _destination(context: AssetExecutionContext, source: SourceResource, name: s
         context.log.warning(
             f"BigQuery write-back is off: source {type(source).__name__} has no export_dataset, so nothing is "
             f"written and {context.assets_def.key.to_user_string()} is not materialised. Set "
-            "resources.source.config.export_dataset (EMBERHARMONY_BQ_EXPORT_DATASET) on the BigQuery source")
+            "resources.source.config.export_dataset (EMBERHARMONY_BQ_EXPORT_DATASET) on the BigQuery source"
+        )
     return table
 
 
-def _export(context: AssetExecutionContext, source: SourceResource, store: ArtifactStoreResource, name: str,
-            stored: str, target_of, parts_of):
+def _export(
+    context: AssetExecutionContext,
+    source: SourceResource,
+    store: ArtifactStoreResource,
+    name: str,
+    stored: str,
+    target_of,
+    parts_of,
+):
     """Replace each of the run's days of table ``<prefix><stored>`` with the stored partition of ``stored``."""
     table = _destination(context, source, stored)
     if table is None:
         return
+    bigquery = cast("BigQuerySourceResource", source)  # it has an export table: the BigQuery source
     artifacts, spec = store.get(), source.spec()
     target = target_of(table, spec)
-    rows, totals = [], {"table": table}
-    with timed(totals), source.client() as client:
+    rows: list[dict] = []
+    totals: dict[str, Any] = {"table": table}
+    added_columns: list[str] = []
+    with timed(totals), bigquery.client() as client:
         for key, start, _ in run_partitions(context):
-            result = export_partition(client, target, start.date(), parts_of(artifacts, key),
-                                      method=source.export_method, location=source.location)
+            result = export_partition(
+                client,
+                target,
+                start.date(),
+                parts_of(artifacts, key),
+                method=bigquery.export_method,
+                location=bigquery.location,
+            )
             context.log.info(f"{table}: day {key} replaced ({result.rows} rows, {result.method})")
-            rows.append({"partition": key, "rows": result.rows, "parquet_bytes": result.parquet_bytes,
-                         "jobs": ", ".join(result.job_ids)})
+            rows.append(
+                {
+                    "partition": key,
+                    "rows": result.rows,
+                    "parquet_bytes": result.parquet_bytes,
+                    "jobs": ", ".join(result.job_ids),
+                }
+            )
             totals.update({k: v for k, v in result.metadata().items() if k in ("method", "renamed_columns")})
             if result.added_columns:
-                totals.setdefault("added_columns", []).extend(result.added_columns)
-    if "added_columns" in totals:
-        totals["added_columns"] = ", ".join(totals["added_columns"])
+                added_columns.extend(result.added_columns)
+                totals["added_columns"] = ", ".join(added_columns)
     totals["rows_total"] = sum(r["rows"] for r in rows)
     record_partition_figures(context, name, rows, totals)
     yield MaterializeResult()
 
 
-@asset(name=EXPORT_FEATURES, deps=[FEATURES], output_required=False, group_name="export", kinds={"bigquery"},
-       **PARTITIONED)
-def bigquery_features(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-                      store: ArtifactStoreResource):
+@asset(
+    name=EXPORT_FEATURES, deps=[FEATURES], output_required=False, group_name="export", kinds={"bigquery"}, **PARTITIONED
+)
+def bigquery_features(
+    context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings, store: ArtifactStoreResource
+):
     """The partition's ``features`` rows in ``<export_dataset>.<prefix>features`` (partitioned by day on the
     timestamp column), the day replaced whole: a load job with WRITE_TRUNCATE on ``table$YYYYMMDD``."""
 
     def target_of(table, spec):
         entity = [spec.entity_column] if spec.entity_column else []
-        return ExportTarget(table, spec.timestamp_column, clustering_fields=("split", *entity),
-                            description="emberharmony features (imputed, scaled, one-hot encoded), one partition a day")
+        return ExportTarget(
+            table,
+            spec.timestamp_column,
+            clustering_fields=("split", *entity),
+            description="emberharmony features (imputed, scaled, one-hot encoded), one partition a day",
+        )
 
     def parts_of(artifacts, key):
-        return [ExportPart(stored_schema(artifacts, FEATURES, key),
-                           artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk))]
+        return [
+            ExportPart(
+                stored_schema(artifacts, FEATURES, key),
+                artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk),
+            )
+        ]
 
     yield from _export(context, source, store, EXPORT_FEATURES, FEATURES, target_of, parts_of)
 
 
-@asset(name=EXPORT_PROJECTED, deps=[PROJECTED], output_required=False, group_name="export", kinds={"bigquery"},
-       **PARTITIONED)
-def bigquery_projected_windows(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-                               store: ArtifactStoreResource):
+@asset(
+    name=EXPORT_PROJECTED,
+    deps=[PROJECTED],
+    output_required=False,
+    group_name="export",
+    kinds={"bigquery"},
+    **PARTITIONED,
+)
+def bigquery_projected_windows(
+    context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings, store: ArtifactStoreResource
+):
     """Every stride's projected windows of the partition in ``<export_dataset>.<prefix>projected_windows``
     (``stride`` column added; partitioned by day on ``end_time``), the day replaced whole for all strides at once."""
 
     def target_of(table, spec):
         entity = spec.entity_column or "entity"
-        return ExportTarget(table, "end_time", clustering_fields=("stride", "split", entity),
-                            description="emberharmony projected windows: one row per window, pc_1 .. pc_k per stride")
+        return ExportTarget(
+            table,
+            "end_time",
+            clustering_fields=("stride", "split", entity),
+            description="emberharmony projected windows: one row per window, pc_1 .. pc_k per stride",
+        )
 
     def parts_of(artifacts, key):
-        return [ExportPart(stored_schema(artifacts, PROJECTED, key, stride_folder(s)),
-                           artifacts.iter_batches(PROJECTED, key, stride_folder(s), rows=settings.rows_per_chunk),
-                           constants={"stride": int(s)})
-                for s in settings.strides]
+        return [
+            ExportPart(
+                stored_schema(artifacts, PROJECTED, key, stride_folder(s)),
+                artifacts.iter_batches(PROJECTED, key, stride_folder(s), rows=settings.rows_per_chunk),
+                constants={"stride": int(s)},
+            )
+            for s in settings.strides
+        ]
 
     yield from _export(context, source, store, EXPORT_PROJECTED, PROJECTED, target_of, parts_of)
 
 
 export_assets = [bigquery_features, bigquery_projected_windows]
 
-__all__ = ["EXPORT_FEATURES", "EXPORT_PROJECTED", "bigquery_features", "bigquery_projected_windows", "export_assets",
-           "export_enabled_from_env", "stored_schema"]
+__all__ = [
+    "EXPORT_FEATURES",
+    "EXPORT_PROJECTED",
+    "bigquery_features",
+    "bigquery_projected_windows",
+    "export_assets",
+    "export_enabled_from_env",
+    "stored_schema",
+]

@@ -13,16 +13,32 @@ from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, multi_a
 
 from emberharmony_core.carry_fold import day_summary
 from emberharmony_core.features.preprocess.config import PreprocessError
-from emberharmony_core.layout import (CYCLICAL, FEATURES, PCA_STATS, STRIDE_WINDOWS, WINDOW_CARRY, WINDOW_TAILS,
-                                      CarryWriter, asset_schema, iter_asset_frames)
+from emberharmony_core.layout import (
+    CYCLICAL,
+    FEATURES,
+    PCA_STATS,
+    STRIDE_WINDOWS,
+    WINDOW_CARRY,
+    WINDOW_TAILS,
+    CarryWriter,
+    asset_schema,
+    iter_asset_frames,
+)
 from emberharmony_core.store import repair_command, typed_columns
 from emberharmony_core.windowing import chunk_rows
 
 from .. import checks
 from ..partitions import daily_partitions
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import PARTITIONED, previous_partition_key, record_day_checks, record_partition_figures, \
-    run_partitions, selected_names, timed
+from ._common import (
+    PARTITIONED,
+    previous_partition_key,
+    record_day_checks,
+    record_partition_figures,
+    run_partitions,
+    selected_names,
+    timed,
+)
 from .ingest import EMPTY_DAY
 from .preprocessing import load_preprocessor
 
@@ -47,8 +63,12 @@ def check_feature_columns(artifacts, key: str, fitted, made_now: bool) -> None:
         added, gone = [c for c in names if c not in stored], [c for c in stored if c not in names]
         change = " and ".join([*([f"adds {added}"] if added else []), *([f"no longer makes {gone}"] if gone else [])])
         whose = "" if day == key else f" (whose rows the windows of partition {key} continue)"
-        raise refit_error(artifacts, key, f"the features of partition {day}{whose} were made with another "
-                                          f"preprocessor: the fitted one {change or 'orders the feature columns differently'}")
+        raise refit_error(
+            artifacts,
+            key,
+            f"the features of partition {day}{whose} were made with another "
+            f"preprocessor: the fitted one {change or 'orders the feature columns differently'}",
+        )
 
 
 def refit_error(artifacts, key: str, what: str) -> PreprocessError:
@@ -60,7 +80,8 @@ def refit_error(artifacts, key: str, what: str) -> PreprocessError:
         f"{what} (it was refitted since, e.g. on a category first seen in a later day). Every partition's features "
         f"and windows must come from one preprocessor: re-materialise {', '.join(REFIT_STEPS)} for every partition "
         f"from {first} to {last} in one run, then pca_models and projected_windows. The first: "
-        f"{repair_command(','.join(REFIT_STEPS), first, artifacts.base, last)}")
+        f"{repair_command(','.join(REFIT_STEPS), first, artifacts.base, last)}"
+    )
 
 
 def transformed_chunks(fitted, frames, key: str, types=None):
@@ -75,73 +96,114 @@ def transformed_chunks(fitted, frames, key: str, types=None):
         yield typed_columns(table, types), matrix
 
 
+def day_pass(chunks, features_file, tails, day_bad: np.ndarray, names: list[str], spec, settings) -> int:
+    """One day's pass over its ``(table, matrix)`` chunks: each written to ``features_file`` (its non-finite
+    values counted into ``day_bad``) when given, and handed to ``tails`` as ``ChunkRows`` when given; the day's
+    row count."""
+    n_rows = 0
+
+    def day_rows():
+        """The day's chunks as ``ChunkRows`` (for the tails), each written to features on the way."""
+        nonlocal n_rows
+        for table, matrix in chunks:
+            if features_file is not None:
+                features_file.write(table)
+                np.add(day_bad, checks.count_bad_values(matrix), out=day_bad)
+            n_rows += table.num_rows
+            yield (
+                chunk_rows(table, names, spec.entity_column, spec.timestamp_column, settings.dtype, features=matrix)
+                if tails is not None
+                else None
+            )
+
+    if tails is not None:
+        day_summary(day_rows(), settings.window_size, len(names), settings.dtype, sink=tails)
+    else:
+        for _ in day_rows():
+            pass
+    return n_rows
+
+
 @multi_asset(
     name="features_and_tails",
     specs=[
-        AssetSpec(FEATURES, deps=[CYCLICAL, "preprocessor"], group_name="preprocessing", kinds={"parquet"},
-                  description="Every row imputed, scaled and one-hot encoded with the fitted preprocessor (all splits); "
-                              "entity, timestamp, split and target are carried along."),
-        AssetSpec(WINDOW_TAILS, deps=[FEATURES], group_name="windows", kinds={"arrow"},
-                  description="The day alone: per entity its rows in the day and its last window_size - 1 feature "
-                              "rows (with times and splits), what the day hands on to the next (folded into "
-                              "window_carry)."),
+        AssetSpec(
+            FEATURES,
+            deps=[CYCLICAL, "preprocessor"],
+            group_name="preprocessing",
+            kinds={"parquet"},
+            description="Every row imputed, scaled and one-hot encoded with the fitted preprocessor (all splits); "
+            "entity, timestamp, split and target are carried along.",
+        ),
+        AssetSpec(
+            WINDOW_TAILS,
+            deps=[FEATURES],
+            group_name="windows",
+            kinds={"arrow"},
+            description="The day alone: per entity its rows in the day and its last window_size - 1 feature "
+            "rows (with times and splits), what the day hands on to the next (folded into "
+            "window_carry).",
+        ),
     ],
     check_specs=[
-        checks.spec(FEATURES, checks.FINITE_FEATURES, "No NaN or inf in any feature column after imputation and scaling."),
+        checks.spec(
+            FEATURES, checks.FINITE_FEATURES, "No NaN or inf in any feature column after imputation and scaling."
+        ),
     ],
     can_subset=True,
     **PARTITIONED,
 )
-def features_and_tails(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-                       backend: BackendResource, store: ArtifactStoreResource):
+def features_and_tails(
+    context: AssetExecutionContext,
+    source: SourceResource,
+    settings: PipelineSettings,
+    backend: BackendResource,
+    store: ArtifactStoreResource,
+):
     """Per partition, one pass over its rows: features, and the day's tails."""
     artifacts, compute, spec = store.get(), backend.get(), source.spec()
     selected = selected_names(context)
     fitted = load_preprocessor(artifacts)
     names = list(fitted.feature_names_)
     w = settings.window_size
-    rows = {name: [] for name in FEATURE_STEPS}
-    totals = {FEATURES: {"rows": 0, "features": len(names), "backend": compute.name},
-              WINDOW_TAILS: {"window_size": w}}
+    rows: dict[str, list[dict]] = {name: [] for name in FEATURE_STEPS}
+    totals = {FEATURES: {"rows": 0, "features": len(names), "backend": compute.name}, WINDOW_TAILS: {"window_size": w}}
     bad = np.zeros(len(names), dtype=np.int64)
     day_checks = []  # (day, its own check result)
     timing = totals[FEATURES if FEATURES in selected else WINDOW_TAILS]
     with timed(timing):
         for key, _, _ in run_partitions(context):
             if FEATURES in selected:  # (features table, its feature matrix) per chunk
-                chunks = transformed_chunks(fitted, iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk),
-                                            key, asset_schema(artifacts, CYCLICAL, key))
+                chunks = transformed_chunks(
+                    fitted,
+                    iter_asset_frames(artifacts, CYCLICAL, key, settings.rows_per_chunk),
+                    key,
+                    asset_schema(artifacts, CYCLICAL, key),
+                )
             else:
                 check_feature_columns(artifacts, key, fitted, made_now=False)
-                chunks = ((batch, None) for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk))
-            n_rows, day_bad = 0, np.zeros(len(names), dtype=np.int64)
+                chunks = (
+                    (batch, None) for batch in artifacts.iter_batches(FEATURES, key, rows=settings.rows_per_chunk)
+                )
+            day_bad = np.zeros(len(names), dtype=np.int64)
             with ExitStack() as files:
-                features_file = files.enter_context(artifacts.frame_writer(FEATURES, key)) if FEATURES in selected else None
-                tails = files.enter_context(CarryWriter(artifacts, key, w, len(names), settings.dtype, WINDOW_TAILS)) \
-                    if WINDOW_TAILS in selected else None
-
-                def day_rows():
-                    """The day's chunks as ``ChunkRows`` (for the tails), each written to features on the way."""
-                    nonlocal n_rows
-                    for table, matrix in chunks:
-                        if features_file is not None:
-                            features_file.write(table)
-                            np.add(day_bad, checks.count_bad_values(matrix), out=day_bad)
-                        n_rows += table.num_rows
-                        yield chunk_rows(table, names, spec.entity_column, spec.timestamp_column, settings.dtype,
-                                         features=matrix) if tails is not None else None
-
-                if tails is not None:
-                    day_summary(day_rows(), w, len(names), settings.dtype, sink=tails)
-                else:
-                    for _ in day_rows():
-                        pass
+                features_file = (
+                    files.enter_context(artifacts.frame_writer(FEATURES, key)) if FEATURES in selected else None
+                )
+                tails = (
+                    files.enter_context(CarryWriter(artifacts, key, w, len(names), settings.dtype, WINDOW_TAILS))
+                    if WINDOW_TAILS in selected
+                    else None
+                )
+                n_rows = day_pass(chunks, features_file, tails, day_bad, names, spec, settings)
             if FEATURES in selected:
-                rows[FEATURES].append({"partition": key, "rows": n_rows, **({"empty_day": EMPTY_DAY} if not n_rows else {})})
+                rows[FEATURES].append(
+                    {"partition": key, "rows": n_rows, **({"empty_day": EMPTY_DAY} if not n_rows else {})}
+                )
                 totals[FEATURES]["rows"] += n_rows
                 bad += day_bad
                 day_checks.append((key, checks.finite_features_check(day_bad, n_rows, names, asset_key=FEATURES)))
-            if WINDOW_TAILS in selected:
+            if tails is not None:  # WINDOW_TAILS in selected
                 rows[WINDOW_TAILS].append({"partition": key, "entities": tails.entities})
     for name in FEATURE_STEPS:
         if name not in selected:

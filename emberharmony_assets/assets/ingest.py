@@ -24,7 +24,7 @@ from dagster import AssetCheckSeverity, AssetExecutionContext, AssetSpec, Materi
 
 from emberharmony_core.features.cyclical import CYCLICAL_SUFFIXES
 from emberharmony_core.features.cyclical import cyclical_features as add_cyclical_features
-from emberharmony_core.features.preprocess import compute_partition_stats
+from emberharmony_core.features.preprocess import PreprocessStats, compute_partition_stats
 from emberharmony_core.features.row_checks import RowChecker
 from emberharmony_core.features.split import SplitKeySample, assign_split
 from emberharmony_core.features.split_blocks import split_block_keys
@@ -42,8 +42,13 @@ SPLIT_SCHEMA = pa.schema([("split", pa.string())])
 READ_FIGURES = ("bytes_read", "bytes_processed", "bytes_billed", "pages", "chunks")
 
 
-def split_keys(frame, key_column: str | None, partition_key: str, timestamp_column: str | None = None,
-               split_block: str | None = None) -> np.ndarray:
+def split_keys(
+    frame,
+    key_column: str | None,
+    partition_key: str,
+    timestamp_column: str | None = None,
+    split_block: str | None = None,
+) -> np.ndarray:
     """The values hashed for the split: the key column; without one, the time block of each row
     (``settings.split_block``, e.g. "7d" = ISO weeks keyed by their Monday) or else the partition date."""
     if key_column is None:
@@ -67,50 +72,84 @@ def source_chunks(stream, columns: list[str]):
 @multi_asset(
     name="ingest",
     specs=[
-        AssetSpec(RAW, group_name="ingest", kinds={"duckdb", "bigquery", "parquet"},
-                  description="Rows whose timestamp lies in the partition's day, read with one parameterised query "
-                              "(ordered by entity, then time) and streamed in chunks; the source columns. The whole "
-                              "graph over a range in ONE run: Jobs > full_refresh_job > Partitions > Launch backfill "
-                              "(Materialize all here runs it in waves, several runs)."),
-        AssetSpec(SPLIT, deps=[RAW], group_name="ingest", kinds={"parquet"},
-                  description="Each row's split (train / validation / test) from FARM_FINGERPRINT of the split key; "
-                              "stores the split column, row-aligned with raw_chunk."),
-        AssetSpec(CYCLICAL, deps=[SPLIT], group_name="ingest", kinds={"parquet"},
-                  description="8 sin/cos columns per datetime column (periods 24 h, 7 days, days in the month, "
-                              "12 months); stores those columns, row-aligned with raw_chunk."),
-        AssetSpec("preprocess_stats", deps=[CYCLICAL], group_name="preprocessing", kinds={"json"},
-                  description="Mergeable statistics of the partition's TRAIN rows: moments, nulls, categories, "
-                              "median sketches."),
+        AssetSpec(
+            RAW,
+            group_name="ingest",
+            kinds={"duckdb", "bigquery", "parquet"},
+            description="Rows whose timestamp lies in the partition's day, read with one parameterised query "
+            "(ordered by entity, then time) and streamed in chunks; the source columns. The whole "
+            "graph over a range in ONE run: Jobs > full_refresh_job > Partitions > Launch backfill "
+            "(Materialize all here runs it in waves, several runs).",
+        ),
+        AssetSpec(
+            SPLIT,
+            deps=[RAW],
+            group_name="ingest",
+            kinds={"parquet"},
+            description="Each row's split (train / validation / test) from FARM_FINGERPRINT of the split key; "
+            "stores the split column, row-aligned with raw_chunk.",
+        ),
+        AssetSpec(
+            CYCLICAL,
+            deps=[SPLIT],
+            group_name="ingest",
+            kinds={"parquet"},
+            description="8 sin/cos columns per datetime column (periods 24 h, 7 days, days in the month, "
+            "12 months); stores those columns, row-aligned with raw_chunk.",
+        ),
+        AssetSpec(
+            "preprocess_stats",
+            deps=[CYCLICAL],
+            group_name="preprocessing",
+            kinds={"json"},
+            description="Mergeable statistics of the partition's TRAIN rows: moments, nulls, categories, "
+            "median sketches.",
+        ),
     ],
     check_specs=[
-        checks.spec(SPLIT, checks.SPLIT_FRACTIONS, "The share of distinct split keys per split is near the configured fraction."),
+        checks.spec(
+            SPLIT, checks.SPLIT_FRACTIONS, "The share of distinct split keys per split is near the configured fraction."
+        ),
         checks.spec(CYCLICAL, checks.CYCLICAL_RANGE, "Every sin/cos value is finite and within [-1, 1]."),
     ],
     can_subset=True,
     **PARTITIONED,
 )
-def ingest(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-           backend: BackendResource, store: ArtifactStoreResource):
+# Complexity: one linear pass per day (read, split, cyclical, stats), one if per selected step and its figures.
+def ingest(  # noqa: C901
+    context: AssetExecutionContext,
+    source: SourceResource,
+    settings: PipelineSettings,
+    backend: BackendResource,
+    store: ArtifactStoreResource,
+):
     """Read each partition once and materialise every selected step chunk by chunk."""
     source.validate_settings(settings)  # bad settings or a schema that does not fit fail here, before any write
     artifacts, compute, spec = store.get(), backend.get(), source.spec()
     selected = selected_names(context)
-    steps = STEPS[min(STEPS.index(name) for name in selected):]
+    steps = STEPS[min(STEPS.index(name) for name in selected) :]
     from_source = steps[0] == RAW
     pushdown = from_source and source.computes_split_and_cyclical()
     key_column = settings.split_key or source.entity_column
     if pushdown and key_column is None:
-        raise ValueError("source pushdown needs a split key column: set settings.split_key or source.entity_column "
-                         "(a split by partition date is computed locally: turn pushdown off)")
+        raise ValueError(
+            "source pushdown needs a split key column: set settings.split_key or source.entity_column "
+            "(a split by partition date is computed locally: turn pushdown off)"
+        )
     config = preprocess_config(spec, settings)
-    cyclical_names = [f"{column}_{suffix}" for column in spec.datetime_columns for suffix in CYCLICAL_SUFFIXES]
-    rows = {name: [] for name in steps}
-    totals = {RAW: {"rows": 0, "source": type(source).__name__, "pushdown": pushdown,
-                    "on_duplicate": settings.on_duplicate},
-              SPLIT: {"rows": 0, "split_key": key_column or (f"time block {settings.split_block}" if settings.split_block
-                                                              else "partition date")},
-              CYCLICAL: {"rows": 0, "backend": compute.name, "datetime_columns": ", ".join(spec.datetime_columns)},
-              "preprocess_stats": {"train_rows": 0}}
+    datetime_columns = spec.datetime_columns or ()  # TableSpec fills in the timestamp column when not given
+    cyclical_names = [f"{column}_{suffix}" for column in datetime_columns for suffix in CYCLICAL_SUFFIXES]
+    rows: dict[str, list[dict]] = {name: [] for name in steps}
+    totals = {
+        RAW: {"rows": 0, "source": type(source).__name__, "pushdown": pushdown, "on_duplicate": settings.on_duplicate},
+        SPLIT: {
+            "rows": 0,
+            "split_key": key_column
+            or (f"time block {settings.split_block}" if settings.split_block else "partition date"),
+        },
+        CYCLICAL: {"rows": 0, "backend": compute.name, "datetime_columns": ", ".join(datetime_columns)},
+        "preprocess_stats": {"train_rows": 0},
+    }
     # the splits of a bounded sample of the run's distinct split keys (for the split-fractions check)
     split_sample = SplitKeySample()
     bad_cyclical = np.zeros(len(cyclical_names), dtype=np.int64)
@@ -118,28 +157,43 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
 
     def cyclical_check(bad, n_rows):
         # NaT in a datetime column gives NaN features by design (imputed later): a warning, not an error
-        return checks.finite_features_check(bad, n_rows, cyclical_names, checks.CYCLICAL_RANGE, AssetCheckSeverity.WARN,
-                                            asset_key=CYCLICAL)
+        return checks.finite_features_check(
+            bad, n_rows, cyclical_names, checks.CYCLICAL_RANGE, AssetCheckSeverity.WARN, asset_key=CYCLICAL
+        )
+
     reader_context = source.open_reader(key_column, tuple(settings.split_fractions)) if from_source else nullcontext()
     with timed(totals[steps[0]]), reader_context as reader:
         for key, start, end in run_partitions(context):
-            if from_source:
+            if reader is not None:  # from_source
                 stream = reader.iter_window(start, end, settings.rows_per_chunk)
                 # NULL entities, +-inf / overflowing feature values and duplicate (entity, ts) keys are found
                 # here, before anything of the partition is kept; duplicates per settings.on_duplicate
-                row_checker = RowChecker(key, spec.timestamp_column, spec.entity_column, spec.feature_columns,
-                                         dtype=settings.dtype, on_duplicate=settings.on_duplicate)
+                row_checker = RowChecker(
+                    key,
+                    spec.timestamp_column,
+                    spec.entity_column,
+                    spec.feature_columns,
+                    dtype=settings.dtype,
+                    on_duplicate=settings.on_duplicate,
+                )
                 chunks = row_checker.check(source_chunks(stream, spec.columns))
             else:
-                stream, chunks = None, iter_asset_frames(artifacts, STEPS[STEPS.index(steps[0]) - 1], key,
-                                                         settings.rows_per_chunk)
-            n_rows, split_counts, stats = 0, dict.fromkeys(SPLITS, 0), None
+                stream, chunks = (
+                    None,
+                    iter_asset_frames(artifacts, STEPS[STEPS.index(steps[0]) - 1], key, settings.rows_per_chunk),
+                )
+            n_rows, split_counts = 0, dict.fromkeys(SPLITS, 0)
+            stats: PreprocessStats | None = None
+            keys: np.ndarray | None = None
             day_sample, day_bad_cyclical = SplitKeySample(), np.zeros(len(cyclical_names), dtype=np.int64)
             with ExitStack() as files:
                 # columns pandas cannot type (an empty day's, an all-NULL chunk's) get the source's types
                 types = {SPLIT: SPLIT_SCHEMA}
-                writers = {name: files.enter_context(artifacts.frame_writer(name, key, types=types.get(name)))
-                           for name in (RAW, SPLIT, CYCLICAL) if name in selected}
+                writers = {
+                    name: files.enter_context(artifacts.frame_writer(name, key, types=types.get(name)))
+                    for name in (RAW, SPLIT, CYCLICAL)
+                    if name in selected
+                }
                 for chunk in chunks:
                     n_rows += len(chunk)
                     if RAW in writers:
@@ -159,7 +213,7 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                         if pushdown:  # BigQuery computed them (float64): the settings' dtype, as computed here
                             chunk[cyclical_names] = chunk[cyclical_names].astype(settings.dtype)
                         else:
-                            for column in spec.datetime_columns:
+                            for column in datetime_columns:
                                 chunk = add_cyclical_features(chunk, column, compute, dtype=settings.dtype)
                         if CYCLICAL in writers:
                             writers[CYCLICAL].write(chunk[cyclical_names])
@@ -169,21 +223,31 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                         stats = part if stats is None else stats.merge(part)
                     chunk = keys = None  # not held while the next chunk is read: one chunk in memory, not two
             if "preprocess_stats" in selected:
+                assert stats is not None, "every partition reads at least one chunk (an empty day: one empty frame)"
                 artifacts.write_json(stats.to_dict(), "preprocess_stats", key)
                 rows["preprocess_stats"].append({"partition": key, "train_rows": int(stats.n_train_rows)})
                 totals["preprocess_stats"]["train_rows"] += int(stats.n_train_rows)
             if RAW in selected:
                 figures = {k: v for k, v in stream.metadata.items() if k in READ_FIGURES and v is not None}
-                rows[RAW].append({"partition": key, "rows": n_rows, **row_checker.metadata(), **figures,
-                                  **({"empty_day": EMPTY_DAY} if not n_rows else {})})
+                rows[RAW].append(
+                    {
+                        "partition": key,
+                        "rows": n_rows,
+                        **row_checker.metadata(),
+                        **figures,
+                        **({"empty_day": EMPTY_DAY} if not n_rows else {}),
+                    }
+                )
                 for name, value in figures.items():
                     totals[RAW][name] = totals[RAW].get(name, 0) + value
                 for name, value in row_checker.metadata().items():
                     totals[RAW][name] = totals[RAW].get(name, 0) + value
                 merged = row_checker.rows_in - row_checker.rows_out
                 if merged:  # a log line is an event-log write (5-17 ms): only when there is something to say
-                    context.log.info(f"raw_chunk {key}: {merged:,} duplicate rows removed "
-                                     f"(on_duplicate={settings.on_duplicate}), {n_rows:,} rows kept")
+                    context.log.info(
+                        f"raw_chunk {key}: {merged:,} duplicate rows removed "
+                        f"(on_duplicate={settings.on_duplicate}), {n_rows:,} rows kept"
+                    )
             if SPLIT in selected:
                 rows[SPLIT].append({"partition": key, "rows": n_rows, **split_counts})
                 for split, count in split_counts.items():
@@ -193,7 +257,9 @@ def ingest(context: AssetExecutionContext, source: SourceResource, settings: Pip
                 bad_cyclical += day_bad_cyclical
                 day_checks.append((key, cyclical_check(day_bad_cyclical, n_rows)))
             if SPLIT in selected:
-                day_checks.append((key, checks.split_fractions_check(day_sample, settings.split_fractions, asset_key=SPLIT)))
+                day_checks.append(
+                    (key, checks.split_fractions_check(day_sample, settings.split_fractions, asset_key=SPLIT))
+                )
             for name in (RAW, SPLIT, CYCLICAL):
                 totals[name]["rows"] += n_rows
 

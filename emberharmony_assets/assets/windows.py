@@ -19,20 +19,52 @@ from dagster import AssetDep, AssetExecutionContext, AssetSpec, DataVersion, Mat
 
 from emberharmony_core.carry_fold import fold_carry
 from emberharmony_core.features.pca import PCAModel, PCAStats
-from emberharmony_core.layout import (FEATURES, INDEX_DELTA, OLD_CARRY, PCA_STATS, PROJECTED, STRIDE_WINDOWS,
-                                      WINDOW_CARRY, WINDOW_TAILS, WINDOWS_LAYOUT, CarryWriter, StoredCarry, feature_batches,
-                                      carry_digest, has_carry,
-                                      load_pca_stats, pca_stats_keys, save_pca_stats, stride_folder)
+from emberharmony_core.layout import (
+    FEATURES,
+    INDEX_DELTA,
+    OLD_CARRY,
+    PCA_STATS,
+    PROJECTED,
+    STRIDE_WINDOWS,
+    WINDOW_CARRY,
+    WINDOW_TAILS,
+    WINDOWS_LAYOUT,
+    CarryWriter,
+    StoredCarry,
+    carry_digest,
+    feature_batches,
+    has_carry,
+    load_pca_stats,
+    pca_stats_keys,
+    save_pca_stats,
+    stride_folder,
+)
 from emberharmony_core.store import repair_command
-from emberharmony_core.windowing import Windower, chunk_rows, columns_table, project_windows, window_index, \
-    window_stats_by_stride
+from emberharmony_core.windowing import (
+    ChunkRows,
+    ChunkWindows,
+    Windower,
+    chunk_rows,
+    columns_table,
+    project_windows,
+    window_index,
+    window_stats_by_stride,
+)
 
 from .. import checks
 from ..partitions import daily_partitions, previous_partition
 from ..plots import scree_plot_metadata
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import PARTITIONED, markdown_table, previous_partition_key, record_day_checks, record_partition_figures, \
-    run_partitions, selected_names, timed
+from ._common import (
+    PARTITIONED,
+    markdown_table,
+    previous_partition_key,
+    record_day_checks,
+    record_partition_figures,
+    run_partitions,
+    selected_names,
+    timed,
+)
 from .features import check_feature_columns, refit_error
 from .ingest import EMPTY_DAY
 from .preprocessing import load_preprocessor
@@ -58,36 +90,59 @@ def previous_carry(artifacts, key: str, needed_by: str) -> "StoredCarry | None":
         return None
     if not has_carry(artifacts, previous):
         older = any(artifacts.exists(*OLD_CARRY, previous, suffix=suffix) for suffix in (".arrow", ".npz"))
-        why = (f"the carry of {previous} is in {'/'.join(OLD_CARRY)}/, where an earlier emberharmony kept it: it is now "
-               f"the window_carry asset" if older else f"the window_carry of {previous} is missing")
+        why = (
+            f"the carry of {previous} is in {'/'.join(OLD_CARRY)}/, where an earlier emberharmony kept it: it is now "
+            f"the window_carry asset"
+            if older
+            else f"the window_carry of {previous} is missing"
+        )
         raise FileNotFoundError(
             f"partition {key} ({needed_by}) continues each entity's series from partition {previous}, but {why}: "
             f"materialise window_tails and window_carry up to {previous} first (window_carry folds the days in order, "
-            f"from the first partition, in one light run): {carry_command(artifacts, previous)}")
+            f"from the first partition, in one light run): {carry_command(artifacts, previous)}"
+        )
     return StoredCarry(artifacts, previous)
 
 
 def window_size_error(artifacts, key: str, what: str) -> ValueError:
     """``what`` (a carry or tails of another window_size) at partition ``key``, and the one-run command that redoes
     them: the tails (made with the features) and the carries, for every day up to ``key``."""
-    return ValueError(f"{what}: re-materialise features, window_tails and window_carry for every partition (then "
-                      f"stride_windows, pca_stats, pca_models, projected_windows): "
-                      f"{repair_command(f'{FEATURES},{WINDOW_TAILS},{WINDOW_CARRY}', daily_partitions.get_first_partition_key(), artifacts.base, max([key, *artifacts.frame_keys(FEATURES)]))}")
+    command = repair_command(
+        f"{FEATURES},{WINDOW_TAILS},{WINDOW_CARRY}",
+        daily_partitions.get_first_partition_key(),
+        artifacts.base,
+        max([key, *artifacts.frame_keys(FEATURES)]),
+    )
+    return ValueError(
+        f"{what}: re-materialise features, window_tails and window_carry for every partition (then "
+        f"stride_windows, pca_stats, pca_models, projected_windows): {command}"
+    )
 
 
 def windower_for(artifacts, key: str, settings: PipelineSettings, n_features: int, needed_by: str) -> Windower:
     """A ``Windower`` continuing from the previous partition's stored carry (none before the first partition)."""
     carry = previous_carry(artifacts, key, needed_by)
     if carry is not None and carry.window_size != settings.window_size:
-        raise window_size_error(artifacts, key, f"{needed_by}, partition {key}: the window_carry of {carry.key} was "
-                                                f"made with window_size {carry.window_size}, the settings say "
-                                                f"{settings.window_size}")
-    return Windower(settings.window_size, settings.strides, carry, n_features=n_features, dtype=settings.dtype,
-                    max_gap=settings.max_gap, sink=False)
+        raise window_size_error(
+            artifacts,
+            key,
+            f"{needed_by}, partition {key}: the window_carry of {carry.key} was "
+            f"made with window_size {carry.window_size}, the settings say "
+            f"{settings.window_size}",
+        )
+    return Windower(
+        settings.window_size,
+        settings.strides,
+        carry,
+        n_features=n_features,
+        dtype=settings.dtype,
+        max_gap=settings.max_gap,
+        sink=False,
+    )
 
 
 def column_change(artifacts, before: str, after: str) -> str:
-    """", the features of <after> add [...] / lack [...] of <before>'s" (empty when either file is missing)."""
+    """ ", the features of <after> add [...] / lack [...] of <before>'s" (empty when either file is missing)."""
     if not (artifacts.has_frame(FEATURES, before) and artifacts.has_frame(FEATURES, after)):
         return ""
     old, new = (artifacts.frame_schema(FEATURES, day).names for day in (before, after))
@@ -96,15 +151,22 @@ def column_change(artifacts, before: str, after: str) -> str:
     return f"; the features of {after} {change} to those of {before}" if change else ""
 
 
-@asset(name=WINDOW_CARRY, deps=[WINDOW_TAILS, AssetDep(WINDOW_CARRY, partition_mapping=previous_partition)], group_name="windows", kinds={"arrow"},
-       description="Per entity, its row count so far and its last window_size - 1 feature rows after the day: the "
-                   "carry of the day before folded with the day's window_tails. The one step that goes day after "
-                   "day, over per-entity summaries only.",
-       **PARTITIONED)
+@asset(
+    name=WINDOW_CARRY,
+    deps=[WINDOW_TAILS, AssetDep(WINDOW_CARRY, partition_mapping=previous_partition)],
+    group_name="windows",
+    kinds={"arrow"},
+    description="Per entity, its row count so far and its last window_size - 1 feature rows after the day: the "
+    "carry of the day before folded with the day's window_tails. The one step that goes day after "
+    "day, over per-entity summaries only.",
+    **PARTITIONED,
+)
 def window_carry(context: AssetExecutionContext, store: ArtifactStoreResource) -> MaterializeResult:
     """Per partition, in order: the carry of the day before folded with the day's tails (a merge in entity order)."""
     artifacts = store.get()
-    rows, totals, digests = [], {}, []
+    rows: list[dict] = []
+    totals: dict[str, float] = {}  # the run's seconds and peak RSS
+    digests: list[str] = []
     with timed(totals):
         for key, _, _ in run_partitions(context):
             previous = previous_carry(artifacts, key, WINDOW_CARRY)
@@ -112,17 +174,26 @@ def window_carry(context: AssetExecutionContext, store: ArtifactStoreResource) -
                 raise FileNotFoundError(
                     f"window_carry of partition {key} folds its window_tails, which are missing: materialise "
                     f"features and window_tails for {key} first: "
-                    f"{repair_command(f'{FEATURES},{WINDOW_TAILS}', key, artifacts.base)}")
+                    f"{repair_command(f'{FEATURES},{WINDOW_TAILS}', key, artifacts.base)}"
+                )
             day = StoredCarry(artifacts, key, WINDOW_TAILS)
             if previous is not None and previous.n_features != day.n_features:
-                raise refit_error(artifacts, key, f"the window_tails of partition {key} hold {day.n_features} feature "
-                                                  f"columns, the window_carry of {previous.key} {previous.n_features}"
-                                                  f"{column_change(artifacts, previous.key, key)}: the preprocessor "
-                                                  f"changed between them")
+                raise refit_error(
+                    artifacts,
+                    key,
+                    f"the window_tails of partition {key} hold {day.n_features} feature "
+                    f"columns, the window_carry of {previous.key} {previous.n_features}"
+                    f"{column_change(artifacts, previous.key, key)}: the preprocessor "
+                    f"changed between them",
+                )
             if previous is not None and previous.window_size != day.window_size:
-                raise window_size_error(artifacts, key, f"the window_tails of partition {key} were made with "
-                                                        f"window_size {day.window_size}, the window_carry of "
-                                                        f"{previous.key} with {previous.window_size}")
+                raise window_size_error(
+                    artifacts,
+                    key,
+                    f"the window_tails of partition {key} were made with "
+                    f"window_size {day.window_size}, the window_carry of "
+                    f"{previous.key} with {previous.window_size}",
+                )
             with CarryWriter(artifacts, key, day.window_size, day.n_features, day.dtype, WINDOW_CARRY) as sink:
                 fold_carry(previous, day, sink)
             rows.append({"partition": key, "entities": sink.entities})
@@ -143,23 +214,42 @@ def carry_data_version(digests: list[str]) -> DataVersion:
 @multi_asset(
     name="windows_and_stats",
     specs=[
-        AssetSpec(STRIDE_WINDOWS, group_name="windows", kinds={"parquet"}, deps=[FEATURES, CARRY_OF_THE_DAY],
-                  description="Per stride, the windows ending in the partition, stored as an index (row of features "
-                              "each ends on, entity, end time, split); load the windows with "
-                              "emberharmony_core.layout.load_stride_windows."),
-        AssetSpec(PCA_STATS, deps=[STRIDE_WINDOWS], group_name="windows", kinds={"numpy"},
-                  description="Per stride, mergeable PCA statistics (count, mean, scatter; float64) of the "
-                              "partition's TRAIN windows, computed from the feature rows."),
+        AssetSpec(
+            STRIDE_WINDOWS,
+            group_name="windows",
+            kinds={"parquet"},
+            deps=[FEATURES, CARRY_OF_THE_DAY],
+            description="Per stride, the windows ending in the partition, stored as an index (row of features "
+            "each ends on, entity, end time, split); load the windows with "
+            "emberharmony_core.layout.load_stride_windows.",
+        ),
+        AssetSpec(
+            PCA_STATS,
+            deps=[STRIDE_WINDOWS],
+            group_name="windows",
+            kinds={"numpy"},
+            description="Per stride, mergeable PCA statistics (count, mean, scatter; float64) of the "
+            "partition's TRAIN windows, computed from the feature rows.",
+        ),
     ],
     check_specs=[
-        checks.spec(STRIDE_WINDOWS, checks.WINDOW_COUNTS,
-                    "Windows per stride equal what each entity's row counts imply (closed form)."),
+        checks.spec(
+            STRIDE_WINDOWS,
+            checks.WINDOW_COUNTS,
+            "Windows per stride equal what each entity's row counts imply (closed form).",
+        ),
     ],
     can_subset=True,
     **PARTITIONED,
 )
-def windows_and_stats(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-                      backend: BackendResource, store: ArtifactStoreResource):
+# Complexity: one linear pass per day over its features (index, train statistics), one if per selected step.
+def windows_and_stats(  # noqa: C901
+    context: AssetExecutionContext,
+    source: SourceResource,
+    settings: PipelineSettings,
+    backend: BackendResource,
+    store: ArtifactStoreResource,
+):
     """Per partition, one pass over its features: the window index, the train windows' statistics."""
     artifacts, compute, spec = store.get(), backend.get(), source.spec()
     selected = selected_names(context)
@@ -167,14 +257,28 @@ def windows_and_stats(context: AssetExecutionContext, source: SourceResource, se
     names = list(fitted.feature_names_)
     strides, w = list(settings.strides), settings.window_size
     entity = spec.entity_column
-    artifacts.write_json({"window_size": w, "strides": strides, "feature_columns": names, "entity_column": entity,
-                          "timestamp_column": spec.timestamp_column, "dtype": settings.dtype,
-                          "max_gap": settings.max_gap},
-                         STRIDE_WINDOWS, WINDOWS_LAYOUT)
-    rows = {name: [] for name in WINDOW_STEPS}
-    totals = {STRIDE_WINDOWS: {"backend": compute.name, "strides": str(strides),  # text: not plotted as a flat line
-                               "window": f"{w} rows x {len(names)} features = {w * len(names)} values"},
-              PCA_STATS: {"backend": compute.name}}
+    artifacts.write_json(
+        {
+            "window_size": w,
+            "strides": strides,
+            "feature_columns": names,
+            "entity_column": entity,
+            "timestamp_column": spec.timestamp_column,
+            "dtype": settings.dtype,
+            "max_gap": settings.max_gap,
+        },
+        STRIDE_WINDOWS,
+        WINDOWS_LAYOUT,
+    )
+    rows: dict[str, list[dict]] = {name: [] for name in WINDOW_STEPS}
+    totals = {
+        STRIDE_WINDOWS: {
+            "backend": compute.name,
+            "strides": str(strides),  # text: not plotted as a flat line
+            "window": f"{w} rows x {len(names)} features = {w * len(names)} values",
+        },
+        PCA_STATS: {"backend": compute.name},
+    }
     expected, produced = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0)
     day_checks = []  # (day, its own check result)
     timing = totals[STRIDE_WINDOWS if STRIDE_WINDOWS in selected else PCA_STATS]
@@ -188,9 +292,18 @@ def windows_and_stats(context: AssetExecutionContext, source: SourceResource, se
             n_rows = 0
             windower = windower_for(artifacts, key, settings, len(names), STRIDE_WINDOWS)
             with ExitStack() as files:
-                index_files = {s: files.enter_context(artifacts.frame_writer(STRIDE_WINDOWS, key, stride_folder(s),
-                                                                            delta=INDEX_DELTA))
-                               for s in strides} if STRIDE_WINDOWS in selected else {}
+                index_files = (
+                    {
+                        s: files.enter_context(
+                            artifacts.frame_writer(STRIDE_WINDOWS, key, stride_folder(s), delta=INDEX_DELTA)
+                        )
+                        for s in strides
+                    }
+                    if STRIDE_WINDOWS in selected
+                    else {}
+                )
+                chunk: ChunkRows | None
+                made: ChunkWindows | None
                 for table in feature_batches(artifacts, key, settings.rows_per_chunk):
                     chunk = chunk_rows(table, names, entity, spec.timestamp_column, settings.dtype)
                     made = windower.add(chunk, compute)
@@ -212,7 +325,9 @@ def windows_and_stats(context: AssetExecutionContext, source: SourceResource, se
                 expected[s] += day_expected[s]
                 produced[s] += day_produced[s]
             if STRIDE_WINDOWS in selected:
-                day_checks.append((key, checks.window_counts_check(day_expected, day_produced, asset_key=STRIDE_WINDOWS)))
+                day_checks.append(
+                    (key, checks.window_counts_check(day_expected, day_produced, asset_key=STRIDE_WINDOWS))
+                )
                 row = {"partition": key, "rows": n_rows, **counts, **({"empty_day": EMPTY_DAY} if not n_rows else {})}
                 row.update({f"mixed_split_dropped_stride_{s}": n for s, n in dropped.items() if n})
                 if settings.max_gap is not None:  # gaps longer than max_gap, and the windows spanning them
@@ -220,8 +335,9 @@ def windows_and_stats(context: AssetExecutionContext, source: SourceResource, se
                 rows[STRIDE_WINDOWS].append(row)
             if PCA_STATS in selected:
                 save_pca_stats(artifacts, key, stats)
-                rows[PCA_STATS].append({"partition": key, **{f"train_windows_stride_{s}": stats[s].n_samples
-                                                             for s in strides}})
+                rows[PCA_STATS].append(
+                    {"partition": key, **{f"train_windows_stride_{s}": stats[s].n_samples for s in strides}}
+                )
     for s in strides:
         totals[STRIDE_WINDOWS][f"windows_stride_{s}"] = sum(r[f"windows_stride_{s}"] for r in rows[STRIDE_WINDOWS])
     dropped_names = [f"mixed_split_dropped_stride_{s}" for s in strides]
@@ -253,18 +369,31 @@ def merged_stats(artifacts, strides) -> dict[int, tuple[PCAStats, int]]:
                 continue
             total, used = merged[stride]
             if total.n_features is not None and stats.n_features not in (None, total.n_features):
-                raise ValueError(f"pca_stats {name} (stride {stride}) has {stats.n_features} features, earlier partitions "
-                                 f"{total.n_features}: window_size or the feature columns changed since; re-materialise "
-                                 "features, stride_windows and pca_stats for every partition")
+                raise ValueError(
+                    f"pca_stats {name} (stride {stride}) has {stats.n_features} features, earlier partitions "
+                    f"{total.n_features}: window_size or the feature columns changed since; re-materialise "
+                    "features, stride_windows and pca_stats for every partition"
+                )
             merged[stride] = (total.merge(stats), used + (stats.n_samples > 0))
     return merged
 
 
-@asset(deps=[PCA_STATS], group_name="windows", kinds={"numpy"}, check_specs=[checks.spec(
-    "pca_models", checks.EXPLAINED_VARIANCE, "Ratios finite, in [0, 1], decreasing, summing to at most 1.",
-    per_day=False)])
-def pca_models(context: AssetExecutionContext, settings: PipelineSettings, backend: BackendResource,
-               store: ArtifactStoreResource) -> MaterializeResult:
+@asset(
+    deps=[PCA_STATS],
+    group_name="windows",
+    kinds={"numpy"},
+    check_specs=[
+        checks.spec(
+            "pca_models",
+            checks.EXPLAINED_VARIANCE,
+            "Ratios finite, in [0, 1], decreasing, summing to at most 1.",
+            per_day=False,
+        )
+    ],
+)
+def pca_models(
+    context: AssetExecutionContext, settings: PipelineSettings, backend: BackendResource, store: ArtifactStoreResource
+) -> MaterializeResult:
     """Per stride, PCA fitted on ALL train windows, merged from per-partition statistics (exact, order-free);
     the float64 eigendecomposition runs on the backend."""
     artifacts, compute = store.get(), backend.get()
@@ -278,41 +407,58 @@ def pca_models(context: AssetExecutionContext, settings: PipelineSettings, backe
             windows = {s: int(stats.n_samples) for s, (stats, _) in merged.items()}
             with_train = {s: used for s, (_, used) in merged.items()}
             w, first = settings.window_size, min(settings.strides)
-            gaps = (f"; or gaps longer than max_gap={settings.max_gap} break the series"
-                    if getattr(settings, "max_gap", None) else "")
+            gaps = (
+                f"; or gaps longer than max_gap={settings.max_gap} break the series"
+                if getattr(settings, "max_gap", None)
+                else ""
+            )
             if not any(files.values()):
-                reason = ("pca_stats has not been materialised for any partition: materialise features, "
-                          "stride_windows and pca_stats (for partitions that hold train rows) first")
+                reason = (
+                    "pca_stats has not been materialised for any partition: materialise features, "
+                    "stride_windows and pca_stats (for partitions that hold train rows) first"
+                )
                 if any(artifacts.list_names(PCA_STATS, stride_folder(s), suffix=".npz") for s in settings.strides):
-                    reason += (" (the pca_stats/stride=S/K.npz files there are an older layout, no longer read: "
-                               "re-materialise pca_stats)")
+                    reason += (
+                        " (the pca_stats/stride=S/K.npz files there are an older layout, no longer read: "
+                        "re-materialise pca_stats)"
+                    )
             elif windows[first] < 2:
-                reason = (f"a window needs window_size={w} consecutive rows of one entity, all in the train split: "
-                          f"either the entities have fewer than {w} rows each in the materialised partitions (too "
-                          f"few rows per entity, or window_size too large for the data: lower window_size or "
-                          f"materialise more partitions), or no row falls in the train split (check the split "
-                          f"fractions and the split key){gaps}")
+                reason = (
+                    f"a window needs window_size={w} consecutive rows of one entity, all in the train split: "
+                    f"either the entities have fewer than {w} rows each in the materialised partitions (too "
+                    f"few rows per entity, or window_size too large for the data: lower window_size or "
+                    f"materialise more partitions), or no row falls in the train split (check the split "
+                    f"fractions and the split key){gaps}"
+                )
             else:
-                reason = (f"stride s keeps every s-th window: {windows[first]} train windows at stride {first} are "
-                          f"too few for stride(s) {short}; use smaller strides or more partitions")
+                reason = (
+                    f"stride s keeps every s-th window: {windows[first]} train windows at stride {first} are "
+                    f"too few for stride(s) {short}; use smaller strides or more partitions"
+                )
             raise ValueError(
                 f"stride(s) {short}: fewer than 2 train windows, PCA cannot be fitted. pca_stats files per stride: "
                 f"{files} (of {len(daily_partitions.get_partition_keys())} partitions in the definition); "
                 f"partitions with train windows per stride: {with_train}; train windows per stride: {windows}. "
-                f"Likely reason: {reason}")
+                f"Likely reason: {reason}"
+            )
         for stride in settings.strides:
             stats, used = merged[stride]
+            assert stats.n_features is not None, "statistics of 2 or more windows know their width"
             k = min(settings.n_components, stats.n_samples, stats.n_features)
             if k < settings.n_components:
-                context.log.warning(f"stride {stride}: n_components {settings.n_components} is more than "
-                                    f"{stats.n_samples} windows x {stats.n_features} features allow; using {k}")
+                context.log.warning(
+                    f"stride {stride}: n_components {settings.n_components} is more than "
+                    f"{stats.n_samples} windows x {stats.n_features} features allow; using {k}"
+                )
             rank = ranks[stride] = stats.numerical_rank(settings.dtype)
             widths[stride] = int(stats.n_features)
             if k > rank:
-                warning = (f"stride {stride}: n_components {k} exceeds the numerical rank {rank} of the train "
-                           f"windows ({stats.n_features} features, {settings.dtype}): components beyond {rank} explain less than "
-                           f"eps x {stats.n_features} of the largest, which {settings.dtype} rounding does not resolve "
-                           "(rank-deficient windows: e.g. sin/cos columns of consecutive hours are linearly dependent)")
+                warning = (
+                    f"stride {stride}: n_components {k} exceeds the numerical rank {rank} of the train "
+                    f"windows ({stats.n_features} features, {settings.dtype}): components beyond {rank} explain "
+                    f"less than eps x {stats.n_features} of the largest, which {settings.dtype} rounding does not "
+                    "resolve (rank-deficient windows: e.g. sin/cos columns of consecutive hours are linearly dependent)"
+                )
                 context.log.warning(warning)
                 metadata[f"rank_warning_stride_{stride}"] = warning
             model = stats.fit(k, backend=compute)
@@ -323,25 +469,50 @@ def pca_models(context: AssetExecutionContext, settings: PipelineSettings, backe
             metadata[f"first_component_ratio_stride_{stride}"] = round(float(ratio[0]), 6)
             metadata[f"train_windows_stride_{stride}"] = int(model.n_samples_)
             # short headers, most telling first: the UI shows the table inline at the metadata column's width
-            summary.append({"stride": stride, "explained": round(float(ratio.sum()), 4), "k": int(model.n_components_),
-                            "rank": rank, "width": int(model.n_features_in_), "windows": int(model.n_samples_),
-                            "days": used})
+            summary.append(
+                {
+                    "stride": stride,
+                    "explained": round(float(ratio.sum()), 4),
+                    "k": int(model.n_components_),
+                    "rank": rank,
+                    "width": int(model.n_features_in_),
+                    "windows": int(model.n_samples_),
+                    "days": used,
+                }
+            )
             metadata[f"explained_variance_ratio_stride_{stride}"] = markdown_table(
-                [{"component": i + 1, "ratio": round(float(r), 5), "cumulative": round(float(c), 5)}
-                 for i, (r, c) in enumerate(zip(ratio, np.cumsum(ratio)))])
+                [
+                    {"component": i + 1, "ratio": round(float(r), 5), "cumulative": round(float(c), 5)}
+                    for i, (r, c) in enumerate(zip(ratio, np.cumsum(ratio), strict=True))
+                ]
+            )
     metadata["models"] = markdown_table(summary)
     metadata["scree_plot"] = scree_plot_metadata(ratios)
-    return MaterializeResult(metadata=metadata, check_results=[checks.explained_variance_check(
-        ratios, settings.dtype, n_features_by_stride=widths, ranks_by_stride=ranks)])
+    return MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            checks.explained_variance_check(ratios, settings.dtype, n_features_by_stride=widths, ranks_by_stride=ranks)
+        ],
+    )
 
 
 def load_model(artifacts, stride: int) -> PCAModel:
     return PCAModel.from_arrays(artifacts.read_arrays("pca_models", stride_folder(stride)))
 
 
-@asset(**PARTITIONED, deps=[FEATURES, STRIDE_WINDOWS, pca_models, CARRY_OF_THE_DAY], group_name="windows", kinds={"parquet"})
-def projected_windows(context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings,
-                      backend: BackendResource, store: ArtifactStoreResource) -> MaterializeResult:
+@asset(
+    **PARTITIONED,
+    deps=[FEATURES, STRIDE_WINDOWS, pca_models, CARRY_OF_THE_DAY],
+    group_name="windows",
+    kinds={"parquet"},
+)
+def projected_windows(
+    context: AssetExecutionContext,
+    source: SourceResource,
+    settings: PipelineSettings,
+    backend: BackendResource,
+    store: ArtifactStoreResource,
+) -> MaterializeResult:
     """Every window of the partition projected onto its stride's components: per stride, entity, end_time,
     split and pc_1 .. pc_k, in window order (Parquet, one file per stride and day)."""
     artifacts, compute, spec = store.get(), backend.get(), source.spec()
@@ -354,14 +525,20 @@ def projected_windows(context: AssetExecutionContext, source: SourceResource, se
             windower = windower_for(artifacts, key, settings, len(names), PROJECTED)
             row, offset = {"partition": key}, 0
             with ExitStack() as files:
-                outputs = {s: files.enter_context(artifacts.frame_writer(PROJECTED, key, stride_folder(s))) for s in models}
+                outputs = {
+                    s: files.enter_context(artifacts.frame_writer(PROJECTED, key, stride_folder(s))) for s in models
+                }
+                chunk: ChunkRows | None
+                made: ChunkWindows | None
                 for batch in feature_batches(artifacts, key, settings.rows_per_chunk):
                     chunk = chunk_rows(batch, names, spec.entity_column, spec.timestamp_column, settings.dtype)
                     made = windower.add(chunk, compute)
                     for s, model in models.items():
                         projected = compute.to_numpy(project_windows(made, s, model))
                         index = window_index(made, s, chunk, offset, entity).drop_columns(["row"])
-                        outputs[s].write(columns_table(projected, [f"pc_{i + 1}" for i in range(projected.shape[1])], index))
+                        outputs[s].write(
+                            columns_table(projected, [f"pc_{i + 1}" for i in range(projected.shape[1])], index)
+                        )
                         row[f"windows_stride_{s}"] = row.get(f"windows_stride_{s}", 0) + index.num_rows
                     offset += batch.num_rows
                     batch = chunk = made = projected = index = None  # not held while the next chunk is read
