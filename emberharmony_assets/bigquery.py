@@ -21,6 +21,7 @@ from dagster import EnvVar
 from dagster_gcp import BigQueryResource
 from pydantic import Field
 
+from emberharmony_core.names import DEFAULT_FRACTIONS
 from emberharmony_core.sources.bigquery import BigQueryTableReader
 from emberharmony_core.sources.bigquery_export import EXPORT_METHODS, export_table_id
 from emberharmony_core.sources.pushdown import BigFramesPushdownReader, BigQueryPushdownReader
@@ -119,7 +120,7 @@ class BigQuerySourceResource(SourceResource):
         return self.pushdown
 
     @contextmanager
-    def open_reader(self, split_key: str | None = None, fractions=(0.8, 0.1, 0.1)):
+    def open_reader(self, split_key: str | None = None, fractions=DEFAULT_FRACTIONS):
         if self.pushdown and split_key is not None and self.pushdown_engine == "bigframes":
             with self.bigframes_session() as session:
                 yield BigFramesPushdownReader(session, self.spec(), split_key=split_key, fractions=tuple(fractions))

@@ -11,6 +11,8 @@ import math
 import numpy as np
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
+from emberharmony_core.names import SPLIT_NAMES
+
 SPLIT_FRACTIONS = "split_fractions_near_configured"
 FINITE_FEATURES = "no_missing_or_infinite_features"
 CYCLICAL_RANGE = "cyclical_features_finite_in_unit_range"
@@ -46,9 +48,7 @@ def spec(asset: str, name: str, description: str, per_day: bool = True) -> Asset
     )
 
 
-def split_fractions_check(
-    sample, fractions, names=("train", "validation", "test"), asset_key: str | None = None
-) -> AssetCheckResult:
+def split_fractions_check(sample, fractions, names=SPLIT_NAMES, asset_key: str | None = None) -> AssetCheckResult:
     """Share of distinct split keys per split within 4 binomial standard deviations (+1 point) of the configured
     fraction; ``sample``: a ``SplitKeySample`` of the keys seen (every key up to its capacity, a uniform sample
     beyond)."""

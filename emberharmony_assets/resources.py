@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer
 
-from emberharmony_core.features.pca import _FLOAT_DTYPES
 from emberharmony_core.features.row_checks import ON_DUPLICATE, check_on_duplicate
 from emberharmony_core.features.split import validate_fractions
+from emberharmony_core.names import DEFAULT_FRACTIONS, FLOAT_DTYPES
 from emberharmony_core.ops import BACKEND_NAMES as _BACKENDS
 from emberharmony_core.ops import describe_backend, get_backend
 from emberharmony_core.sources.base import DEFAULT_ROWS_PER_CHUNK, TableSpec
@@ -35,7 +35,7 @@ from emberharmony_core.windowing import parse_duration
 
 # The allowed values of each fixed-choice setting, from the core where it has them.
 BACKEND_NAMES = ("auto", *_BACKENDS)  # auto, numpy, torch, mlx
-DTYPES = tuple(_FLOAT_DTYPES)  # float32, float64: what the windows and the PCA compute in
+DTYPES = FLOAT_DTYPES  # float32, float64: what the windows and the PCA compute in
 STRUCT_FIELDS = ("error", "union")  # emberharmony_core.features.preprocess.stats reads "union"
 
 
@@ -152,7 +152,7 @@ class SourceResource(ConfigurableResource):
             extra_columns=tuple(self.extra_columns),
         )
 
-    def open_reader(self, split_key: str | None = None, fractions=(0.8, 0.1, 0.1)) -> AbstractContextManager:
+    def open_reader(self, split_key: str | None = None, fractions=DEFAULT_FRACTIONS) -> AbstractContextManager:
         """A context manager yielding a ``TableReader`` (a connection or client held while it is open).
 
         ``split_key`` and ``fractions`` matter only to sources that compute the split themselves.
@@ -205,7 +205,7 @@ class DuckDBSourceResource(SourceResource):
     )
 
     @contextmanager
-    def open_reader(self, split_key: str | None = None, fractions=(0.8, 0.1, 0.1)):
+    def open_reader(self, split_key: str | None = None, fractions=DEFAULT_FRACTIONS):
         from dagster_duckdb import DuckDBResource
 
         from emberharmony_core.sources.duckdb_source import DuckDBTableReader, check_database_file, read_settings

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from emberharmony_core.names import SPLIT_NAMES
+
 UI_URL = "http://127.0.0.1:3000"  # dagster dev's default address
-SPLITS = ("train", "validation", "test")
+SPLITS = SPLIT_NAMES
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from emberharmony_core.features.row_checks import RowChecker
 from emberharmony_core.features.split import SplitKeySample, assign_split
 from emberharmony_core.features.split_blocks import split_block_keys
 from emberharmony_core.layout import CYCLICAL, RAW, SPLIT, iter_asset_frames
+from emberharmony_core.names import SPLIT_NAMES
 
 from .. import checks
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
@@ -36,7 +37,7 @@ from ._common import PARTITIONED, record_day_checks, record_partition_figures, r
 from .preprocessing import preprocess_config
 
 STEPS = [RAW, SPLIT, CYCLICAL, "preprocess_stats"]
-SPLITS = ("train", "validation", "test")
+SPLITS = SPLIT_NAMES
 EMPTY_DAY = "the source has no rows in this day: every entity's series goes on across it"
 SPLIT_SCHEMA = pa.schema([("split", pa.string())])
 READ_FIGURES = ("bytes_read", "bytes_processed", "bytes_billed", "pages", "chunks")
