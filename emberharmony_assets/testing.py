@@ -84,7 +84,7 @@ def range_tags(first: str, last: str | None = None) -> dict[str, str]:
 
 
 def materialize_days(
-    first: str,
+    first: str | None,
     last: str | None = None,
     *,
     resources: Mapping[str, Any],
@@ -95,8 +95,11 @@ def materialize_days(
     """Materialise the assets of ``selection`` (names; every asset when left out) for the day ``first`` or, given
     ``last``, for every day ``first`` .. ``last`` in ONE run, as a backfill of the range does; days are
     ``"YYYY-MM-DD"``. Unpartitioned assets in the selection (``preprocessor``, ``pca_models``) run once.
-    ``instance``: an ephemeral one when left out (pass your own to read figures back after the run)."""
-    target: dict[str, Any] = {"partition_key": first} if last is None else {"tags": range_tags(first, last)}
+    ``instance``: an ephemeral one when left out (pass your own to read figures back after the run).
+    ``first=None``: no day, for a selection of unpartitioned assets alone."""
+    target: dict[str, Any] = (
+        {} if first is None else {"partition_key": first} if last is None else {"tags": range_tags(first, last)}
+    )
     return materialize(
         all_assets,
         resources=dict(resources),

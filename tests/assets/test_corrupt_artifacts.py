@@ -17,10 +17,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from emberharmony_assets.assets import all_assets
+from emberharmony_assets.testing import materialize_days
 from emberharmony_assets.resources import DuckDBSourceResource, PipelineSettings
 from emberharmony_core.features.preprocess import PreprocessConfig, compute_partition_stats
 from emberharmony_core.features.preprocess.config import ColumnTypeDriftError, StructFieldsError
@@ -39,9 +37,8 @@ def command(asset: str, key: str | None = None) -> str:
 
 
 def run(resources, selection, key=None, first=None, last=None):
-    tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last} if first else None
-    return materialize(all_assets, selection=selection, resources=resources, partition_key=key, tags=tags,
-                       instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    """One run of ``selection``: the day ``key``, the days ``first`` .. ``last``, or (neither) no day."""
+    return materialize_days(key or first, last, resources=resources, selection=selection, raise_on_error=False)
 
 
 def failure_text(result) -> str:

@@ -7,10 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from emberharmony_assets.assets import all_assets
+from emberharmony_assets.testing import materialize_days
 from emberharmony_core.features.pca import PCAModel
 from emberharmony_core.layout import load_stride_windows
 from emberharmony_core.store import ArtifactStore
@@ -26,9 +24,7 @@ def float_types(path) -> set[str]:
 def test_dtype_setting_reaches_every_stored_float(demo_database, tmp_path, dtype):
     artifacts = tmp_path / "artifacts"
     resources = make_resources(demo_database, str(artifacts), dtype=dtype)
-    result = materialize(all_assets, resources=resources, instance=DagsterInstance.ephemeral(),
-                         tags={ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0], ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[-1]})
-    assert result.success
+    assert materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=resources).success
     want = {"float" if dtype == "float32" else "double"}
     day = PARTITIONS[2]
     assert float_types(artifacts / "cyclical_features" / f"date={day}" / "part-0.parquet") == want

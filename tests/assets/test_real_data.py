@@ -22,8 +22,6 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
@@ -31,9 +29,10 @@ from sklearn.preprocessing import StandardScaler
 from vega_datasets import local_data
 
 from tests.conftest import materialized_metadata
-from emberharmony_assets.assets import all_assets
+from emberharmony_assets import testing
+from emberharmony_assets.testing import materialize_days
 from emberharmony_assets.assets.windows import load_model
-from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
+from emberharmony_assets.resources import PipelineSettings
 from emberharmony_core.features.split import assign_split
 from emberharmony_core.features.split_blocks import split_block_keys
 from emberharmony_core.layout import load_stride_windows
@@ -61,17 +60,11 @@ def write_table(path, table: str, frame: pd.DataFrame) -> str:
 
 
 def run_graph(database, artifacts, table, last_day, *, entity, features, categorical=(), extra=(), **settings):
-    resources = {
-        "source": DuckDBSourceResource(database=database, table=table, timestamp_column="ts", entity_column=entity,
-                                       feature_columns=list(features), categorical_columns=list(categorical),
-                                       extra_columns=list(extra)),
-        "backend": BackendResource(name="numpy"),
-        "settings": PipelineSettings(window_size=W, strides=list(STRIDES), n_components=K, dtype="float64", **settings),
-        "store": ArtifactStoreResource(base_path=str(artifacts)),
-    }
-    result = materialize(all_assets, resources=resources, instance=DagsterInstance.ephemeral(),
-                         tags={ASSET_PARTITION_RANGE_START_TAG: FIRST.strftime("%Y-%m-%d"),
-                               ASSET_PARTITION_RANGE_END_TAG: last_day})
+    source = {"table": table, "timestamp_column": "ts", "entity_column": entity, "feature_columns": list(features),
+              "categorical_columns": list(categorical), "extra_columns": list(extra)}
+    resources = testing.resources(database, artifacts, source=source, window_size=W, strides=list(STRIDES),
+                                  n_components=K, dtype="float64", **settings)
+    result = materialize_days(FIRST.strftime("%Y-%m-%d"), last_day, resources=resources)
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]

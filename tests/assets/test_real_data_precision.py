@@ -10,14 +10,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA
 from vega_datasets import local_data
 
-from emberharmony_assets.assets import all_assets
-from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
+from emberharmony_assets import testing
+from emberharmony_assets.testing import materialize_days
 from emberharmony_core.features.pca import PCAModel
 from emberharmony_core.layout import load_stride_windows
 from emberharmony_core.store import ArtifactStore
@@ -47,14 +45,10 @@ def temps(tmp_path_factory) -> str:
 
 
 def run(database: str, artifacts: str, dtype: str) -> ArtifactStore:
-    resources = {"source": DuckDBSourceResource(database=database, table="temps", timestamp_column="ts",
-                                                entity_column="city", feature_columns=["temp"]),
-                 "backend": BackendResource(name="numpy"),
-                 # split by timestamp: two cities are too few split keys for train windows in both
-                 "settings": PipelineSettings(dtype=dtype, split_key="ts"),
-                 "store": ArtifactStoreResource(base_path=artifacts)}
-    result = materialize(all_assets, resources=resources, instance=DagsterInstance.ephemeral(),
-                         tags={ASSET_PARTITION_RANGE_START_TAG: DAYS[0], ASSET_PARTITION_RANGE_END_TAG: DAYS[-1]})
+    source = {"table": "temps", "timestamp_column": "ts", "entity_column": "city", "feature_columns": ["temp"]}
+    # split by timestamp: two cities are too few split keys for train windows in both
+    result = materialize_days(DAYS[0], DAYS[-1], resources=testing.resources(database, artifacts, source=source,
+                                                                             dtype=dtype, split_key="ts"))
     assert result.success and all(check.passed for check in result.get_asset_check_evaluations())
     return ArtifactStore(artifacts)
 
