@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .windowing import ChunkRows, WindowCarry, _entity_blocks, check_key_order
+from .windowing import ChunkRows, WindowCarry, check_key_order, entity_blocks
 
 Sink = Callable[[WindowCarry], None]
 
@@ -61,7 +61,7 @@ def day_summary(
             raise ValueError(
                 f"chunk has {features.shape[1] if features.ndim == 2 else 0} feature columns, n_features is {f}"
             )
-        b0, keys = _entity_blocks(chunk)
+        b0, keys = entity_blocks(chunk)
         check_key_order(keys, open_.keys[0] if open_ is not None else None)
         lengths = np.diff(np.append(b0, n))
         valid = slots[None, :] >= tail - np.minimum(lengths, tail)[:, None]  # (B, w - 1)

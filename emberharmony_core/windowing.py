@@ -415,10 +415,10 @@ class Windower:
         max_gap=None,
         sink=None,
     ):
-        from .features.windows import _check_setting
+        from .features.windows import check_setting
 
-        self.window_size = _check_setting("window_size", window_size)
-        self.strides = [_check_setting("stride", s) for s in strides]
+        self.window_size = check_setting("window_size", window_size)
+        self.strides = [check_setting("stride", s) for s in strides]
         if carry is not None and carry.window_size != self.window_size:
             raise ValueError(
                 f"the carried window state was made with window_size {carry.window_size}, not "
@@ -459,7 +459,7 @@ class Windower:
         tail = w - 1
 
         # entity blocks in the chunk, and what the carry knows of them
-        b0, keys = _entity_blocks(chunk)
+        b0, keys = entity_blocks(chunk)
         self._check_order(keys)
         lengths = np.diff(np.append(b0, n))
         known = self._carried(keys, f, features.dtype)
@@ -621,7 +621,7 @@ class Windower:
             self._sink(carry)
 
 
-def _entity_blocks(chunk: ChunkRows) -> tuple[np.ndarray, pa.Array]:
+def entity_blocks(chunk: ChunkRows) -> tuple[np.ndarray, pa.Array]:
     """(first row of each run of one entity's rows (B,) int64, that run's key (B,) Arrow array, ``_key_array``)."""
     n = len(chunk)
     if not n:

@@ -173,13 +173,13 @@ def _series_plan(rows, window_size, strides, first_row):
     """(backend, rows, w, sorted strides, {s: window starts}) for one series whose ``rows[0]`` is row ``first_row``
     (the rule of ``emberharmony_core.windowing``: stride-s windows start at the series rows 0, s, 2s, ...)."""
     from ..windowing import series_starts
-    from .windows import _check_setting
+    from .windows import check_setting
 
     backend, r = _as_batch(rows)
-    w = _check_setting("window_size", window_size)
+    w = check_setting("window_size", window_size)
     if isinstance(strides, (int, np.integer)) and not isinstance(strides, bool):
         strides = [strides]
-    strides = sorted({_check_setting("stride", s) for s in strides})
+    strides = sorted({check_setting("stride", s) for s in strides})
     if not strides:
         raise ValueError("strides must name at least one stride")
     if isinstance(first_row, bool) or not isinstance(first_row, (int, np.integer)) or first_row < 0:

@@ -15,7 +15,7 @@ import numpy as np
 from ..ops import backend_of, get_backend
 
 
-def _check_setting(name: str, value) -> int:
+def check_setting(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an integer >= 1, got {value!r} ({type(value).__name__})")
     if value < 1:
@@ -25,8 +25,8 @@ def _check_setting(name: str, value) -> int:
 
 def window_count(n_rows: int, window_size: int, stride: int) -> int:
     """Number of windows ``stride_windows`` makes from ``n_rows`` rows (0 when ``n_rows < window_size``)."""
-    window_size = _check_setting("window_size", window_size)
-    stride = _check_setting("stride", stride)
+    window_size = check_setting("window_size", window_size)
+    stride = check_setting("stride", stride)
     return 0 if n_rows < window_size else (int(n_rows) - window_size) // stride + 1
 
 
@@ -55,8 +55,8 @@ def stride_windows(data, window_size: int, stride: int, backend=None):
     (m, window_size * F) backend array with m = (n - window_size) // stride + 1, or
     (0, window_size * F) when n < window_size. Same dtype as ``data``.
     """
-    window_size = _check_setting("window_size", window_size)
-    stride = _check_setting("stride", stride)
+    window_size = check_setting("window_size", window_size)
+    stride = check_setting("stride", stride)
     if backend is None:
         backend = backend_of(data)
     elif isinstance(backend, str):

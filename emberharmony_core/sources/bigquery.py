@@ -60,7 +60,7 @@ DEFAULT_PAGE_SIZE = 100_000
 
 # BigQuery type -> Arrow type, for the schema of an empty result (google-cloud-bigquery's
 # own mapping for non-empty results gives the same types).
-_ARROW_TYPES = {
+ARROW_TYPES = {
     "STRING": pa.string(),
     "BYTES": pa.binary(),
     "INTEGER": pa.int64(),
@@ -78,7 +78,7 @@ _ARROW_TYPES = {
 }
 
 
-def _is_emulator(client: Any) -> bool:
+def is_emulator(client: Any) -> bool:
     if os.environ.get("BIGQUERY_EMULATOR_HOST"):
         return True
     endpoint = getattr(getattr(client, "_connection", None), "API_BASE_URL", "") or ""
@@ -165,7 +165,7 @@ class BigQueryTableReader:
                     "use_storage_api=True needs google-cloud-bigquery-storage (pip install 'emberharmony[bigquery]')"
                 ) from None
             return None
-        if self.use_storage_api is None and _is_emulator(self.client):
+        if self.use_storage_api is None and is_emulator(self.client):
             return None
         self._bqstorage_client = bigquery_storage.BigQueryReadClient(
             credentials=getattr(self.client, "_credentials", None)
@@ -291,10 +291,10 @@ class BigQueryTableReader:
         return self.iter_window(start, end).read()
 
     def _empty_table(self, schema) -> pa.Table:
-        fields = [pa.field(f.name, _ARROW_TYPES.get(f.field_type, pa.string())) for f in schema or ()]
+        fields = [pa.field(f.name, ARROW_TYPES.get(f.field_type, pa.string())) for f in schema or ()]
         if not fields:
             types = self.column_types()
-            fields = [pa.field(c, _ARROW_TYPES.get(types.get(c, "STRING"), pa.string())) for c in self.spec.columns]
+            fields = [pa.field(c, ARROW_TYPES.get(types.get(c, "STRING"), pa.string())) for c in self.spec.columns]
         return pa.schema(fields).empty_table()
 
 

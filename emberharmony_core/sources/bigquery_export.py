@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .bigquery import _ARROW_TYPES, _is_emulator
+from .bigquery import ARROW_TYPES, is_emulator
 from .sql import check_column, parse_bigquery_table
 
 logger = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ def resolve_method(client, method: str) -> str:
     if method not in EXPORT_METHODS:
         raise ValueError(f"export method must be one of {', '.join(EXPORT_METHODS)}, got {method!r}")
     if method == "auto":
-        return "transaction" if _is_emulator(client) else "partition_decorator"
+        return "transaction" if is_emulator(client) else "partition_decorator"
     return method
 
 
@@ -356,7 +356,7 @@ def export_partition(  # noqa: C901
         client, target, [(renamed[n], types[n][1]) for n in schema.names], partition, clustering
     )
     source_of = {new.lower(): old for old, new in renamed.items()}
-    arrow_of = {name: _ARROW_TYPES.get(kind, pa.string()) for name, kind in table_columns}
+    arrow_of = {name: ARROW_TYPES.get(kind, pa.string()) for name, kind in table_columns}
     plan = []  # (name in the table, Arrow type written, source column or None for NULL)
     for name, _kind in table_columns:
         source = source_of.get(name.lower())

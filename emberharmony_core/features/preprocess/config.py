@@ -226,7 +226,7 @@ def _first_non_null(series: pd.Series, limit: int = 1000):
     return non_null.iloc[0] if len(non_null) else None
 
 
-def _is_arrow_struct(dtype) -> bool:
+def is_arrow_struct(dtype) -> bool:
     if isinstance(dtype, pd.ArrowDtype):
         import pyarrow as pa
 
@@ -237,7 +237,7 @@ def _is_arrow_struct(dtype) -> bool:
 # Complexity: one early return per dtype family; a flat decision table.
 def _series_role(series: pd.Series) -> str:  # noqa: C901
     dtype = series.dtype
-    if _is_arrow_struct(dtype):
+    if is_arrow_struct(dtype):
         return "struct"
     if isinstance(dtype, pd.ArrowDtype):
         return _arrow_role(dtype.pyarrow_dtype)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
-from .config import PreprocessError, _is_arrow_struct
+from .config import PreprocessError, is_arrow_struct
 
 
 def _arrow_struct_frame(series: pd.Series, prefix: str) -> pd.DataFrame:
@@ -68,7 +68,7 @@ def flatten_struct_columns(
     for col in struct_columns:
         series = frame[col]
         prefix = f"{col}{sep}"
-        if _is_arrow_struct(series.dtype):
+        if is_arrow_struct(series.dtype):
             has_values = bool(series.notna().any())
             # no struct value in the chunk: no field columns, as for dict rows (all-null fields would be typed
             # here but not there, and a chunk's column types must not depend on how the column arrived)
