@@ -1,5 +1,6 @@
 """The docs site builds with ``mkdocs build --strict`` (every page in the nav, no broken link or anchor), and the
 README stays a short entry point: at most 150 lines, holding the two set-up commands."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,21 @@ def test_readme_is_short_and_has_the_two_setup_commands():
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
-         "--site-dir", str(tmp_path / "site")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "index.html").is_file()

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import failure_text
 from emberharmony_assets.definitions import DEMO_SOURCE
 from emberharmony_assets.resources import DuckDBSourceResource
 from emberharmony_assets.testing import day_figures, materialize_days
 from emberharmony_core.store import ArtifactStore
+from tests.conftest import failure_text
 
 from .conftest import make_resources
 
@@ -63,15 +63,23 @@ def bad_database(demo_database, tmp_path_factory) -> str:
         connection.execute(f"INSERT INTO dups SELECT * REPLACE (temperature + 2 AS temperature) FROM clean WHERE {one}")
         connection.execute(f"INSERT INTO dups SELECT * FROM clean WHERE {five}")
         connection.execute(f"INSERT INTO exact_dups SELECT * FROM clean WHERE {one} OR {five}")
-        connection.execute(f"INSERT INTO conflicting_dups SELECT * REPLACE ('fault-x' AS status) FROM clean WHERE {one}")
-        connection.execute("INSERT INTO null_entities SELECT * REPLACE (NULL AS sensor_id) FROM clean "
-                           "WHERE sensor_id = 'sensor_0002' AND ts >= TIMESTAMPTZ '2026-01-02 05:00:00+00' "
-                           "AND ts < TIMESTAMPTZ '2026-01-02 07:00:00+00'")
+        connection.execute(
+            f"INSERT INTO conflicting_dups SELECT * REPLACE ('fault-x' AS status) FROM clean WHERE {one}"
+        )
+        connection.execute(
+            "INSERT INTO null_entities SELECT * REPLACE (NULL AS sensor_id) FROM clean "
+            "WHERE sensor_id = 'sensor_0002' AND ts >= TIMESTAMPTZ '2026-01-02 05:00:00+00' "
+            "AND ts < TIMESTAMPTZ '2026-01-02 07:00:00+00'"
+        )
         # +inf in a test row, 1e39 (beyond float32) in a validation row, -inf in a train row
-        connection.execute("UPDATE bad_values SET humidity = 'inf'::DOUBLE WHERE sensor_id = 'sensor_0002' "
-                           "AND ts >= TIMESTAMPTZ '2026-01-02 05:00:00+00'")
-        connection.execute("UPDATE bad_values SET pressure = 1e39 WHERE sensor_id = 'sensor_0003' "
-                           "AND ts = TIMESTAMPTZ '2026-01-02 07:00:00+00'")
+        connection.execute(
+            "UPDATE bad_values SET humidity = 'inf'::DOUBLE WHERE sensor_id = 'sensor_0002' "
+            "AND ts >= TIMESTAMPTZ '2026-01-02 05:00:00+00'"
+        )
+        connection.execute(
+            "UPDATE bad_values SET pressure = 1e39 WHERE sensor_id = 'sensor_0003' "
+            "AND ts = TIMESTAMPTZ '2026-01-02 07:00:00+00'"
+        )
         connection.execute(f"UPDATE bad_values SET load = '-inf'::DOUBLE WHERE {one}")
         connection.execute("DETACH demo")
     return path
@@ -107,10 +115,12 @@ def test_on_duplicate_keeps_one_row_per_key_and_counts_what_it_merged(bad, bad_d
     assert len(store.read_frame("split_data", DAY)) == len(store.read_frame("cyclical_features", DAY)) == ROWS_PER_DAY
     assert store.read_json("preprocess_stats", DAY)["n_train_rows"] < ROWS_PER_DAY
     with duckdb.connect(bad_database, read_only=True) as connection:
-        clean = connection.execute(f"SELECT temperature FROM clean WHERE sensor_id = 'sensor_0001' AND ts = {AT}"
-                                   ).fetchone()[0]
-    cell = raw.loc[(raw["sensor_id"] == "sensor_0001") & (raw["ts"] == pd.Timestamp("2026-01-02 03:00", tz="UTC")),
-                   "temperature"].item()
+        clean = connection.execute(
+            f"SELECT temperature FROM clean WHERE sensor_id = 'sensor_0001' AND ts = {AT}"
+        ).fetchone()[0]
+    cell = raw.loc[
+        (raw["sensor_id"] == "sensor_0001") & (raw["ts"] == pd.Timestamp("2026-01-02 03:00", tz="UTC")), "temperature"
+    ].item()
     if policy == "mean":
         assert cell == pytest.approx(clean + 1.0, rel=1e-12)
     else:  # ties in (entity, ts) come in the engine's order: one of the three
@@ -146,10 +156,13 @@ def test_null_entity_ids_fail_naming_partition_count_and_column(bad, tmp_path):
 def test_non_finite_and_overflowing_values_fail_in_any_split_naming_column_partition_count(bad, tmp_path):
     message = run_fails(with_table(bad, "bad_values"))
     assert f"partition {DAY}" in message
-    assert "column 'humidity' has 19 non-finite or out-of-range values (first: inf at sensor_id='sensor_0002', " \
-           "ts=2026-01-02T05:00:00+00:00)" in message  # sensor_0002 is a test series
-    assert "column 'pressure' has 1 non-finite or out-of-range values (first: 1e+39 at sensor_id='sensor_0003'" \
-           in message  # validation
+    assert (
+        "column 'humidity' has 19 non-finite or out-of-range values (first: inf at sensor_id='sensor_0002', "
+        "ts=2026-01-02T05:00:00+00:00)" in message
+    )  # sensor_0002 is a test series
+    assert (
+        "column 'pressure' has 1 non-finite or out-of-range values (first: 1e+39 at sensor_id='sensor_0003'" in message
+    )  # validation
     assert "column 'load' has 1 non-finite or out-of-range values (first: -inf at sensor_id='sensor_0001'" in message
     assert "settings.dtype float32" in message and "NULLs are imputed" in message
     assert "JSON compliant" not in message

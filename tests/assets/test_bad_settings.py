@@ -11,10 +11,10 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, materialize
 
-from tests.conftest import artifact_files, failure_text
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.definitions import DEMO_SETTINGS, DEMO_SOURCE
 from emberharmony_assets.resources import DuckDBSourceResource, PipelineSettings
+from tests.conftest import artifact_files, failure_text
 
 from .conftest import PARTITIONS, make_resources
 
@@ -23,8 +23,13 @@ INGEST = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
 
 def run_fails(resources, selection=INGEST) -> str:
     with pytest.raises(Exception) as info:
-        materialize(all_assets, resources=resources, partition_key=PARTITIONS[0], instance=DagsterInstance.ephemeral(),
-                    selection=selection)
+        materialize(
+            all_assets,
+            resources=resources,
+            partition_key=PARTITIONS[0],
+            instance=DagsterInstance.ephemeral(),
+            selection=selection,
+        )
     return failure_text(info.value)
 
 
@@ -36,25 +41,31 @@ def private_database(demo_database, tmp_path_factory) -> str:
     with duckdb.connect(path) as connection:
         connection.execute(f"ATTACH '{demo_database}' AS demo (READ_ONLY)")
         connection.execute("CREATE TABLE sensor_readings AS SELECT * FROM demo.sensor_readings")
-        connection.execute("CREATE TABLE text_readings AS SELECT * REPLACE (CAST(ts AS VARCHAR) AS ts, "
-                           "CAST(humidity AS VARCHAR) AS humidity) FROM demo.sensor_readings "
-                           "WHERE ts < TIMESTAMPTZ '2026-01-02 00:00:00+00'")
+        connection.execute(
+            "CREATE TABLE text_readings AS SELECT * REPLACE (CAST(ts AS VARCHAR) AS ts, "
+            "CAST(humidity AS VARCHAR) AS humidity) FROM demo.sensor_readings "
+            "WHERE ts < TIMESTAMPTZ '2026-01-02 00:00:00+00'"
+        )
         connection.execute("DETACH demo")
     return path
 
 
-BAD = dict(drop_columns=["humidty"], target_column="load_next_hr", split_key="sensor",
-           force_categorical_columns=["stauts"])
-CULPRITS = ["no column 'humidty' (drop_columns); did you mean 'humidity'?",
-            "no column 'load_next_hr' (target_column); did you mean 'load_next_hour'?",
-            "no column 'sensor' (split_key); did you mean 'sensor_id'?",
-            "no column 'stauts' (force_categorical_columns); did you mean 'status'?"]
+BAD = dict(
+    drop_columns=["humidty"], target_column="load_next_hr", split_key="sensor", force_categorical_columns=["stauts"]
+)
+CULPRITS = [
+    "no column 'humidty' (drop_columns); did you mean 'humidity'?",
+    "no column 'load_next_hr' (target_column); did you mean 'load_next_hour'?",
+    "no column 'sensor' (split_key); did you mean 'sensor_id'?",
+    "no column 'stauts' (force_categorical_columns); did you mean 'status'?",
+]
 
 
 def test_validate_settings_names_every_bad_setting_at_once(private_database):
     source = DuckDBSourceResource(database=private_database, **DEMO_SOURCE)
-    source.validate_settings(PipelineSettings(**DEMO_SETTINGS, split_key="sensor_id",
-                                              drop_columns=["maintenance", "meta_rack"]))  # the demo fits
+    source.validate_settings(
+        PipelineSettings(**DEMO_SETTINGS, split_key="sensor_id", drop_columns=["maintenance", "meta_rack"])
+    )  # the demo fits
     with pytest.raises(ValueError) as info:
         source.validate_settings(PipelineSettings(**BAD))
     message = str(info.value)
@@ -110,19 +121,21 @@ def test_no_connection_is_left_open_after_a_failure(private_database):
     source = DuckDBSourceResource(database=private_database, **DEMO_SOURCE)
     with pytest.raises(ValueError) as failed_check:
         source.validate_settings(PipelineSettings(**BAD))
-    with pytest.raises(RuntimeError) as failed_body:
-        with source.open_reader() as reader:
-            reader.validate()
-            raise RuntimeError("an asset failed while reading")
+    with pytest.raises(RuntimeError) as failed_body, source.open_reader() as reader:
+        reader.validate()
+        raise RuntimeError("an asset failed while reading")
     # the errors (and their tracebacks, which hold the frames that held the connection) are still alive
     assert failed_check.value is not None and failed_body.value is not None
     with duckdb.connect(private_database) as connection:
         assert connection.execute("SELECT count(*) FROM sensor_readings").fetchone()[0] > 0
 
 
-@pytest.mark.parametrize("setting, culprit", [
-    (dict(split_fractions=[0, 0.5, 0.5]), "split_fractions [0.0, 0.5, 0.5]: the train fraction is 0"),
-])
+@pytest.mark.parametrize(
+    "setting, culprit",
+    [
+        (dict(split_fractions=[0, 0.5, 0.5]), "split_fractions [0.0, 0.5, 0.5]: the train fraction is 0"),
+    ],
+)
 def test_settings_that_leave_nothing_to_fit_fail_before_any_work(private_database, tmp_path, setting, culprit):
     """A split with no train share used to be accepted: every column was then dropped as null in 0 train rows and
     the windows pass crashed in Arrow, never saying 'train'."""

@@ -12,9 +12,21 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
-from dagster import (AssetCheckSpec, AssetDep, AssetKey, AssetSpec, BackfillPolicy, DagsterInstance,
-                     DailyPartitionsDefinition, Definitions, MaterializeResult, TimeWindowPartitionMapping, asset,
-                     materialize, multi_asset)
+from dagster import (
+    AssetCheckSpec,
+    AssetDep,
+    AssetKey,
+    AssetSpec,
+    BackfillPolicy,
+    DagsterInstance,
+    DailyPartitionsDefinition,
+    Definitions,
+    MaterializeResult,
+    TimeWindowPartitionMapping,
+    asset,
+    materialize,
+    multi_asset,
+)
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from benchmarks import bench_graph as bench
@@ -37,12 +49,24 @@ def _toy_defs() -> Definitions:
     def alpha():
         return MaterializeResult()
 
-    @multi_asset(**SINGLE, can_subset=True, name="pair",
-                 specs=[AssetSpec("zeta", group_name="toy", skippable=True,
-                                  deps=[AssetDep(alpha, partition_mapping=TimeWindowPartitionMapping(start_offset=-1)),
-                                        AssetDep("zeta", partition_mapping=previous)]),
-                        AssetSpec("eta", group_name="toy", skippable=True, deps=["zeta", alpha])],
-                 check_specs=[AssetCheckSpec("zeta_ok", asset="zeta")])
+    @multi_asset(
+        **SINGLE,
+        can_subset=True,
+        name="pair",
+        specs=[
+            AssetSpec(
+                "zeta",
+                group_name="toy",
+                skippable=True,
+                deps=[
+                    AssetDep(alpha, partition_mapping=TimeWindowPartitionMapping(start_offset=-1)),
+                    AssetDep("zeta", partition_mapping=previous),
+                ],
+            ),
+            AssetSpec("eta", group_name="toy", skippable=True, deps=["zeta", alpha]),
+        ],
+        check_specs=[AssetCheckSpec("zeta_ok", asset="zeta")],
+    )
     def pair(context):
         raise AssertionError("the floor never runs the real bodies")
 
@@ -72,13 +96,20 @@ def test_floor_copies_the_graphs_specs_checks_and_grouping():
 def test_floor_materialises_every_asset_partition_and_passes_every_check_in_one_run():
     floor = bench.floor_assets(_toy_defs())
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(floor, instance=instance, tags={ASSET_PARTITION_RANGE_START_TAG: "2026-02-01",
-                                                             ASSET_PARTITION_RANGE_END_TAG: "2026-02-03"})
+        result = materialize(
+            floor,
+            instance=instance,
+            tags={ASSET_PARTITION_RANGE_START_TAG: "2026-02-01", ASSET_PARTITION_RANGE_END_TAG: "2026-02-03"},
+        )
         assert result.success
-        materialised = [(e.asset_key.to_user_string(), e.partition) for e in
-                        (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())]
-        assert sorted(materialised) == sorted([(k, p) for k in ("alpha", "zeta", "eta")
-                                               for p in ("2026-02-01", "2026-02-02", "2026-02-03")] + [("delta", None)])
+        materialised = [
+            (e.asset_key.to_user_string(), e.partition)
+            for e in (ev.event_specific_data.materialization for ev in result.get_asset_materialization_events())
+        ]
+        assert sorted(materialised) == sorted(
+            [(k, p) for k in ("alpha", "zeta", "eta") for p in ("2026-02-01", "2026-02-02", "2026-02-03")]
+            + [("delta", None)]
+        )
         assert sorted(e.check_name for e in result.get_asset_check_evaluations() if e.passed) == ["delta_ok", "zeta_ok"]
         # as the real graph: each partition's own metadata on its materialisation, no observation
         assert not [ev for ev in result.all_events if ev.event_type_value == "ASSET_OBSERVATION"]
@@ -114,9 +145,15 @@ def test_script_makes_the_jobs_windows_and_projects_every_one(demo_database, tmp
     for stride in settings["strides"]:
         out = pd.read_parquet(tmp_path / f"stride={stride}" / "part-0.parquet")
         assert list(out.columns) == ["entity", "end_time", "split", *[f"pc_{i + 1}" for i in range(k)]]
-        expected = [(entity, end) for entity, times in series.items() for end in times[window_end_rows(len(times), w, stride)]]
-        assert len(out) == result["windows"][stride] == len(expected) == sum(window_count(len(t), w, stride)
-                                                                             for t in series.values())
+        expected = [
+            (entity, end) for entity, times in series.items() for end in times[window_end_rows(len(times), w, stride)]
+        ]
+        assert (
+            len(out)
+            == result["windows"][stride]
+            == len(expected)
+            == sum(window_count(len(t), w, stride) for t in series.values())
+        )
         assert list(zip(out["entity"], out["end_time"].to_numpy())) == expected
         assert result["mixed_split_dropped"][stride] == 0 and out.groupby("entity")["split"].nunique().max() == 1
         assert set(out["split"]) <= {"train", "validation", "test"}
@@ -140,9 +177,24 @@ ROW = re.compile(r"^(seed|script|floor|main)\s+([0-9.]+)\s+([0-9,]+)\s+([0-9,]+)
 def test_bench_graph_runs_seed_script_floor_and_main_and_prints_the_table(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBERHARMONY_", "DAGSTER_HOME"))}
     env["EMBERHARMONY_BACKEND"] = "numpy"
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_graph", "--entities", "4", "--days", "3",
-                           "--work", str(tmp_path / "work")], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=240)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_graph",
+            "--entities",
+            "4",
+            "--days",
+            "3",
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "4 entities x 3 days = 576 rows" in done.stdout

@@ -41,14 +41,14 @@ import numpy as np
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from tests.conftest import default_signals, stop_process_group
 from emberharmony_assets.definitions import DEMO_SOURCE, build_definitions
 from emberharmony_assets.jobs import INGEST_PASS_TAG
-from emberharmony_assets.partitions import daily_partitions
 from emberharmony_assets.main import dagster_yaml
+from emberharmony_assets.partitions import daily_partitions
 from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource
 from emberharmony_core.demo import DemoConfig, write_demo_table
 from emberharmony_core.store import ArtifactStore
+from tests.conftest import default_signals, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -87,9 +87,11 @@ freshness:
 
 def file_digests(folder: Path) -> dict[str, str]:
     """sha256 of every artifact file, by path; the store's lock files (hidden, empty) left out."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    }
 
 
 def assert_same_artifacts(one: Path, other: Path, days: int) -> None:
@@ -118,14 +120,18 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
 
 def graph_resources(database: Path, artifacts: Path) -> dict:
     """The resources the daemon's runs get from the environment (EMBERHARMONY_HOME), spelled out."""
-    return {"source": DuckDBSourceResource(database=str(database), **DEMO_SOURCE),
-            "backend": BackendResource(name="numpy"), "store": ArtifactStoreResource(base_path=str(artifacts))}
+    return {
+        "source": DuckDBSourceResource(database=str(database), **DEMO_SOURCE),
+        "backend": BackendResource(name="numpy"),
+        "store": ArtifactStoreResource(base_path=str(artifacts)),
+    }
 
 
 def run_job(name: str, resources: dict, instance: DagsterInstance):
     job = build_definitions(**resources).resolve_job_def(name)
-    result = job.execute_in_process(instance=instance, tags={ASSET_PARTITION_RANGE_START_TAG: DAYS[0],
-                                                             ASSET_PARTITION_RANGE_END_TAG: DAYS[-1]})
+    result = job.execute_in_process(
+        instance=instance, tags={ASSET_PARTITION_RANGE_START_TAG: DAYS[0], ASSET_PARTITION_RANGE_END_TAG: DAYS[-1]}
+    )
     assert result.success
     return result
 
@@ -142,14 +148,11 @@ def run_errors(instance: DagsterInstance, run) -> str:
     lines = [f"run {run.run_id} ({run.tags.get('dagster/partition')}): {run.status.value}"]
     for entry in instance.all_logs(run.run_id):
         event = entry.dagster_event
-        if entry.level >= 40 or (event is not None and event.event_type in (DagsterEventType.STEP_FAILURE,
-                                                                              DagsterEventType.RUN_FAILURE)):
+        if entry.level >= 40 or (
+            event is not None and event.event_type in (DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE)
+        ):
             lines.append(f"  {entry.message or ''} {event.event_specific_data if event is not None else ''}"[:3000])
     return "\n".join(lines)
-
-
-
-
 
 
 def wait_for_runs(instance: DagsterInstance, daemon: subprocess.Popen, log: Path) -> list:
@@ -178,31 +181,62 @@ def test_a_backfill_run_per_day_two_at_once_through_the_run_queue_equals_one_run
     # the reference: the whole graph over the range, one run, its own persistent instance
     started = time.monotonic()
     with DagsterInstance.local_temp(str(reference_home)) as reference_instance:
-        reference = run_job("full_refresh_job", graph_resources(multi_data / "demo.duckdb", single_data / "artifacts"),
-                            reference_instance)
+        reference = run_job(
+            "full_refresh_job",
+            graph_resources(multi_data / "demo.duckdb", single_data / "artifacts"),
+            reference_instance,
+        )
         single_ingest_s = step_seconds(reference_instance, reference.run_id, "ingest")
     single_s = time.monotonic() - started
 
     # the multi-run backfill: one ingest run per day through the run queue, then one run for the rest
     end = f"{daily_partitions.end:%Y-%m-%d}" if daily_partitions.end else ""
-    env = {**os.environ, "DAGSTER_HOME": str(home), "EMBERHARMONY_HOME": str(multi_data),
-           "EMBERHARMONY_SOURCE": "duckdb", "EMBERHARMONY_BACKEND": "numpy",
-           "EMBERHARMONY_PARTITION_START": f"{daily_partitions.start:%Y-%m-%d}", "EMBERHARMONY_PARTITION_END": end}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "EMBERHARMONY_HOME": str(multi_data),
+        "EMBERHARMONY_SOURCE": "duckdb",
+        "EMBERHARMONY_BACKEND": "numpy",
+        "EMBERHARMONY_PARTITION_START": f"{daily_partitions.start:%Y-%m-%d}",
+        "EMBERHARMONY_PARTITION_END": end,
+    }
     started = time.monotonic()
     instance = DagsterInstance.from_config(str(home))
     assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
     instance.get_run_records()  # create the SQLite storages here: two processes creating them at once collide
-    submit = subprocess.run([str(BIN / "dagster"), "job", "backfill", "-w", "workspace.yaml", "-j", "ingest_job",
-                             "--partitions", ",".join(DAYS), "--noprompt"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    submit = subprocess.run(
+        [
+            str(BIN / "dagster"),
+            "job",
+            "backfill",
+            "-w",
+            "workspace.yaml",
+            "-j",
+            "ingest_job",
+            "--partitions",
+            ",".join(DAYS),
+            "--noprompt",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert submit.returncode == 0 and "Launched backfill" in submit.stdout, submit.stdout + submit.stderr
     assert [r.dagster_run.status for r in instance.get_run_records()] == [DagsterRunStatus.QUEUED] * len(DAYS)
     submitted_s = time.monotonic() - started
     log, daemon_started = tmp_path / "daemon.log", time.time()
     with open(log, "wb") as out:
-        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=ROOT, env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                  preexec_fn=default_signals)
+        daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=default_signals,
+        )
     try:
         records = wait_for_runs(instance, daemon, log)
     finally:
@@ -219,8 +253,9 @@ def test_a_backfill_run_per_day_two_at_once_through_the_run_queue_equals_one_run
     intervals = [(r.start_time, r.end_time) for r in runs]
     assert most_at_once(intervals) == AT_ONCE, intervals
     # in progress as the queue counts them (launched, i.e. STARTING, to the end): never more than the tag limit
-    launched = [instance.all_logs(r.dagster_run.run_id, of_type=DagsterEventType.RUN_STARTING)[0].timestamp
-                for r in runs]  # runs sorted by start; their launches too (a pair is launched together)
+    launched = [
+        instance.all_logs(r.dagster_run.run_id, of_type=DagsterEventType.RUN_STARTING)[0].timestamp for r in runs
+    ]  # runs sorted by start; their launches too (a pair is launched together)
     assert most_at_once([(t, r.end_time) for t, r in zip(launched, runs)]) == AT_ONCE, (launched, intervals)
     ingest_wall_s = max(e for _, e in intervals) - min(launched)
     first_launch_s = min(launched) - daemon_started
@@ -233,10 +268,14 @@ def test_a_backfill_run_per_day_two_at_once_through_the_run_queue_equals_one_run
 
     assert_same_artifacts(single_data / "artifacts", multi_data / "artifacts", len(DAYS))
 
-    print(f"\n{len(DAYS)} days x {DEMO.rows // DEMO.days:,} rows. ONE RUN (full_refresh_job) {single_s:.1f} s, "
-          f"its ingest step {single_ingest_s:.1f} s. MULTI-RUN {multi_s:.1f} s: submit {len(DAYS)} runs (dagster job "
-          f"backfill) {submitted_s:.1f} s; daemon start to first launch {first_launch_s:.1f} s; ingest runs, "
-          f"{AT_ONCE} at once, first launch to last end {ingest_wall_s:.1f} s (launched / started-ended, s: "
-          + ", ".join(f"{t - min(launched):.1f} / {s - min(launched):.1f}-{e - min(launched):.1f}"
-                      for t, (s, e) in zip(launched, intervals))
-          + f"); fit_and_windows_job (one run) {rest_s:.1f} s")
+    print(
+        f"\n{len(DAYS)} days x {DEMO.rows // DEMO.days:,} rows. ONE RUN (full_refresh_job) {single_s:.1f} s, "
+        f"its ingest step {single_ingest_s:.1f} s. MULTI-RUN {multi_s:.1f} s: submit {len(DAYS)} runs (dagster job "
+        f"backfill) {submitted_s:.1f} s; daemon start to first launch {first_launch_s:.1f} s; ingest runs, "
+        f"{AT_ONCE} at once, first launch to last end {ingest_wall_s:.1f} s (launched / started-ended, s: "
+        + ", ".join(
+            f"{t - min(launched):.1f} / {s - min(launched):.1f}-{e - min(launched):.1f}"
+            for t, (s, e) in zip(launched, intervals)
+        )
+        + f"); fit_and_windows_job (one run) {rest_s:.1f} s"
+    )

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emberharmony_assets.testing import materialize_days
 from emberharmony_assets.resources import DuckDBSourceResource, PipelineSettings
+from emberharmony_assets.testing import materialize_days
 from emberharmony_core.features.preprocess import PreprocessConfig, compute_partition_stats
 from emberharmony_core.features.preprocess.config import ColumnTypeDriftError, StructFieldsError
 from emberharmony_core.features.preprocess.stats import merge_partition_stats
@@ -43,13 +43,19 @@ def run(resources, selection, key=None, first=None, last=None):
 
 def failure_text(result) -> str:
     assert not result.success
-    return " ".join(e.event_specific_data.error.to_string() for e in result.all_events
-                    if e.is_failure and getattr(e.event_specific_data, "error", None))
+    return " ".join(
+        e.event_specific_data.error.to_string()
+        for e in result.all_events
+        if e.is_failure and getattr(e.event_specific_data, "error", None)
+    )
 
 
 def digests(base: Path) -> dict[str, str]:
-    return {str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(base.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+    return {
+        str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(base.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +102,50 @@ def assert_names_the_culprit(text: str, path: Path, asset: str, key: str | None)
 
 CASES = {
     # (file, how damaged, what reads it: (selection, partition)), asset and partition the file belongs to
-    "truncated parquet": ("features/date={P1}/part-0.parquet", "truncated", (["projected_windows"], P1), "features", P1),
-    "empty parquet": ("cyclical_features/date={P0}/part-0.parquet", "empty", (["features"], P0), "cyclical_features", P0),
+    "truncated parquet": (
+        "features/date={P1}/part-0.parquet",
+        "truncated",
+        (["projected_windows"], P1),
+        "features",
+        P1,
+    ),
+    "empty parquet": (
+        "cyclical_features/date={P0}/part-0.parquet",
+        "empty",
+        (["features"], P0),
+        "cyclical_features",
+        P0,
+    ),
     "missing parquet": ("raw_chunk/date={P1}/part-0.parquet", "missing", (["split_data"], P1), "raw_chunk", P1),
     "garbage json": ("preprocess_stats/{P1}.json", "garbage", (["preprocessor"], None), "preprocess_stats", P1),
-    "truncated statistics": ("pca_stats/date={P0}/part-0.parquet", "truncated", (["pca_models"], None), "pca_stats", P0),
-    "garbage json, not partitioned": ("preprocessor/preprocessor.json", "garbage", (["features"], P1), "preprocessor", None),
-    "json in another format": ("preprocessor/preprocessor.json", "wrong format", (["features"], P1), "preprocessor", None),
-    "statistics json in another format": ("preprocess_stats/{P0}.json", "wrong format", (["preprocessor"], None),
-                                          "preprocess_stats", P0),
+    "truncated statistics": (
+        "pca_stats/date={P0}/part-0.parquet",
+        "truncated",
+        (["pca_models"], None),
+        "pca_stats",
+        P0,
+    ),
+    "garbage json, not partitioned": (
+        "preprocessor/preprocessor.json",
+        "garbage",
+        (["features"], P1),
+        "preprocessor",
+        None,
+    ),
+    "json in another format": (
+        "preprocessor/preprocessor.json",
+        "wrong format",
+        (["features"], P1),
+        "preprocessor",
+        None,
+    ),
+    "statistics json in another format": (
+        "preprocess_stats/{P0}.json",
+        "wrong format",
+        (["preprocessor"], None),
+        "preprocess_stats",
+        P0,
+    ),
 }
 
 
@@ -123,8 +164,9 @@ def test_a_damaged_artifact_read_by_the_graph_names_file_asset_partition_and_com
     if how == "missing":
         assert "does not exist" in text
     # nothing of the failing run was written, nothing half-written
-    assert {k: v for k, v in after.items() if k != str(path.relative_to(base))} == \
-        {k: v for k, v in before.items() if k != str(path.relative_to(base))}
+    assert {k: v for k, v in after.items() if k != str(path.relative_to(base))} == {
+        k: v for k, v in before.items() if k != str(path.relative_to(base))
+    }
     assert not list(base.rglob("*.tmp"))
 
 
@@ -182,8 +224,11 @@ def test_loading_a_days_windows_without_the_carry_they_were_made_from_fails_inst
     original = path.read_bytes()
     path.unlink()
     try:
-        with pytest.raises(ArtifactReadError, match=rf"stride-3 windows rebuilt for partition {P1} \(\d[\d,]*\) are not the "
-                                                    r"ones its stored index names .*no window carry is stored before it"):
+        with pytest.raises(
+            ArtifactReadError,
+            match=rf"stride-3 windows rebuilt for partition {P1} \(\d[\d,]*\) are not the "
+            r"ones its stored index names .*no window carry is stored before it",
+        ):
             load_stride_windows(store, P1, 3)
     finally:
         path.write_bytes(original)
@@ -196,20 +241,28 @@ def test_every_read_error_of_the_store_names_file_asset_partition_and_command(tm
     store = ArtifactStore(base)
     if kind == "parquet":
         store.write_frame(pd.DataFrame({"x": np.arange(1000.0)}), "stride_windows", P1, "stride=3")
-        path, read = store.frame_path("stride_windows", P1, "stride=3"), lambda: store.read_frame("stride_windows", P1, "stride=3")
+        path, read = (
+            store.frame_path("stride_windows", P1, "stride=3"),
+            lambda: store.read_frame("stride_windows", P1, "stride=3"),
+        )
         asset, key = "stride_windows", P1
     elif kind == "npz":
         store.write_arrays({"a": np.arange(1000)}, "stride_windows", "carry", P1)
-        path, read = store.path("stride_windows", "carry", P1, suffix=".npz"), lambda: store.read_arrays("stride_windows", "carry", P1)
+        path, read = (
+            store.path("stride_windows", "carry", P1, suffix=".npz"),
+            lambda: store.read_arrays("stride_windows", "carry", P1),
+        )
         asset, key = "stride_windows", P1
     else:
         store.write_json({"a": list(range(100))}, "pca_models", "stride=3")
-        path, read = store.path("pca_models", "stride=3", suffix=".json"), lambda: store.read_json("pca_models", "stride=3")
+        path, read = (
+            store.path("pca_models", "stride=3", suffix=".json"),
+            lambda: store.read_json("pca_models", "stride=3"),
+        )
         asset, key = "pca_models", None
     path = Path(path.path)
-    with damaged(path, how):
-        with pytest.raises(ArtifactMissingError if how == "missing" else ArtifactReadError) as info:
-            read()
+    with damaged(path, how), pytest.raises(ArtifactMissingError if how == "missing" else ArtifactReadError) as info:
+        read()
     error = info.value
     assert (error.asset, error.partition) == (asset, key)
     text = str(error)
@@ -221,32 +274,44 @@ def test_every_read_error_of_the_store_names_file_asset_partition_and_command(tm
 
 
 # ---------------------------------------------------------------------------------------------- schema drift
-SOURCE = dict(table="readings", timestamp_column="ts", entity_column="sensor_id", feature_columns=["x"],
-              extra_columns=["code", "meta"])
+SOURCE = dict(
+    table="readings",
+    timestamp_column="ts",
+    entity_column="sensor_id",
+    feature_columns=["x"],
+    extra_columns=["code", "meta"],
+)
 
 
 def write_day(database: Path, day: str, code_type: str, meta_fields: str, replace: bool):
     """One day of 24 sensors x 24 hours into ``readings``: ``code`` as ``code_type``, ``meta`` a STRUCT of
     ``meta_fields`` (the table is recreated when ``replace``: a source whose schema changed since)."""
     hours = pd.date_range(day, periods=24, freq="h", tz="UTC")
-    frame = pd.DataFrame([(f"s{e:02d}", t, float(e + i)) for e in range(24) for i, t in enumerate(hours)],
-                         columns=["sensor_id", "ts", "x"])
+    frame = pd.DataFrame(
+        [(f"s{e:02d}", t, float(e + i)) for e in range(24) for i, t in enumerate(hours)],
+        columns=["sensor_id", "ts", "x"],
+    )
     with duckdb.connect(str(database)) as connection:
         connection.execute("SET TimeZone = 'UTC'")
         if replace:
             connection.execute("DROP TABLE IF EXISTS readings")
-        connection.execute(f"CREATE TABLE IF NOT EXISTS readings (sensor_id VARCHAR, ts TIMESTAMPTZ, x DOUBLE, "
-                           f"code {code_type}, meta STRUCT({meta_fields}))")
+        connection.execute(
+            f"CREATE TABLE IF NOT EXISTS readings (sensor_id VARCHAR, ts TIMESTAMPTZ, x DOUBLE, "
+            f"code {code_type}, meta STRUCT({meta_fields}))"
+        )
         first = meta_fields.split()[0]
-        connection.execute(f"INSERT INTO readings SELECT sensor_id, ts, x, CAST(x * 1.5 AS {code_type}), "
-                           f"struct_pack({first} := CAST(x AS INTEGER)) FROM frame")
+        connection.execute(
+            f"INSERT INTO readings SELECT sensor_id, ts, x, CAST(x * 1.5 AS {code_type}), "
+            f"struct_pack({first} := CAST(x AS INTEGER)) FROM frame"
+        )
     return frame
 
 
 def read_day(database: Path, day: str) -> pd.DataFrame:
     with duckdb.connect(str(database), read_only=True) as connection:
-        return connection.execute("SELECT * FROM readings WHERE ts >= CAST(? AS TIMESTAMPTZ) ORDER BY sensor_id, ts",
-                                  [day]).df()
+        return connection.execute(
+            "SELECT * FROM readings WHERE ts >= CAST(? AS TIMESTAMPTZ) ORDER BY sensor_id, ts", [day]
+        ).df()
 
 
 def test_drift_between_two_partitions_of_a_duckdb_table_names_both_partitions_and_types(tmp_path):
@@ -260,8 +325,10 @@ def test_drift_between_two_partitions_of_a_duckdb_table_names_both_partitions_an
         merge_partition_stats(iter([(P0, first), (P1, first), (P2, second)]))
     text = str(info.value)
     assert info.value.keys == (P0, P2) and info.value.column == "code"
-    assert f"column 'code' changes type between partitions: numeric (float64) in partition {P0} but " \
-           f"categorical (object of str) in partition {P2}" in text
+    assert (
+        f"column 'code' changes type between partitions: numeric (float64) in partition {P0} but "
+        f"categorical (object of str) in partition {P2}" in text
+    )
     assert_remedies_exist(text)
 
     write_day(database, P1, "DOUBLE", "slot INTEGER", replace=True)  # the STRUCT's fields changed
@@ -270,8 +337,11 @@ def test_drift_between_two_partitions_of_a_duckdb_table_names_both_partitions_an
         merge_partition_stats([(P0, first), (P1, third)])
     text = str(info.value)
     assert info.value.keys == (P0, P1)
-    assert f"struct column 'meta' has different fields in partition {P0} (['rack']) and in partition {P1} " \
-           f"(['slot'])" in text and f"only in {P0}: ['rack'], only in {P1}: ['slot']" in text
+    assert (
+        f"struct column 'meta' has different fields in partition {P0} (['rack']) and in partition {P1} (['slot'])"
+        in text
+        and f"only in {P0}: ['rack'], only in {P1}: ['slot']" in text
+    )
     assert_remedies_exist(text)
 
 
@@ -287,9 +357,11 @@ INGEST = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
 
 def drift_resources(database: Path, artifacts: Path, **settings) -> dict:
     """The graph on the ``readings`` table of ``write_day``, windows of 2 at stride 1."""
-    return {**make_resources(str(database), str(artifacts)),
-            "source": DuckDBSourceResource(database=str(database), **SOURCE),
-            "settings": PipelineSettings(window_size=2, strides=[1], n_components=2, **settings)}
+    return {
+        **make_resources(str(database), str(artifacts)),
+        "source": DuckDBSourceResource(database=str(database), **SOURCE),
+        "settings": PipelineSettings(window_size=2, strides=[1], n_components=2, **settings),
+    }
 
 
 def test_a_column_changing_type_between_partitions_fails_the_preprocessor_naming_both(tmp_path):
@@ -315,15 +387,21 @@ def test_a_struct_field_new_in_a_later_partition_names_the_setting_that_takes_it
     write_day(database, P0, "DOUBLE", "rack INTEGER", replace=True)
     assert run(resources, ingest, P0).success
     hours = pd.date_range(P1, periods=24, freq="h", tz="UTC")
-    frame = pd.DataFrame([(f"s{e:02d}", t, float(e + i)) for e in range(24) for i, t in enumerate(hours)],
-                         columns=["sensor_id", "ts", "x"])
+    frame = pd.DataFrame(
+        [(f"s{e:02d}", t, float(e + i)) for e in range(24) for i, t in enumerate(hours)],
+        columns=["sensor_id", "ts", "x"],
+    )
     with duckdb.connect(str(database)) as connection:  # from P1 on, meta has a second field
         connection.execute("SET TimeZone = 'UTC'")
         connection.execute("DROP TABLE readings")
-        connection.execute("CREATE TABLE readings (sensor_id VARCHAR, ts TIMESTAMPTZ, x DOUBLE, code DOUBLE, "
-                           "meta STRUCT(rack INTEGER, slot INTEGER))")
-        connection.execute("INSERT INTO readings SELECT sensor_id, ts, x, x * 1.5, struct_pack(rack := CAST(x AS "
-                           "INTEGER), slot := CAST(x AS INTEGER) % 3) FROM frame")
+        connection.execute(
+            "CREATE TABLE readings (sensor_id VARCHAR, ts TIMESTAMPTZ, x DOUBLE, code DOUBLE, "
+            "meta STRUCT(rack INTEGER, slot INTEGER))"
+        )
+        connection.execute(
+            "INSERT INTO readings SELECT sensor_id, ts, x, x * 1.5, struct_pack(rack := CAST(x AS "
+            "INTEGER), slot := CAST(x AS INTEGER) % 3) FROM frame"
+        )
     assert run(resources, ingest, P1).success
     text = failure_text(run(resources, ["preprocessor"]))
     assert "struct column 'meta' has different fields" in text and "struct_fields='union'" in text
@@ -332,7 +410,11 @@ def test_a_struct_field_new_in_a_later_partition_names_the_setting_that_takes_it
 
     union = drift_resources(database, tmp_path / "artifacts", struct_fields="union")
     assert run(union, ["preprocess_stats"], first=P0, last=P1).success  # as the message says (from the stored rows)
-    assert run(union, ["preprocessor", "features", "window_tails", "window_carry", "stride_windows", "pca_stats",
-                       "pca_models"], first=P0, last=P1).success
+    assert run(
+        union,
+        ["preprocessor", "features", "window_tails", "window_carry", "stride_windows", "pca_stats", "pca_models"],
+        first=P0,
+        last=P1,
+    ).success
     features = ArtifactStore(tmp_path / "artifacts").read_frame("features", P0)
     assert {"meta_rack", "meta_slot"} <= set(features.columns)  # slot: null in P0, imputed with P1's median

@@ -24,21 +24,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-
 def test_dagster_dev_loads_the_workspace_and_lists_the_assets(tmp_path):
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "EMBERHARMONY_HOME": str(tmp_path / "data")}
     dagster = Path(sys.executable).parent / "dagster"
-    process = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                               preexec_fn=default_signals)
+    process = subprocess.Popen(
+        [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=default_signals,
+    )
     try:
         deadline, nodes, last_error = time.monotonic() + 120, None, None
         while time.monotonic() < deadline and nodes is None:
             assert process.poll() is None, process.stdout.read().decode(errors="replace")[-3000:]
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": QUERY}).encode(),
-                                                 headers={"Content-Type": "application/json"})
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    data=json.dumps({"query": QUERY}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
                 with urllib.request.urlopen(request, timeout=5) as response:
                     payload = json.loads(response.read())
                 nodes = payload["data"]["assetNodes"] or None  # empty while the code location loads

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tests.conftest import default_signals, stop_process_group
-from emberharmony_core.demo import DemoConfig, write_demo_table
 from emberharmony_assets.main import dagster_yaml
+from emberharmony_core.demo import DemoConfig, write_demo_table
+from tests.conftest import default_signals, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = DemoConfig(entities=24, days=4, cadence_minutes=60, start="2026-01-01")
@@ -57,8 +57,11 @@ ASSET_EVENTS = """query ($key: AssetKeyInput!, $days: [String!]) { assetOrError(
     assetMaterializations(partitions: $days) { partition runId %s } } } }""" % (METADATA, METADATA)
 CHECK_HISTORY = """query ($key: AssetKeyInput!, $name: String!) { assetCheckExecutions(assetKey: $key, checkName: $name,
     limit: 50) { runId status partition evaluation { success targetMaterialization { runId } } } }"""
-CHECKS = """{ assetNodes { assetKey { path } assetChecksOrError { __typename ... on AssetChecks { checks { name
-    executionForLatestMaterialization { runId status evaluation { success %s } } } } } } }""" % METADATA
+CHECKS = (
+    """{ assetNodes { assetKey { path } assetChecksOrError { __typename ... on AssetChecks { checks { name
+    executionForLatestMaterialization { runId status evaluation { success %s } } } } } } }"""
+    % METADATA
+)
 
 
 def free_port() -> int:
@@ -68,8 +71,11 @@ def free_port() -> int:
 
 
 def graphql(port: int, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", headers={"Content-Type": "application/json"},
-                                     data=json.dumps({"query": query, "variables": variables or {}}).encode())
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         payload = json.loads(response.read())
     assert not payload.get("errors"), f"GraphQL errors: {payload['errors']}"
@@ -128,10 +134,6 @@ def wait_for_backfill(port: int, backfill_id: str, process: subprocess.Popen) ->
     raise AssertionError(f"backfill {backfill_id} not complete after {BACKFILL_S} s: {backfill}\n{runs}")
 
 
-
-
-
-
 def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_the_checks(tmp_path):
     data, home = tmp_path / "data", tmp_path / "home"
     home.mkdir()
@@ -139,21 +141,44 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
     (home / "dagster.yaml").write_text(dagster_yaml(str(home)).replace("enabled: true", "enabled: false"))
     assert write_demo_table(data / "demo.duckdb", DEMO) == DEMO.rows
     port, log_path = free_port(), tmp_path / "dagster_dev.log"
-    env = {**os.environ, "DAGSTER_HOME": str(home), "EMBERHARMONY_HOME": str(data), "EMBERHARMONY_SOURCE": "duckdb",
-           "EMBERHARMONY_PARTITION_START": "2026-01-01", "EMBERHARMONY_PARTITION_END": "2026-01-05",
-           "EMBERHARMONY_BACKEND": "numpy"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "EMBERHARMONY_HOME": str(data),
+        "EMBERHARMONY_SOURCE": "duckdb",
+        "EMBERHARMONY_PARTITION_START": "2026-01-01",
+        "EMBERHARMONY_PARTITION_END": "2026-01-05",
+        "EMBERHARMONY_BACKEND": "numpy",
+    }
     dagster = Path(sys.executable).parent / "dagster"
     with open(log_path, "wb") as log:  # a file, not a pipe: nobody reads it while the run logs its events
-        process = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=default_signals)
+        process = subprocess.Popen(
+            [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=default_signals,
+        )
     try:
         wait_for_assets(port, process)
-        selector = {"partitionSetName": f"{JOB}_partition_set",
-                    "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": LOCATION}}
-        launched = graphql(port, LAUNCH, {"params": {
-            "selector": selector, "partitionNames": DAYS, "title": "test_dagster_dev_backfill",
-            "runConfigData": {"execution": {"config": {"in_process": {}}}}}})["launchPartitionBackfill"]
+        selector = {
+            "partitionSetName": f"{JOB}_partition_set",
+            "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": LOCATION},
+        }
+        launched = graphql(
+            port,
+            LAUNCH,
+            {
+                "params": {
+                    "selector": selector,
+                    "partitionNames": DAYS,
+                    "title": "test_dagster_dev_backfill",
+                    "runConfigData": {"execution": {"config": {"in_process": {}}}},
+                }
+            },
+        )["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         backfill = wait_for_backfill(port, launched["backfillId"], process)
 
@@ -162,8 +187,10 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
         run = backfill["runs"][0]
         tags = {t["key"]: t["value"] for t in run["tags"]}
         assert (run["status"], run["jobName"]) == ("SUCCESS", JOB)
-        assert (tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")) == \
-            (DAYS[0], DAYS[-1]), tags
+        assert (tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")) == (
+            DAYS[0],
+            DAYS[-1],
+        ), tags
         run_id, artifacts = run["runId"], data / "artifacts"
 
         def events(asset: str) -> tuple[dict, list]:
@@ -188,7 +215,10 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
         for day in DAYS:
             assert labels[day][0] == "rows", labels[day]  # what the day's page shows first
             for stride in STRIDES:
-                assert windows[day][f"windows_stride_{stride}"] == stored_rows("stride_windows", day, stride), (day, stride)
+                assert windows[day][f"windows_stride_{stride}"] == stored_rows("stride_windows", day, stride), (
+                    day,
+                    stride,
+                )
             assert windows[day]["rows"] == stored_rows("features", day)
         # the first day has no carry (no window reaches back into a previous day): fewer windows than the others
         first, *later = (windows[day]["windows_stride_1"] for day in DAYS)
@@ -197,7 +227,9 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
         for day in DAYS:
             assert windows[day]["run_partitions"] == f"3: {DAYS[0]} .. {DAYS[-1]}", windows[day]
             for stride in STRIDES:
-                assert windows[day][f"run_windows_stride_{stride}"] == sum(windows[d][f"windows_stride_{stride}"] for d in DAYS)
+                assert windows[day][f"run_windows_stride_{stride}"] == sum(
+                    windows[d][f"windows_stride_{stride}"] for d in DAYS
+                )
 
         # the projection's partitions have their own figures too: every window of the day projected
         projected, _ = events("projected_windows")
@@ -212,17 +244,23 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
             checks = node["assetChecksOrError"]
             assert checks["__typename"] == "AssetChecks", (node["assetKey"], checks)
             for check in checks["checks"]:
-                results[("/".join(node["assetKey"]["path"]), check["name"])] = check["executionForLatestMaterialization"]
-        assert {("features", "no_missing_or_infinite_features"), ("stride_windows", "window_counts_match_rows"),
-                ("split_data", "split_fractions_near_configured"), ("cyclical_features", "cyclical_features_finite_in_unit_range"),
-                ("pca_models", "explained_variance_sane")} <= set(results), sorted(results)
+                results[("/".join(node["assetKey"]["path"]), check["name"])] = check[
+                    "executionForLatestMaterialization"
+                ]
+        assert {
+            ("features", "no_missing_or_infinite_features"),
+            ("stride_windows", "window_counts_match_rows"),
+            ("split_data", "split_fractions_near_configured"),
+            ("cyclical_features", "cyclical_features_finite_in_unit_range"),
+            ("pca_models", "explained_variance_sane"),
+        } <= set(results), sorted(results)
         for key, execution in results.items():
             assert execution is not None, f"check {key}: no execution for the latest materialisation"
             assert (execution["runId"], execution["status"]) == (run_id, "SUCCEEDED"), (key, execution)
             assert execution["evaluation"]["success"], (key, execution)
         # each check's history: on a partitioned asset, every day's own result pointing at that day's
         # materialisation of this run, plus the run's; nothing left planned (the UI's "Skipped")
-        for (asset, name) in results:
+        for asset, name in results:
             history = graphql(port, CHECK_HISTORY, {"key": {"path": [asset]}, "name": name})["assetCheckExecutions"]
             by_partition = {e["partition"]: e for e in history if e["runId"] == run_id}
             expected = {None, *DAYS} if asset != "pca_models" else {None}
@@ -234,8 +272,11 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
         counts = entries(results[("stride_windows", "window_counts_match_rows")]["evaluation"])
         assert counts["mismatched"] == "none"
         for stride in STRIDES:  # the check covers the whole range: the closed form equals every day's windows
-            assert counts[f"expected_stride_{stride}"] == counts[f"produced_stride_{stride}"] == \
-                sum(windows[d][f"windows_stride_{stride}"] for d in DAYS)
+            assert (
+                counts[f"expected_stride_{stride}"]
+                == counts[f"produced_stride_{stride}"]
+                == sum(windows[d][f"windows_stride_{stride}"] for d in DAYS)
+            )
         finite = entries(results[("features", "no_missing_or_infinite_features")]["evaluation"])
         assert finite["bad_values_by_column"] == "none"
         assert finite["rows_checked"] == sum(windows[d]["rows"] for d in DAYS)

@@ -23,8 +23,11 @@ DAY_PASSES = [["features", "window_tails"], ["stride_windows", "pca_stats"]]
 
 
 def digests(base: Path) -> dict[str, str]:
-    return {str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(base.rglob("*")) if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)}
+    return {
+        str(p.relative_to(base)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(base.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +39,15 @@ def sparse_database(demo_database, tmp_path_factory) -> str:
         connection.execute("SET TimeZone = 'UTC'")
         connection.execute(f"ATTACH '{demo_database}' AS demo (READ_ONLY)")
         connection.execute("CREATE TABLE sensor_readings AS SELECT * FROM demo.sensor_readings")
-        connection.execute(f"DELETE FROM sensor_readings WHERE ts >= TIMESTAMPTZ '{PARTITIONS[2]} 00:00:00+00' "
-                           f"AND ts < TIMESTAMPTZ '{PARTITIONS[3]} 00:00:00+00'")
+        connection.execute(
+            f"DELETE FROM sensor_readings WHERE ts >= TIMESTAMPTZ '{PARTITIONS[2]} 00:00:00+00' "
+            f"AND ts < TIMESTAMPTZ '{PARTITIONS[3]} 00:00:00+00'"
+        )
         connection.execute("DELETE FROM sensor_readings WHERE sensor_id LIKE '%1' AND hour(ts) <> 12")
-        connection.execute(f"DELETE FROM sensor_readings WHERE sensor_id LIKE '%2' AND ts >= TIMESTAMPTZ "
-                           f"'{PARTITIONS[1]} 00:00:00+00' AND ts < TIMESTAMPTZ '{PARTITIONS[4]} 00:00:00+00'")
+        connection.execute(
+            f"DELETE FROM sensor_readings WHERE sensor_id LIKE '%2' AND ts >= TIMESTAMPTZ "
+            f"'{PARTITIONS[1]} 00:00:00+00' AND ts < TIMESTAMPTZ '{PARTITIONS[4]} 00:00:00+00'"
+        )
     return path
 
 
@@ -104,13 +111,16 @@ def test_days_in_separate_processes_at_once_give_the_same_bytes(sparse_database,
 def test_the_windows_of_a_day_wait_for_the_carry_of_the_day_before_and_say_how_to_make_it(sparse_database, tmp_path):
     resources = make_resources(sparse_database, str(tmp_path / "artifacts"))
     assert materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=resources, selection=INGEST).success
-    assert materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=resources,
-                            selection=["preprocessor"] + DAY_PASSES[0]).success
+    assert materialize_days(
+        PARTITIONS[0], PARTITIONS[-1], resources=resources, selection=["preprocessor"] + DAY_PASSES[0]
+    ).success
     result = materialize_days(PARTITIONS[3], resources=resources, selection=DAY_PASSES[1], raise_on_error=False)
     assert not result.success
     text = " ".join(e.event_specific_data.error.to_string() for e in result.all_events if e.is_step_failure)
-    assert f"partition {PARTITIONS[3]} (stride_windows) continues each entity's series from partition {PARTITIONS[2]}, " \
-           f"but the window_carry of {PARTITIONS[2]} is missing" in text
+    assert (
+        f"partition {PARTITIONS[3]} (stride_windows) continues each entity's series from partition {PARTITIONS[2]}, "
+        f"but the window_carry of {PARTITIONS[2]} is missing" in text
+    )
     assert (f"--select window_carry --partition-range {PARTITIONS[0]}...{PARTITIONS[2]}") in text
     # as the message says
     assert materialize_days(PARTITIONS[0], PARTITIONS[2], resources=resources, selection=["window_carry"]).success
@@ -126,8 +136,9 @@ def test_a_new_window_size_names_the_carries_to_redo_and_the_command_redoes_them
     assert f"the window_carry of {PARTITIONS[1]} was made with window_size 5, the settings say 3" in text, text
     command = f"--select features,window_tails,window_carry --partition-range {PARTITIONS[0]}...{PARTITIONS[2]}"
     assert command in text, text
-    assert materialize_days(PARTITIONS[0], PARTITIONS[2], resources=smaller,
-                            selection=["features", "window_tails", "window_carry"]).success  # as it says
+    assert materialize_days(
+        PARTITIONS[0], PARTITIONS[2], resources=smaller, selection=["features", "window_tails", "window_carry"]
+    ).success  # as it says
     assert materialize_days(PARTITIONS[2], PARTITIONS[2], resources=smaller, selection=DAY_PASSES[1]).success
 
 
@@ -138,5 +149,7 @@ def test_scale_out_cuts_a_range_into_contiguous_runs_and_tags_each_as_dagster_re
     assert day_groups(PARTITIONS, 99) == [(day, day) for day in PARTITIONS]  # at most one run per day
     assert day_groups(PARTITIONS, 0) == [(PARTITIONS[0], PARTITIONS[4])]
     assert range_tags(PARTITIONS[1], PARTITIONS[1]) == {"dagster/partition": PARTITIONS[1]}
-    assert range_tags(PARTITIONS[0], PARTITIONS[2]) == {ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0],
-                                                       ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[2]}
+    assert range_tags(PARTITIONS[0], PARTITIONS[2]) == {
+        ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0],
+        ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[2],
+    }

@@ -22,15 +22,24 @@ START, END = datetime(2024, 3, 1, tzinfo=timezone.utc), datetime(2024, 3, 2, tzi
 def million_rows(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("threads") / "million.duckdb")
     with duckdb.connect(path) as connection:
-        connection.execute("CREATE TABLE t AS SELECT 'entity_' || (i % 5000)::VARCHAR AS entity, "
-                           "TIMESTAMPTZ '2024-03-01 00:00:00+00' + to_microseconds((random() * 86400e6)::BIGINT) AS ts, "
-                           "random() AS f, repeat('x', 40) AS pad FROM range(1000000) r(i)")
+        connection.execute(
+            "CREATE TABLE t AS SELECT 'entity_' || (i % 5000)::VARCHAR AS entity, "
+            "TIMESTAMPTZ '2024-03-01 00:00:00+00' + to_microseconds((random() * 86400e6)::BIGINT) AS ts, "
+            "random() AS f, repeat('x', 40) AS pad FROM range(1000000) r(i)"
+        )
     return path
 
 
 def source(database: str, **settings) -> DuckDBSourceResource:
-    return DuckDBSourceResource(database=database, table="t", timestamp_column="ts", entity_column="entity",
-                                feature_columns=["f"], extra_columns=["pad"], **settings)
+    return DuckDBSourceResource(
+        database=database,
+        table="t",
+        timestamp_column="ts",
+        entity_column="entity",
+        feature_columns=["f"],
+        extra_columns=["pad"],
+        **settings,
+    )
 
 
 def read_rows(resource: DuckDBSourceResource) -> tuple[int, str]:
@@ -47,8 +56,11 @@ def test_the_default_read_uses_two_threads_and_fits_128mb(million_rows):
 
 
 def test_more_threads_than_the_limit_feeds_fail_naming_both_settings(million_rows):
-    with pytest.raises(MemoryError, match=r"memory_limit \(122\.0 MiB\) with 16 threads, sorting t from 2024-03-01.*"
-                                          r"raise the DuckDB source's memory_limit or lower its threads"):
+    with pytest.raises(
+        MemoryError,
+        match=r"memory_limit \(122\.0 MiB\) with 16 threads, sorting t from 2024-03-01.*"
+        r"raise the DuckDB source's memory_limit or lower its threads",
+    ):
         read_rows(source(million_rows, threads=16))
     rows, threads = read_rows(source(million_rows, threads=16, memory_limit="1GB"))  # what the message advises
     assert (rows, threads) == (1_000_000, "16")
@@ -70,8 +82,9 @@ def test_a_memory_limit_duckdb_cannot_read_fails_naming_the_setting(million_rows
 def test_the_core_reader_alone_has_the_same_bounded_defaults(million_rows):
     """Without Dagster, ``DuckDBTableReader``'s own connection: 2 threads in 128MB (not DuckDB's 80% of memory
     and one thread per core), and the same message when a setting is too small for the read."""
-    spec = TableSpec(table="t", timestamp_column="ts", entity_column="entity", feature_columns=("f",),
-                     extra_columns=("pad",))
+    spec = TableSpec(
+        table="t", timestamp_column="ts", entity_column="entity", feature_columns=("f",), extra_columns=("pad",)
+    )
     reader = DuckDBTableReader(million_rows, spec)
     assert sum(len(chunk) for chunk in reader.iter_window(START, END, rows_per_chunk=100_000)) == 1_000_000
     with reader._connect() as connection:

@@ -32,14 +32,29 @@ import pytest
 from dagster import DagsterInstance
 from vega_datasets import local_data
 
-from tests.assets.test_random_tables import (FIRST, Case, check_case, expect, resources_for, run_graph,
-                                             temporary_files, write_table)
+from tests.assets.test_random_tables import (
+    FIRST,
+    Case,
+    check_case,
+    expect,
+    resources_for,
+    run_graph,
+    temporary_files,
+    write_table,
+)
 from tests.conftest import materialized_metadata
 
 DAYS = [d.strftime("%Y-%m-%d") for d in pd.date_range(FIRST, periods=7, freq="D")]  # Thursday .. Wednesday
 SENSORS = ["sensor_00", "sensor_01", "sensor_05", "sensor_07"]  # train, train, validation, test
-SETTINGS = {"window_size": 3, "strides": [1, 2], "n_components": 3, "dtype": "float64", "rows_per_chunk": 5,
-            "on_duplicate": "error", "max_categories": 50}
+SETTINGS = {
+    "window_size": 3,
+    "strides": [1, 2],
+    "n_components": 3,
+    "dtype": "float64",
+    "rows_per_chunk": 5,
+    "on_duplicate": "error",
+    "max_categories": 50,
+}
 # (asset, sub-folder) of every day's Parquet files; the strides' folders are added per stride
 DAY_FILES = [("raw_chunk", ()), ("split_data", ()), ("cyclical_features", ()), ("features", ())]
 
@@ -55,15 +70,28 @@ def sensor_table(empty=(), absent=None, seed=0) -> pd.DataFrame:
                 continue
             hours = np.array([0, 6, 12, 18]) + rng.integers(0, 6, size=4)
             for hour, minute in zip(hours, rng.integers(0, 60, size=4)):
-                rows.append({"sensor": sensor, "ts": pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=int(hour), minutes=int(minute)),
-                             "temp": rng.normal(20, 5), "load": rng.gamma(2.0, 3.0),
-                             "color": str(rng.choice(["red", "green", "blue"]))})
+                rows.append(
+                    {
+                        "sensor": sensor,
+                        "ts": pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=int(hour), minutes=int(minute)),
+                        "temp": rng.normal(20, 5),
+                        "load": rng.gamma(2.0, 3.0),
+                        "color": str(rng.choice(["red", "green", "blue"])),
+                    }
+                )
     return pd.DataFrame(rows).sample(frac=1, random_state=seed).reset_index(drop=True)  # stored in no order
 
 
 def sensor_case(frame: pd.DataFrame, days=DAYS, **settings) -> Case:
-    return Case(index=-1, frame=frame, entity="sensor", features=["temp", "load"], categorical=["color"],
-                days=list(days), settings={**SETTINGS, **settings})
+    return Case(
+        index=-1,
+        frame=frame,
+        entity="sensor",
+        features=["temp", "load"],
+        categorical=["color"],
+        days=list(days),
+        settings={**SETTINGS, **settings},
+    )
 
 
 def run(case: Case, tmp_path):
@@ -83,7 +111,9 @@ def day_files(artifacts, day: str, strides) -> dict[str, object]:
     files = {asset: artifacts / asset / f"date={day}" / "part-0.parquet" for asset, _ in DAY_FILES}
     for stride in strides:
         for asset in ("stride_windows", "projected_windows"):
-            files[f"{asset} stride {stride}"] = artifacts / asset / f"stride={stride}" / f"date={day}" / "part-0.parquet"
+            files[f"{asset} stride {stride}"] = (
+                artifacts / asset / f"stride={stride}" / f"date={day}" / "part-0.parquet"
+            )
     return files
 
 
@@ -95,14 +125,16 @@ def check_empty_days(case: Case, outcome, artifacts, empty_days, full_day) -> No
         assert outcome.figures["stride_windows"][day]["rows"] == 0
         for stride in strides:
             assert outcome.figures["stride_windows"][day][f"windows_stride_{stride}"] == 0
-            assert outcome.figures["projected_windows"][day].get(f"windows_stride_{stride}") == 0, \
+            assert outcome.figures["projected_windows"][day].get(f"windows_stride_{stride}") == 0, (
                 f"projected_windows' figures of the empty day {day} do not say 0 windows: {outcome.figures['projected_windows'][day]}"
+            )
         for name, path in day_files(artifacts, day, strides).items():
             schema, reference = pq.read_schema(path), pq.read_schema(day_files(artifacts, full_day, strides)[name])
             untyped = [f.name for f in schema if str(f.type) == "null"]
             assert not untyped, f"{name} of the empty day {day}: columns of type null {untyped}"
-            assert [(f.name, f.type) for f in schema] == [(f.name, f.type) for f in reference], \
+            assert [(f.name, f.type) for f in schema] == [(f.name, f.type) for f in reference], (
                 f"{name}: the empty day {day} has {schema}, a day with rows {reference}"
+            )
             assert pq.read_metadata(path).num_rows == 0
     shown = per_partition_rows(outcome.result, "raw_chunk")
     for day in empty_days:
@@ -124,15 +156,25 @@ def windows_across(expected, stride: int, day: str) -> int:
     return int(((kept["first_day"] < day) & (kept["day"] > day)).sum())
 
 
-@pytest.mark.parametrize("pattern, empty, absent", [
-    ("first day", ["2026-01-01"], None),
-    ("a middle day", ["2026-01-04"], None),
-    ("last day", ["2026-01-07"], None),
-    ("three days in a row", ["2026-01-03", "2026-01-04", "2026-01-05"], None),
-    ("first, middle and last", ["2026-01-01", "2026-01-04", "2026-01-07"], None),
-    ("sensors absent on some days", ["2026-01-05"], {"sensor_00": ["2026-01-02", "2026-01-03"],
-                                                     "sensor_05": ["2026-01-01"], "sensor_07": ["2026-01-06", "2026-01-07"]}),
-])
+@pytest.mark.parametrize(
+    "pattern, empty, absent",
+    [
+        ("first day", ["2026-01-01"], None),
+        ("a middle day", ["2026-01-04"], None),
+        ("last day", ["2026-01-07"], None),
+        ("three days in a row", ["2026-01-03", "2026-01-04", "2026-01-05"], None),
+        ("first, middle and last", ["2026-01-01", "2026-01-04", "2026-01-07"], None),
+        (
+            "sensors absent on some days",
+            ["2026-01-05"],
+            {
+                "sensor_00": ["2026-01-02", "2026-01-03"],
+                "sensor_05": ["2026-01-01"],
+                "sensor_07": ["2026-01-06", "2026-01-07"],
+            },
+        ),
+    ],
+)
 def test_empty_days_lose_and_invent_no_window(tmp_path, pattern, empty, absent):
     case = sensor_case(sensor_table(empty, absent, seed=len(pattern)))
     expected = expect(case)
@@ -179,9 +221,16 @@ def vix_case() -> Case:
     frame = raw.assign(ts=(raw["date"] + shift).dt.tz_localize("UTC"), index="VIX").drop(columns="date")
     last = frame["ts"].max().strftime("%Y-%m-%d")
     days = [d.strftime("%Y-%m-%d") for d in pd.date_range(FIRST.tz_localize(None), last, freq="D")]
-    return Case(index=-1, frame=frame[["index", "ts", "open", "high", "low", "close", "ret", "signal"]], entity="index",
-                features=["open", "high", "low", "close", "ret"], categorical=["signal"], days=days,
-                settings={**SETTINGS, "rows_per_chunk": 100_000}, table="vix")
+    return Case(
+        index=-1,
+        frame=frame[["index", "ts", "open", "high", "low", "close", "ret", "signal"]],
+        entity="index",
+        features=["open", "high", "low", "close", "ret"],
+        categorical=["signal"],
+        days=days,
+        settings={**SETTINGS, "rows_per_chunk": 100_000},
+        table="vix",
+    )
 
 
 def test_vix_business_days_over_daily_partitions(tmp_path):

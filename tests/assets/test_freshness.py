@@ -13,8 +13,8 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._core.loader import LoadingContextForTest
 
 from emberharmony_assets.definitions import defs
-from emberharmony_assets.testing import materialize_days
 from emberharmony_assets.jobs import PARTITION_ASSETS
+from emberharmony_assets.testing import materialize_days
 
 from .conftest import PARTITIONS, make_resources
 
@@ -32,8 +32,10 @@ def not_fresh(instance) -> dict[tuple[str, str | None], list[str]]:
             if resolver.get_status(key, partition) != StaleStatus.FRESH:
                 out[(key.to_user_string(), partition)] = [
                     f"{c.reason}: {c.dependency.asset_key.to_user_string()}[{c.dependency.partition_key}]"
-                    if c.dependency else c.reason
-                    for c in resolver.get_stale_causes(key, partition)]
+                    if c.dependency
+                    else c.reason
+                    for c in resolver.get_stale_causes(key, partition)
+                ]
     return out
 
 
@@ -57,8 +59,9 @@ def test_a_clean_range_run_and_its_rerun_leave_nothing_unsynced(instance, demo_d
     # each day's projections were made from that day's previous windows: exactly they say so (Dagster does not
     # judge an unpartitioned asset, pca_models, by its partitioned parents' new materialisations)
     assert set(not_fresh(instance)) == {("projected_windows", day) for day in DAYS}
-    assert materialize_days(DAYS[0], DAYS[-1], resources=resources, instance=instance,
-                            selection=["pca_models", "projected_windows"]).success
+    assert materialize_days(
+        DAYS[0], DAYS[-1], resources=resources, instance=instance, selection=["pca_models", "projected_windows"]
+    ).success
     assert not_fresh(instance) == {}
 
 
@@ -69,15 +72,17 @@ def test_remaking_one_day_marks_exactly_its_direct_dependents(instance, demo_dat
     # second run on (docs/ui.md)
     assert materialize_days(DAYS[0], DAYS[-1], resources=resources, instance=instance).success
     assert materialize_days(DAYS[0], DAYS[-1], resources=resources, instance=instance).success
-    assert materialize_days(DAYS[1], DAYS[1], resources=resources, instance=instance,
-                            selection=["features", "window_tails"]).success
+    assert materialize_days(
+        DAYS[1], DAYS[1], resources=resources, instance=instance, selection=["features", "window_tails"]
+    ).success
     stale = not_fresh(instance)
     # the assets that read that day's features or tails (pca_stats is made with stride_windows, from it)
     assert set(stale) == {("window_carry", DAYS[1]), ("stride_windows", DAYS[1]), ("projected_windows", DAYS[1])}, stale
     assert any("features" in cause for cause in stale[("stride_windows", DAYS[1])])
     # remaking that day's carry makes the next day's carry (which folds it) unsynced, and nothing before
-    assert materialize_days(DAYS[1], DAYS[1], resources=resources, instance=instance,
-                            selection=["window_carry"]).success
+    assert materialize_days(
+        DAYS[1], DAYS[1], resources=resources, instance=instance, selection=["window_carry"]
+    ).success
     stale = not_fresh(instance)
     assert ("window_carry", DAYS[2]) in stale and ("window_carry", DAYS[1]) not in stale, stale
     assert all(partition >= DAYS[1] for _, partition in stale), stale

@@ -30,8 +30,11 @@ def by_name(*names):
 
 
 def file_digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_definitions_hold_the_design_asset_keys():
@@ -44,9 +47,13 @@ def test_whole_graph_in_one_run_passes_its_checks_and_writes_every_artifact(reso
     result = materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=resources)
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert {c.check_name for c in checks} == {"split_fractions_near_configured", "cyclical_features_finite_in_unit_range",
-                                             "no_missing_or_infinite_features", "window_counts_match_rows",
-                                             "explained_variance_sane"}
+    assert {c.check_name for c in checks} == {
+        "split_fractions_near_configured",
+        "cyclical_features_finite_in_unit_range",
+        "no_missing_or_infinite_features",
+        "window_counts_match_rows",
+        "explained_variance_sane",
+    }
     assert all(c.passed for c in checks), [c.metadata for c in checks if not c.passed]
     store = ArtifactStore(resources["store"].base_path)
     for key in PARTITIONS:
@@ -79,9 +86,9 @@ def reference_windows(features: pd.DataFrame, columns, window_size, stride):
         splits = rows["split"].to_numpy()
         for start in range(0, len(rows) - window_size + 1, stride):
             end = start + window_size - 1
-            if len(set(splits[start:end + 1])) != 1:
+            if len(set(splits[start : end + 1])) != 1:
                 continue
-            out[(entity, rows["ts"].iloc[end].value)] = values[start:end + 1].reshape(-1)
+            out[(entity, rows["ts"].iloc[end].value)] = values[start : end + 1].reshape(-1)
     return out
 
 
@@ -96,8 +103,12 @@ def test_partitions_one_by_one_equal_one_run_and_the_concatenated_rows(demo_data
     for key in three:
         assert materialize_days(key, resources=separate, selection=by_name(*AFTER_FIT)).success
     assert materialize_days(three[0], three[-1], resources=separate, selection=by_name("pca_models")).success
-    assert materialize_days(three[0], three[-1], resources=together,
-                            selection=by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT, "pca_models")).success
+    assert materialize_days(
+        three[0],
+        three[-1],
+        resources=together,
+        selection=by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT, "pca_models"),
+    ).success
 
     a, b = ArtifactStore(separate["store"].base_path), ArtifactStore(together["store"].base_path)
     assert a.read_json("preprocessor", "preprocessor") == b.read_json("preprocessor", "preprocessor")
@@ -118,9 +129,16 @@ def test_partitions_one_by_one_equal_one_run_and_the_concatenated_rows(demo_data
         for k, window in expected.items():
             np.testing.assert_array_equal(got[k], window)
         # merged per-partition statistics == statistics of all train windows at once (float64)
-        train = np.stack([w for k, w in expected.items()
-                          if concatenated.loc[(concatenated["sensor_id"] == k[0]) &
-                                              (concatenated["ts"].astype("int64") == k[1]), "split"].item() == "train"])
+        train = np.stack(
+            [
+                w
+                for k, w in expected.items()
+                if concatenated.loc[
+                    (concatenated["sensor_id"] == k[0]) & (concatenated["ts"].astype("int64") == k[1]), "split"
+                ].item()
+                == "train"
+            ]
+        )
         reference = train.astype(np.float64)
         mean = reference.mean(axis=0)
         scatter = (reference - mean).T @ (reference - mean)
@@ -132,14 +150,21 @@ def test_partitions_one_by_one_equal_one_run_and_the_concatenated_rows(demo_data
             for key in three:
                 stats = stats.merge(load_pca_stats(store_, key)[stride])
             np.testing.assert_allclose(stats.scatter, scatter, rtol=1e-9, atol=1e-9 * np.abs(scatter).max())
-        np.testing.assert_allclose(a.read_arrays("pca_models", f"stride={stride}")["components"],
-                                   b.read_arrays("pca_models", f"stride={stride}")["components"], atol=1e-9)
+        np.testing.assert_allclose(
+            a.read_arrays("pca_models", f"stride={stride}")["components"],
+            b.read_arrays("pca_models", f"stride={stride}")["components"],
+            atol=1e-9,
+        )
 
 
 def test_rematerialising_a_partition_is_idempotent(resources):
     key = PARTITIONS[1]
-    assert materialize_days(PARTITIONS[0], PARTITIONS[2], resources=resources,
-                            selection=by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT, "pca_models")).success
+    assert materialize_days(
+        PARTITIONS[0],
+        PARTITIONS[2],
+        resources=resources,
+        selection=by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT, "pca_models"),
+    ).success
     base = Path(resources["store"].base_path)
     before = file_digests(base)
     assert materialize_days(key, resources=resources, selection=by_name(*BEFORE_FIT)).success
@@ -155,19 +180,27 @@ def test_split_data_alone_reads_raw_chunk_from_its_artifact(resources):
     result = materialize_days(PARTITIONS[0], resources=resources, selection=["split_data"])
     assert day_figures(result, "split_data", PARTITIONS[0])["rows"] == 24 * 24
     frame = read_asset_frame(ArtifactStore(resources["store"].base_path), "split_data", PARTITIONS[0])
-    assert len(frame) == 24 * 24 and frame.groupby("sensor_id")["split"].nunique().max() == 1  # the entity is the split key
+    assert (
+        len(frame) == 24 * 24 and frame.groupby("sensor_id")["split"].nunique().max() == 1
+    )  # the entity is the split key
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
 def test_windows_need_the_previous_partition_and_say_so(resources):
-    assert materialize_days(PARTITIONS[0], PARTITIONS[2], resources=resources,
-                            selection=by_name(*BEFORE_FIT, "preprocessor")).success
+    assert materialize_days(
+        PARTITIONS[0], PARTITIONS[2], resources=resources, selection=by_name(*BEFORE_FIT, "preprocessor")
+    ).success
     result = materialize_days(PARTITIONS[2], resources=resources, selection=by_name(*AFTER_FIT), raise_on_error=False)
     assert not result.success
-    messages = " ".join(e.event_specific_data.error.to_string() for e in result.all_events
-                        if e.is_failure and getattr(e.event_specific_data, "error", None))
-    assert f"the window_carry of {PARTITIONS[1]} is missing: materialise window_tails and window_carry up to " \
-           f"{PARTITIONS[1]} first" in messages
+    messages = " ".join(
+        e.event_specific_data.error.to_string()
+        for e in result.all_events
+        if e.is_failure and getattr(e.event_specific_data, "error", None)
+    )
+    assert (
+        f"the window_carry of {PARTITIONS[1]} is missing: materialise window_tails and window_carry up to "
+        f"{PARTITIONS[1]} first" in messages
+    )
     base = Path(resources["store"].base_path)  # the failed step left nothing; the day's features are whole
     assert not (base / "window_carry" / f"{PARTITIONS[2]}.arrow").exists()
     assert not (base / "stride_windows" / "stride=1" / f"date={PARTITIONS[2]}").exists()
@@ -186,16 +219,23 @@ def test_results_do_not_depend_on_rows_per_chunk(demo_database, tmp_path):
     for rows, store in stores.items():
         for key in PARTITIONS[:3]:
             pd.testing.assert_frame_equal(store.read_frame("raw_chunk", key), whole.read_frame("raw_chunk", key))
-            pd.testing.assert_frame_equal(store.read_frame("features", key), whole.read_frame("features", key),
-                                          rtol=1e-12, atol=1e-12)
+            pd.testing.assert_frame_equal(
+                store.read_frame("features", key), whole.read_frame("features", key), rtol=1e-12, atol=1e-12
+            )
             for stride in STRIDES:
-                pd.testing.assert_frame_equal(store.read_frame("stride_windows", key, f"stride={stride}"),
-                                              whole.read_frame("stride_windows", key, f"stride={stride}"))
+                pd.testing.assert_frame_equal(
+                    store.read_frame("stride_windows", key, f"stride={stride}"),
+                    whole.read_frame("stride_windows", key, f"stride={stride}"),
+                )
                 ours, theirs = (load_pca_stats(s, key)[stride] for s in (store, whole))
                 assert ours.n_samples == theirs.n_samples
-                np.testing.assert_allclose(ours.scatter, theirs.scatter, rtol=1e-9, atol=1e-9 * np.abs(theirs.scatter).max())
+                np.testing.assert_allclose(
+                    ours.scatter, theirs.scatter, rtol=1e-9, atol=1e-9 * np.abs(theirs.scatter).max()
+                )
         for stride in STRIDES:
-            ours, theirs = (PCAModel.from_arrays(s.read_arrays("pca_models", f"stride={stride}")) for s in (store, whole))
+            ours, theirs = (
+                PCAModel.from_arrays(s.read_arrays("pca_models", f"stride={stride}")) for s in (store, whole)
+            )
             np.testing.assert_allclose(ours.components_, theirs.components_, atol=1e-8)
             np.testing.assert_allclose(ours.explained_variance_ratio_, theirs.explained_variance_ratio_, rtol=1e-9)
 
@@ -205,8 +245,10 @@ def test_every_partitioned_asset_has_a_single_run_backfill_policy():
         assert asset.backfill_policy is not None and asset.backfill_policy.max_partitions_per_run is None
 
 
-@pytest.mark.parametrize("asset, day", [("window_carry", "2026-01-02"), ("stride_windows", "2026-01-03"),
-                                        ("projected_windows", "2026-01-03")])
+@pytest.mark.parametrize(
+    "asset, day",
+    [("window_carry", "2026-01-02"), ("stride_windows", "2026-01-03"), ("projected_windows", "2026-01-03")],
+)
 def test_only_the_window_carry_goes_from_day_to_day(asset, day):
     """Each entity's series continues from the previous partition's carry: window_carry (a fold of per-entity
     summaries) depends on its own previous partition, the passes over a day's rows on the day's carry (folded from
@@ -222,14 +264,19 @@ def test_only_the_window_carry_goes_from_day_to_day(asset, day):
             node.partitions_def.subset_with_partition_keys(["2026-01-03"]), node.partitions_def, node.partitions_def
         ).partitions_subset.get_partition_keys()
         assert sorted(upstream) == [day]
-    day_to_day = {parent for key in graph.get_all_asset_keys() for parent, mapping in graph.get(key).partition_mappings.items()
-                  if getattr(mapping, "start_offset", 0) != 0}
+    day_to_day = {
+        parent
+        for key in graph.get_all_asset_keys()
+        for parent, mapping in graph.get(key).partition_mappings.items()
+        if getattr(mapping, "start_offset", 0) != 0
+    }
     assert day_to_day == {AssetKey("window_carry")}
 
 
 def test_pca_models_ignore_statistics_of_partitions_outside_the_definition(resources):
-    assert materialize_days(PARTITIONS[0], PARTITIONS[1], resources=resources,
-                            selection=by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT)).success
+    assert materialize_days(
+        PARTITIONS[0], PARTITIONS[1], resources=resources, selection=by_name(*BEFORE_FIT, "preprocessor", *AFTER_FIT)
+    ).success
     store = ArtifactStore(resources["store"].base_path)
     stale = PCAStats().update(np.random.default_rng(0).standard_normal((10, 7)))  # another window width
     save_pca_stats(store, "2019-01-01", {1: stale})
@@ -258,7 +305,7 @@ with DagsterInstance.ephemeral() as instance:
 
 @pytest.mark.parametrize("hash_seed", ["1", "4", "6", "7"])
 def test_an_asset_backfill_of_a_range_targets_that_range_and_no_day_after(hash_seed):
-    """"Materialize all" over days d1..d2 (the UI's asset backfill: Dagster's own planning,
+    """ "Materialize all" over days d1..d2 (the UI's asset backfill: Dagster's own planning,
     ``AssetBackfillData.from_asset_partitions``, a private API checked on dagster 1.13) must plan every partitioned
     asset for exactly d1..d2. With the windows depending on the carry of the day before, the planning walked that
     mapping to the day after the range for projected_windows in some orders of its asset sets (the process's hash
@@ -268,8 +315,13 @@ def test_an_asset_backfill_of_a_range_targets_that_range_and_no_day_after(hash_s
     import sys
 
     days = PARTITIONS[:2]
-    done = subprocess.run([sys.executable, "-c", BACKFILL_PLAN, *days], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONHASHSEED": hash_seed})
+    done = subprocess.run(
+        [sys.executable, "-c", BACKFILL_PLAN, *days],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONHASHSEED": hash_seed},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     planned = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()}
     assert len(planned) == 10 and all(days == keys for keys in planned.values()), planned

@@ -47,7 +47,8 @@ def dagster_default_instance(home) -> DagsterInstance:
 
 def materialized_days(instance: DagsterInstance) -> list[str]:
     records = instance.get_event_records(
-        EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey("daily_numbers")))
+        EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey("daily_numbers"))
+    )
     return sorted(record.partition_key for record in records)
 
 
@@ -70,7 +71,8 @@ def test_events_written_pooled_are_read_by_dagsters_default_storage(tmp_path):
         assert len(plain.get_runs()) == len(days)
         for result in results:
             assert plain.all_logs(result.run_id) and any(
-                entry.dagster_event_type == DagsterEventType.RUN_SUCCESS for entry in plain.all_logs(result.run_id))
+                entry.dagster_event_type == DagsterEventType.RUN_SUCCESS for entry in plain.all_logs(result.run_id)
+            )
 
 
 def test_open_engines_are_bounded_and_older_runs_still_read(tmp_path, monkeypatch):
@@ -81,8 +83,7 @@ def test_open_engines_are_bounded_and_older_runs_still_read(tmp_path, monkeypatc
         engines = instance.event_log_storage._engines
         assert 0 < len(engines) <= 3
         # the first run's engine was disposed long ago: reading it opens a new one, and the data is there
-        assert any(entry.dagster_event_type == DagsterEventType.RUN_SUCCESS
-                   for entry in instance.all_logs(run_ids[0]))
+        assert any(entry.dagster_event_type == DagsterEventType.RUN_SUCCESS for entry in instance.all_logs(run_ids[0]))
         assert materialized_days(instance) == days
 
 
@@ -119,8 +120,11 @@ def test_a_range_runs_batched_materialisations_are_all_stored(tmp_path, monkeypa
         monkeypatch.setenv(name, value)
     batches = []
     store_batch = PooledSqliteEventLogStorage.store_event_batch
-    monkeypatch.setattr(PooledSqliteEventLogStorage, "store_event_batch",
-                        lambda self, events: (batches.append(len(events)), store_batch(self, events)))
+    monkeypatch.setattr(
+        PooledSqliteEventLogStorage,
+        "store_event_batch",
+        lambda self, events: (batches.append(len(events)), store_batch(self, events)),
+    )
 
     @asset(partitions_def=DAILY, backfill_policy=BackfillPolicy.single_run())
     def daily_numbers(context) -> None:  # same key as the module's asset, over a range in one run
@@ -128,8 +132,11 @@ def test_a_range_runs_batched_materialisations_are_all_stored(tmp_path, monkeypa
 
     days = DAILY.get_partition_keys()
     with pooled_instance(tmp_path) as instance:
-        result = materialize([daily_numbers], instance=instance,
-                             tags={ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]})
+        result = materialize(
+            [daily_numbers],
+            instance=instance,
+            tags={ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]},
+        )
         assert result.success
         assert max(batches) == len(days)  # the step's materialisations came as one batch
         assert materialized_days(instance) == days

@@ -12,15 +12,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dagster import AssetKey, DagsterInstance, DagsterInvalidConfigError, asset, build_input_context, \
-    build_output_context, materialize
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    DagsterInvalidConfigError,
+    asset,
+    build_input_context,
+    build_output_context,
+    materialize,
+)
 from dagster._config import ConfigTypeKind
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from pydantic import ValidationError
 
 from emberharmony_assets.assets import all_assets
-from emberharmony_assets.definitions import DAGSTER_MATURITY_WARNINGS, NoValuesIOManager, build_definitions, \
-    default_backend, defs
+from emberharmony_assets.definitions import (
+    DAGSTER_MATURITY_WARNINGS,
+    NoValuesIOManager,
+    build_definitions,
+    default_backend,
+    defs,
+)
 from emberharmony_assets.plots import scree_plot_png, stride_style
 from emberharmony_assets.resources import BackendResource, PipelineSettings
 
@@ -71,10 +83,12 @@ def test_device_stays_free_text():
 
 
 def test_strings_still_work_and_the_settings_hold_plain_strings():
-    settings = PipelineSettings(dtype="float64", on_duplicate="keep_last", struct_fields="union",
-                                arrow_memory_pool="system")
-    for name, value in dict(dtype="float64", on_duplicate="keep_last", struct_fields="union",
-                            arrow_memory_pool="system").items():
+    settings = PipelineSettings(
+        dtype="float64", on_duplicate="keep_last", struct_fields="union", arrow_memory_pool="system"
+    )
+    for name, value in dict(
+        dtype="float64", on_duplicate="keep_last", struct_fields="union", arrow_memory_pool="system"
+    ).items():
         held = getattr(settings, name)
         assert held == value and type(held) is str, (name, held)  # f-strings and metadata see "float64"
     assert f"{settings.dtype}" == "float64" and settings.model_dump()["on_duplicate"] == "keep_last"
@@ -88,13 +102,18 @@ def test_the_enum_members_work_as_values_too():
     assert PipelineSettings(dtype=member).dtype == "float64" and dtype.given_name == "FloatDtype"
 
 
-@pytest.mark.parametrize("given, message", [
-    (dict(dtype="float16"), "dtype must be 'float32' or 'float64', got 'float16'"),
-    (dict(on_duplicate="first"), "on_duplicate must be one of 'error', 'keep_last', 'mean', got 'first'"),
-    (dict(struct_fields="merge"), "struct_fields must be 'error' or 'union', got 'merge'"),
-    (dict(arrow_memory_pool="tcmalloc"), "arrow_memory_pool must be one of system, mimalloc, jemalloc (or unset), "
-                                         "got 'tcmalloc'"),
-])
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (dict(dtype="float16"), "dtype must be 'float32' or 'float64', got 'float16'"),
+        (dict(on_duplicate="first"), "on_duplicate must be one of 'error', 'keep_last', 'mean', got 'first'"),
+        (dict(struct_fields="merge"), "struct_fields must be 'error' or 'union', got 'merge'"),
+        (
+            dict(arrow_memory_pool="tcmalloc"),
+            "arrow_memory_pool must be one of system, mimalloc, jemalloc (or unset), got 'tcmalloc'",
+        ),
+    ],
+)
 def test_a_bad_value_given_in_python_fails_naming_the_setting_and_its_values(given, message):
     with pytest.raises(ValidationError) as info:
         PipelineSettings(**given)
@@ -102,8 +121,11 @@ def test_a_bad_value_given_in_python_fails_naming_the_setting_and_its_values(giv
 
 
 def test_an_unknown_backend_fails_naming_the_choices():
-    with pytest.raises(ValidationError, match=r"unknown backend 'jax': the backend name must be one of "
-                                              r"auto, numpy, torch, mlx"):
+    with pytest.raises(
+        ValidationError,
+        match=r"unknown backend 'jax': the backend name must be one of "
+        r"auto, numpy, torch, mlx",
+    ):
         BackendResource(name="jax")
 
 
@@ -120,23 +142,31 @@ SEEN: dict = {}
 
 @asset
 def reads_settings(settings: PipelineSettings, backend: BackendResource) -> None:
-    SEEN.update(dtype=settings.dtype, on_duplicate=settings.on_duplicate, pool=settings.arrow_memory_pool,
-                backend=backend.name)
+    SEEN.update(
+        dtype=settings.dtype, on_duplicate=settings.on_duplicate, pool=settings.arrow_memory_pool, backend=backend.name
+    )
 
 
 def test_run_config_takes_the_strings_and_refuses_others_naming_the_setting():
     """What the launchpad sends: YAML strings. The settings see plain strings; a value outside the choices
     is refused by Dagster before the run, naming the setting's path and the choice list's name."""
     resources = {"settings": PipelineSettings(), "backend": BackendResource(name="numpy")}
-    config = {"settings": {"config": {"dtype": "float64", "on_duplicate": "mean", "arrow_memory_pool": "system"}},
-              "backend": {"config": {"name": "auto"}}}
-    assert materialize([reads_settings], resources=resources, run_config={"resources": config},
-                       instance=DagsterInstance.ephemeral()).success
-    assert SEEN == dict(dtype="float64", on_duplicate="mean", pool="system", backend="auto")
+    config = {
+        "settings": {"config": {"dtype": "float64", "on_duplicate": "mean", "arrow_memory_pool": "system"}},
+        "backend": {"config": {"name": "auto"}},
+    }
+    assert materialize(
+        [reads_settings], resources=resources, run_config={"resources": config}, instance=DagsterInstance.ephemeral()
+    ).success
+    assert dict(dtype="float64", on_duplicate="mean", pool="system", backend="auto") == SEEN
     assert all(type(value) is str for value in SEEN.values())
     with pytest.raises(DagsterInvalidConfigError) as info:
-        materialize([reads_settings], resources=resources, instance=DagsterInstance.ephemeral(),
-                    run_config={"resources": {"settings": {"config": {"dtype": "float16"}}}})
+        materialize(
+            [reads_settings],
+            resources=resources,
+            instance=DagsterInstance.ephemeral(),
+            run_config={"resources": {"settings": {"config": {"dtype": "float16"}}}},
+        )
     assert re.search(r"root:resources:settings:config:dtype.*FloatDtype.*float16", str(info.value)), str(info.value)
 
 
@@ -170,12 +200,17 @@ def test_the_io_manager_tells_the_truth_and_refuses_values():
 def test_materialising_the_graph_never_uses_the_io_manager(demo_database, tmp_path):
     """Every asset and check of the graph, over every partition, with the io_manager of the definitions: it
     raises if called, and Dagster records no stored output and no loaded input."""
-    resources = {**make_resources(demo_database, str(tmp_path / "artifacts")),
-                 "io_manager": build_definitions().resources["io_manager"]}
+    resources = {
+        **make_resources(demo_database, str(tmp_path / "artifacts")),
+        "io_manager": build_definitions().resources["io_manager"],
+    }
     assert isinstance(resources["io_manager"], NoValuesIOManager)
-    result = materialize(all_assets, resources=resources, instance=DagsterInstance.ephemeral(),
-                         tags={ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0],
-                               ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[-1]})
+    result = materialize(
+        all_assets,
+        resources=resources,
+        instance=DagsterInstance.ephemeral(),
+        tags={ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0], ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[-1]},
+    )
     assert result.success
     kinds = {event.event_type_value for event in result.all_events}
     assert "ASSET_MATERIALIZATION" in kinds
@@ -185,10 +220,13 @@ def test_materialising_the_graph_never_uses_the_io_manager(demo_database, tmp_pa
 def test_the_code_location_loads_without_dagster_maturity_warnings():
     """What `dagster dev -w workspace.yaml` imports: no Beta/Preview/Supersession warning from our definitions,
     even with every warning shown."""
-    code = ("import emberharmony_assets.definitions as d; d.defs.get_repository_def(); "
-            "import warnings; warnings.warn('still shown', UserWarning)")
-    done = subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import emberharmony_assets.definitions as d; d.defs.get_repository_def(); "
+        "import warnings; warnings.warn('still shown', UserWarning)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "still shown" in done.stderr  # the filters were restored after the definitions were built
     for name in DAGSTER_MATURITY_WARNINGS:
@@ -200,7 +238,9 @@ def test_every_stride_of_the_scree_plot_has_its_own_look():
     looks = {(s["color"], s["marker"], s["linestyle"]) for s in (stride_style(i, 3) for i in range(3))}
     assert len(looks) == 3 and all(len({look[k] for look in looks}) == 3 for k in range(3))
     sizes = [stride_style(i, 3)["markersize"] for i in range(3)]
-    assert sizes == sorted(sizes, reverse=True) and all(stride_style(i, 3)["markerfacecolor"] == "none" for i in range(3))
+    assert sizes == sorted(sizes, reverse=True) and all(
+        stride_style(i, 3)["markerfacecolor"] == "none" for i in range(3)
+    )
     png = scree_plot_png({1: ratios, 3: ratios, 5: ratios})  # the strides agree: drawn on top of each other
     width, height = struct.unpack(">II", png[16:24])
     assert (width, height) == (640, 320) and len(png) < 80_000

@@ -11,9 +11,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from tests.conftest import failure_text
 from emberharmony_assets.testing import materialize_days
 from emberharmony_core.store import ArtifactStore
+from tests.conftest import failure_text
 
 from .conftest import PARTITIONS, make_resources
 
@@ -28,8 +28,10 @@ def database(demo_database, tmp_path) -> str:
     with duckdb.connect(path) as connection:
         connection.execute(f"ATTACH '{demo_database}' AS demo (READ_ONLY)")
         connection.execute("CREATE TABLE sensor_readings AS SELECT * FROM demo.sensor_readings")
-        connection.execute(f"UPDATE sensor_readings SET status = 'brand-new' WHERE ts >= TIMESTAMPTZ '{PARTITIONS[2]} 00:00:00+00'"
-                           " AND site = (SELECT min(site) FROM sensor_readings)")
+        connection.execute(
+            f"UPDATE sensor_readings SET status = 'brand-new' WHERE ts >= TIMESTAMPTZ '{PARTITIONS[2]} 00:00:00+00'"
+            " AND site = (SELECT min(site) FROM sensor_readings)"
+        )
     return path
 
 
@@ -41,8 +43,9 @@ def test_a_category_new_after_the_fit_is_encoded_by_the_fitted_vocabulary(databa
     assert materialize_days(PARTITIONS[0], PARTITIONS[0], resources=resources, selection=["preprocessor"]).success
     # 'brand-new' arrives on day 3
     assert materialize_days(PARTITIONS[2], PARTITIONS[3], resources=resources, selection=INGEST).success
-    result = materialize_days(PARTITIONS[0], PARTITIONS[3], resources=resources,
-                              selection=WINDOWS + ["pca_models", "projected_windows"])
+    result = materialize_days(
+        PARTITIONS[0], PARTITIONS[3], resources=resources, selection=WINDOWS + ["pca_models", "projected_windows"]
+    )
     assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
 
     store = ArtifactStore(artifacts)
@@ -68,8 +71,11 @@ def test_a_category_new_after_the_fit_is_encoded_by_the_fitted_vocabulary(databa
     message = failure_text(failed.value)
     assert f"window_tails of partition {PARTITIONS[2]}" in message and "status_brand-new" in message  # day, column
     # the message's command repairs it: its selection over its range in one run, then the models and projections
-    command = re.search(r"dagster asset materialize -m emberharmony_assets.definitions --select (\S+) "
-                        r"--partition-range (\S+)\.\.\.(\S+)", message)
+    command = re.search(
+        r"dagster asset materialize -m emberharmony_assets.definitions --select (\S+) "
+        r"--partition-range (\S+)\.\.\.(\S+)",
+        message,
+    )
     assert command, message
     selection, first, last = command.group(1).split(","), command.group(2), command.group(3)
     assert (first, last) == (PARTITIONS[0], PARTITIONS[3])

@@ -36,10 +36,14 @@ def test_each_partition_of_a_range_run_has_its_own_figures(demo_database, tmp_pa
     for day in days:
         assert next(iter(windows[day])) == "rows", list(windows[day])  # the day's page leads with the day's rows
         for stride in (1, 3, 5):
-            stored = pq.read_metadata(artifacts / "stride_windows" / f"stride={stride}" / f"date={day}" / "part-0.parquet").num_rows
+            stored = pq.read_metadata(
+                artifacts / "stride_windows" / f"stride={stride}" / f"date={day}" / "part-0.parquet"
+            ).num_rows
             assert windows[day][f"windows_stride_{stride}"] == stored  # this day's windows, not the run's
             assert projected[day][f"windows_stride_{stride}"] == stored
-        assert windows[day]["rows"] == pq.read_metadata(artifacts / "features" / f"date={day}" / "part-0.parquet").num_rows
+        assert (
+            windows[day]["rows"] == pq.read_metadata(artifacts / "features" / f"date={day}" / "part-0.parquet").num_rows
+        )
         assert "train_windows_stride_1" in figures_by_day(instance, "pca_stats")[day]
     # the first day has no carry, so fewer windows than a later day: the figures differ by partition
     assert windows[days[0]]["windows_stride_1"] < windows[days[1]]["windows_stride_1"]
@@ -47,7 +51,7 @@ def test_each_partition_of_a_range_run_has_its_own_figures(demo_database, tmp_pa
     assert windows[days[1]]["run_partitions"] == f"4: {first} .. {last}"
     assert windows[days[1]]["run_windows_stride_1"] == sum(windows[d]["windows_stride_1"] for d in days)
     keys = list(windows[days[1]])
-    own, run = keys[:keys.index("run_partitions")], keys[keys.index("run_partitions"):]
+    own, run = keys[: keys.index("run_partitions")], keys[keys.index("run_partitions") :]
     assert own[0] == "rows" and {"windows_stride_1", "windows_stride_3", "windows_stride_5"} <= set(own), keys
     assert not set(own) & set(run), keys  # no run figure under a day's field name
 
@@ -55,11 +59,18 @@ def test_each_partition_of_a_range_run_has_its_own_figures(demo_database, tmp_pa
 def test_a_one_partition_run_keeps_its_figures_on_the_materialisation(demo_database, tmp_path):
     instance = DagsterInstance.ephemeral()
     resources = make_resources(demo_database, str(tmp_path / "artifacts"))
-    assert materialize_days(PARTITIONS[0], resources=resources, instance=instance,
-                            selection=["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]).success
-    assert materialize_days(PARTITIONS[0], resources=resources, instance=instance,
-                            selection=["preprocessor", "features", "window_tails", "window_carry", "stride_windows",
-                                       "pca_stats"]).success
+    assert materialize_days(
+        PARTITIONS[0],
+        resources=resources,
+        instance=instance,
+        selection=["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"],
+    ).success
+    assert materialize_days(
+        PARTITIONS[0],
+        resources=resources,
+        instance=instance,
+        selection=["preprocessor", "features", "window_tails", "window_carry", "stride_windows", "pca_stats"],
+    ).success
     metadata = figures_by_day(instance, "stride_windows")[PARTITIONS[0]]
     assert not any(k.startswith("run_") for k in metadata) and metadata["windows_stride_1"] > 0
     assert next(iter(metadata)) == "rows"

@@ -13,19 +13,37 @@ from emberharmony_assets.testing import day_figures, materialize_days
 
 from .conftest import PARTITIONS, make_resources
 
-UPSTREAM = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats", "preprocessor", "features", "window_tails", "window_carry",
-            "stride_windows", "pca_stats"]
+UPSTREAM = [
+    "raw_chunk",
+    "split_data",
+    "cyclical_features",
+    "preprocess_stats",
+    "preprocessor",
+    "features",
+    "window_tails",
+    "window_carry",
+    "stride_windows",
+    "pca_stats",
+]
 
 
 def failure_text(result) -> str:
-    return " ".join(e.event_specific_data.error.to_string() for e in result.all_events
-                    if e.is_failure and getattr(e.event_specific_data, "error", None))
+    return " ".join(
+        e.event_specific_data.error.to_string()
+        for e in result.all_events
+        if e.is_failure and getattr(e.event_specific_data, "error", None)
+    )
 
 
 def test_no_pca_stats_at_all_says_so(demo_database, tmp_path):
     resources = make_resources(demo_database, str(tmp_path / "artifacts"))
-    result = materialize(all_assets, selection=["pca_models"], resources=resources,
-                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    result = materialize(
+        all_assets,
+        selection=["pca_models"],
+        resources=resources,
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
     assert not result.success
     text = failure_text(result)
     assert "fewer than 2 train windows" in text
@@ -44,8 +62,13 @@ def test_statistics_in_the_old_npz_layout_are_named_not_silently_ignored(demo_da
     resources = make_resources(demo_database, str(tmp_path / "artifacts"))
     old = PCAStats().update(np.random.default_rng(0).standard_normal((10, 4)))
     ArtifactStore(tmp_path / "artifacts").write_arrays(old.to_arrays(), "pca_stats", "stride=1", PARTITIONS[0])
-    result = materialize(all_assets, selection=["pca_models"], resources=resources,
-                         instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    result = materialize(
+        all_assets,
+        selection=["pca_models"],
+        resources=resources,
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
     text = failure_text(result)
     assert not result.success and "has not been materialised for any partition" in text
     assert "pca_stats/stride=S/K.npz files there are an older layout, no longer read: re-materialise pca_stats" in text
@@ -55,8 +78,9 @@ def test_window_too_large_for_the_rows_says_why_with_the_numbers(demo_database, 
     # 24 hourly rows per sensor and day; one day materialised, windows of 30 rows: no window can exist
     resources = make_resources(demo_database, str(tmp_path / "artifacts"), window_size=30)
     assert materialize_days(PARTITIONS[0], PARTITIONS[0], resources=resources, selection=UPSTREAM).success
-    result = materialize_days(PARTITIONS[0], PARTITIONS[0], resources=resources, selection=["pca_models"],
-                              raise_on_error=False)
+    result = materialize_days(
+        PARTITIONS[0], PARTITIONS[0], resources=resources, selection=["pca_models"], raise_on_error=False
+    )
     assert not result.success
     text = failure_text(result)
     assert "stride(s) [1, 3, 5]: fewer than 2 train windows" in text
@@ -70,12 +94,14 @@ def test_window_too_large_for_the_rows_says_why_with_the_numbers(demo_database, 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_n_components_above_the_numerical_rank_warns_and_the_check_passes(demo_database, tmp_path, dtype):
     # all window features as components: the sin/cos columns of consecutive hours make the windows rank-deficient
-    resources = make_resources(demo_database, str(tmp_path / "artifacts"), n_components=10_000, strides=[1],
-                               dtype=dtype)
+    resources = make_resources(
+        demo_database, str(tmp_path / "artifacts"), n_components=10_000, strides=[1], dtype=dtype
+    )
     assert materialize_days(PARTITIONS[0], PARTITIONS[1], resources=resources, selection=UPSTREAM).success
     instance = DagsterInstance.ephemeral()
-    result = materialize_days(PARTITIONS[0], PARTITIONS[1], resources=resources, selection=["pca_models"],
-                              instance=instance)
+    result = materialize_days(
+        PARTITIONS[0], PARTITIONS[1], resources=resources, selection=["pca_models"], instance=instance
+    )
     [check] = result.get_asset_check_evaluations()
     assert check.passed, check.metadata["problems"]
     assert check.metadata["dtype"].value == dtype  # the settings dtype reaches the check

@@ -65,13 +65,13 @@ from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import StandardScaler
 
-from tests.conftest import artifact_files, failure_text
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.checks import SPLIT_FRACTIONS
 from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
 from emberharmony_core.features.split import assign_split
 from emberharmony_core.layout import load_pca_stats, load_stride_windows
 from emberharmony_core.store import ArtifactStore
+from tests.conftest import artifact_files, failure_text
 
 SEED = int(os.environ.get("EMBERHARMONY_RANDOM_SEED", "21"))
 N_TABLES = int(os.environ.get("EMBERHARMONY_RANDOM_TABLES", "200"))
@@ -129,10 +129,12 @@ class Case:
     table: str = TABLE
 
     def describe(self) -> str:
-        return (f"table {self.index} (EMBERHARMONY_RANDOM_SEED={SEED} EMBERHARMONY_RANDOM_CASE={self.index}): "
-                f"{len(self.frame)} rows, entity={self.entity!r}, features={self.features}, "
-                f"categorical={self.categorical}, days={self.days[0]}..{self.days[-1]}, settings={self.settings}, "
-                f"planted: {', '.join(self.notes) or 'nothing'}")
+        return (
+            f"table {self.index} (EMBERHARMONY_RANDOM_SEED={SEED} EMBERHARMONY_RANDOM_CASE={self.index}): "
+            f"{len(self.frame)} rows, entity={self.entity!r}, features={self.features}, "
+            f"categorical={self.categorical}, days={self.days[0]}..{self.days[-1]}, settings={self.settings}, "
+            f"planted: {', '.join(self.notes) or 'nothing'}"
+        )
 
 
 def _times(rng, day: pd.Timestamp, n: int) -> pd.DatetimeIndex:
@@ -156,8 +158,11 @@ def make_case(index: int, seed: int = SEED) -> Case:
     mode = rng.choice(["str", "int", "none"], p=[0.45, 0.4, 0.15])
     entity = None if mode == "none" else str(rng.choice(["station", "Device", "id"]))
     pool = STRING_KEYS if mode == "str" else INTEGER_KEYS
-    keys = [None] if mode == "none" else list(rng.choice(np.array(pool, dtype=object), size=int(rng.integers(1, 6)),
-                                                         replace=False))
+    keys = (
+        [None]
+        if mode == "none"
+        else list(rng.choice(np.array(pool, dtype=object), size=int(rng.integers(1, 6)), replace=False))
+    )
     notes = []
     # the days rows may fall on: the range, sometimes the day after it and the day before the partitions start
     outside = []
@@ -178,12 +183,17 @@ def make_case(index: int, seed: int = SEED) -> Case:
                 continue
             n = int(rng.choice([1, 2, 3, 4, 6, 9, 12]))
             pieces.append(pd.DataFrame({"key": [key] * n, "ts": _times(rng, day, n)}))
-    base = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame({"key": pd.Series(dtype=object),
-                                                                             "ts": pd.Series(dtype="datetime64[ns, UTC]")})
+    base = (
+        pd.concat(pieces, ignore_index=True)
+        if pieces
+        else pd.DataFrame({"key": pd.Series(dtype=object), "ts": pd.Series(dtype="datetime64[ns, UTC]")})
+    )
     n = len(base)
     frame = pd.DataFrame({"ts": base["ts"]})
     if entity is not None:
-        frame.insert(0, entity, pd.array(base["key"].tolist(), dtype="Int64") if mode == "int" else base["key"].astype(object))
+        frame.insert(
+            0, entity, pd.array(base["key"].tolist(), dtype="Int64") if mode == "int" else base["key"].astype(object)
+        )
 
     # numeric features of a drawn SQL type, NULLs at a drawn rate, sometimes constant; DECIMAL is refused
     sql_types = {"ts": "TIMESTAMPTZ" if rng.random() < 0.75 else "TIMESTAMP"}  # TIMESTAMP: naive, read as UTC
@@ -196,7 +206,9 @@ def make_case(index: int, seed: int = SEED) -> Case:
         null_rate = float(rng.choice([0, 0, 0.1, 0.4, 0.93, 1.0]))
         frame[name] = feature_values(rng, kind, n, null_rate)
         if kind == "DOUBLE" and n and rng.random() < 0.1:
-            frame[name] = np.where(frame[name].isna(), np.nan, frame[name].dropna().iloc[0] if frame[name].notna().any() else 0.0)
+            frame[name] = np.where(
+                frame[name].isna(), np.nan, frame[name].dropna().iloc[0] if frame[name].notna().any() else 0.0
+            )
             notes.append(f"{name} constant")
         notes.append(f"{name} {kind}" + (f" NULL rate {null_rate}" if null_rate else ""))
         sql_types[name] = kind
@@ -253,8 +265,9 @@ def make_case(index: int, seed: int = SEED) -> Case:
             if categorical and rng.random() < 0.3:
                 column = categorical[0]
                 other = {"red": "green", 9: 10}
-                copies[column] = pd.array([other.get(v, "red" if column == "color" else 9) for v in copies[column]],
-                                          dtype=frame[column].dtype)
+                copies[column] = pd.array(
+                    [other.get(v, "red" if column == "color" else 9) for v in copies[column]], dtype=frame[column].dtype
+                )
                 notes.append(f"a duplicate disagrees in {column}")
         frame = pd.concat([frame, copies], ignore_index=True)
         notes.append(f"{len(copies)} duplicate rows ({settings['on_duplicate']})")
@@ -288,9 +301,18 @@ def make_case(index: int, seed: int = SEED) -> Case:
     position[order] = np.arange(len(frame))
     nan_cells = [(int(position[r]), c) for r, c in nan_cells]
     frame = frame.iloc[order].reset_index(drop=True)
-    return Case(index=index, frame=frame, entity=entity, features=features, categorical=categorical,
-                days=[d.strftime("%Y-%m-%d") for d in days], settings=settings, nan_cells=nan_cells, notes=notes,
-                sql_types=sql_types)
+    return Case(
+        index=index,
+        frame=frame,
+        entity=entity,
+        features=features,
+        categorical=categorical,
+        days=[d.strftime("%Y-%m-%d") for d in days],
+        settings=settings,
+        nan_cells=nan_cells,
+        notes=notes,
+        sql_types=sql_types,
+    )
 
 
 def write_table(case: Case, path) -> str:
@@ -318,8 +340,14 @@ def write_table(case: Case, path) -> str:
 
 def resources_for(case: Case, database: str, artifacts) -> dict:
     return {
-        "source": DuckDBSourceResource(database=database, table=case.table, timestamp_column="ts", entity_column=case.entity,
-                                       feature_columns=list(case.features), categorical_columns=list(case.categorical)),
+        "source": DuckDBSourceResource(
+            database=database,
+            table=case.table,
+            timestamp_column="ts",
+            entity_column=case.entity,
+            feature_columns=list(case.features),
+            categorical_columns=list(case.categorical),
+        ),
         "backend": BackendResource(name="numpy"),
         "settings": PipelineSettings(**case.settings),
         "store": ArtifactStoreResource(base_path=str(artifacts)),
@@ -327,6 +355,7 @@ def resources_for(case: Case, database: str, artifacts) -> dict:
 
 
 # the reference ---------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Expected:
@@ -374,21 +403,29 @@ def dedupe(rows: pd.DataFrame, entity, features, on_duplicate: str) -> pd.DataFr
     out = rows[first].copy()
     for column in features:
         values = as_float(rows[column])
-        means = pd.Series(values).groupby(group).agg(lambda v: np.sort(v.dropna().to_numpy()).mean() if v.notna().any()
-                                                    else np.nan)
+        means = (
+            pd.Series(values)
+            .groupby(group)
+            .agg(lambda v: np.sort(v.dropna().to_numpy()).mean() if v.notna().any() else np.nan)
+        )
         out[column] = means.loc[group[first]].to_numpy()
     return out.reset_index(drop=True)
 
 
-def reference_features(rows: pd.DataFrame, numeric, categorical=(), *, null_threshold=0.9, max_categories=50,
-                       datetime_column="ts") -> tuple[pd.DataFrame, dict]:
+def reference_features(
+    rows: pd.DataFrame, numeric, categorical=(), *, null_threshold=0.9, max_categories=50, datetime_column="ts"
+) -> tuple[pd.DataFrame, dict]:
     """The documented features of ``rows`` (which have ``ts`` and ``split``): the numeric columns and the 8
     cyclical ones imputed with the train median and standard-scaled (scikit-learn), the categoricals one-hot
     with the train vocabulary; columns whose train null share exceeds ``null_threshold`` (or all NULL) dropped.
     Returns the named features and {dropped column: why}."""
     ts = rows[datetime_column].dt.tz_convert("UTC")
-    phases = {"hour": ts.dt.hour / 24, "dayofweek": ts.dt.dayofweek / 7,
-              "day": (ts.dt.day - 1) / ts.dt.days_in_month, "month": (ts.dt.month - 1) / 12}
+    phases = {
+        "hour": ts.dt.hour / 24,
+        "dayofweek": ts.dt.dayofweek / 7,
+        "day": (ts.dt.day - 1) / ts.dt.days_in_month,
+        "month": (ts.dt.month - 1) / 12,
+    }
     values = pd.DataFrame({c: as_float(rows[c]) for c in numeric}, index=rows.index)
     for name, phase in phases.items():
         values[f"{datetime_column}_sin_{name}"] = np.sin(2 * np.pi * phase.astype(np.float64))
@@ -431,8 +468,9 @@ def reference_features(rows: pd.DataFrame, numeric, categorical=(), *, null_thre
     return out, dropped
 
 
-def reference_windows(rows: pd.DataFrame, features: np.ndarray, entity, window: int, stride: int,
-                      max_gap=None) -> pd.DataFrame:
+def reference_windows(
+    rows: pd.DataFrame, features: np.ndarray, entity, window: int, stride: int, max_gap=None
+) -> pd.DataFrame:
     """Every window of each entity's whole series (rows in (day, entity, ts) order; starts 0, s, 2s, ...): the
     day and row of that day it ends on, the day of its first row, entity, end time, split, values, and ``dropped`` ("" kept, "mixed" splits,
     "gap" a step longer than max_gap)."""
@@ -456,14 +494,33 @@ def reference_windows(rows: pd.DataFrame, features: np.ndarray, entity, window: 
         else:
             spans = np.zeros_like(mixed)
         values = sliding_window_view(features[where], (window, features.shape[1]))[starts, 0].reshape(len(starts), -1)
-        out.append(pd.DataFrame({
-            "day": day.to_numpy()[ends], "row": row_in_day[ends], "first_day": day.to_numpy()[where[starts]],
-            "entity": rows[entity].to_numpy()[ends] if entity else None,
-            "end_time": times[ends], "split": splits[:, -1],
-            "dropped": np.where(mixed, "mixed", np.where(spans, "gap", "")), "values": list(values)}))
+        out.append(
+            pd.DataFrame(
+                {
+                    "day": day.to_numpy()[ends],
+                    "row": row_in_day[ends],
+                    "first_day": day.to_numpy()[where[starts]],
+                    "entity": rows[entity].to_numpy()[ends] if entity else None,
+                    "end_time": times[ends],
+                    "split": splits[:, -1],
+                    "dropped": np.where(mixed, "mixed", np.where(spans, "gap", "")),
+                    "values": list(values),
+                }
+            )
+        )
     if not out:
-        return pd.DataFrame({"day": [], "row": [], "first_day": [], "entity": [], "end_time": [], "split": [], "dropped": [],
-                             "values": []})
+        return pd.DataFrame(
+            {
+                "day": [],
+                "row": [],
+                "first_day": [],
+                "entity": [],
+                "end_time": [],
+                "split": [],
+                "dropped": [],
+                "values": [],
+            }
+        )
     return pd.concat(out, ignore_index=True).sort_values(["day", "row"], kind="stable").reset_index(drop=True)
 
 
@@ -504,10 +561,18 @@ def expect(case: Case) -> Expected:
     if on_duplicate != "error":
         rows = sort_rows(dedupe(rows, entity, features, on_duplicate), entity)
     if not len(rows):
-        return Expected(failure="empty", words=[r"(?i)no (source )?rows|no rows|no train"],
-                        any_words=[re.escape(case.table), re.escape(case.days[0]), re.escape(case.days[-1])])
-    split_keys = rows[entity].to_numpy(np.int64) if entity and rows[entity].dtype == "Int64" else \
-        rows[entity].to_numpy(object) if entity else rows["day"].to_numpy(object)
+        return Expected(
+            failure="empty",
+            words=[r"(?i)no (source )?rows|no rows|no train"],
+            any_words=[re.escape(case.table), re.escape(case.days[0]), re.escape(case.days[-1])],
+        )
+    split_keys = (
+        rows[entity].to_numpy(np.int64)
+        if entity and rows[entity].dtype == "Int64"
+        else rows[entity].to_numpy(object)
+        if entity
+        else rows["day"].to_numpy(object)
+    )
     rows["split"] = assign_split(split_keys)
     if not (rows["split"] == "train").any():
         return Expected(failure="no train rows", words=[r"(?i)train", re.escape(case.days[0])])
@@ -517,8 +582,10 @@ def expect(case: Case) -> Expected:
     short = []
     for stride in settings["strides"]:
         windows = reference_windows(rows, matrix, entity, settings["window_size"], stride, settings.get("max_gap"))
-        expected.dropped[stride] = {"mixed": int((windows["dropped"] == "mixed").sum()),
-                                    "gap": int((windows["dropped"] == "gap").sum())}
+        expected.dropped[stride] = {
+            "mixed": int((windows["dropped"] == "mixed").sum()),
+            "gap": int((windows["dropped"] == "gap").sum()),
+        }
         kept = windows[windows["dropped"] == ""].reset_index(drop=True)
         expected.windows[stride] = kept
         if (kept["split"] == "train").sum() < 2:
@@ -529,6 +596,7 @@ def expect(case: Case) -> Expected:
 
 
 # running the graph -----------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Outcome:
@@ -549,16 +617,22 @@ def run_graph(case: Case, resources: dict, instance) -> Outcome:
     else:
         target = {"tags": {ASSET_PARTITION_RANGE_START_TAG: case.days[0], ASSET_PARTITION_RANGE_END_TAG: case.days[-1]}}
     try:
-        result = materialize(all_assets, resources=resources, instance=instance,
-                             run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}}, **target)
+        result = materialize(
+            all_assets,
+            resources=resources,
+            instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            **target,
+        )
     except Exception as exc:  # noqa: BLE001 - the failure is the outcome
         return Outcome(failure_text(exc), {}, [])
     figures = {}
     for event in result.all_events:  # each partition's materialisation leads with its own figures
         if event.event_type_value == "ASSET_MATERIALIZATION":
             materialization = event.event_specific_data.materialization
-            figures.setdefault(materialization.asset_key.to_user_string(), {})[materialization.partition] = \
-                _values(materialization.metadata)
+            figures.setdefault(materialization.asset_key.to_user_string(), {})[materialization.partition] = _values(
+                materialization.metadata
+            )
     checks = [(c.check_name, c.passed) for c in result.get_asset_check_evaluations()]
     return Outcome(None if result.success else "run did not succeed", figures, checks, result)
 
@@ -593,7 +667,9 @@ def graph_order(assets) -> list:
     """The asset definitions (steps) in dependency order, as a run executes them (a step's dependency on its
     own earlier partitions, or between its own assets, is no edge)."""
     produced = {key: a for a in assets for key in a.keys}
-    after = {id(a): {id(produced[k]) for k in a.dependency_keys if k in produced and produced[k] is not a} for a in assets}
+    after = {
+        id(a): {id(produced[k]) for k in a.dependency_keys if k in produced and produced[k] is not a} for a in assets
+    }
     ordered, done = [], set()
     while len(ordered) < len(assets):
         ready = [a for a in assets if id(a) not in done and after[id(a)] <= done]
@@ -611,7 +687,7 @@ def run_bodies(case: Case, resources: dict) -> Outcome:
             body = assets_def.op.compute_fn.decorated_fn
             arguments = {p: resources[p] for p in inspect.signature(body).parameters if p != "context"}
             result = body(BodyContext(case.days, assets_def, events), **arguments)
-            for item in (list(result) if inspect.isgenerator(result) else [result]):
+            for item in list(result) if inspect.isgenerator(result) else [result]:
                 checks += [(c.check_name, c.passed) for c in (item.check_results or [])]
                 blocking = [c for c in (item.check_results or []) if not c.passed and c.check_name not in NOT_BLOCKING]
                 if blocking:  # Dagster would not run what depends on it
@@ -626,9 +702,12 @@ def run_bodies(case: Case, resources: dict) -> Outcome:
 
 # comparing -------------------------------------------------------------------------------------------------------------
 
+
 def temporary_files(artifacts) -> list[str]:
     """The store's temporary files (``.<name>.<uuid>.tmp``) anywhere under ``artifacts``."""
-    return sorted(str(p) for p in artifacts.rglob("*") if p.is_file() and re.fullmatch(r"\..+\.[0-9a-f]{32}\.tmp", p.name))
+    return sorted(
+        str(p) for p in artifacts.rglob("*") if p.is_file() and re.fullmatch(r"\..+\.[0-9a-f]{32}\.tmp", p.name)
+    )
 
 
 def null_typed_columns(artifacts) -> dict[str, list[str]]:
@@ -669,14 +748,21 @@ def compare_windows(store: ArtifactStore, case: Case, expected: Expected, layout
         assert len(got) == len(reference), f"{where}: {len(got)} windows stored, {len(reference)} in the reference"
         assert list(got["day"]) == list(reference["day"]), where
         assert got["row"].tolist() == reference["row"].tolist(), where
-        assert (pd.to_datetime(got["end_time"], utc=True).dt.tz_convert(None).to_numpy("datetime64[ns]")
-                == reference["end_time"].to_numpy("datetime64[ns]")).all(), where
+        assert (
+            pd.to_datetime(got["end_time"], utc=True).dt.tz_convert(None).to_numpy("datetime64[ns]")
+            == reference["end_time"].to_numpy("datetime64[ns]")
+        ).all(), where
         assert got["split"].tolist() == reference["split"].tolist(), where
         if case.entity:
             assert [str(v) for v in got[entity]] == [str(v) for v in reference["entity"]], where
         if len(got):
-            np.testing.assert_allclose(np.stack(got["values"]), np.stack(reference["values"]),
-                                       rtol=tol["values"], atol=tol["values"], err_msg=where)
+            np.testing.assert_allclose(
+                np.stack(got["values"]),
+                np.stack(reference["values"]),
+                rtol=tol["values"],
+                atol=tol["values"],
+                err_msg=where,
+            )
     return ours
 
 
@@ -696,8 +782,9 @@ def compare_models(store: ArtifactStore, case: Case, ours: dict[int, pd.DataFram
                 centred = values - values.mean(axis=0)
                 scale = max(1.0, float(np.abs(centred).max()) ** 2 * len(values))
                 np.testing.assert_allclose(stats[stride].mean, values.mean(axis=0), atol=tol["mean"], err_msg=day)
-                np.testing.assert_allclose(stats[stride].scatter, centred.T @ centred, atol=tol["variance"] * scale,
-                                           err_msg=day)
+                np.testing.assert_allclose(
+                    stats[stride].scatter, centred.T @ centred, atol=tol["variance"] * scale, err_msg=day
+                )
     for stride, windows in ours.items():
         train = np.stack(windows.loc[windows["split"] == "train", "values"])
         model = load_model(store, stride)
@@ -706,21 +793,31 @@ def compare_models(store: ArtifactStore, case: Case, ours: dict[int, pd.DataFram
         reference = PCA(n_components=k, svd_solver="full").fit(train)
         scale = max(1.0, float(reference.explained_variance_[0]))
         np.testing.assert_allclose(model.mean_, reference.mean_, atol=tol["mean"])
-        np.testing.assert_allclose(model.explained_variance_, reference.explained_variance_,
-                                   rtol=tol["variance"], atol=tol["variance"] * scale)
-        np.testing.assert_allclose(model.explained_variance_ratio_, reference.explained_variance_ratio_, atol=tol["ratio"])
+        np.testing.assert_allclose(
+            model.explained_variance_, reference.explained_variance_, rtol=tol["variance"], atol=tol["variance"] * scale
+        )
+        np.testing.assert_allclose(
+            model.explained_variance_ratio_, reference.explained_variance_ratio_, atol=tol["ratio"]
+        )
         # compare the components that are well separated from every other eigenvalue (the dropped ones too)
         variance = np.append(PCA(svd_solver="full").fit(train).explained_variance_, 0.0)
         gap = 1e-6 if case.settings["dtype"] == "float64" else 1e-3
-        separated = [i for i in range(k) if variance[i] > gap * scale
-                     and all(abs(variance[i] - variance[j]) > gap * scale for j in range(len(variance)) if j != i)]
+        separated = [
+            i
+            for i in range(k)
+            if variance[i] > gap * scale
+            and all(abs(variance[i] - variance[j]) > gap * scale for j in range(len(variance)) if j != i)
+        ]
         if not separated:
             continue
         cosines = np.sum(model.components_[separated] * reference.components_[separated], axis=1)
         assert np.abs(cosines).min() >= 1 - tol["cosine"], (stride, cosines)
-        expected = (np.stack(windows["values"]) - reference.mean_) @ reference.components_[separated].T * np.sign(cosines)
-        projected = pd.concat([store.read_frame("projected_windows", day, f"stride={stride}") for day in case.days],
-                              ignore_index=True)
+        expected = (
+            (np.stack(windows["values"]) - reference.mean_) @ reference.components_[separated].T * np.sign(cosines)
+        )
+        projected = pd.concat(
+            [store.read_frame("projected_windows", day, f"stride={stride}") for day in case.days], ignore_index=True
+        )
         assert (projected["end_time"].to_numpy() == windows["end_time"].to_numpy()).all()
         pcs = projected[[f"pc_{i + 1}" for i in range(k)]].to_numpy(np.float64)
         np.testing.assert_allclose(pcs[:, separated], expected, atol=tol["projection"] * max(1.0, np.sqrt(scale)))
@@ -752,18 +849,21 @@ def check_case(case: Case, expected: Expected, outcome: Outcome, artifacts) -> N
     nulls = null_typed_columns(artifacts)
     assert not nulls, f"Parquet columns without a real type: {nulls}"
     if expected.failure is not None:
-        assert outcome.error is not None, f"expected a failure ({expected.failure}: {expected.words}), the run succeeded"
+        assert outcome.error is not None, (
+            f"expected a failure ({expected.failure}: {expected.words}), the run succeeded"
+        )
         message = outcome.error
         assert "ArrowInvalid" not in message, message
         for word in expected.words:
             assert re.search(word, message), f"{word!r} not in the failure's message: {message}"
         if expected.any_words:
-            assert any(re.search(w, message) for w in expected.any_words), \
+            assert any(re.search(w, message) for w in expected.any_words), (
                 f"none of {expected.any_words} in the failure's message: {message}"
+            )
         if expected.partition is not None:  # nothing of the refused partition; those before it are complete
             refused = [f for f in artifact_files(artifacts) if expected.partition in f]
             assert not refused, f"files of the refused partition {expected.partition} were kept: {refused}"
-            for day in case.days[:case.days.index(expected.partition)]:
+            for day in case.days[: case.days.index(expected.partition)]:
                 assert pq.read_metadata(artifacts / "raw_chunk" / f"date={day}" / "part-0.parquet").num_rows >= 0
         return
     assert outcome.error is None, f"expected success, the run failed: {outcome.error}"
@@ -771,19 +871,25 @@ def check_case(case: Case, expected: Expected, outcome: Outcome, artifacts) -> N
     assert not blocking, f"checks failed: {blocking}"
     store = ArtifactStore(str(artifacts))
     layout = store.read_json("stride_windows", "layout")
-    assert sorted(layout["feature_columns"]) == sorted(expected.features.columns), \
+    assert sorted(layout["feature_columns"]) == sorted(expected.features.columns), (
         f"features {sorted(layout['feature_columns'])} != reference {sorted(expected.features.columns)}"
+    )
     features = pd.concat([store.read_frame("features", day) for day in case.days], ignore_index=True)
     assert len(features) == len(expected.rows)
     assert list(features["split"]) == list(expected.rows["split"])
     tol = tolerances(case.settings["dtype"])
-    np.testing.assert_allclose(features[layout["feature_columns"]].to_numpy(np.float64),
-                               expected.features[layout["feature_columns"]].to_numpy(), rtol=tol["values"], atol=tol["values"])
+    np.testing.assert_allclose(
+        features[layout["feature_columns"]].to_numpy(np.float64),
+        expected.features[layout["feature_columns"]].to_numpy(),
+        rtol=tol["values"],
+        atol=tol["values"],
+    )
     # windows are made from the features in the layout's column order
     matrix = expected.features[layout["feature_columns"]].to_numpy(np.float64)
     for stride in case.settings["strides"]:
-        reordered = reference_windows(expected.rows, matrix, case.entity, case.settings["window_size"], stride,
-                                      case.settings.get("max_gap"))
+        reordered = reference_windows(
+            expected.rows, matrix, case.entity, case.settings["window_size"], stride, case.settings.get("max_gap")
+        )
         expected.windows[stride] = reordered[reordered["dropped"] == ""].reset_index(drop=True)
     ours = compare_windows(store, case, expected, layout)
     compare_models(store, case, ours)
@@ -791,6 +897,7 @@ def check_case(case: Case, expected: Expected, outcome: Outcome, artifacts) -> N
 
 
 # the tests -------------------------------------------------------------------------------------------------------------
+
 
 def run_tables(indexes, tmp_path, monkeypatch) -> dict:
     """Run and check the tables ``indexes``: how many went each way, the seconds, the failures, and what the
@@ -801,8 +908,14 @@ def run_tables(indexes, tmp_path, monkeypatch) -> dict:
     stub = lambda ratios: MetadataValue.md("(not drawn in this test)")  # noqa: E731
     instance = DagsterInstance.ephemeral()
     started = time.perf_counter()
-    ran = {"graph": 0, "bodies": 0, "failures": [], "cases": [], "outcomes": [],
-           "phases": dict.fromkeys(["table", "reference", "graph", "bodies", "checks"], 0.0)}
+    ran = {
+        "graph": 0,
+        "bodies": 0,
+        "failures": [],
+        "cases": [],
+        "outcomes": [],
+        "phases": dict.fromkeys(["table", "reference", "graph", "bodies", "checks"], 0.0),
+    }
 
     def lap(phase: str, since: float) -> float:
         now = time.perf_counter()
@@ -843,19 +956,39 @@ def run_tables(indexes, tmp_path, monkeypatch) -> dict:
 def report(ran: dict) -> None:
     total, failures = ran["graph"] + ran["bodies"], ran["failures"]
     phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in ran["phases"].items())
-    print(f"\nrandom tables: {total} ({ran['graph']} through Dagster, {ran['bodies']} through the asset bodies) in "
-          f"{ran['seconds']:.1f} s ({phases}); {len(failures)} failed")
+    print(
+        f"\nrandom tables: {total} ({ran['graph']} through Dagster, {ran['bodies']} through the asset bodies) in "
+        f"{ran['seconds']:.1f} s ({phases}); {len(failures)} failed"
+    )
     summary = "\n".join(f"  {f.splitlines()[0].split(' (')[0]}: {f.splitlines()[-1].strip()[:160]}" for f in failures)
-    assert not failures, f"{len(failures)} of {total} tables failed:\n{summary}\nthe first ones in full:\n" + \
-        "\n".join(failures[:8])
+    assert not failures, f"{len(failures)} of {total} tables failed:\n{summary}\nthe first ones in full:\n" + "\n".join(
+        failures[:8]
+    )
 
 
 def check_coverage(cases: list[Case], outcomes: list) -> None:
     """The generator really drew the cases the module docstring lists."""
     notes = " | ".join(n for c in cases for n in c.notes)
-    for planted in ["empty days", "absent on", "NULL rate 1.0", "NULL rate 0.93", "constant", "NaN in", "category",
-                    "(error)", "(keep_last)", "(mean)", "disagrees", "NULL entity", "inf", "1e+39", "NULL timestamp",
-                    *FEATURE_TYPES, "code BIGINT", "color VARCHAR"]:
+    for planted in [
+        "empty days",
+        "absent on",
+        "NULL rate 1.0",
+        "NULL rate 0.93",
+        "constant",
+        "NaN in",
+        "category",
+        "(error)",
+        "(keep_last)",
+        "(mean)",
+        "disagrees",
+        "NULL entity",
+        "inf",
+        "1e+39",
+        "NULL timestamp",
+        *FEATURE_TYPES,
+        "code BIGINT",
+        "color VARCHAR",
+    ]:
         assert planted in notes, planted
     assert {c.entity is None for c in cases} == {True, False}
     assert any(c.entity and c.frame[c.entity].dtype == object for c in cases)

@@ -28,21 +28,22 @@ from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import StandardScaler
 from vega_datasets import local_data
 
-from tests.conftest import materialized_metadata
 from emberharmony_assets import testing
-from emberharmony_assets.testing import materialize_days
 from emberharmony_assets.assets.windows import load_model
 from emberharmony_assets.resources import PipelineSettings
+from emberharmony_assets.testing import materialize_days
 from emberharmony_core.features.split import assign_split
 from emberharmony_core.features.split_blocks import split_block_keys
 from emberharmony_core.layout import load_stride_windows
 from emberharmony_core.store import ArtifactStore
+from tests.conftest import materialized_metadata
 
 FIRST = pd.Timestamp("2026-01-01", tz="UTC")  # the first partition: windows start from it
 W, STRIDES, K = 5, (1, 3, 5), 4
 
 
 # data -----------------------------------------------------------------------------------------------------------------
+
 
 def redate(times: pd.Series, first_day: str) -> pd.Series:
     """``times`` (naive, as recorded) moved so ``first_day`` becomes 2026-01-01 UTC, by whole weeks."""
@@ -60,24 +61,47 @@ def write_table(path, table: str, frame: pd.DataFrame) -> str:
 
 
 def run_graph(database, artifacts, table, last_day, *, entity, features, categorical=(), extra=(), **settings):
-    source = {"table": table, "timestamp_column": "ts", "entity_column": entity, "feature_columns": list(features),
-              "categorical_columns": list(categorical), "extra_columns": list(extra)}
-    resources = testing.resources(database, artifacts, source=source, window_size=W, strides=list(STRIDES),
-                                  n_components=K, dtype="float64", **settings)
+    source = {
+        "table": table,
+        "timestamp_column": "ts",
+        "entity_column": entity,
+        "feature_columns": list(features),
+        "categorical_columns": list(categorical),
+        "extra_columns": list(extra),
+    }
+    resources = testing.resources(
+        database,
+        artifacts,
+        source=source,
+        window_size=W,
+        strides=list(STRIDES),
+        n_components=K,
+        dtype="float64",
+        **settings,
+    )
     result = materialize_days(FIRST.strftime("%Y-%m-%d"), last_day, resources=resources)
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks), [(c.check_name, c.metadata) for c in checks if not c.passed]
-    return result, ArtifactStore(str(artifacts)), pd.date_range(FIRST.tz_localize(None), last_day, freq="D").strftime("%Y-%m-%d")
+    return (
+        result,
+        ArtifactStore(str(artifacts)),
+        pd.date_range(FIRST.tz_localize(None), last_day, freq="D").strftime("%Y-%m-%d"),
+    )
 
 
 # the reference --------------------------------------------------------------------------------------------------------
 
+
 def reference_features(frame: pd.DataFrame, numeric, categorical=()) -> pd.DataFrame:
     """The documented features of ``frame`` (which has ``ts`` and ``split``), named as the pipeline names them."""
     ts = frame["ts"].dt.tz_convert("UTC")
-    phases = {"hour": ts.dt.hour / 24, "dayofweek": ts.dt.dayofweek / 7,
-              "day": (ts.dt.day - 1) / ts.dt.days_in_month, "month": (ts.dt.month - 1) / 12}
+    phases = {
+        "hour": ts.dt.hour / 24,
+        "dayofweek": ts.dt.dayofweek / 7,
+        "day": (ts.dt.day - 1) / ts.dt.days_in_month,
+        "month": (ts.dt.month - 1) / 12,
+    }
     values = frame[list(numeric)].astype(np.float64).copy()
     for name, phase in phases.items():
         values[f"ts_sin_{name}"] = np.sin(2 * np.pi * phase)
@@ -107,9 +131,17 @@ def reference_windows(frame: pd.DataFrame, features: np.ndarray, entity, stride,
         mixed = (splits != splits[:, :1]).any(axis=1)
         gap = ~mixed & (steps.max(axis=1) > pd.Timedelta(max_gap).total_seconds()) if max_gap else np.zeros_like(mixed)
         values = sliding_window_view(features[where], (W, features.shape[1]))[starts, 0].reshape(len(starts), -1)
-        out.append(pd.DataFrame({"entity": key, "end_time": rows["ts"].to_numpy()[starts + W - 1],
-                                 "split": splits[:, -1], "dropped": np.where(mixed, "mixed", np.where(gap, "gap", "")),
-                                 "values": list(values)}))
+        out.append(
+            pd.DataFrame(
+                {
+                    "entity": key,
+                    "end_time": rows["ts"].to_numpy()[starts + W - 1],
+                    "split": splits[:, -1],
+                    "dropped": np.where(mixed, "mixed", np.where(gap, "gap", "")),
+                    "values": list(values),
+                }
+            )
+        )
     return pd.concat(out, ignore_index=True)
 
 
@@ -148,8 +180,12 @@ def compare_model(store, stride, ours: pd.DataFrame):
     np.testing.assert_allclose(model.explained_variance_, reference.explained_variance_, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(model.explained_variance_ratio_, reference.explained_variance_ratio_, atol=1e-9)
     variance = reference.explained_variance_
-    separated = [i for i in range(len(variance)) if variance[i] > 1e-6 * variance[0]
-                 and all(abs(variance[i] - variance[j]) > 1e-6 * variance[0] for j in range(len(variance)) if j != i)]
+    separated = [
+        i
+        for i in range(len(variance))
+        if variance[i] > 1e-6 * variance[0]
+        and all(abs(variance[i] - variance[j]) > 1e-6 * variance[0] for j in range(len(variance)) if j != i)
+    ]
     assert separated, "no well-separated component to compare"
     cosines = np.abs(np.sum(model.components_[separated] * reference.components_[separated], axis=1))
     assert cosines.min() >= 1 - 1e-8, cosines
@@ -170,14 +206,22 @@ def per_partition_table(result, asset) -> pd.DataFrame:
 
 # daily ----------------------------------------------------------------------------------------------------------------
 
+
 def test_daily_series_in_daily_partitions_gets_every_window_of_its_whole_series(tmp_path):
     raw = local_data.seattle_weather()
     raw = raw[(raw["date"] >= "2012-01-05") & (raw["date"] < "2012-02-02")]  # 28 days, one row each
     frame = raw.assign(ts=redate(raw["date"], "2012-01-05"), station="seattle").drop(columns="date")
     numeric, categorical = ["precipitation", "temp_max", "temp_min", "wind"], ["weather"]
     database = write_table(tmp_path / "weather.duckdb", "weather", frame)
-    result, store, keys = run_graph(database, tmp_path / "artifacts", "weather", "2026-01-28", entity="station",
-                                    features=numeric, categorical=categorical)
+    result, store, keys = run_graph(
+        database,
+        tmp_path / "artifacts",
+        "weather",
+        "2026-01-28",
+        entity="station",
+        features=numeric,
+        categorical=categorical,
+    )
 
     features = pd.concat([store.read_frame("features", key) for key in keys], ignore_index=True)
     assert len(features) == 28 and (features["split"] == assign_split(np.array(["seattle"], dtype=object))[0]).all()
@@ -195,13 +239,16 @@ def test_daily_series_in_daily_partitions_gets_every_window_of_its_whole_series(
         ours = pipeline_windows(store, keys, stride)
         compare_windows(ours, reference, "station")
         shown = windows_meta.index  # a range's table shows its first and last 10 partitions
-        assert ours.groupby("partition").size().reindex(shown, fill_value=0).tolist() == \
-            windows_meta[f"windows_stride_{stride}"].astype(int).tolist()
+        assert (
+            ours.groupby("partition").size().reindex(shown, fill_value=0).tolist()
+            == windows_meta[f"windows_stride_{stride}"].astype(int).tolist()
+        )
         model = compare_model(store, stride, ours)
         assert model.n_samples_ == len(reference)
 
 
 # hourly, with gaps ----------------------------------------------------------------------------------------------------
+
 
 def test_hourly_series_with_a_missing_stretch_drops_and_counts_the_windows_spanning_gaps(tmp_path):
     frames = []
@@ -215,8 +262,9 @@ def test_hourly_series_with_a_missing_stretch_drops_and_counts_the_windows_spann
     steps = frame.groupby("city")["ts"].diff()
     assert (steps > pd.Timedelta("90min")).sum() == 3  # the clock change in both cities, the stretch in Seattle
     database = write_table(tmp_path / "temps.duckdb", "temps", frame)
-    result, store, keys = run_graph(database, tmp_path / "artifacts", "temps", "2026-01-07", entity="city",
-                                    features=["temp"], max_gap="90min")
+    result, store, keys = run_graph(
+        database, tmp_path / "artifacts", "temps", "2026-01-07", entity="city", features=["temp"], max_gap="90min"
+    )
 
     features = pd.concat([store.read_frame("features", key) for key in keys], ignore_index=True)
     features = features.sort_values(["city", "ts"], kind="stable").reset_index(drop=True)
@@ -227,7 +275,10 @@ def test_hourly_series_with_a_missing_stretch_drops_and_counts_the_windows_spann
 
     meta = per_partition_table(result, "stride_windows")
     later_row_day = frame.loc[steps > pd.Timedelta("90min"), "ts"].dt.strftime("%Y-%m-%d")
-    assert meta["gaps"].reindex(keys).astype(int).tolist() == later_row_day.value_counts().reindex(keys, fill_value=0).tolist()
+    assert (
+        meta["gaps"].reindex(keys).astype(int).tolist()
+        == later_row_day.value_counts().reindex(keys, fill_value=0).tolist()
+    )
     totals = materialized_metadata(result, "stride_windows")
     assert totals["run_gaps_total"].value == 3
     for stride in STRIDES:
@@ -247,6 +298,7 @@ def test_hourly_series_with_a_missing_stretch_drops_and_counts_the_windows_spann
 
 # no entity column -----------------------------------------------------------------------------------------------------
 
+
 def test_series_without_an_entity_split_by_day_or_by_iso_week(tmp_path):
     raw = local_data.seattle_temps()
     raw = raw[(raw["date"] >= "2010-01-07") & (raw["date"] < "2010-02-16")]  # 40 days, hourly
@@ -256,15 +308,20 @@ def test_series_without_an_entity_split_by_day_or_by_iso_week(tmp_path):
     assert (split_block_keys(frame["ts"], "7d") == monday).all()
     database = write_table(tmp_path / "temps.duckdb", "temps", frame)
     dropped = {}
-    for unit, settings, keys_of in [("day", {}, frame["ts"].dt.strftime("%Y-%m-%d")),
-                                    ("week", {"split_block": "7d"}, monday)]:
-        result, store, keys = run_graph(database, tmp_path / unit, "temps", "2026-02-09", entity=None,
-                                        features=["temp"], **settings)
+    for unit, settings, keys_of in [
+        ("day", {}, frame["ts"].dt.strftime("%Y-%m-%d")),
+        ("week", {"split_block": "7d"}, monday),
+    ]:
+        result, store, keys = run_graph(
+            database, tmp_path / unit, "temps", "2026-02-09", entity=None, features=["temp"], **settings
+        )
         split = assign_split(keys_of.to_numpy(dtype=object))
         features = pd.concat([store.read_frame("features", key) for key in keys], ignore_index=True)
         assert list(features["split"]) == list(split)
         reference_frame = frame.assign(split=split)
-        expected = reference_features(reference_frame, ["temp"])[store.read_json("stride_windows", "layout")["feature_columns"]]
+        expected = reference_features(reference_frame, ["temp"])[
+            store.read_json("stride_windows", "layout")["feature_columns"]
+        ]
         totals = materialized_metadata(result, "stride_windows")
         for stride in STRIDES:
             reference = reference_windows(reference_frame, expected.to_numpy(), None, stride)
@@ -282,12 +339,16 @@ def test_series_without_an_entity_split_by_day_or_by_iso_week(tmp_path):
 
 # settings -------------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("settings, message", [
-    ({"max_gap": "soon"}, "max_gap must be a duration.*'soon'"),
-    ({"max_gap": "-1h"}, "max_gap must be a positive duration.*'-1h'"),
-    ({"split_block": "week"}, "split_block must be a duration.*'week'"),
-    ({"split_block": "7d", "split_key": "sensor_id"}, "split_block .* and split_key .* are both set"),
-])
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"max_gap": "soon"}, "max_gap must be a duration.*'soon'"),
+        ({"max_gap": "-1h"}, "max_gap must be a positive duration.*'-1h'"),
+        ({"split_block": "week"}, "split_block must be a duration.*'week'"),
+        ({"split_block": "7d", "split_key": "sensor_id"}, "split_block .* and split_key .* are both set"),
+    ],
+)
 def test_bad_gap_and_block_settings_fail_naming_the_setting(settings, message):
     with pytest.raises(ValueError, match=message):
         PipelineSettings(**settings).validate()

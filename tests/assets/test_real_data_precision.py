@@ -47,8 +47,9 @@ def temps(tmp_path_factory) -> str:
 def run(database: str, artifacts: str, dtype: str) -> ArtifactStore:
     source = {"table": "temps", "timestamp_column": "ts", "entity_column": "city", "feature_columns": ["temp"]}
     # split by timestamp: two cities are too few split keys for train windows in both
-    result = materialize_days(DAYS[0], DAYS[-1], resources=testing.resources(database, artifacts, source=source,
-                                                                             dtype=dtype, split_key="ts"))
+    result = materialize_days(
+        DAYS[0], DAYS[-1], resources=testing.resources(database, artifacts, source=source, dtype=dtype, split_key="ts")
+    )
     assert result.success and all(check.passed for check in result.get_asset_check_evaluations())
     return ArtifactStore(artifacts)
 
@@ -75,8 +76,13 @@ def test_float32_default_and_float64_against_sklearn_on_real_hourly_data(temps, 
             angle_top = np.degrees(subspace_angles(ours.components_[:top].T, reference.components_[:top].T)).max()
             angle_all = np.degrees(subspace_angles(ours.components_[:k].T, reference.components_[:k].T)).max()
             ratio = np.abs(ours.explained_variance_ratio_ - reference.explained_variance_ratio_).max()
-            assert angle_top <= top_bound and angle_all <= all_bound and ratio <= ratio_bound, \
-                (stride, dtype, angle_top, angle_all, ratio)
+            assert angle_top <= top_bound and angle_all <= all_bound and ratio <= ratio_bound, (
+                stride,
+                dtype,
+                angle_top,
+                angle_all,
+                ratio,
+            )
             relative = relative_error(ours, reference)
             assert relative <= RELATIVE[dtype], (stride, dtype, relative)
         # float32: all that is left is the windows' own float32 rounding (the PCA of the float32 windows in
@@ -91,5 +97,9 @@ def relative_error(ours: PCAModel, reference: PCA) -> float:
     """Largest relative error of our explained-variance ratios, over the components above ``SHARE`` of the variance."""
     kept = reference.explained_variance_ratio_ > SHARE
     assert kept.sum() >= 10, kept.sum()
-    return float((np.abs(ours.explained_variance_ratio_ - reference.explained_variance_ratio_)[kept]
-                  / reference.explained_variance_ratio_[kept]).max())
+    return float(
+        (
+            np.abs(ours.explained_variance_ratio_ - reference.explained_variance_ratio_)[kept]
+            / reference.explained_variance_ratio_[kept]
+        ).max()
+    )

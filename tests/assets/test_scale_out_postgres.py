@@ -43,13 +43,19 @@ from pathlib import Path
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
-from tests.assets.test_concurrent_backfills import (DAYS, assert_same_artifacts, graph_resources, most_at_once,
-                                                    run_errors, run_job)
-from tests.conftest import default_signals, stop_process_group
 from emberharmony_assets.jobs import PASS_TAG, WAVES
 from emberharmony_assets.partitions import daily_partitions
 from emberharmony_assets.scale_out import queue_yaml
 from emberharmony_core.demo import DemoConfig, write_demo_table
+from tests.assets.test_concurrent_backfills import (
+    DAYS,
+    assert_same_artifacts,
+    graph_resources,
+    most_at_once,
+    run_errors,
+    run_job,
+)
+from tests.conftest import default_signals, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -88,8 +94,9 @@ def postgres_binaries() -> Path | None:
     found = shutil.which("initdb")
     candidates = [Path(found).resolve().parent] if found else []
     versions = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += [Path(p) for p in sorted(versions, key=lambda p: [int(n) for n in re.findall(r"\d+", p)],
-                                           reverse=True)]
+    candidates += [
+        Path(p) for p in sorted(versions, key=lambda p: [int(n) for n in re.findall(r"\d+", p)], reverse=True)
+    ]
     for folder in candidates:
         if all((folder / name).exists() for name in ("initdb", "pg_ctl", "postgres")):
             return folder
@@ -109,9 +116,11 @@ def postgres_server():
     run as root: as root, the server runs as the ``postgres`` system user (else ``nobody``)."""
     binaries = postgres_binaries()
     if binaries is None:
-        reason = ("PostgreSQL server binaries (initdb, pg_ctl, postgres) found neither on PATH nor under "
-                  "/usr/lib/postgresql/*/bin: install Debian's postgresql package (apt-get install -y postgresql; "
-                  ".ci/run does)")
+        reason = (
+            "PostgreSQL server binaries (initdb, pg_ctl, postgres) found neither on PATH nor under "
+            "/usr/lib/postgresql/*/bin: install Debian's postgresql package (apt-get install -y postgresql; "
+            ".ci/run does)"
+        )
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
@@ -128,8 +137,9 @@ def postgres_server():
     data, log, password, user = folder / "data", folder / "server.log", secrets.token_hex(8), "dagster"
 
     def pg(*args, check=True):
-        done = subprocess.run([str(binaries / args[0]), *args[1:]], cwd=folder, capture_output=True, text=True,
-                              timeout=120, **as_user)
+        done = subprocess.run(
+            [str(binaries / args[0]), *args[1:]], cwd=folder, capture_output=True, text=True, timeout=120, **as_user
+        )
         if check and done.returncode:
             server_log = log.read_text()[-3000:] if log.exists() else ""
             raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stdout}{done.stderr}{server_log}")
@@ -141,14 +151,44 @@ def postgres_server():
         if as_user:
             os.chown(pwfile, as_user["user"], as_user["group"])
         # a superuser with a password over TCP (as production has), trust only on the folder's own unix socket
-        pg("initdb", "-D", str(data), "-U", user, f"--pwfile={pwfile}", "--auth-host=scram-sha-256",
-           "--auth-local=trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
+        pg(
+            "initdb",
+            "-D",
+            str(data),
+            "-U",
+            user,
+            f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        )
         for attempt in range(3):  # a free port taken by someone else before the server binds it: another
             port = free_port()
-            options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder} "
-                       "-c max_connections=200 -c fsync=off")  # fsync: durability only, nothing a test needs
-            if pg("pg_ctl", "start", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options,
-                  check=attempt == 2).returncode == 0:
+            options = (
+                f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder} "
+                "-c max_connections=200 -c fsync=off"
+            )  # fsync: durability only, nothing a test needs
+            if (
+                pg(
+                    "pg_ctl",
+                    "start",
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    options,
+                    check=attempt == 2,
+                ).returncode
+                == 0
+            ):
                 break
         import psycopg2  # installed with dagster-postgres (the dev extra)
 
@@ -206,19 +246,27 @@ def test_scale_out_on_postgres_runs_days_of_each_pass_at_once_and_equals_one_run
     # the reference: the whole graph over the range, one run, its own instance
     started = time.monotonic()
     with DagsterInstance.local_temp(str(reference_home)) as reference_instance:
-        run_job("full_refresh_job", graph_resources(multi_data / "demo.duckdb", single_data / "artifacts"),
-                reference_instance)
+        run_job(
+            "full_refresh_job",
+            graph_resources(multi_data / "demo.duckdb", single_data / "artifacts"),
+            reference_instance,
+        )
     single_s = time.monotonic() - started
 
     with postgres_server() as (port, user, password, db):
-        (home / "dagster.yaml").write_text(DAGSTER_YAML.format(port=port, user=user, password=password, db=db,
-                                                               queue=queue_yaml(AT_ONCE)))
+        (home / "dagster.yaml").write_text(
+            DAGSTER_YAML.format(port=port, user=user, password=password, db=db, queue=queue_yaml(AT_ONCE))
+        )
         end = f"{daily_partitions.end:%Y-%m-%d}" if daily_partitions.end else ""
         # the environment the CLI (scale_out's submissions), the daemon and its runs see
-        for name, value in {"DAGSTER_HOME": str(home), "EMBERHARMONY_HOME": str(multi_data),
-                            "EMBERHARMONY_SOURCE": "duckdb", "EMBERHARMONY_BACKEND": "numpy",
-                            "EMBERHARMONY_PARTITION_START": f"{daily_partitions.start:%Y-%m-%d}",
-                            "EMBERHARMONY_PARTITION_END": end}.items():
+        for name, value in {
+            "DAGSTER_HOME": str(home),
+            "EMBERHARMONY_HOME": str(multi_data),
+            "EMBERHARMONY_SOURCE": "duckdb",
+            "EMBERHARMONY_BACKEND": "numpy",
+            "EMBERHARMONY_PARTITION_START": f"{daily_partitions.start:%Y-%m-%d}",
+            "EMBERHARMONY_PARTITION_END": end,
+        }.items():
             monkeypatch.setenv(name, value)
         instance = DagsterInstance.from_config(str(home))  # creates Dagster's tables, before any other process
         try:
@@ -228,22 +276,39 @@ def test_scale_out_on_postgres_runs_days_of_each_pass_at_once_and_equals_one_run
             assert instance.get_run_records() == []
             log, lines, web = tmp_path / "dagster_dev.log", [], free_port()
             with open(log, "wb") as out:
-                daemon = subprocess.Popen([str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(web)],
-                                          cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                          preexec_fn=default_signals)
+                daemon = subprocess.Popen(
+                    [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(web)],
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=default_signals,
+                )
             try:
                 from emberharmony_assets.scale_out import scale_out
 
                 wait_for_webserver(web, daemon, log)
                 started = time.monotonic()
                 try:
-                    runs = scale_out(DAYS[0], DAYS[-1], url=f"http://127.0.0.1:{web}", instance=instance,
-                                     timeout=WAVE_S, log=lines.append)
+                    runs = scale_out(
+                        DAYS[0],
+                        DAYS[-1],
+                        url=f"http://127.0.0.1:{web}",
+                        instance=instance,
+                        timeout=WAVE_S,
+                        log=lines.append,
+                    )
                 except (RuntimeError, TimeoutError) as error:
-                    failed = [r.dagster_run for r in instance.get_run_records()
-                              if r.dagster_run.status == DagsterRunStatus.FAILURE]
-                    raise AssertionError(f"{error}\n" + "\n".join(run_errors(instance, run) for run in failed)
-                                         + f"\ndaemon alive: {daemon.poll() is None}\n{log.read_text()[-4000:]}")
+                    failed = [
+                        r.dagster_run
+                        for r in instance.get_run_records()
+                        if r.dagster_run.status == DagsterRunStatus.FAILURE
+                    ]
+                    raise AssertionError(
+                        f"{error}\n"
+                        + "\n".join(run_errors(instance, run) for run in failed)
+                        + f"\ndaemon alive: {daemon.poll() is None}\n{log.read_text()[-4000:]}"
+                    )
                 multi_s = time.monotonic() - started
             finally:
                 stop_process_group(daemon, 20)
@@ -276,13 +341,21 @@ def check_runs(instance: DagsterInstance, runs: dict, lines: list[str], single_s
         overlaps[job] = most_at_once(executing)
         first = min(t for t, _ in in_progress)
         created = sorted(r.create_timestamp.timestamp() for r in wave)
-        report.append(f"{job}: queued over {created[-1] - created[0]:.2f} s; {overlaps[job]} at once, {overlap_seconds(executing):.1f} s with 2+ executing; "
-                      "launched / started-ended, s: " + ", ".join(
-                          f"{r.dagster_run.tags['dagster/partition'][5:]} {t - first:.1f} / "
-                          f"{r.start_time - first:.1f}-{r.end_time - first:.1f}"
-                          for (t, _), r in sorted(zip(in_progress, wave), key=lambda p: p[0][0])))
-    print(f"\n{len(DAYS)} days x {DEMO.rows // DEMO.days:,} rows, PostgreSQL storage. ONE RUN (full_refresh_job) "
-          f"{single_s:.1f} s. SCALE-OUT {multi_s:.1f} s, per wave (submit to last run finished): "
-          + "; ".join(lines) + "\n" + "\n".join(report))
+        report.append(
+            f"{job}: queued over {created[-1] - created[0]:.2f} s; {overlaps[job]} at once, {overlap_seconds(executing):.1f} s with 2+ executing; "
+            "launched / started-ended, s: "
+            + ", ".join(
+                f"{r.dagster_run.tags['dagster/partition'][5:]} {t - first:.1f} / "
+                f"{r.start_time - first:.1f}-{r.end_time - first:.1f}"
+                for (t, _), r in sorted(zip(in_progress, wave), key=lambda p: p[0][0])
+            )
+        )
+    print(
+        f"\n{len(DAYS)} days x {DEMO.rows // DEMO.days:,} rows, PostgreSQL storage. ONE RUN (full_refresh_job) "
+        f"{single_s:.1f} s. SCALE-OUT {multi_s:.1f} s, per wave (submit to last run finished): "
+        + "; ".join(lines)
+        + "\n"
+        + "\n".join(report)
+    )
     # the windows pass (the heaviest per day) really had days executing at the same time, in separate runs
     assert overlaps["windows_job"] >= 2, report

@@ -37,8 +37,13 @@ def test_daily_refit_schedule_refits_and_projects_the_newest_day():
 def test_a_target_column_the_table_lacks_fails_naming_it(demo_database, tmp_path):
     resources = make_resources(demo_database, str(tmp_path / "artifacts"), target_column="churned")
     try:
-        materialize(all_assets, resources=resources, partition_key=PARTITIONS[0], instance=DagsterInstance.ephemeral(),
-                    selection=["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"])
+        materialize(
+            all_assets,
+            resources=resources,
+            partition_key=PARTITIONS[0],
+            instance=DagsterInstance.ephemeral(),
+            selection=["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"],
+        )
     except Exception as error:  # noqa: BLE001 - Dagster wraps the asset's error
         assert re.search(r"churned", failure_text(error)), failure_text(error)
     else:

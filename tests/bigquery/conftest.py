@@ -52,15 +52,20 @@ def _free_port() -> int:
 def _ensure_duckdb_extensions(python: Path) -> None:
     """The emulator LOADs spatial (and avro); install them from the PyPI wheels if this HOME lacks them."""
     home = Path(os.path.expanduser("~"))
-    if glob.glob(str(home / ".duckdb/extensions/v*/*/spatial.duckdb_extension")) and \
-            glob.glob(str(home / ".duckdb/extensions/v*/*/avro.duckdb_extension")):
+    if glob.glob(str(home / ".duckdb/extensions/v*/*/spatial.duckdb_extension")) and glob.glob(
+        str(home / ".duckdb/extensions/v*/*/avro.duckdb_extension")
+    ):
         return
-    code = ("import duckdb; from duckdb_extensions import import_extension as i; c = duckdb.connect(); "
-            "[i(e, con=c) for e in ('spatial', 'avro')]")
+    code = (
+        "import duckdb; from duckdb_extensions import import_extension as i; c = duckdb.connect(); "
+        "[i(e, con=c) for e in ('spatial', 'avro')]"
+    )
     result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=120)
     if result.returncode:
-        pytest.fail("could not install DuckDB's spatial extension for bqemulator from its PyPI wheel; "
-                    f"re-run scripts/setup_bqemulator.sh\n{result.stderr[-2000:]}")
+        pytest.fail(
+            "could not install DuckDB's spatial extension for bqemulator from its PyPI wheel; "
+            f"re-run scripts/setup_bqemulator.sh\n{result.stderr[-2000:]}"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -68,9 +73,11 @@ def bq_emulator(tmp_path_factory) -> Emulator:
     executable = VENV / "bin" / "bqemulator"
     python = VENV / "bin" / "python"
     if not executable.exists() or not python.exists():
-        pytest.fail(f"the BigQuery emulator is not installed ({executable} missing): "
-                    "run scripts/setup_bqemulator.sh (creates .venv-bqemu/ with pinned bqemulator)",
-                    pytrace=False)
+        pytest.fail(
+            f"the BigQuery emulator is not installed ({executable} missing): "
+            "run scripts/setup_bqemulator.sh (creates .venv-bqemu/ with pinned bqemulator)",
+            pytrace=False,
+        )
     _ensure_duckdb_extensions(python)
 
     rest_port, grpc_port = _free_port(), _free_port()
@@ -79,10 +86,28 @@ def bq_emulator(tmp_path_factory) -> Emulator:
     log_path = tmp_path_factory.mktemp("bqemulator") / "server.log"
     log_file = open(log_path, "w")
     process = subprocess.Popen(
-        [str(executable), "start", "--rest-host", "127.0.0.1", "--rest-port", str(rest_port),
-         "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc_port), "--ephemeral",
-         "--project", PROJECT, "--log-format", "json", "--log-level", "info"],
-        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            str(executable),
+            "start",
+            "--rest-host",
+            "127.0.0.1",
+            "--rest-port",
+            str(rest_port),
+            "--grpc-host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc_port),
+            "--ephemeral",
+            "--project",
+            PROJECT,
+            "--log-format",
+            "json",
+            "--log-level",
+            "info",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     rest_url = f"http://127.0.0.1:{rest_port}"
@@ -91,8 +116,10 @@ def bq_emulator(tmp_path_factory) -> Emulator:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                pytest.fail(f"bqemulator exited with code {process.returncode} during startup:\n"
-                            f"{emulator.log()[-4000:]}", pytrace=False)
+                pytest.fail(
+                    f"bqemulator exited with code {process.returncode} during startup:\n{emulator.log()[-4000:]}",
+                    pytrace=False,
+                )
             try:
                 with urllib.request.urlopen(f"{rest_url}/bigquery/v2/projects/{PROJECT}/datasets", timeout=2) as r:
                     if r.status == 200:
@@ -100,8 +127,11 @@ def bq_emulator(tmp_path_factory) -> Emulator:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"bqemulator did not answer on {rest_url} within {STARTUP_TIMEOUT_S:.0f}s:\n"
-                            f"{emulator.log()[-4000:]}", pytrace=False)
+                pytest.fail(
+                    f"bqemulator did not answer on {rest_url} within {STARTUP_TIMEOUT_S:.0f}s:\n"
+                    f"{emulator.log()[-4000:]}",
+                    pytrace=False,
+                )
             time.sleep(0.1)
         yield emulator
     finally:
@@ -119,8 +149,11 @@ def make_client(emulator: Emulator):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
-    return bigquery.Client(project=emulator.project, credentials=AnonymousCredentials(),
-                           client_options=ClientOptions(api_endpoint=emulator.rest_url))
+    return bigquery.Client(
+        project=emulator.project,
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=emulator.rest_url),
+    )
 
 
 @pytest.fixture(scope="session")

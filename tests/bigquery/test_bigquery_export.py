@@ -49,8 +49,13 @@ from emberharmony_assets.assets.export import EXPORT_FEATURES, EXPORT_PROJECTED,
 from emberharmony_assets.bigquery import BigQuerySourceResource
 from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
 from emberharmony_core.layout import FEATURES, PROJECTED, stride_folder
-from emberharmony_core.sources.bigquery_export import (ExportError, ExportPart, ExportTarget, bigquery_column_names,
-                                                       export_partition)
+from emberharmony_core.sources.bigquery_export import (
+    ExportError,
+    ExportPart,
+    ExportTarget,
+    bigquery_column_names,
+    export_partition,
+)
 from emberharmony_core.store import ArtifactStore
 from tests.bigquery.conftest import ROOT
 from tests.bigquery.test_bigquery_graph import COLUMNS, PARTITIONS, SCHEMA, demo_rows
@@ -72,7 +77,7 @@ def source_table(bq_client, bq_dataset, tmp_path_factory) -> str:
         record["ts"] = record["ts"].isoformat()
         records.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()})
     for start in range(0, len(records), 500):
-        assert bq_client.insert_rows_json(table, records[start:start + 500]) == []
+        assert bq_client.insert_rows_json(table, records[start : start + 500]) == []
     return table
 
 
@@ -84,9 +89,12 @@ def export_dataset(bq_client, bq_emulator) -> str:
 
 
 def resources_for(source, artifacts: str) -> dict:
-    return {"source": source, "backend": BackendResource(name="numpy"),
-            "settings": PipelineSettings(target_column="load_next_hour", n_components=8, rows_per_chunk=100),
-            "store": ArtifactStoreResource(base_path=artifacts)}
+    return {
+        "source": source,
+        "backend": BackendResource(name="numpy"),
+        "settings": PipelineSettings(target_column="load_next_hour", n_components=8, rows_per_chunk=100),
+        "store": ArtifactStoreResource(base_path=artifacts),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +103,21 @@ def exported(source_table, export_dataset, bq_emulator, tmp_path_factory):
     a day, so the export streams)."""
     patch = pytest.MonkeyPatch()
     patch.setenv("BIGQUERY_EMULATOR_HOST", bq_emulator.rest_url)
-    source = BigQuerySourceResource(table=source_table, project=bq_emulator.project, export_dataset=EXPORT_DATASET,
-                                    export_table_prefix=PREFIX, **COLUMNS)
+    source = BigQuerySourceResource(
+        table=source_table,
+        project=bq_emulator.project,
+        export_dataset=EXPORT_DATASET,
+        export_table_prefix=PREFIX,
+        **COLUMNS,
+    )
     artifacts = str(tmp_path_factory.mktemp("export_artifacts"))
     try:
-        result = materialize([*all_assets, *export_assets], resources=resources_for(source, artifacts),
-                             instance=DagsterInstance.ephemeral(), tags=RANGE)
+        result = materialize(
+            [*all_assets, *export_assets],
+            resources=resources_for(source, artifacts),
+            instance=DagsterInstance.ephemeral(),
+            tags=RANGE,
+        )
     finally:
         patch.undo()
     assert result.success
@@ -108,8 +125,10 @@ def exported(source_table, export_dataset, bq_emulator, tmp_path_factory):
 
 
 def bq_day(client, table: str, column: str, key: str, order: list[str]) -> pd.DataFrame:
-    sql = (f"SELECT * FROM `{table}` WHERE `{column}` >= TIMESTAMP '{key} 00:00:00+00' "
-           f"AND `{column}` < TIMESTAMP_ADD(TIMESTAMP '{key} 00:00:00+00', INTERVAL 1 DAY)")
+    sql = (
+        f"SELECT * FROM `{table}` WHERE `{column}` >= TIMESTAMP '{key} 00:00:00+00' "
+        f"AND `{column}` < TIMESTAMP_ADD(TIMESTAMP '{key} 00:00:00+00', INTERVAL 1 DAY)"
+    )
     frame = client.query(sql).result().to_arrow(create_bqstorage_client=False).to_pandas()
     return frame.sort_values(order, kind="stable").reset_index(drop=True)
 
@@ -120,11 +139,14 @@ def assert_same(ours: pd.DataFrame, stored: pd.DataFrame, time_column: str) -> N
     assert list(ours.columns) == list(stored.columns)
     for column in stored.columns:
         if column == time_column:
-            np.testing.assert_array_equal(pd.to_datetime(ours[column], utc=True).dt.floor("us").to_numpy(),
-                                          pd.to_datetime(stored[column], utc=True).dt.floor("us").to_numpy())
+            np.testing.assert_array_equal(
+                pd.to_datetime(ours[column], utc=True).dt.floor("us").to_numpy(),
+                pd.to_datetime(stored[column], utc=True).dt.floor("us").to_numpy(),
+            )
         elif pd.api.types.is_float_dtype(stored[column]):
-            np.testing.assert_array_equal(ours[column].to_numpy(dtype=np.float64),
-                                          stored[column].to_numpy(dtype=np.float64))
+            np.testing.assert_array_equal(
+                ours[column].to_numpy(dtype=np.float64), stored[column].to_numpy(dtype=np.float64)
+            )
         else:
             assert list(ours[column]) == list(stored[column]), column
 
@@ -143,13 +165,17 @@ def stored_features(store: ArtifactStore, key: str) -> pd.DataFrame:
 def check_tables(client, store: ArtifactStore, features: str, projected: str, keys=PARTITIONS) -> None:
     for key in keys:
         assert_same(bq_day(client, features, "ts", key, ["sensor_id", "ts"]), stored_features(store, key), "ts")
-        assert_same(bq_day(client, projected, "end_time", key, ["stride", "sensor_id", "end_time"]),
-                    stored_projected(store, key), "end_time")
+        assert_same(
+            bq_day(client, projected, "end_time", key, ["stride", "sensor_id", "end_time"]),
+            stored_projected(store, key),
+            "end_time",
+        )
 
 
 def day_counts(client, table: str, column: str) -> dict:
-    rows = client.query(f"SELECT CAST(DATE(`{column}`) AS STRING) AS day, COUNT(*) AS n FROM `{table}` "
-                        "GROUP BY day ORDER BY day").result()
+    rows = client.query(
+        f"SELECT CAST(DATE(`{column}`) AS STRING) AS day, COUNT(*) AS n FROM `{table}` GROUP BY day ORDER BY day"
+    ).result()
     return {row["day"]: row["n"] for row in rows}
 
 
@@ -182,16 +208,22 @@ def test_re_export_replaces_the_day(exported, bq_client, bq_emulator, export_dat
     key = PARTITIONS[1]
     before = {t: day_counts(bq_client, t, c) for t, c in ((features, "ts"), (projected, "end_time"))}
     # tamper with the day: a stray row and a changed value; the re-export must undo both
-    bq_client.query(f"INSERT INTO `{projected}` (stride, sensor_id, end_time, split, pc_1) "
-                    f"VALUES (7, 'stray', TIMESTAMP '{key} 12:00:00+00', 'train', 1.5)").result()
+    bq_client.query(
+        f"INSERT INTO `{projected}` (stride, sensor_id, end_time, split, pc_1) "
+        f"VALUES (7, 'stray', TIMESTAMP '{key} 12:00:00+00', 'train', 1.5)"
+    ).result()
     bq_client.query(f"UPDATE `{features}` SET temperature = 999 WHERE DATE(ts) = '{key}'").result()
     assert day_counts(bq_client, projected, "end_time")[key] == before[projected][key] + 1
     assert set(bq_day(bq_client, features, "ts", key, ["sensor_id", "ts"])["temperature"]) == {999.0}
 
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bq_emulator.rest_url)
     for _ in range(2):  # twice: idempotent
-        result = materialize(export_assets, resources=resources_for(source, artifacts), partition_key=key,
-                             instance=DagsterInstance.ephemeral())
+        result = materialize(
+            export_assets,
+            resources=resources_for(source, artifacts),
+            partition_key=key,
+            instance=DagsterInstance.ephemeral(),
+        )
         assert result.success
     assert materialized_metadata(result, EXPORT_FEATURES)["rows"].value == store.frame_rows(FEATURES, key)
     for table, column in ((features, "ts"), (projected, "end_time")):
@@ -220,10 +252,13 @@ class DecoratorStandIn:
         assert job_config.time_partitioning.type_ == "DAY"
         field = job_config.time_partitioning.field
         start = f"{day[:4]}-{day[4:6]}-{day[6:]} 00:00:00+00"
-        self.client.query(f"DELETE FROM `{table}` WHERE `{field}` >= TIMESTAMP '{start}' "
-                          f"AND `{field}` < TIMESTAMP_ADD(TIMESTAMP '{start}', INTERVAL 1 DAY)").result()
-        config = bigquery.LoadJobConfig(source_format="PARQUET", write_disposition="WRITE_APPEND",
-                                        schema=job_config.schema)
+        self.client.query(
+            f"DELETE FROM `{table}` WHERE `{field}` >= TIMESTAMP '{start}' "
+            f"AND `{field}` < TIMESTAMP_ADD(TIMESTAMP '{start}', INTERVAL 1 DAY)"
+        ).result()
+        config = bigquery.LoadJobConfig(
+            source_format="PARQUET", write_disposition="WRITE_APPEND", schema=job_config.schema
+        )
         return self.client.load_table_from_file(data, table, job_config=config, **kwargs)
 
 
@@ -257,8 +292,13 @@ def test_export_partition_core(bq_client, export_dataset, method):
         assert [d for d, _ in client.loads] == [f"{table}$20260201", f"{table}$20260202", f"{table}$20260201"]
 
     # a day with no rows: the day is deleted
-    empty = pa.table({"entity": pa.array([], pa.string()), "ts": pa.array([], pa.timestamp("ns", tz="UTC")),
-                      "site=north": pa.array([], pa.float32())})
+    empty = pa.table(
+        {
+            "entity": pa.array([], pa.string()),
+            "ts": pa.array([], pa.timestamp("ns", tz="UTC")),
+            "site=north": pa.array([], pa.float32()),
+        }
+    )
     assert export_partition(client, target, date(2026, 2, 1), [ExportPart(empty.schema, [])], method=method).rows == 0
     assert list(read_all(bq_client, table)["site_north"]) == [4.0, 5.0]
 
@@ -286,8 +326,13 @@ def test_export_refuses_what_does_not_fit(bq_client, export_dataset):
 
 def test_column_names_bigquery_accepts():
     assert bigquery_column_names(["ok", "site=north", "site north", "1st", "_PARTITIONTIME", "Ok"]) == {
-        "ok": "ok", "site=north": "site_north", "site north": "site_north_2", "1st": "c_1st",
-        "_PARTITIONTIME": "c__PARTITIONTIME", "Ok": "Ok_2"}
+        "ok": "ok",
+        "site=north": "site_north",
+        "site north": "site_north_2",
+        "1st": "c_1st",
+        "_PARTITIONTIME": "c__PARTITIONTIME",
+        "Ok": "Ok_2",
+    }
 
 
 def test_write_back_is_off_by_default(source_table, bq_emulator, tmp_path, monkeypatch):
@@ -300,21 +345,36 @@ def test_write_back_is_off_by_default(source_table, bq_emulator, tmp_path, monke
 
     with duckdb.connect(database) as connection:
         connection.execute("CREATE TABLE t AS SELECT TIMESTAMPTZ '2026-01-01 00:00:00+00' AS ts, 1.0::DOUBLE AS x")
-    for source in (BigQuerySourceResource(table=source_table, project=bq_emulator.project, **COLUMNS),
-                   DuckDBSourceResource(database=database, table="t", feature_columns=["x"])):
+    for source in (
+        BigQuerySourceResource(table=source_table, project=bq_emulator.project, **COLUMNS),
+        DuckDBSourceResource(database=database, table="t", feature_columns=["x"]),
+    ):
         instance = DagsterInstance.ephemeral()
-        result = materialize(export_assets, resources=resources_for(source, str(tmp_path / "artifacts")),
-                             partition_key=PARTITIONS[0], instance=instance)
+        result = materialize(
+            export_assets,
+            resources=resources_for(source, str(tmp_path / "artifacts")),
+            partition_key=PARTITIONS[0],
+            instance=instance,
+        )
         assert result.success and not result.get_asset_materialization_events()
         messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
         assert sum("BigQuery write-back is off" in m for m in messages) == 2, type(source).__name__
-    code = ("from emberharmony_assets.assets import all_assets; from emberharmony_assets.definitions import defs; "
-            "print(sorted(k.to_user_string() for a in all_assets for k in a.keys if k.to_user_string().startswith('bigquery'))); "
-            "print(defs.resources['source'].export_table('projected_windows'))")
-    env = {**os.environ, "EMBERHARMONY_SOURCE": "bigquery", "EMBERHARMONY_BQ_TABLE": "test-project.src.readings",
-           "EMBERHARMONY_BQ_COLUMNS": '{"feature_columns": ["x"]}', "EMBERHARMONY_BQ_EXPORT_DATASET": "out",
-           "EMBERHARMONY_BQ_EXPORT_PREFIX": "eh_"}
+    code = (
+        "from emberharmony_assets.assets import all_assets; from emberharmony_assets.definitions import defs; "
+        "print(sorted(k.to_user_string() for a in all_assets for k in a.keys if k.to_user_string().startswith('bigquery'))); "
+        "print(defs.resources['source'].export_table('projected_windows'))"
+    )
+    env = {
+        **os.environ,
+        "EMBERHARMONY_SOURCE": "bigquery",
+        "EMBERHARMONY_BQ_TABLE": "test-project.src.readings",
+        "EMBERHARMONY_BQ_COLUMNS": '{"feature_columns": ["x"]}',
+        "EMBERHARMONY_BQ_EXPORT_DATASET": "out",
+        "EMBERHARMONY_BQ_EXPORT_PREFIX": "eh_",
+    }
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split("\n")[:2] == ["['bigquery_features', 'bigquery_projected_windows']",
-                                          "test-project.out.eh_projected_windows"]
+    assert out.stdout.split("\n")[:2] == [
+        "['bigquery_features', 'bigquery_projected_windows']",
+        "test-project.out.eh_projected_windows",
+    ]

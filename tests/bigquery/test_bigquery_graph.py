@@ -22,22 +22,33 @@ from dagster import DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from google.cloud import bigquery
 
-from tests.conftest import materialized_metadata
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.bigquery import BigQuerySourceResource
 from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
 from emberharmony_core.demo import FEATURES, DemoConfig, write_demo_table
 from emberharmony_core.layout import load_stride_windows, read_asset_frame
 from emberharmony_core.store import ArtifactStore
+from tests.conftest import materialized_metadata
 
 PARTITIONS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 DEMO = DemoConfig(entities=24, days=3, cadence_minutes=60, start="2026-01-01")
-COLUMNS = dict(timestamp_column="ts", entity_column="sensor_id", feature_columns=list(FEATURES),
-               categorical_columns=["site", "status"], extra_columns=["maintenance", "load_next_hour"])
-SCHEMA = ([bigquery.SchemaField("sensor_id", "STRING"), bigquery.SchemaField("ts", "TIMESTAMP")]
-          + [bigquery.SchemaField(name, "FLOAT64") for name in FEATURES]
-          + [bigquery.SchemaField("site", "STRING"), bigquery.SchemaField("status", "STRING"),
-             bigquery.SchemaField("maintenance", "BOOL"), bigquery.SchemaField("load_next_hour", "FLOAT64")])
+COLUMNS = dict(
+    timestamp_column="ts",
+    entity_column="sensor_id",
+    feature_columns=list(FEATURES),
+    categorical_columns=["site", "status"],
+    extra_columns=["maintenance", "load_next_hour"],
+)
+SCHEMA = (
+    [bigquery.SchemaField("sensor_id", "STRING"), bigquery.SchemaField("ts", "TIMESTAMP")]
+    + [bigquery.SchemaField(name, "FLOAT64") for name in FEATURES]
+    + [
+        bigquery.SchemaField("site", "STRING"),
+        bigquery.SchemaField("status", "STRING"),
+        bigquery.SchemaField("maintenance", "BOOL"),
+        bigquery.SchemaField("load_next_hour", "FLOAT64"),
+    ]
+)
 
 
 def demo_rows(database: str) -> pd.DataFrame:
@@ -66,16 +77,23 @@ def sources(bq_client, bq_dataset, tmp_path_factory):
         record["ts"] = record["ts"].isoformat()
         records.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()})
     for start in range(0, len(records), 500):
-        assert bq_client.insert_rows_json(table, records[start:start + 500]) == []
+        assert bq_client.insert_rows_json(table, records[start : start + 500]) == []
     return database, table
 
 
 def run(source, artifacts):
-    resources = {"source": source, "backend": BackendResource(name="numpy"),
-                 "settings": PipelineSettings(target_column="load_next_hour", n_components=8),
-                 "store": ArtifactStoreResource(base_path=artifacts)}
-    result = materialize(all_assets, resources=resources, instance=DagsterInstance.ephemeral(),
-                         tags={ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0], ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[-1]})
+    resources = {
+        "source": source,
+        "backend": BackendResource(name="numpy"),
+        "settings": PipelineSettings(target_column="load_next_hour", n_components=8),
+        "store": ArtifactStoreResource(base_path=artifacts),
+    }
+    result = materialize(
+        all_assets,
+        resources=resources,
+        instance=DagsterInstance.ephemeral(),
+        tags={ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0], ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[-1]},
+    )
     assert result.success
     assert all(check.passed for check in result.get_asset_check_evaluations())
     return ArtifactStore(artifacts), result
@@ -84,8 +102,10 @@ def run(source, artifacts):
 @pytest.fixture(scope="module")
 def duckdb_graph(sources, tmp_path_factory):
     database, _ = sources
-    return run(DuckDBSourceResource(database=database, table="readings", **COLUMNS),
-               str(tmp_path_factory.mktemp("from_duckdb")))[0]
+    return run(
+        DuckDBSourceResource(database=database, table="readings", **COLUMNS),
+        str(tmp_path_factory.mktemp("from_duckdb")),
+    )[0]
 
 
 class StandInSession:
@@ -125,17 +145,22 @@ class StandInFrame:
             yield self.frame
         step = page_size or max(len(self.frame), 1)
         for offset in range(0, len(self.frame), step):
-            yield self.frame.iloc[offset:offset + step]
+            yield self.frame.iloc[offset : offset + step]
 
 
-@pytest.mark.parametrize("pushdown, engine", [(False, "sql"), (True, "sql"), (True, "bigframes")],
-                         ids=["rows", "pushdown", "pushdown-bigframes-standin"])
-def test_graph_from_bigquery_equals_graph_from_duckdb(sources, duckdb_graph, bq_emulator, tmp_path, monkeypatch,
-                                                      pushdown, engine):
+@pytest.mark.parametrize(
+    "pushdown, engine",
+    [(False, "sql"), (True, "sql"), (True, "bigframes")],
+    ids=["rows", "pushdown", "pushdown-bigframes-standin"],
+)
+def test_graph_from_bigquery_equals_graph_from_duckdb(
+    sources, duckdb_graph, bq_emulator, tmp_path, monkeypatch, pushdown, engine
+):
     _, table = sources
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bq_emulator.rest_url)
-    source = BigQuerySourceResource(table=table, project=bq_emulator.project, pushdown=pushdown,
-                                    pushdown_engine=engine, **COLUMNS)
+    source = BigQuerySourceResource(
+        table=table, project=bq_emulator.project, pushdown=pushdown, pushdown_engine=engine, **COLUMNS
+    )
 
     @contextmanager
     def stand_in(self):

@@ -38,11 +38,23 @@ def _rows() -> list[dict]:
             ts = pd.Timestamp("2024-03-01T00:00:00Z") + pd.Timedelta(hours=9 * i + e, microseconds=17 * i)
             f1 = None if (i + e) % 5 == 0 else float(i * 1.25 - e)
             f2 = float("nan") if (i * e) % 7 == 3 else i / 3 + e * 1e-9
-            rows.append({"entity": entity, "ts": ts.isoformat(), "f1": f1, "f2": f2,
-                         "cat": cats[(i + e) % 4], "secret": f"s{e}{i}"})
+            rows.append(
+                {
+                    "entity": entity,
+                    "ts": ts.isoformat(),
+                    "f1": f1,
+                    "f2": f2,
+                    "cat": cats[(i + e) % 4],
+                    "secret": f"s{e}{i}",
+                }
+            )
     # exactly on window boundaries
-    rows.append({"entity": "alpha", "ts": "2024-03-02T00:00:00+00:00", "f1": 7.5, "f2": 0.0, "cat": "red", "secret": "b1"})
-    rows.append({"entity": "beta", "ts": "2024-03-03T00:00:00+00:00", "f1": -1.0, "f2": 1.0, "cat": None, "secret": "b2"})
+    rows.append(
+        {"entity": "alpha", "ts": "2024-03-02T00:00:00+00:00", "f1": 7.5, "f2": 0.0, "cat": "red", "secret": "b1"}
+    )
+    rows.append(
+        {"entity": "beta", "ts": "2024-03-03T00:00:00+00:00", "f1": -1.0, "f2": 1.0, "cat": None, "secret": "b2"}
+    )
     return rows
 
 
@@ -61,9 +73,14 @@ def table(bq_client, bq_dataset) -> str:
     from google.cloud import bigquery
 
     name = f"{bq_dataset}.{TABLE}"
-    schema = [bigquery.SchemaField("entity", "STRING"), bigquery.SchemaField("ts", "TIMESTAMP"),
-              bigquery.SchemaField("f1", "FLOAT64"), bigquery.SchemaField("f2", "FLOAT64"),
-              bigquery.SchemaField("cat", "STRING"), bigquery.SchemaField("secret", "STRING")]
+    schema = [
+        bigquery.SchemaField("entity", "STRING"),
+        bigquery.SchemaField("ts", "TIMESTAMP"),
+        bigquery.SchemaField("f1", "FLOAT64"),
+        bigquery.SchemaField("f2", "FLOAT64"),
+        bigquery.SchemaField("cat", "STRING"),
+        bigquery.SchemaField("secret", "STRING"),
+    ]
     bq_client.delete_table(name, not_found_ok=True)
     bq_client.create_table(bigquery.Table(name, schema=schema))
     errors = bq_client.insert_rows_json(name, _rows())
@@ -72,8 +89,13 @@ def table(bq_client, bq_dataset) -> str:
 
 
 def _spec(table, **overrides) -> TableSpec:
-    kwargs = dict(table=table, timestamp_column="ts", entity_column="entity",
-                  feature_columns=("f1", "f2"), categorical_columns=("cat",))
+    kwargs = dict(
+        table=table,
+        timestamp_column="ts",
+        entity_column="entity",
+        feature_columns=("f1", "f2"),
+        categorical_columns=("cat",),
+    )
     kwargs.update(overrides)
     return TableSpec(**kwargs)
 
@@ -94,12 +116,15 @@ def _jobs_posted(emulator) -> int:
     return count
 
 
-@pytest.mark.parametrize("start,end", [
-    (_utc(2024, 3, 1), _utc(2024, 3, 2)),
-    (_utc(2024, 3, 2), _utc(2024, 3, 3)),
-    (_utc(2024, 3, 1, 5), _utc(2024, 3, 3, 0, 0, 0, 1)),
-    (_utc(2024, 2, 1), _utc(2024, 4, 1)),
-])
+@pytest.mark.parametrize(
+    "start,end",
+    [
+        (_utc(2024, 3, 1), _utc(2024, 3, 2)),
+        (_utc(2024, 3, 2), _utc(2024, 3, 3)),
+        (_utc(2024, 3, 1, 5), _utc(2024, 3, 3, 0, 0, 0, 1)),
+        (_utc(2024, 2, 1), _utc(2024, 4, 1)),
+    ],
+)
 def test_read_window_equals_expected_rows(bq_client, table, start, end):
     spec = _spec(table)
     read = BigQueryTableReader(bq_client, spec, use_storage_api=False, page_size=5).read_window(start, end)
@@ -174,14 +199,17 @@ class _NoCallsClient:
         raise AssertionError(f"client.{name} was used before the identifiers were validated")
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    ({"table": "a.b"}, "'a.b'"),
-    ({"table": "test-project.emberharmony_test.readings; DROP TABLE x"}, "DROP"),
-    ({"feature_columns": ("x; DROP",)}, "'x; DROP'"),
-    ({"feature_columns": ("f`1",)}, "'f`1'"),
-    ({"entity_column": "entity` OR 1=1 --"}, "entity` OR"),
-    ({"timestamp_column": "ts)"}, "'ts)'"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        ({"table": "a.b"}, "'a.b'"),
+        ({"table": "test-project.emberharmony_test.readings; DROP TABLE x"}, "DROP"),
+        ({"feature_columns": ("x; DROP",)}, "'x; DROP'"),
+        ({"feature_columns": ("f`1",)}, "'f`1'"),
+        ({"entity_column": "entity` OR 1=1 --"}, "entity` OR"),
+        ({"timestamp_column": "ts)"}, "'ts)'"),
+    ],
+)
 def test_bad_identifiers_rejected_before_any_request(bq_emulator, table, overrides, needle):
     before = bq_emulator.log().count('"http.request"')
     with pytest.raises(IdentifierError) as info:
@@ -191,8 +219,9 @@ def test_bad_identifiers_rejected_before_any_request(bq_emulator, table, overrid
 
 
 def test_typo_column_named_before_any_query(bq_client, table, monkeypatch):
-    reader = BigQueryTableReader(bq_client, _spec(table, feature_columns=("f1", "f_two"), categorical_columns=("Cat",)),
-                                 use_storage_api=False)
+    reader = BigQueryTableReader(
+        bq_client, _spec(table, feature_columns=("f1", "f_two"), categorical_columns=("Cat",)), use_storage_api=False
+    )
 
     def no_query(*args, **kwargs):
         raise AssertionError("a query was started before the columns were checked")
@@ -220,7 +249,9 @@ def test_storage_api_decision(bq_client, table, monkeypatch):
     spec = _spec(table)
     # against an emulator the automatic choice is REST (its gRPC endpoint is not the client's default)
     assert BigQueryTableReader(bq_client, spec).storage_client() is None
-    assert BigQueryTableReader(bq_client, spec, use_storage_api=False, bqstorage_client=object()).storage_client() is None
+    assert (
+        BigQueryTableReader(bq_client, spec, use_storage_api=False, bqstorage_client=object()).storage_client() is None
+    )
     given = object()
     assert BigQueryTableReader(bq_client, spec, bqstorage_client=given).storage_client() is given
     # forced on without the package installed: a clear ImportError
@@ -250,4 +281,10 @@ def test_column_types_from_schema(bq_client, table):
     types = BigQueryTableReader(bq_client, _spec(table)).column_types()
     # types as the table was created (real BigQuery reports FLOAT64 back as FLOAT)
     assert {k: v.replace("FLOAT64", "FLOAT") for k, v in types.items()} == {
-        "entity": "STRING", "ts": "TIMESTAMP", "f1": "FLOAT", "f2": "FLOAT", "cat": "STRING", "secret": "STRING"}
+        "entity": "STRING",
+        "ts": "TIMESTAMP",
+        "f1": "FLOAT",
+        "f2": "FLOAT",
+        "cat": "STRING",
+        "secret": "STRING",
+    }

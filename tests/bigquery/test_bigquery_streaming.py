@@ -38,8 +38,15 @@ def _rows() -> list[dict]:
     for e, entity in enumerate(["delta", "alpha", "charlie", "bravo"]):
         for i, minutes in enumerate(range(-120, 24 * 60 + 120, 97 + 5 * e)):
             ts = pd.Timestamp("2024-03-01T00:00:00Z") + pd.Timedelta(minutes=minutes, microseconds=13 * e)
-            rows.append({"entity": entity, "ts": ts.isoformat(), "uid": 100 * e + i,
-                         "f": None if i % 6 == 2 else float(rng.normal()), "cat": ["x", "y", None][i % 3]})
+            rows.append(
+                {
+                    "entity": entity,
+                    "ts": ts.isoformat(),
+                    "uid": 100 * e + i,
+                    "f": None if i % 6 == 2 else float(rng.normal()),
+                    "cat": ["x", "y", None][i % 3],
+                }
+            )
     for i, minutes in enumerate((700, 3, 1439, 61)):
         ts = pd.Timestamp("2024-03-01T00:00:00Z") + pd.Timedelta(minutes=minutes)
         rows.append({"entity": None, "ts": ts.isoformat(), "uid": 900 + i, "f": float(i), "cat": "x"})
@@ -62,9 +69,13 @@ def table(bq_client, bq_dataset) -> str:
     from google.cloud import bigquery
 
     name = f"{bq_dataset}.{TABLE}"
-    schema = [bigquery.SchemaField("entity", "STRING"), bigquery.SchemaField("ts", "TIMESTAMP"),
-              bigquery.SchemaField("uid", "INT64"), bigquery.SchemaField("f", "FLOAT64"),
-              bigquery.SchemaField("cat", "STRING")]
+    schema = [
+        bigquery.SchemaField("entity", "STRING"),
+        bigquery.SchemaField("ts", "TIMESTAMP"),
+        bigquery.SchemaField("uid", "INT64"),
+        bigquery.SchemaField("f", "FLOAT64"),
+        bigquery.SchemaField("cat", "STRING"),
+    ]
     bq_client.delete_table(name, not_found_ok=True)
     bq_client.create_table(bigquery.Table(name, schema=schema))
     assert bq_client.insert_rows_json(name, _rows()) == []
@@ -72,15 +83,22 @@ def table(bq_client, bq_dataset) -> str:
 
 
 def _spec(table: str) -> TableSpec:
-    return TableSpec(table=table, timestamp_column="ts", entity_column="entity", feature_columns=("f",),
-                     categorical_columns=("cat",), extra_columns=("uid",))
+    return TableSpec(
+        table=table,
+        timestamp_column="ts",
+        entity_column="entity",
+        feature_columns=("f",),
+        categorical_columns=("cat",),
+        extra_columns=("uid",),
+    )
 
 
 def _readers(client, table, page_size):
     return {
         "rows": BigQueryTableReader(client, _spec(table), use_storage_api=False, page_size=page_size),
-        "pushdown": BigQueryPushdownReader(client, _spec(table), split_key="uid", use_storage_api=False,
-                                           page_size=page_size),
+        "pushdown": BigQueryPushdownReader(
+            client, _spec(table), split_key="uid", use_storage_api=False, page_size=page_size
+        ),
     }
 
 
@@ -100,7 +118,8 @@ def test_chunks_concatenate_to_read_window(bq_client, table, kind, rows_per_chun
     total = len(read.frame)
     assert total == len(_expected(["ts"])) > 40
     assert [len(c) for c in chunks] == [rows_per_chunk] * (total // rows_per_chunk) + (
-        [total % rows_per_chunk] if total % rows_per_chunk else [])
+        [total % rows_per_chunk] if total % rows_per_chunk else []
+    )
     columns = _spec(table).columns if kind == "rows" else pushdown_columns(_spec(table))
     assert stream.columns == columns
     for chunk in chunks:
@@ -156,8 +175,10 @@ class _NoCallsClient:
 
 @pytest.mark.parametrize("bad", [0, -3, 1.5, None])
 def test_rows_per_chunk_checked_before_any_request(table, bad):
-    for reader in (BigQueryTableReader(_NoCallsClient(), _spec(table)),
-                   BigQueryPushdownReader(_NoCallsClient(), _spec(table), split_key="uid")):
+    for reader in (
+        BigQueryTableReader(_NoCallsClient(), _spec(table)),
+        BigQueryPushdownReader(_NoCallsClient(), _spec(table), split_key="uid"),
+    ):
         with pytest.raises(ValueError, match="rows_per_chunk"):
             reader.iter_window(START, END, rows_per_chunk=bad)
 

@@ -39,8 +39,14 @@ from emberharmony_core.features.cyclical import cyclical_features
 from emberharmony_core.features.split import assign_split
 from emberharmony_core.ops import get_backend
 from emberharmony_core.sources.base import TableSpec, normalise_frame
-from emberharmony_core.sources.pushdown import (CYCLICAL_SUFFIXES, iter_window_pushdown, pushdown_columns, pushdown_sql,
-                                                query_parameters_api_repr, read_window_pushdown)
+from emberharmony_core.sources.pushdown import (
+    CYCLICAL_SUFFIXES,
+    iter_window_pushdown,
+    pushdown_columns,
+    pushdown_sql,
+    query_parameters_api_repr,
+    read_window_pushdown,
+)
 from emberharmony_core.sources.sql import IdentifierError
 
 TABLE = "events"
@@ -52,23 +58,36 @@ FEATURE_COLUMNS = [f"ts_{s}" for s in CYCLICAL_SUFFIXES]
 def _frame() -> pd.DataFrame:
     """Rows over 2023-2024 (leap February, month and year ends, every hour and weekday)."""
     stamps = list(pd.date_range("2023-01-01", "2024-12-31", freq="7h13min", tz="UTC"))
-    stamps += [pd.Timestamp(s, tz="UTC") for s in (
-        "2023-02-28 23:59:59.999999", "2024-02-29 12:00:00", "2024-03-01 00:00:00", "2023-12-31 23:30:00",
-        "2024-01-01 00:00:00", "2024-03-10 07:30:00", "2024-11-03 05:30:00", "2024-12-30 23:00:00")]
+    stamps += [
+        pd.Timestamp(s, tz="UTC")
+        for s in (
+            "2023-02-28 23:59:59.999999",
+            "2024-02-29 12:00:00",
+            "2024-03-01 00:00:00",
+            "2023-12-31 23:30:00",
+            "2024-01-01 00:00:00",
+            "2024-03-10 07:30:00",
+            "2024-11-03 05:30:00",
+            "2024-12-30 23:00:00",
+        )
+    ]
     n = len(stamps)
     rng = np.random.default_rng(7)
-    frame = pd.DataFrame({
-        "entity": [f"user-{i % 37}" for i in range(n)],
-        "ts": pd.DatetimeIndex(stamps).astype("datetime64[ns, UTC]"),
-        "uid": (np.arange(n) * 7919) % 1000 - 300,  # negative and positive integer keys
-        "x": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
-    })
+    frame = pd.DataFrame(
+        {
+            "entity": [f"user-{i % 37}" for i in range(n)],
+            "ts": pd.DatetimeIndex(stamps).astype("datetime64[ns, UTC]"),
+            "uid": (np.arange(n) * 7919) % 1000 - 300,  # negative and positive integer keys
+            "x": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
+        }
+    )
     return normalise_frame(frame, _spec("p"))
 
 
 def _spec(table: str) -> TableSpec:
-    return TableSpec(table=table, timestamp_column="ts", entity_column="entity", feature_columns=("x",),
-                     extra_columns=("uid",))
+    return TableSpec(
+        table=table, timestamp_column="ts", entity_column="entity", feature_columns=("x",), extra_columns=("uid",)
+    )
 
 
 def _local(frame: pd.DataFrame, key: str, fractions, tz: str = "UTC") -> pd.DataFrame:
@@ -112,10 +131,12 @@ def test_pushdown_sql_shape():
 
 
 def test_pushdown_sql_column_types_and_timezone():
-    spec = TableSpec(table="proj-123.ds.events", timestamp_column="ts", feature_columns=("x",),
-                     datetime_columns=("ts", "d", "dt"))
-    sql = pushdown_sql(spec, "ts", column_types={"ts": "TIMESTAMP", "d": "DATE", "dt": "DATETIME"},
-                       timezone="Europe/Paris")
+    spec = TableSpec(
+        table="proj-123.ds.events", timestamp_column="ts", feature_columns=("x",), datetime_columns=("ts", "d", "dt")
+    )
+    sql = pushdown_sql(
+        spec, "ts", column_types={"ts": "TIMESTAMP", "d": "DATE", "dt": "DATETIME"}, timezone="Europe/Paris"
+    )
     assert "DATETIME(`ts`, 'Europe/Paris') AS `eh_local_0`" in sql
     assert "DATETIME(`d`) AS `eh_local_1`" in sql and "`dt` AS `eh_local_2`" in sql
     assert "AS `d_cos_month`" in sql and "AS `dt_sin_hour`" in sql
@@ -123,14 +144,17 @@ def test_pushdown_sql_column_types_and_timezone():
         pushdown_sql(spec, "ts", column_types={"d": "STRING"})
 
 
-@pytest.mark.parametrize("kwargs,error", [
-    ({"split_key": "id; DROP TABLE t"}, IdentifierError),
-    ({"split_key": "a`b"}, IdentifierError),
-    ({"split_column": "s) --"}, IdentifierError),
-    ({"timezone": "UTC'); DROP TABLE t; --"}, IdentifierError),
-    ({"split_column": "x"}, ValueError),  # clashes with a source column
-    ({"fractions": (0.5, 0.5, 0.5)}, ValueError),
-])
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [
+        ({"split_key": "id; DROP TABLE t"}, IdentifierError),
+        ({"split_key": "a`b"}, IdentifierError),
+        ({"split_column": "s) --"}, IdentifierError),
+        ({"timezone": "UTC'); DROP TABLE t; --"}, IdentifierError),
+        ({"split_column": "x"}, ValueError),  # clashes with a source column
+        ({"fractions": (0.5, 0.5, 0.5)}, ValueError),
+    ],
+)
 def test_pushdown_sql_rejects_bad_input(kwargs, error):
     arguments = {"split_key": "entity", **kwargs}
     with pytest.raises(error):
@@ -148,12 +172,18 @@ def events(bq_client, bq_dataset) -> tuple[str, pd.DataFrame]:
 
     frame = _frame()
     name = f"{bq_dataset}.{TABLE}"
-    schema = [bigquery.SchemaField("entity", "STRING"), bigquery.SchemaField("ts", "TIMESTAMP"),
-              bigquery.SchemaField("uid", "INT64"), bigquery.SchemaField("x", "FLOAT64")]
+    schema = [
+        bigquery.SchemaField("entity", "STRING"),
+        bigquery.SchemaField("ts", "TIMESTAMP"),
+        bigquery.SchemaField("uid", "INT64"),
+        bigquery.SchemaField("x", "FLOAT64"),
+    ]
     bq_client.delete_table(name, not_found_ok=True)
     bq_client.create_table(bigquery.Table(name, schema=schema))
-    rows = [{"entity": e, "ts": t.isoformat(), "uid": int(u), "x": None if np.isnan(x) else float(x)}
-            for e, t, u, x in zip(frame["entity"], frame["ts"], frame["uid"], frame["x"])]
+    rows = [
+        {"entity": e, "ts": t.isoformat(), "uid": int(u), "x": None if np.isnan(x) else float(x)}
+        for e, t, u, x in zip(frame["entity"], frame["ts"], frame["uid"], frame["x"])
+    ]
     assert bq_client.insert_rows_json(name, rows) == []
     return name, frame
 
@@ -161,10 +191,12 @@ def events(bq_client, bq_dataset) -> tuple[str, pd.DataFrame]:
 def _run_on_emulator(client, sql, start, end) -> pd.DataFrame:
     from google.cloud import bigquery
 
-    config = bigquery.QueryJobConfig(query_parameters=[
-        bigquery.ScalarQueryParameter("start", "TIMESTAMP", start),
-        bigquery.ScalarQueryParameter("end", "TIMESTAMP", end),
-    ])
+    config = bigquery.QueryJobConfig(
+        query_parameters=[
+            bigquery.ScalarQueryParameter("start", "TIMESTAMP", start),
+            bigquery.ScalarQueryParameter("end", "TIMESTAMP", end),
+        ]
+    )
     table = client.query(sql, job_config=config).result().to_arrow(create_bqstorage_client=False)
     return normalise_frame(table.to_pandas(), _spec("p"))
 
@@ -208,23 +240,30 @@ def _run_on_duckdb(sql: str, frame: pd.DataFrame, start, end) -> pd.DataFrame:
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.create_function(
-            "farm_fingerprint", lambda s: int(np.uint64(farmhash.fingerprint64(s)).astype(np.int64)),
-            ["VARCHAR"], "BIGINT", null_handling="special")
+            "farm_fingerprint",
+            lambda s: int(np.uint64(farmhash.fingerprint64(s)).astype(np.int64)),
+            ["VARCHAR"],
+            "BIGINT",
+            null_handling="special",
+        )
         con.execute("ATTACH ':memory:' AS \"test-project\"")
-        con.execute("CREATE SCHEMA \"test-project\".ds")
+        con.execute('CREATE SCHEMA "test-project".ds')
         con.register("frame_view", frame)
-        con.execute("CREATE TABLE \"test-project\".ds.events AS SELECT * FROM frame_view")
+        con.execute('CREATE TABLE "test-project".ds.events AS SELECT * FROM frame_view')
         table = con.sql(duck_sql, params={"start": start, "end": end}).to_arrow_table()
     finally:
         con.close()
     return normalise_frame(table.to_pandas(), _spec("p"))
 
 
-@pytest.mark.parametrize("key,fractions,tz", [
-    ("entity", (0.8, 0.1, 0.1), "UTC"),
-    ("uid", (0.5, 0.3, 0.2), "UTC"),
-    ("entity", (0.8, 0.1, 0.1), "Asia/Kolkata"),
-])
+@pytest.mark.parametrize(
+    "key,fractions,tz",
+    [
+        ("entity", (0.8, 0.1, 0.1), "UTC"),
+        ("uid", (0.5, 0.3, 0.2), "UTC"),
+        ("entity", (0.8, 0.1, 0.1), "Asia/Kolkata"),
+    ],
+)
 def test_pushdown_transpiled_to_duckdb_equals_local(key, fractions, tz):
     frame = _frame()
     sql = pushdown_sql(_spec("test-project.ds.events"), key, fractions, timezone=tz)
@@ -261,7 +300,7 @@ class _BigFramesLike:
         if frame.empty:
             yield frame
         while offset < len(frame):
-            yield frame.iloc[offset:offset + sizes[i % 3]]
+            yield frame.iloc[offset : offset + sizes[i % 3]]
             offset += sizes[i % 3]
             i += 1
 
@@ -283,13 +322,15 @@ def test_read_window_pushdown_passes_parameters_and_normalises(events):
     session = _RecordingSession(expected)
     types = {"entity": "STRING", "ts": "TIMESTAMP", "uid": "INTEGER", "x": "FLOAT"}
     read = read_window_pushdown(session, _spec(name), START, END, split_key="entity", column_types=types)
-    (query, kwargs), = session.calls
+    ((query, kwargs),) = session.calls
     assert query == pushdown_sql(_spec(name), "entity", column_types=types)
     assert kwargs["allow_large_results"] is False
     assert kwargs["configuration"] == {"query": query_parameters_api_repr(START, END)}
     params = kwargs["configuration"]["query"]["queryParameters"]
-    assert [p["parameterValue"]["value"] for p in params] == ["2023-01-01 00:00:00.000000+00:00",
-                                                              "2024-12-31 00:00:00.000000+00:00"]
+    assert [p["parameterValue"]["value"] for p in params] == [
+        "2023-01-01 00:00:00.000000+00:00",
+        "2024-12-31 00:00:00.000000+00:00",
+    ]
     pd.testing.assert_frame_equal(read.frame, expected)  # re-sorted by (entity, ts) in "bigframes"
     assert read.metadata["rows"] == len(expected) and read.metadata["query"] == query
     assert session.frame_calls[0] == ("sort_values", ["entity", "ts"], {"na_position": "last"})
@@ -302,8 +343,9 @@ def test_iter_window_pushdown_streams_sorted_chunks(events, rows_per_chunk):
     expected = _local(frame, "entity", (0.8, 0.1, 0.1))[pushdown_columns(_spec(name))]  # the SQL's column order
     session = _RecordingSession(expected)
     types = {"entity": "STRING", "ts": "TIMESTAMP", "uid": "INTEGER", "x": "FLOAT"}
-    with iter_window_pushdown(session, _spec(name), START, END, split_key="entity", column_types=types,
-                              rows_per_chunk=rows_per_chunk) as stream:
+    with iter_window_pushdown(
+        session, _spec(name), START, END, split_key="entity", column_types=types, rows_per_chunk=rows_per_chunk
+    ) as stream:
         assert session.calls == []  # nothing runs before the first chunk
         chunks = list(stream)
     assert session.frame_calls[1] == ("to_pandas_batches", rows_per_chunk, {"allow_large_results": False})
@@ -335,8 +377,14 @@ def test_read_window_pushdown_checks_before_querying(events):
     with pytest.raises(ValueError, match="'user_id' \\(split_key\\)"):
         read_window_pushdown(session, _spec(name), START, END, split_key="user_id", column_types=types)
     with pytest.raises(ValueError, match="'uid'"):
-        read_window_pushdown(session, _spec(name), START, END, split_key="entity",
-                             column_types={k: v for k, v in types.items() if k != "uid"})
+        read_window_pushdown(
+            session,
+            _spec(name),
+            START,
+            END,
+            split_key="entity",
+            column_types={k: v for k, v in types.items() if k != "uid"},
+        )
     with pytest.raises(ValueError, match="allow_large_results"):
         read_window_pushdown(session, _spec(name), START, END, split_key="entity", allow_large_results=True)
     assert session.calls == []

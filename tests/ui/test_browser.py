@@ -41,8 +41,15 @@ from tests.conftest import default_signals, stop_process_group
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 START, DAYS, ENTITIES = "2026-01-01", 4, 8  # 8 sensors x 48 readings a day: 384 rows a day, 1,536 in all
 DAY = (date.fromisoformat(START) + timedelta(days=1)).isoformat()  # the second day
 END = (date.fromisoformat(START) + timedelta(days=DAYS)).isoformat()
@@ -67,8 +74,10 @@ def require_browser():
         reason = f"Playwright's Python package is missing ({error}): install the dev extra (pip install -e '.[dev]')"
         sync_playwright = None
     if reason is None and not os.access(CHROMIUM, os.X_OK):
-        reason = (f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium; .ci/run "
-                  "does); this test never downloads a browser")
+        reason = (
+            f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium; .ci/run "
+            "does); this test never downloads a browser"
+        )
     if reason:
         if os.environ.get("CI"):
             pytest.fail(reason)
@@ -88,8 +97,9 @@ def day_rows(database: Path, day: str) -> tuple[int, int]:
 
     start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
     with duckdb.connect(str(database), read_only=True) as connection:
-        in_day = connection.execute("SELECT count(*) FROM sensor_readings WHERE ts >= ? AND ts < ?",
-                                    [start, start + timedelta(days=1)]).fetchone()[0]
+        in_day = connection.execute(
+            "SELECT count(*) FROM sensor_readings WHERE ts >= ? AND ts < ?", [start, start + timedelta(days=1)]
+        ).fetchone()[0]
         total = connection.execute("SELECT count(*) FROM sensor_readings").fetchone()[0]
     return int(in_day), int(total)
 
@@ -101,8 +111,9 @@ def wait_for_assets(port: int, process: subprocess.Popen, deadline_s: float = 12
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read().decode(errors="replace")[-3000:]
         try:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/graphql", data=query, headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(request, timeout=5) as response:
                 if json.loads(response.read())["data"]["assetNodes"]:
                     return
@@ -152,7 +163,8 @@ def metadata_entries(page) -> dict[str, str]:
                 }
             }
             return entries;
-        }""")
+        }"""
+    )
 
 
 def screenshot(page, name: str, saved: list[Path]) -> None:
@@ -169,9 +181,28 @@ def test_the_ui_shows_each_day_its_own_figures_and_the_scree_plot(tmp_path):
     started = time.monotonic()
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EMBERHARMONY_", "DAGSTER_"))}
-    main = subprocess.run([sys.executable, "-m", "emberharmony_assets.main", "--entities", str(ENTITIES), "--days",
-                           str(DAYS), "--start", START, "--backend", "numpy", "--home", str(home)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    main = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emberharmony_assets.main",
+            "--entities",
+            str(ENTITIES),
+            "--days",
+            str(DAYS),
+            "--start",
+            START,
+            "--backend",
+            "numpy",
+            "--home",
+            str(home),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert main.returncode == 0, main.stdout[-3000:] + main.stderr[-3000:]
     job_s = time.monotonic() - started
     expected_rows, total_rows = day_rows(home / "demo.duckdb", DAY)
@@ -179,11 +210,22 @@ def test_the_ui_shows_each_day_its_own_figures_and_the_scree_plot(tmp_path):
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    dev_env = {**env, "EMBERHARMONY_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"),
-               "EMBERHARMONY_PARTITION_START": START, "EMBERHARMONY_PARTITION_END": END}
-    process = subprocess.Popen([str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                               cwd=ROOT, env=dev_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True, preexec_fn=default_signals)
+    dev_env = {
+        **env,
+        "EMBERHARMONY_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster_home"),
+        "EMBERHARMONY_PARTITION_START": START,
+        "EMBERHARMONY_PARTITION_END": END,
+    }
+    process = subprocess.Popen(
+        [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT,
+        env=dev_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=default_signals,
+    )
     saved: list[Path] = []
     server_s = float("nan")
     try:
@@ -217,8 +259,10 @@ def test_the_ui_shows_each_day_its_own_figures_and_the_scree_plot(tmp_path):
                 screenshot(page, f"2-stride_windows-{DAY}", saved)
                 entries = metadata_entries(page)
                 rows_shown = entries.get("rows")
-                print(f"stride_windows {DAY}: metadata rows = {rows_shown!r}; the day has {expected_rows} demo rows, "
-                      f"the run {total_rows}")
+                print(
+                    f"stride_windows {DAY}: metadata rows = {rows_shown!r}; the day has {expected_rows} demo rows, "
+                    f"the run {total_rows}"
+                )
                 unsynced_texts = page.get_by_text("Unsynced").all_inner_texts()  # Dagster's badge: "Unsynced (n)"
                 print(f"stride_windows {DAY}: 'Unsynced' texts on the page: {unsynced_texts}")
 
@@ -249,16 +293,22 @@ def test_the_ui_shows_each_day_its_own_figures_and_the_scree_plot(tmp_path):
                 browser.close()
     finally:
         stop_process_group(process)
-        print(f"elapsed {time.monotonic() - started:.1f} s (main job {job_s:.1f} s, webserver up at "
-              f"{server_s:.1f} s); screenshots: {', '.join(map(str, saved))}")
+        print(
+            f"elapsed {time.monotonic() - started:.1f} s (main job {job_s:.1f} s, webserver up at "
+            f"{server_s:.1f} s); screenshots: {', '.join(map(str, saved))}"
+        )
 
     # (a) the day's page leads with the day's own figures: rows of THAT day, not the run's total
-    assert rows_shown is not None, (f"stride_windows {DAY}: its latest materialisation's metadata has no 'rows' "
-                                    f"entry (the day's own row count, {expected_rows}); it shows {entries}")
+    assert rows_shown is not None, (
+        f"stride_windows {DAY}: its latest materialisation's metadata has no 'rows' "
+        f"entry (the day's own row count, {expected_rows}); it shows {entries}"
+    )
     assert rows_shown.replace(",", "") != str(total_rows), (
-        f"stride_windows {DAY}: 'rows' shows {rows_shown}, the run's total, not the day's {expected_rows}")
+        f"stride_windows {DAY}: 'rows' shows {rows_shown}, the run's total, not the day's {expected_rows}"
+    )
     assert rows_shown.replace(",", "") == str(expected_rows), (
-        f"stride_windows {DAY}: 'rows' shows {rows_shown}, the day has {expected_rows} demo rows")
+        f"stride_windows {DAY}: 'rows' shows {rows_shown}, the day has {expected_rows} demo rows"
+    )
     # (b) after a clean run nothing reads as out of date
     assert not unsynced_texts, f"stride_windows {DAY} shows {unsynced_texts} after a clean run"
     assert not carry_unsynced, f"window_carry {DAY} shows {carry_unsynced} after a clean run"
