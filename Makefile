@@ -27,9 +27,8 @@ test-fast: setup
 	$(PY) -m pytest tests/core -q $(ARGS)
 
 # ruff (lint + format check) and mypy, configured in pyproject.toml; .pre-commit-config.yaml runs the same.
-# This step covers the core, the Dagster wiring, the benchmarks and the core tests; the other test folders are
-# being reworked in parallel and join LINT_PATHS in a later step (issue 25 item 2).
-LINT_PATHS := emberharmony_core emberharmony_assets benchmarks tests/core
+# It covers every Python file of the tree: the core, the Dagster wiring, the benchmarks and all of tests/.
+LINT_PATHS := emberharmony_core emberharmony_assets benchmarks tests
 lint: setup
 	.venv/bin/ruff check $(LINT_PATHS)
 	.venv/bin/ruff format --check $(LINT_PATHS)

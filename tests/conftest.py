@@ -46,7 +46,7 @@ def artifact_files(folder) -> list[str]:
     )
 
 
-def failure_text(error: BaseException) -> str:
+def failure_text(error: BaseException | None) -> str:
     """The error and every error it was raised from (Dagster wraps asset and resource failures)."""
     texts, seen = [], set()
     while error is not None and id(error) not in seen:
@@ -67,6 +67,7 @@ def default_signals() -> None:
 def stop_process_group(process, grace: float = 15) -> None:
     """SIGTERM to ``process`` (a server started with ``start_new_session=True``), then after ``grace`` seconds
     SIGKILL whatever is left of its process group (code servers, run workers)."""
+    import contextlib
     import os
     import signal
     import subprocess
@@ -76,8 +77,6 @@ def stop_process_group(process, grace: float = 15) -> None:
         process.wait(timeout=grace)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.wait(timeout=10)

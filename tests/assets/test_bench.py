@@ -154,7 +154,7 @@ def test_script_makes_the_jobs_windows_and_projects_every_one(demo_database, tmp
             == len(expected)
             == sum(window_count(len(t), w, stride) for t in series.values())
         )
-        assert list(zip(out["entity"], out["end_time"].to_numpy())) == expected
+        assert list(zip(out["entity"], out["end_time"].to_numpy(), strict=True)) == expected
         assert result["mixed_split_dropped"][stride] == 0 and out.groupby("entity")["split"].nunique().max() == 1
         assert set(out["split"]) <= {"train", "validation", "test"}
         assert result["train_windows"][stride] == int((out["split"] == "train").sum()) > k
@@ -200,7 +200,7 @@ def test_bench_graph_runs_seed_script_floor_and_main_and_prints_the_table(tmp_pa
     assert "4 entities x 3 days = 576 rows" in done.stdout
     rows = {m.group(1): m for m in ROW.finditer(done.stdout)}
     assert sorted(rows) == ["floor", "main", "script", "seed"], done.stdout
-    for method, row in rows.items():
+    for _method, row in rows.items():
         assert float(row.group(2)) > 0 and row.group(5) == "ok", row.group(0)
         assert 0 < int(row.group(4).replace(",", "")) < 16_000  # peak RSS, MiB
     assert re.search(r"seed/main \(speed-up\): [0-9.]+x wall", done.stdout)

@@ -241,7 +241,6 @@ def test_a_backfill_run_per_day_two_at_once_through_the_run_queue_equals_one_run
         records = wait_for_runs(instance, daemon, log)
     finally:
         stop_process_group(daemon, 20)
-    queued_s = time.monotonic() - started
     failed = [r.dagster_run for r in records if r.dagster_run.status != DagsterRunStatus.SUCCESS]
     assert not failed, "\n".join(run_errors(instance, run) for run in failed) + "\n" + log.read_text()[-4000:]
     runs = sorted(records, key=lambda r: r.start_time)
@@ -256,7 +255,8 @@ def test_a_backfill_run_per_day_two_at_once_through_the_run_queue_equals_one_run
     launched = [
         instance.all_logs(r.dagster_run.run_id, of_type=DagsterEventType.RUN_STARTING)[0].timestamp for r in runs
     ]  # runs sorted by start; their launches too (a pair is launched together)
-    assert most_at_once([(t, r.end_time) for t, r in zip(launched, runs)]) == AT_ONCE, (launched, intervals)
+    launched_and_ended = [(t, r.end_time) for t, r in zip(launched, runs, strict=True)]
+    assert most_at_once(launched_and_ended) == AT_ONCE, (launched, intervals)
     ingest_wall_s = max(e for _, e in intervals) - min(launched)
     first_launch_s = min(launched) - daemon_started
 
@@ -275,7 +275,7 @@ def test_a_backfill_run_per_day_two_at_once_through_the_run_queue_equals_one_run
         f"{AT_ONCE} at once, first launch to last end {ingest_wall_s:.1f} s (launched / started-ended, s: "
         + ", ".join(
             f"{t - min(launched):.1f} / {s - min(launched):.1f}-{e - min(launched):.1f}"
-            for t, (s, e) in zip(launched, intervals)
+            for t, (s, e) in zip(launched, intervals, strict=True)
         )
         + f"); fit_and_windows_job (one run) {rest_s:.1f} s"
     )

@@ -387,7 +387,7 @@ def test_a_struct_field_new_in_a_later_partition_names_the_setting_that_takes_it
     write_day(database, P0, "DOUBLE", "rack INTEGER", replace=True)
     assert run(resources, ingest, P0).success
     hours = pd.date_range(P1, periods=24, freq="h", tz="UTC")
-    frame = pd.DataFrame(
+    frame = pd.DataFrame(  # noqa: F841  # read by DuckDB by name
         [(f"s{e:02d}", t, float(e + i)) for e in range(24) for i, t in enumerate(hours)],
         columns=["sensor_id", "ts", "x"],
     )

@@ -52,14 +52,15 @@ BACKFILL = """query ($id: String!) { partitionBackfillOrError(backfillId: $id) {
     ... on PythonError { message } ... on BackfillNotFoundError { message } } }"""
 RUN_ERRORS = """query ($id: ID!) { runOrError(runId: $id) { ... on Run { status eventConnection(limit: 5000) { events {
     __typename ... on MessageEvent { message level stepKey } ... on ErrorEvent { error { message stack } } } } } } }"""
-ASSET_EVENTS = """query ($key: AssetKeyInput!, $days: [String!]) { assetOrError(assetKey: $key) { __typename ... on Asset {
-    assetObservations(partitions: $days) { partition runId %s }
-    assetMaterializations(partitions: $days) { partition runId %s } } } }""" % (METADATA, METADATA)
+# the queries' own braces make %-formatting the plain way to put METADATA in
+ASSET_EVENTS = """query ($key: AssetKeyInput!, $days: [String!]) { assetOrError(assetKey: $key) { __typename
+    ... on Asset { assetObservations(partitions: $days) { partition runId %s }
+    assetMaterializations(partitions: $days) { partition runId %s } } } }""" % (METADATA, METADATA)  # noqa: UP031
 CHECK_HISTORY = """query ($key: AssetKeyInput!, $name: String!) { assetCheckExecutions(assetKey: $key, checkName: $name,
     limit: 50) { runId status partition evaluation { success targetMaterialization { runId } } } }"""
 CHECKS = (
     """{ assetNodes { assetKey { path } assetChecksOrError { __typename ... on AssetChecks { checks { name
-    executionForLatestMaterialization { runId status evaluation { success %s } } } } } } }"""
+    executionForLatestMaterialization { runId status evaluation { success %s } } } } } } }"""  # noqa: UP031
     % METADATA
 )
 
@@ -134,7 +135,7 @@ def wait_for_backfill(port: int, backfill_id: str, process: subprocess.Popen) ->
     raise AssertionError(f"backfill {backfill_id} not complete after {BACKFILL_S} s: {backfill}\n{runs}")
 
 
-def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_the_checks(tmp_path):
+def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_the_checks(tmp_path):  # noqa: C901
     data, home = tmp_path / "data", tmp_path / "home"
     home.mkdir()
     # the main job's instance settings (pooled SQLite storage), telemetry off: a throw-away instance
@@ -193,12 +194,13 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
         ), tags
         run_id, artifacts = run["runId"], data / "artifacts"
 
-        def events(asset: str) -> tuple[dict, list]:
+        def events(asset: str) -> tuple[dict, dict]:
             """(metadata of the latest materialisation per partition of the run's days, each one's labels in order)."""
             node = graphql(port, ASSET_EVENTS, {"key": {"path": [asset]}, "days": DAYS})["assetOrError"]
             assert node["__typename"] == "Asset", node
             assert node["assetObservations"] == [], (asset, node["assetObservations"])  # the figures: materialisations
-            materialised, labels = {}, {}
+            materialised: dict = {}
+            labels: dict = {}
             for event in node["assetMaterializations"]:  # newest first
                 assert event["runId"] == run_id, (asset, event)
                 materialised.setdefault(event["partition"], entries(event))

@@ -69,7 +69,7 @@ def sensor_table(empty=(), absent=None, seed=0) -> pd.DataFrame:
             if day in empty or day in (absent or {}).get(sensor, ()):
                 continue
             hours = np.array([0, 6, 12, 18]) + rng.integers(0, 6, size=4)
-            for hour, minute in zip(hours, rng.integers(0, 60, size=4)):
+            for hour, minute in zip(hours, rng.integers(0, 60, size=4), strict=True):
                 rows.append(
                     {
                         "sensor": sensor,
@@ -104,7 +104,7 @@ def per_partition_rows(result, asset: str) -> dict[str, dict[str, str]]:
     """The range's per-partition table (markdown metadata) as {partition: {field: text}}."""
     text = materialized_metadata(result, asset)["run_per_partition"].value
     lines = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.strip().splitlines()]
-    return {row[lines[0].index("partition")]: dict(zip(lines[0], row)) for row in lines[2:]}
+    return {row[lines[0].index("partition")]: dict(zip(lines[0], row, strict=False)) for row in lines[2:]}
 
 
 def day_files(artifacts, day: str, strides) -> dict[str, object]:
@@ -126,7 +126,8 @@ def check_empty_days(case: Case, outcome, artifacts, empty_days, full_day) -> No
         for stride in strides:
             assert outcome.figures["stride_windows"][day][f"windows_stride_{stride}"] == 0
             assert outcome.figures["projected_windows"][day].get(f"windows_stride_{stride}") == 0, (
-                f"projected_windows' figures of the empty day {day} do not say 0 windows: {outcome.figures['projected_windows'][day]}"
+                f"projected_windows' figures of the empty day {day} do not say 0 windows: "
+                f"{outcome.figures['projected_windows'][day]}"
             )
         for name, path in day_files(artifacts, day, strides).items():
             schema, reference = pq.read_schema(path), pq.read_schema(day_files(artifacts, full_day, strides)[name])
@@ -208,7 +209,7 @@ def test_a_range_without_rows_fails_naming_the_table_and_range(tmp_path, rows):
     assert not temporary_files(artifacts)
 
 
-# the real business-day series -------------------------------------------------------------------------------------------
+# the real business-day series -----------------------------------------------------------------------------------------
 
 VIX_MONDAY = pd.Timestamp("2026-01-05")  # the first Monday in the partitions: 2009-06-01 moves there
 

@@ -122,7 +122,7 @@ def test_partitions_one_by_one_equal_one_run_and_the_concatenated_rows(demo_data
             (one, one_index), (other, other_index) = (load_stride_windows(s, key, stride) for s in (a, b))
             np.testing.assert_array_equal(one, other)
             pd.testing.assert_frame_equal(one_index, other_index)
-            for window, entity, end in zip(one, one_index["sensor_id"], one_index["end_time"]):
+            for window, entity, end in zip(one, one_index["sensor_id"], one_index["end_time"], strict=False):
                 assert (str(entity), end.value) not in got  # each window exactly once
                 got[(str(entity), end.value)] = window
         assert got.keys() == expected.keys()
@@ -216,7 +216,7 @@ def test_results_do_not_depend_on_rows_per_chunk(demo_database, tmp_path):
         assert materialize_days(PARTITIONS[0], PARTITIONS[2], resources=resources).success
         stores[rows] = ArtifactStore(resources["store"].base_path)
     whole = stores.pop(1_000_000)
-    for rows, store in stores.items():
+    for _rows, store in stores.items():
         for key in PARTITIONS[:3]:
             pd.testing.assert_frame_equal(store.read_frame("raw_chunk", key), whole.read_frame("raw_chunk", key))
             pd.testing.assert_frame_equal(

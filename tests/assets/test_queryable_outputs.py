@@ -166,7 +166,8 @@ def test_pyarrow_dataset_reads_them_as_they_are(store, core):
     counts = table.group_by(["stride", "date"]).aggregate([("pc_1", "count"), ("pc_1", "mean")])
     assert counts.num_rows == len(STRIDES) * len(KEYS)
     for stride, key, n, mean in zip(
-        *(counts.column(c).to_pylist() for c in ("stride", "date", "pc_1_count", "pc_1_mean"))
+        *(counts.column(c).to_pylist() for c in ("stride", "date", "pc_1_count", "pc_1_mean")),
+        strict=True,
     ):
         index, values = core[stride, key]
         assert n == len(index) and mean == pytest.approx(values[:, 0].mean(), abs=1e-6)
@@ -203,41 +204,43 @@ def test_lock_and_temporary_files_never_show_up(store, core):
     assert any(hidden(f[len(base) :]) for f in all_files)  # DuckDB's ** does walk into .locks/ ...
 
     expected = {stride: sum(len(core[stride, key][0]) for key in KEYS) for stride in STRIDES}
-    with store.writers_lock("test"):  # a run writing here: .writers/ holds its note
-        with pytest.raises(RuntimeError, match="abandoned"):
-            with store.frame_writer("projected_windows", KEYS[0], stride_folder(1)) as writer:
-                writer.write(store.read_frame("projected_windows", KEYS[0], stride_folder(1)).head(3))
-                temporaries = [
-                    p.name
-                    for p in (store.base / "projected_windows" / "stride=1" / f"date={KEYS[0]}").iterdir()
-                    if p.name.endswith(".tmp")
-                ]
-                assert temporaries and all(t.startswith(".") for t in temporaries)  # a half-written file is there
-                assert any((store.base / ".writers").iterdir())
-                # ... but the *.parquet globs and pyarrow's discovery skip every hidden and temporary file
-                files = [
-                    f
-                    for (f,) in con.sql(
-                        f"SELECT DISTINCT filename FROM read_parquet('{base}/**/*.parquet', "
-                        f"filename = true, union_by_name = true)"
-                    ).fetchall()
-                ]
-                assert files and not any(hidden(f[len(base) :]) for f in files)
-                assert all(f.endswith("/part-0.parquet") for f in files)
-                counts = dict(
-                    con.sql(
-                        f"SELECT stride, count(*) FROM read_parquet('{glob(store, 'projected_windows')}', "
-                        f"hive_partitioning = true) GROUP BY stride"
-                    ).fetchall()
-                )
-                assert counts == expected  # the old, complete file is what is read
-                for asset in ("features", "projected_windows"):
-                    dataset = ds.dataset(f"{base}/{asset}", format="parquet", partitioning="hive")
-                    assert not any(hidden(f[len(base) :]) for f in dataset.files)
-                assert ds.dataset(
-                    f"{base}/projected_windows", format="parquet", partitioning="hive"
-                ).count_rows() == sum(expected.values())
-                raise RuntimeError("abandoned")  # the writer is aborted: the temporary file goes
+    with (
+        store.writers_lock("test"),  # a run writing here: .writers/ holds its note
+        pytest.raises(RuntimeError, match="abandoned"),
+        store.frame_writer("projected_windows", KEYS[0], stride_folder(1)) as writer,
+    ):
+        writer.write(store.read_frame("projected_windows", KEYS[0], stride_folder(1)).head(3))
+        temporaries = [
+            p.name
+            for p in (store.base / "projected_windows" / "stride=1" / f"date={KEYS[0]}").iterdir()
+            if p.name.endswith(".tmp")
+        ]
+        assert temporaries and all(t.startswith(".") for t in temporaries)  # a half-written file is there
+        assert any((store.base / ".writers").iterdir())
+        # ... but the *.parquet globs and pyarrow's discovery skip every hidden and temporary file
+        files = [
+            f
+            for (f,) in con.sql(
+                f"SELECT DISTINCT filename FROM read_parquet('{base}/**/*.parquet', "
+                f"filename = true, union_by_name = true)"
+            ).fetchall()
+        ]
+        assert files and not any(hidden(f[len(base) :]) for f in files)
+        assert all(f.endswith("/part-0.parquet") for f in files)
+        counts = dict(
+            con.sql(
+                f"SELECT stride, count(*) FROM read_parquet('{glob(store, 'projected_windows')}', "
+                f"hive_partitioning = true) GROUP BY stride"
+            ).fetchall()
+        )
+        assert counts == expected  # the old, complete file is what is read
+        for asset in ("features", "projected_windows"):
+            dataset = ds.dataset(f"{base}/{asset}", format="parquet", partitioning="hive")
+            assert not any(hidden(f[len(base) :]) for f in dataset.files)
+        assert ds.dataset(f"{base}/projected_windows", format="parquet", partitioning="hive").count_rows() == sum(
+            expected.values()
+        )
+        raise RuntimeError("abandoned")  # the writer is aborted: the temporary file goes
     assert not [p for p in (store.base / "projected_windows").rglob("*.tmp")]
     assert (
         dict(

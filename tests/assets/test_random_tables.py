@@ -84,7 +84,7 @@ NOT_BLOCKING = {SPLIT_FRACTIONS}
 LIMIT = {"float32": float(np.finfo(np.float32).max), "float64": 1.3e154}
 
 
-# the tables ------------------------------------------------------------------------------------------------------------
+# the tables -----------------------------------------------------------------------------------------------------------
 
 STRING_KEYS = ["a", "b", "B", "sensor_01", "sensor_10", "sensor_2", "z z", "0", "-1", "", "é", "ä", "日本", "x" * 40]
 INTEGER_KEYS = [-(2**62), -7, -1, 0, 1, 2, 10, 11, 100, 2**40, 2**62]
@@ -151,7 +151,7 @@ def _times(rng, day: pd.Timestamp, n: int) -> pd.DatetimeIndex:
     return day + pd.to_timedelta(np.unique(offsets), unit="us")
 
 
-def make_case(index: int, seed: int = SEED) -> Case:
+def make_case(index: int, seed: int = SEED) -> Case:  # noqa: C901
     rng = np.random.default_rng([seed, index])
     n_days = int(rng.integers(1, 6))
     days = pd.date_range(FIRST, periods=n_days, freq="D")
@@ -354,7 +354,7 @@ def resources_for(case: Case, database: str, artifacts) -> dict:
     }
 
 
-# the reference ---------------------------------------------------------------------------------------------------------
+# the reference --------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -412,7 +412,7 @@ def dedupe(rows: pd.DataFrame, entity, features, on_duplicate: str) -> pd.DataFr
     return out.reset_index(drop=True)
 
 
-def reference_features(
+def reference_features(  # noqa: C901
     rows: pd.DataFrame, numeric, categorical=(), *, null_threshold=0.9, max_categories=50, datetime_column="ts"
 ) -> tuple[pd.DataFrame, dict]:
     """The documented features of ``rows`` (which have ``ts`` and ``split``): the numeric columns and the 8
@@ -472,8 +472,8 @@ def reference_windows(
     rows: pd.DataFrame, features: np.ndarray, entity, window: int, stride: int, max_gap=None
 ) -> pd.DataFrame:
     """Every window of each entity's whole series (rows in (day, entity, ts) order; starts 0, s, 2s, ...): the
-    day and row of that day it ends on, the day of its first row, entity, end time, split, values, and ``dropped`` ("" kept, "mixed" splits,
-    "gap" a step longer than max_gap)."""
+    day and row of that day it ends on, the day of its first row, entity, end time, split, values, and ``dropped``
+    ("" kept, "mixed" splits, "gap" a step longer than max_gap)."""
     day = day_of(rows["ts"])
     row_in_day = rows.groupby(day, sort=False).cumcount().to_numpy()
     gap = pd.Timedelta(max_gap) if max_gap else None
@@ -524,7 +524,7 @@ def reference_windows(
     return pd.concat(out, ignore_index=True).sort_values(["day", "row"], kind="stable").reset_index(drop=True)
 
 
-def expect(case: Case) -> Expected:
+def expect(case: Case) -> Expected:  # noqa: C901
     """What the graph must do with ``case``: the first partition whose rows it refuses, or the failure the
     whole range leads to, or every feature row, window and model."""
     settings, entity, features = case.settings, case.entity, case.features
@@ -595,7 +595,7 @@ def expect(case: Case) -> Expected:
     return expected
 
 
-# running the graph -----------------------------------------------------------------------------------------------------
+# running the graph ----------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -700,7 +700,7 @@ def run_bodies(case: Case, resources: dict) -> Outcome:
     return Outcome(None, figures, checks)
 
 
-# comparing -------------------------------------------------------------------------------------------------------------
+# comparing ------------------------------------------------------------------------------------------------------------
 
 
 def temporary_files(artifacts) -> list[str]:
@@ -896,7 +896,7 @@ def check_case(case: Case, expected: Expected, outcome: Outcome, artifacts) -> N
     compare_figures(case, expected, outcome.figures)
 
 
-# the tests -------------------------------------------------------------------------------------------------------------
+# the tests ------------------------------------------------------------------------------------------------------------
 
 
 def run_tables(indexes, tmp_path, monkeypatch) -> dict:

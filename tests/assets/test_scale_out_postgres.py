@@ -110,7 +110,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def postgres_server():
+def postgres_server():  # noqa: C901
     """A PostgreSQL server of its own in a temporary folder: yields ``(port, user, password, db)``; stopped
     (``pg_ctl stop -m fast``) and its folder removed at the end, whatever happened. initdb and postgres refuse to
     run as root: as root, the server runs as the ``postgres`` system user (else ``nobody``)."""
@@ -308,7 +308,7 @@ def test_scale_out_on_postgres_runs_days_of_each_pass_at_once_and_equals_one_run
                         f"{error}\n"
                         + "\n".join(run_errors(instance, run) for run in failed)
                         + f"\ndaemon alive: {daemon.poll() is None}\n{log.read_text()[-4000:]}"
-                    )
+                    ) from error
                 multi_s = time.monotonic() - started
             finally:
                 stop_process_group(daemon, 20)
@@ -342,12 +342,13 @@ def check_runs(instance: DagsterInstance, runs: dict, lines: list[str], single_s
         first = min(t for t, _ in in_progress)
         created = sorted(r.create_timestamp.timestamp() for r in wave)
         report.append(
-            f"{job}: queued over {created[-1] - created[0]:.2f} s; {overlaps[job]} at once, {overlap_seconds(executing):.1f} s with 2+ executing; "
+            f"{job}: queued over {created[-1] - created[0]:.2f} s; {overlaps[job]} at once, "
+            f"{overlap_seconds(executing):.1f} s with 2+ executing; "
             "launched / started-ended, s: "
             + ", ".join(
                 f"{r.dagster_run.tags['dagster/partition'][5:]} {t - first:.1f} / "
                 f"{r.start_time - first:.1f}-{r.end_time - first:.1f}"
-                for (t, _), r in sorted(zip(in_progress, wave), key=lambda p: p[0][0])
+                for (t, _), r in sorted(zip(in_progress, wave, strict=False), key=lambda p: p[0][0])
             )
         )
     print(

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def _ensure_duckdb_extensions(python: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def bq_emulator(tmp_path_factory) -> Emulator:
+def bq_emulator(tmp_path_factory) -> Iterator[Emulator]:
     executable = VENV / "bin" / "bqemulator"
     python = VENV / "bin" / "python"
     if not executable.exists() or not python.exists():
@@ -84,7 +85,7 @@ def bq_emulator(tmp_path_factory) -> Emulator:
     while grpc_port == rest_port:
         grpc_port = _free_port()
     log_path = tmp_path_factory.mktemp("bqemulator") / "server.log"
-    log_file = open(log_path, "w")
+    log_file = open(log_path, "w")  # noqa: SIM115  # closed at the fixture's teardown
     process = subprocess.Popen(
         [
             str(executable),

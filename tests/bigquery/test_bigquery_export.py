@@ -361,7 +361,8 @@ def test_write_back_is_off_by_default(source_table, bq_emulator, tmp_path, monke
         assert sum("BigQuery write-back is off" in m for m in messages) == 2, type(source).__name__
     code = (
         "from emberharmony_assets.assets import all_assets; from emberharmony_assets.definitions import defs; "
-        "print(sorted(k.to_user_string() for a in all_assets for k in a.keys if k.to_user_string().startswith('bigquery'))); "
+        "print(sorted(k.to_user_string() for a in all_assets for k in a.keys "
+        "if k.to_user_string().startswith('bigquery'))); "
         "print(defs.resources['source'].export_table('projected_windows'))"
     )
     env = {

@@ -103,8 +103,8 @@ def _readers(client, table, page_size):
 
 
 def _in_order(frame: pd.DataFrame) -> bool:
-    keys = list(zip(frame["entity"].isna(), frame["entity"].fillna(""), frame["ts"]))
-    return all(a <= b for a, b in zip(keys, keys[1:]))
+    keys = list(zip(frame["entity"].isna(), frame["entity"].fillna(""), frame["ts"], strict=True))
+    return all(a <= b for a, b in zip(keys, keys[1:], strict=False))
 
 
 @pytest.mark.parametrize("kind", ["rows", "pushdown"])

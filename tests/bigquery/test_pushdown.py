@@ -182,7 +182,7 @@ def events(bq_client, bq_dataset) -> tuple[str, pd.DataFrame]:
     bq_client.create_table(bigquery.Table(name, schema=schema))
     rows = [
         {"entity": e, "ts": t.isoformat(), "uid": int(u), "x": None if np.isnan(x) else float(x)}
-        for e, t, u, x in zip(frame["entity"], frame["ts"], frame["uid"], frame["x"])
+        for e, t, u, x in zip(frame["entity"], frame["ts"], frame["uid"], frame["x"], strict=True)
     ]
     assert bq_client.insert_rows_json(name, rows) == []
     return name, frame
