@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .features.pca import PCAStats
+from .ops import get_backend
 from .store import ArtifactReadError, ArtifactStore, frame_from_arrow, repair_command
 from .windowing import WindowCarry, Windower, chunk_rows, gather_windows, window_index
 
@@ -244,8 +246,6 @@ def save_pca_stats(store: ArtifactStore, key: str, stats: Mapping[int, object]) 
 
 def load_pca_stats(store: ArtifactStore, key: str) -> dict:
     """Partition ``key``'s stored ``PCAStats`` per stride: ``{stride: stats}``."""
-    from .features.pca import PCAStats
-
     table = store.read_table(PCA_STATS, key)
     try:
         out = {}
@@ -279,8 +279,6 @@ def load_stride_windows(
 
         windows, index = load_stride_windows(ArtifactStore("data/artifacts"), "2026-01-05", 3)
     """
-    from .ops import get_backend
-
     backend = backend or get_backend("numpy")
     # written by every stride_windows run: re-materialising this partition rewrites it (the read error says so)
     layout = store.read_json(STRIDE_WINDOWS, WINDOWS_LAYOUT, partition=key)

@@ -50,7 +50,7 @@ drop is one setting away, and per-partition metadata shows it.
     windower = Windower(window_size=5, strides=(1, 3, 5), carry=None)   # or the previous partition's carry
     for chunk in chunks:                                                 # ChunkRows, grouped by entity (ascending)
         made = windower.add(chunk, backend)                              # ChunkWindows
-        stats = window_stats(made, stride=3)                             # PCAStats of its train windows
+        stats = window_stats(made, stride=3)          # features.pca: PCAStats of its train windows
         projected = project_windows(made, 3, model)                      # (m, k) backend array
     carry = windower.finish()                                            # WindowCarry for the next partition
 
@@ -69,6 +69,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .features.windows import check_setting
 from .names import SPLIT_NAMES
 
 SPLITS = SPLIT_NAMES
@@ -415,8 +416,6 @@ class Windower:
         max_gap=None,
         sink=None,
     ):
-        from .features.windows import check_setting
-
         self.window_size = check_setting("window_size", window_size)
         self.strides = [check_setting("stride", s) for s in strides]
         if carry is not None and carry.window_size != self.window_size:
@@ -650,38 +649,6 @@ def gather_windows(backend, rows, starts: np.ndarray, window_size: int, block: i
         yield backend.reshape(picked, (len(index) // window_size, d))
 
 
-def window_stats_by_stride(made: ChunkWindows, strides: Sequence[int], split: int | None = TRAIN) -> dict:
-    """``{s: window_stats(made, s, split)}`` for every stride, each window gathered and multiplied once: a
-    stride-3 window is a stride-1 window too, so the windows are grouped by the set of strides they belong
-    to, each group's statistics computed once and merged into each of its strides (strides 1, 3, 5: the
-    products of 1 + 1/3 + 1/5 = 1.53 windows per row become those of 1)."""
-    from .features.pca import PCAStats
-
-    strides = list(dict.fromkeys(int(s) for s in strides))
-    member = np.zeros(
-        int(made.rows.shape[0]), np.int64
-    )  # per layout position: bit i set when stride i's window starts there
-    for i, s in enumerate(strides):
-        starts = made.starts[s] if split is None else made.starts[s][made.split[s] == split]
-        member[starts] |= 1 << i
-    out = {s: PCAStats(made.width) for s in strides}
-    starts = np.flatnonzero(member)
-    groups = member[starts]
-    for group in np.unique(groups):
-        stats = PCAStats(made.width)
-        for block in gather_windows(made.backend, made.rows, starts[groups == group], made.window_size):
-            stats.update(block)
-        for i, s in enumerate(strides):
-            if group >> i & 1:
-                out[s] = out[s].merge(stats)
-    return out
-
-
-def window_stats(made: ChunkWindows, stride: int, split: int | None = TRAIN):
-    """``PCAStats`` of the stride's windows in ``made`` (only those of ``split``; None: all), d = w * F."""
-    return window_stats_by_stride(made, [stride], split)[int(stride)]
-
-
 def project_windows(made: ChunkWindows, stride: int, model):
     """Every window of the stride in ``made`` projected with ``model``: (m, k) backend array, window order, each
     component's column contiguous (the transpose of a (k, m) array: Parquet takes the columns as they are)."""
@@ -781,6 +748,4 @@ __all__ = [
     "series_starts",
     "split_codes",
     "window_index",
-    "window_stats",
-    "window_stats_by_stride",
 ]

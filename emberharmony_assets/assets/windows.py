@@ -18,7 +18,7 @@ import numpy as np
 from dagster import AssetDep, AssetExecutionContext, AssetSpec, DataVersion, MaterializeResult, asset, multi_asset
 
 from emberharmony_core.carry_fold import fold_carry
-from emberharmony_core.features.pca import PCAModel, PCAStats
+from emberharmony_core.features.pca import PCAModel, PCAStats, window_stats_by_stride
 from emberharmony_core.layout import (
     FEATURES,
     INDEX_DELTA,
@@ -48,7 +48,6 @@ from emberharmony_core.windowing import (
     columns_table,
     project_windows,
     window_index,
-    window_stats_by_stride,
 )
 
 from .. import checks

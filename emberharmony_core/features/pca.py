@@ -29,13 +29,14 @@ component is positive (the first such loading on ties).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ..names import FLOAT_DTYPES
 from ..ops import backend_of
-from ..windowing import gather_windows
+from ..windowing import TRAIN, ChunkWindows, gather_windows, series_starts
+from .windows import check_setting
 
 _FLOAT_DTYPES = FLOAT_DTYPES
 
@@ -172,9 +173,6 @@ def _check_result(backend, x, scatter: np.ndarray, where: str) -> None:
 def _series_plan(rows, window_size, strides, first_row):
     """(backend, rows, w, sorted strides, {s: window starts}) for one series whose ``rows[0]`` is row ``first_row``
     (the rule of ``emberharmony_core.windowing``: stride-s windows start at the series rows 0, s, 2s, ...)."""
-    from ..windowing import series_starts
-    from .windows import check_setting
-
     backend, r = _as_batch(rows)
     w = check_setting("window_size", window_size)
     if isinstance(strides, (int, np.integer)) and not isinstance(strides, bool):
@@ -614,7 +612,39 @@ def project_stride_windows(
     }
 
 
+def window_stats_by_stride(made: ChunkWindows, strides: Sequence[int], split: int | None = TRAIN) -> dict:
+    """``{s: window_stats(made, s, split)}`` for every stride, each window gathered and multiplied once: a
+    stride-3 window is a stride-1 window too, so the windows are grouped by the set of strides they belong
+    to, each group's statistics computed once and merged into each of its strides (strides 1, 3, 5: the
+    products of 1 + 1/3 + 1/5 = 1.53 windows per row become those of 1)."""
+    strides = list(dict.fromkeys(int(s) for s in strides))
+    member = np.zeros(
+        int(made.rows.shape[0]), np.int64
+    )  # per layout position: bit i set when stride i's window starts there
+    for i, s in enumerate(strides):
+        starts = made.starts[s] if split is None else made.starts[s][made.split[s] == split]
+        member[starts] |= 1 << i
+    out = {s: PCAStats(made.width) for s in strides}
+    starts = np.flatnonzero(member)
+    groups = member[starts]
+    for group in np.unique(groups):
+        stats = PCAStats(made.width)
+        for block in gather_windows(made.backend, made.rows, starts[groups == group], made.window_size):
+            stats.update(block)
+        for i, s in enumerate(strides):
+            if group >> i & 1:
+                out[s] = out[s].merge(stats)
+    return out
+
+
+def window_stats(made: ChunkWindows, stride: int, split: int | None = TRAIN):
+    """``PCAStats`` of the stride's windows in ``made`` (only those of ``split``; None: all), d = w * F."""
+    return window_stats_by_stride(made, [stride], split)[int(stride)]
+
+
 __all__ = [
+    "window_stats",
+    "window_stats_by_stride",
     "PCAStats",
     "PCAModel",
     "project_stride_windows",

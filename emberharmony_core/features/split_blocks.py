@@ -26,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..windowing import parse_duration
+
 ORIGIN = pd.Timestamp("1970-01-05", tz="UTC")  # a Monday: 7-day blocks are ISO weeks
 _DAY_NS = 86_400 * 10**9
 
@@ -33,8 +35,6 @@ _DAY_NS = 86_400 * 10**9
 def parse_block(block) -> int:
     """``split_block`` as int64 nanoseconds: a positive duration (``"7d"``, ``"1d"``, ``"12h"``); else raises
     naming the setting."""
-    from ..windowing import parse_duration
-
     if block is None:
         raise ValueError("split_block must be a duration such as '7d' or '1d', got None")
     return parse_duration("split_block", block)

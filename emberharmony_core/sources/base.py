@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..store import frame_from_arrow
+from .schema import validate_schema
 
 DEFAULT_ROWS_PER_CHUNK = 100_000
 """Rows per chunk of ``iter_window`` (and of the chunks ``read_window`` concatenates)."""
@@ -110,8 +111,6 @@ def validate_columns(spec: TableSpec, column_types: Mapping[str, str], dialect: 
     and every column whose type does not fit its role (a non-numeric feature, a timestamp that is not
     one...); with ``settings`` (``drop_columns``, ``target_column``, ``split_key``,
     ``force_categorical_columns``, ``max_categories``) those are checked too. See ``schema.py``."""
-    from .schema import validate_schema
-
     validate_schema(spec, column_types, dialect=dialect, **settings)
 
 

@@ -175,9 +175,9 @@ def test_an_unknown_split_name_from_arrow_is_named():
 def test_statistics_of_all_strides_at_once_equal_each_strides_own_windows_in_float64(strides):
     """Windows shared by several strides are multiplied once: each stride's statistics still equal those of its
     own train windows (gathered from the rows, NumPy float64), across entities, carried rows and split drops."""
-    from emberharmony_core.features.pca import PCAStats
+    from emberharmony_core.features.pca import PCAStats, window_stats_by_stride
     from emberharmony_core.ops import get_backend
-    from emberharmony_core.windowing import ChunkRows, Windower, window_stats_by_stride
+    from emberharmony_core.windowing import ChunkRows, Windower
 
     rng = np.random.default_rng(11)
     backend = get_backend("numpy")
