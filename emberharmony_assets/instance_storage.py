@@ -29,19 +29,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as db
-from dagster._core.events import ASSET_EVENTS
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+
+from .dagster_private import (
+    ASSET_EVENTS,
     SQLITE_BUSY_TIMEOUT_SECONDS,
-    SqliteEventLogStorage,
-)
-from dagster._core.storage.runs import SqliteRunStorage
-from dagster._core.storage.schedules import SqliteScheduleStorage
-from dagster._core.storage.sqlalchemy_compat import db_result
-from dagster._core.storage.sqlite_storage import (
     DagsterSqliteStorage,
-    _event_logs_directory,
-    _runs_directory,
-    _schedule_directory,
+    SqliteEventLogStorage,
+    SqliteRunStorage,
+    SqliteScheduleStorage,
+    db_result,
+    event_logs_directory,
+    runs_directory,
+    schedule_directory,
 )
 
 # database files (one per run, plus the index) whose engines stay open; older ones are disposed
@@ -127,9 +126,9 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     def __init__(self, base_dir: str, inst_data=None):
         # DagsterSqliteStorage.__init__ with the pooled event log (not Dagster's, built and then replaced)
         self.base_dir = base_dir
-        self._run_storage = SqliteRunStorage.from_local(_runs_directory(base_dir))
-        self._event_log_storage = PooledSqliteEventLogStorage(_event_logs_directory(base_dir))
-        self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        self._run_storage = SqliteRunStorage.from_local(runs_directory(base_dir))
+        self._event_log_storage = PooledSqliteEventLogStorage(event_logs_directory(base_dir))
+        self._schedule_storage = SqliteScheduleStorage.from_local(schedule_directory(base_dir))
         self._inst_data = inst_data
         super(DagsterSqliteStorage, self).__init__()
 

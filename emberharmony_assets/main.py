@@ -125,7 +125,7 @@ def ensure_dagster_yaml(dagster_home: str) -> str | None:
     # create it here, quietly, when dagster_home is $DAGSTER_HOME (else Dagster would use ~/.dagster)
     if os.path.abspath(os.environ.get("DAGSTER_HOME") or os.devnull) == os.path.abspath(dagster_home):
         try:
-            from dagster_shared.telemetry import get_or_set_instance_id
+            from .dagster_private import get_or_set_instance_id
 
             with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
                 get_or_set_instance_id()
@@ -192,7 +192,8 @@ def resolve_job(assets, resources: dict | None = None, name: str = JOB_NAME):
 def execute_range(job, keys: Sequence[str], verbose: bool = False, tags: dict | None = None):
     """Run ``job`` as one run over the partition range ``keys[0] .. keys[-1]`` on ``$DAGSTER_HOME``'s instance."""
     from dagster import DagsterInstance
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    from .dagster_private import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     range_tags = {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]} if keys else {}
     with DagsterInstance.get() as instance:

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from urllib.parse import urlparse
 
 from dagster import DagsterInstance, DagsterRunStatus, PartitionKeyRange, RunRecord, RunsFilter
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from .dagster_private import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from .jobs import PASS_TAG, WAVES
 
 WAVE_TAG = "emberharmony/wave"  # one value per submitted wave: how its runs are found again

@@ -20,13 +20,13 @@ from emberharmony_core.layout import read_asset_frame, stride_folder
 from emberharmony_core.store import ArtifactStore
 
 from .assets import all_assets
+from .dagster_private import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from .definitions import DEMO_SETTINGS, DEMO_SOURCE, NoValuesIOManager
 from .resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
 
-# Dagster's run tags for a run over a range of partitions (the values of dagster._core.storage.tags'
-# ASSET_PARTITION_RANGE_START_TAG / ..._END_TAG, which Dagster does not export)
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Dagster's run tags for a run over a range of partitions (which Dagster does not export)
+RANGE_START_TAG = ASSET_PARTITION_RANGE_START_TAG
+RANGE_END_TAG = ASSET_PARTITION_RANGE_END_TAG
 
 __all__ = [
     "RANGE_END_TAG",

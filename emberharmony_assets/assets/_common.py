@@ -22,10 +22,8 @@ from dagster import (
     MetadataValue,
 )
 
-# Dagster's own type for an evaluation's target (not exported at the top level in 1.13)
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
-
 from ..checks import BLOCKING as BLOCKING_CHECKS
+from ..dagster_private import AssetCheckEvaluationTargetMaterializationData
 from ..partitions import daily_partitions
 
 
