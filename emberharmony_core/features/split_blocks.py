@@ -37,7 +37,9 @@ def parse_block(block) -> int:
     naming the setting."""
     if block is None:
         raise ValueError("split_block must be a duration such as '7d' or '1d', got None")
-    return parse_duration("split_block", block)
+    nanoseconds = parse_duration("split_block", block)
+    assert nanoseconds is not None  # parse_duration returns None only for None, refused above
+    return nanoseconds
 
 
 def _nanoseconds(times) -> np.ndarray:
