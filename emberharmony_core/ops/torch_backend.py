@@ -48,7 +48,9 @@ class Backend:
         return np.asarray(x)
 
     def dtype_name(self, x) -> str:
-        return dtype_key(x.dtype)
+        key = dtype_key(x.dtype)
+        assert key is not None  # dtype_key returns None only for a None dtype
+        return key
 
     def astype(self, x, dtype):
         return x.to(_DTYPES[dtype_key(dtype)])
