@@ -125,9 +125,10 @@ class StreamingPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         if k is None:
             return limit
         if isinstance(k, numbers.Integral):
-            if k > d:
+            count = int(k)
+            if count > d:
                 raise ValueError(f"n_components={k} must be <= n_features={d}")
-            return int(k) if k <= limit else None
+            return count if count <= limit else None
         eigenvalues = stats.eigenvalues()[:limit]
         total = float(eigenvalues.sum())
         if total <= 0:
