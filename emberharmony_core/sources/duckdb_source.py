@@ -155,9 +155,11 @@ class DuckDBTableReader:
                     finally:
                         reader.close()
                 except duckdb.OutOfMemoryException as exc:
-                    limit, threads = connection.execute(
+                    settings = connection.execute(
                         "SELECT current_setting('memory_limit'), current_setting('threads')"
                     ).fetchone()
+                    assert settings is not None  # a SELECT without FROM returns exactly one row
+                    limit, threads = settings
                     raise MemoryError(
                         f"DuckDB ran out of its memory_limit ({limit}) with {threads} threads, sorting "
                         f"{self.spec.table} from {lower} to {upper} for the ordered read: each sorting thread needs "
