@@ -270,12 +270,16 @@ def _check_day(batch: pa.RecordBatch, column: str, source_name: str, day: date) 
         return
     bounds = pc.min_max(values)
     low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    start, end = _day_bounds(day)
+    day_start, day_end = _day_bounds(day)
+    start: date
+    end: date
     if isinstance(low, datetime):
         if low.tzinfo is None:
-            start, end = start.replace(tzinfo=None), end.replace(tzinfo=None)
+            start, end = day_start.replace(tzinfo=None), day_end.replace(tzinfo=None)
+        else:
+            start, end = day_start, day_end
     else:
-        start, end = start.date(), end.date()
+        start, end = day_start.date(), day_end.date()
     if low < start or high >= end:
         raise ExportError(
             f"rows of partition {day} have {source_name} from {low} to {high}, outside the day "
