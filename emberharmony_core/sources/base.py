@@ -64,12 +64,18 @@ class TableSpec:
             raise ValueError("source timestamp_column is empty: set `timestamp_column`")
 
     @property
+    def resolved_datetime_columns(self) -> tuple[str, ...]:
+        """``datetime_columns`` after ``__post_init__``: never None (the timestamp column when it was left None)."""
+        assert self.datetime_columns is not None  # __post_init__ replaces None
+        return self.datetime_columns
+
+    @property
     def columns(self) -> list[str]:
         """Every column to read, each once, in a fixed order (entity, timestamp, then the rest)."""
         ordered = [
             self.entity_column,
             self.timestamp_column,
-            *self.datetime_columns,
+            *self.resolved_datetime_columns,
             *self.feature_columns,
             *self.categorical_columns,
             *self.extra_columns,
@@ -345,6 +351,7 @@ class WindowStream:
             except BaseException:
                 self.close()
                 raise
+        assert self._empty is not None  # set by _start
         return self._empty.copy()
 
     @property
