@@ -134,7 +134,7 @@ def cyclical_sql(local: str, prefix: str) -> list[str]:
 def pushdown_columns(spec: TableSpec, split_column: str = "split") -> list[str]:
     """The pushdown result's columns, in order: ``spec.columns``, the split, 8 cyclical columns per datetime column."""
     outputs = [*spec.columns, split_column]
-    for column in spec.datetime_columns:
+    for column in spec.resolved_datetime_columns:
         outputs += [f"{column}_{suffix}" for suffix in CYCLICAL_SUFFIXES]
     return outputs
 
@@ -191,7 +191,7 @@ def pushdown_sql(
     if split_key not in columns:
         inner.append(quote_column(split_key))
     locals_ = {}
-    for i, column in enumerate(spec.datetime_columns):
+    for i, column in enumerate(spec.resolved_datetime_columns):
         locals_[column] = f"eh_local_{i}"
         inner.append(
             f"{_local_datetime(quote_column(column), types.get(column, 'TIMESTAMP'), timezone)} "
@@ -200,7 +200,7 @@ def pushdown_sql(
 
     outer = [quote_column(c) for c in columns]
     outer.append(f"{split_sql_expression(quote_column(split_key), fractions)} AS {quote_column(split_column)}")
-    for column in spec.datetime_columns:
+    for column in spec.resolved_datetime_columns:
         outer += cyclical_sql(quote_column(locals_[column]), column)
 
     ts = quote_column(spec.timestamp_column)
