@@ -235,7 +235,7 @@ class _Names:
             for c in self.read
             if type_kind(self.table[c], dialect) == "nested" and self._is_struct(self.table[c])
         }
-        self.derived = [SPLIT_COLUMN] + [f"{c}_{s}" for c in spec.datetime_columns for s in CYCLICAL_SUFFIXES]
+        self.derived = [SPLIT_COLUMN] + [f"{c}_{s}" for c in spec.resolved_datetime_columns for s in CYCLICAL_SUFFIXES]
         self.derived += [f"{c}_{f}" for c, fields in self.structs.items() for f in fields or ()]
 
     @staticmethod
@@ -316,7 +316,7 @@ def schema_problems(  # noqa: C901
             f"{'TIMESTAMP' if dialect == 'bigquery' else 'a TIMESTAMP or DATE'}: "
             f"{_timestamp_hint(ts, kind(ts), dialect)}"
         )
-    for column in spec.datetime_columns:
+    for column in spec.resolved_datetime_columns:
         if column != ts and column in types and kind(column) not in ("timestamp", "datetime", "date"):
             problems.append(
                 f"datetime_columns {column!r} is {types[column]}, not a TIMESTAMP, DATETIME or DATE: "
@@ -327,7 +327,7 @@ def schema_problems(  # noqa: C901
         if (
             column in types
             and column not in categorical
-            and column not in spec.datetime_columns
+            and column not in spec.resolved_datetime_columns
             and kind(column) not in _NUMERIC_KINDS
         ):
             problems.append(
