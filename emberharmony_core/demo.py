@@ -96,6 +96,13 @@ _DAY_SELECT = (
 )
 
 
+def _count(connection: duckdb.DuckDBPyConnection, query: str, parameters: list[object] | None = None) -> int:
+    """The one value of a ``SELECT count(*)`` query."""
+    row = connection.execute(query, parameters).fetchone()
+    assert row is not None  # an aggregate without GROUP BY returns exactly one row
+    return row[0]
+
+
 def write_demo_table(database: str | os.PathLike, config: DemoConfig = DemoConfig(), *, replace: bool = False) -> int:
     """Create ``config.table`` in ``database`` (a DuckDB file) unless it exists; returns its row count."""
     os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
@@ -103,11 +110,11 @@ def write_demo_table(database: str | os.PathLike, config: DemoConfig = DemoConfi
     # 3,000,000 rows)
     with duckdb.connect(str(database), config={"memory_limit": "256MB"}) as connection:
         connection.execute("SET TimeZone = 'UTC'")  # naive demo times are UTC, whatever the machine's zone
-        exists = connection.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [config.table]
-        ).fetchone()[0]
+        exists = _count(
+            connection, "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [config.table]
+        )
         if exists and not replace:
-            return connection.execute(f'SELECT count(*) FROM "{config.table}"').fetchone()[0]
+            return _count(connection, f'SELECT count(*) FROM "{config.table}"')
         staging = f"{config.table}__staging"
         connection.execute(f'DROP TABLE IF EXISTS "{staging}"')
         connection.execute(f'CREATE TABLE "{staging}" ({_COLUMNS_SQL})')
@@ -120,7 +127,7 @@ def write_demo_table(database: str | os.PathLike, config: DemoConfig = DemoConfi
         connection.execute(f'DROP TABLE IF EXISTS "{config.table}"')
         connection.execute(f'ALTER TABLE "{staging}" RENAME TO "{config.table}"')
         connection.execute("COMMIT")
-        return connection.execute(f'SELECT count(*) FROM "{config.table}"').fetchone()[0]
+        return _count(connection, f'SELECT count(*) FROM "{config.table}"')
 
 
 def main(argv: list[str] | None = None) -> None:
