@@ -63,6 +63,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -376,7 +377,7 @@ class ChunkWindows:
     1 nothing is carried, so the step into an entity's first row of the chunk is not seen: no window spans it)."""
 
     backend: object
-    rows: object
+    rows: Any  # a backend array (NumPy, torch or MLX): no common type
     window_size: int
     starts: dict[int, np.ndarray] = field(default_factory=dict)
     end_row: dict[int, np.ndarray] = field(default_factory=dict)
@@ -637,7 +638,7 @@ def entity_blocks(chunk: ChunkRows) -> tuple[np.ndarray, pa.Array]:
     return b0, _key_array(entity[b0])
 
 
-def gather_windows(backend, rows, starts: np.ndarray, window_size: int, block: int | None = None) -> Iterator[object]:
+def gather_windows(backend, rows, starts: np.ndarray, window_size: int, block: int | None = None) -> Iterator[Any]:
     """Yield (k, w * F) contiguous blocks of the windows ``rows[start : start + w]`` flattened, in ``starts`` order."""
     f = int(rows.shape[1])
     d = window_size * f

@@ -305,6 +305,7 @@ class PCAStats:
         than ``window_size`` rows is a no-op.
         """
         part = PCAStats.from_stride_windows(rows, window_size, [stride])[int(stride)]
+        assert part.n_features is not None  # from_stride_windows sizes each PCAStats
         self._check_features(int(part.n_features), "PCAStats.update_windows")
         self._absorb(part.n_samples, part.mean, part.scatter)
         return self
