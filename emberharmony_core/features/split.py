@@ -111,13 +111,14 @@ def validate_fractions(fractions) -> tuple[float, float, float]:
         raise ValueError(f"fractions must be 3 numbers (train, validation, test), got {fractions!r}") from None
     if len(values) != 3:
         raise ValueError(f"fractions must be 3 numbers (train, validation, test), got {len(values)}: {fractions!r}")
-    checked = []
+    checked: list[float] = []
     for split, value in zip(SPLIT_NAMES, values, strict=True):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise ValueError(f"{split} fraction must be a finite number, got {value!r}")
         if value < 0:
             raise ValueError(f"{split} fraction must not be negative, got {value!r}")
-        if abs(100 * value - round(100 * value)) > _PERCENT_TOLERANCE:
+        # typeshed types numbers.Real arithmetic as complex-like (no __round__), though a Real times 100 is real
+        if abs(100 * value - round(100 * value)) > _PERCENT_TOLERANCE:  # type: ignore[call-overload]
             raise ValueError(
                 f"{split} fraction {value!r} is not a whole percent; buckets are MOD(..., 100), "
                 f"so fractions must be multiples of 0.01"
@@ -126,7 +127,8 @@ def validate_fractions(fractions) -> tuple[float, float, float]:
     total = math.fsum(checked)
     if abs(total - 1.0) > _SUM_TOLERANCE:
         raise ValueError(f"fractions must sum to 1, got {fractions!r} (sum {total!r})")
-    return tuple(checked)
+    train, validation, test = checked
+    return train, validation, test
 
 
 def split_thresholds(fractions=DEFAULT_FRACTIONS) -> tuple[int, int]:
@@ -210,7 +212,7 @@ def _cast_to_string(uniques) -> list:
     if isinstance(dtype, pd.DatetimeTZDtype):
         utc = pd.DatetimeIndex(uniques).tz_convert("UTC").tz_localize(None)
         return [text + "+00" for text in _format_datetimes(utc.to_numpy())]
-    if dtype is not None and getattr(dtype, "kind", None) in "iub":
+    if dtype is not None and getattr(dtype, "kind", None) in ("i", "u", "b"):
         values = np.asarray(uniques, dtype=bool if dtype.kind == "b" else None)
         if values.dtype.kind == "b":
             return ["true" if v else "false" for v in values.tolist()]
