@@ -74,7 +74,9 @@ def value_limit(dtype: str) -> float:
 
 def object_nulls(values: np.ndarray) -> np.ndarray:
     """Where an object array holds None or NaN (cheaper than ``pd.isna`` on strings)."""
-    return np.asarray(np.equal(values, None), dtype=bool) | np.asarray(values != values, dtype=bool)
+    # numpy's stubs refuse None as a ufunc operand, which an object array compares with element-wise
+    is_none = np.asarray(np.equal(values, None), dtype=np.bool_)  # type: ignore[call-overload]
+    return is_none | np.asarray(values != values, dtype=bool)
 
 
 def _key_values(series: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
@@ -369,7 +371,7 @@ class RowChecker:
             if len(chunk) and self.entity_column is not None:
                 null = _key_values(chunk[self.entity_column])[1]
                 count = 0 if null is None else int(null.sum())
-                if count:
+                if null is not None and count:
                     if not self.null_entities:
                         self.null_entity_example = (
                             f"{self.timestamp_column}={_fmt(chunk[self.timestamp_column].iloc[int(np.argmax(null))])}"
