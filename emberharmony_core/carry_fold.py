@@ -187,7 +187,8 @@ class _Head:
     """A carry source's batches (ascending keys), walked once: the current batch, and its entities up to a key."""
 
     def __init__(self, batches: Iterator[WindowCarry]):
-        self._batches, self._head = iter(batches), None
+        self._batches = iter(batches)
+        self._head: WindowCarry | None = None
 
     def peek(self) -> WindowCarry | None:
         while self._head is None or not len(self._head):
@@ -203,6 +204,7 @@ class _Head:
     def through(self, bound: pa.Scalar) -> WindowCarry:
         """The current batch's entities with key <= ``bound`` (``bound`` <= its last key, or it is used up)."""
         head = self.peek()
+        assert head is not None  # callers peek first: a batch remains
         k = pc.sum(pc.less_equal(head.keys, bound)).as_py() or 0
         if k == len(head):
             self._head = None
@@ -215,7 +217,8 @@ class _Out:
     """Hands non-empty batches to the sink, or keeps them for ``finish`` to return as one carry."""
 
     def __init__(self, sink: Sink | None, window_size: int, n_features: int, dtype):
-        self.sink, self.kept = sink, []
+        self.sink = sink
+        self.kept: list[WindowCarry] = []
         self.window_size, self.n_features, self.dtype = window_size, n_features, dtype
 
     def __call__(self, carry: WindowCarry) -> None:
