@@ -28,6 +28,7 @@ import hashlib
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -70,19 +71,21 @@ def iter_asset_frames(store: ArtifactStore, asset: str, key: str, rows: int = 10
     streams = [store.iter_batches(part, key, rows=rows) for part in parts]
     pending: list[pa.RecordBatch | None] = [None] * len(streams)
     while True:
-        for i, stream in enumerate(streams):
-            while pending[i] is None or pending[i].num_rows == 0:
-                pending[i] = next(stream, None)
-                if pending[i] is None:
+        ready: list[pa.RecordBatch] = []
+        for stream, batch in zip(streams, pending, strict=True):
+            while batch is None or batch.num_rows == 0:
+                batch = next(stream, None)
+                if batch is None:
                     return
-        n = min(batch.num_rows for batch in pending)
+            ready.append(batch)
+        n = min(batch.num_rows for batch in ready)
         names, columns = [], []
-        for batch in pending:
+        for batch in ready:
             head = batch.slice(0, n)
             names.extend(head.schema.names)
             columns.extend(head.columns)
         yield frame_from_arrow(pa.Table.from_arrays(columns, names=names))
-        pending = [batch.slice(n) for batch in pending]
+        pending = [batch.slice(n) for batch in ready]
 
 
 def asset_schema(store: ArtifactStore, asset: str, key: str) -> pa.Schema:
@@ -158,7 +161,8 @@ class CarryWriter:
         self.store, self.key, self.asset = store, key, asset
         self.entities = 0  # written so far
         self._empty = WindowCarry(window_size, n_features, dtype)
-        self._files, self._writer, self._held, self._bytes = ExitStack(), None, [], 0
+        self._files, self._writer, self._bytes = ExitStack(), None, 0
+        self._held: list[WindowCarry] = []
 
     def __enter__(self) -> CarryWriter:
         return self
@@ -183,7 +187,7 @@ class CarryWriter:
             self._writer = self._files.enter_context(self.store.batch_writer(schema, self.asset, self.key))
         return self._writer
 
-    def __exit__(self, kind, value, traceback) -> bool:
+    def __exit__(self, kind, value, traceback) -> bool | None:
         if kind is None:
             try:
                 self._flush()
@@ -219,7 +223,7 @@ def load_carry(store: ArtifactStore, key: str, asset: str = WINDOW_CARRY) -> Win
 
 # per-partition PCA statistics: one Parquet file per partition, one row per stride; zstd takes the float64
 # scatter of a demo day from 161 KB to about 53 KB a stride (its entries are sums of float32 products)
-def save_pca_stats(store: ArtifactStore, key: str, stats: Mapping[int, object]) -> None:
+def save_pca_stats(store: ArtifactStore, key: str, stats: Mapping[int, PCAStats]) -> None:
     """Store partition ``key``'s ``PCAStats`` per stride (``{stride: stats}``), atomically, in one file."""
     rows = [(int(stride), one.to_arrays()) for stride, one in sorted(stats.items())]
 
@@ -295,7 +299,9 @@ def load_stride_windows(
         max_gap=layout.get("max_gap"),
         sink=False,
     )
-    blocks, indexes, offset = [], [], 0
+    blocks: list[Any] = []  # backend arrays (NumPy, torch or MLX)
+    indexes: list[pd.DataFrame] = []
+    offset = 0
     entity = layout["entity_column"] or "entity"
     for batch in store.iter_batches(FEATURES, key):
         rows = chunk_rows(
