@@ -143,7 +143,7 @@ class ChunkRows:
     the window index taken in Arrow, without a Python object per row)."""
 
     features: np.ndarray
-    entity: np.ndarray
+    entity: np.ndarray | None
     time: np.ndarray
     split: np.ndarray
     entity_arrow: pa.Array | None = None
@@ -228,7 +228,8 @@ class WindowCarry:
         out = WindowCarry.__new__(WindowCarry)
         out.window_size, out.n_features = self.window_size, self.n_features
         out.keys = self.keys.slice(start, max(0, stop - start))
-        out.seen, out.rows, out.time, out.split = (a[start:stop] for a in (self.seen, self.rows, self.time, self.split))
+        out.seen, out.rows = self.seen[start:stop], self.rows[start:stop]
+        out.time, out.split = self.time[start:stop], self.split[start:stop]
         return out
 
     def batches(self) -> Iterator[WindowCarry]:
@@ -303,7 +304,8 @@ class _CarryCursor:
     """Walks a carry's batches (ascending keys) once, handing out the entities up to a key."""
 
     def __init__(self, batches: Iterator[WindowCarry]):
-        self._batches, self._head = iter(batches), None
+        self._batches = iter(batches)
+        self._head: WindowCarry | None = None
 
     def through(self, bound: pa.Scalar | None) -> Iterator[WindowCarry]:
         """The next entities with key <= ``bound`` (all that are left when None), a batch at a time; iterate it
@@ -376,7 +378,7 @@ class ChunkWindows:
     rows of an entity, ending on a row of the chunk, exceed ``max_gap`` (0 when it is off; with ``window_size``
     1 nothing is carried, so the step into an entity's first row of the chunk is not seen: no window spans it)."""
 
-    backend: object
+    backend: Any  # a backend object (get_backend): no common type
     rows: Any  # a backend array (NumPy, torch or MLX): no common type
     window_size: int
     starts: dict[int, np.ndarray] = field(default_factory=dict)
@@ -438,7 +440,8 @@ class Windower:
         # two cursors over the previous carry: one finds each chunk's entities, one passes the others on
         self._lookup = _CarryCursor(carry.batches()) if carry is not None else None
         self._passing = _CarryCursor(carry.batches()) if carry is not None and sink is not False else None
-        self._sink, self._kept = sink, []
+        self._sink = sink
+        self._kept: list[WindowCarry] = []
         self._open: WindowCarry | None = None  # the last entity so far: its series may go on in the next chunk
         self._last_key = None
 
@@ -585,32 +588,32 @@ class Windower:
         self._open = state.take([len(state) - 1])  # a copy: the chunk's arrays are not kept for one entity
         self._emit(final, state.keys[-1])
 
-    def _emit(self, final: list, bound) -> None:
+    def _emit(self, final: list[WindowCarry], bound) -> None:
         """Hand ``final`` (entities in key order, all <= ``bound``) to the sink, merged in key order with the
         previous carry's entities up to ``bound`` that this partition has not had (None: all the rest)."""
         if self._sink is False:
             return
-        final = WindowCarry.concat(final, self.window_size, self._n_features or 0, self._dtype) if final else None
-        if final is not None and not len(final):
-            final = None
+        merged = WindowCarry.concat(final, self.window_size, self._n_features or 0, self._dtype) if final else None
+        if merged is not None and not len(merged):
+            merged = None
         done = 0
         for piece in self._passing.through(bound) if self._passing is not None else ():
             drop = np.zeros(len(piece), bool)
-            if final is not None:
-                drop |= pc.is_in(piece.keys, value_set=final.keys).to_numpy(zero_copy_only=False)
+            if merged is not None:
+                drop |= pc.is_in(piece.keys, value_set=merged.keys).to_numpy(zero_copy_only=False)
             if bound is not None:
                 drop |= pc.equal(piece.keys, bound).to_numpy(zero_copy_only=False)  # the last entity: still open
             piece = piece.take(~drop) if drop.any() else piece
             if not len(piece):
                 continue
             upto = done
-            if final is not None:
-                rest = final.keys.slice(done)
+            if merged is not None:
+                rest = merged.keys.slice(done)
                 upto = done + (pc.sum(pc.less_equal(rest, piece.keys[-1])).as_py() or 0)
-            self._put(_merged(final.slice(done, upto), piece) if upto > done else piece)
+            self._put(_merged(merged.slice(done, upto), piece) if merged is not None and upto > done else piece)
             done = upto
-        if final is not None and done < len(final):
-            self._put(final.slice(done))
+        if merged is not None and done < len(merged):
+            self._put(merged.slice(done))
 
     def _put(self, carry: WindowCarry) -> None:
         if not len(carry):
