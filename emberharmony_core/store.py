@@ -46,11 +46,13 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -58,10 +60,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
-try:  # POSIX; elsewhere (Windows) locks are no-ops
-    import fcntl
-except ImportError:  # pragma: no cover
+if sys.platform == "win32":  # pragma: no cover (POSIX only; on Windows locks are no-ops)
     fcntl = None
+else:
+    import fcntl
 
 _SAFE_PART = re.compile(r"^[A-Za-z0-9_.=\-]+$")
 PARTITION_FOLDER = "date={}"
@@ -250,6 +252,12 @@ class ArtifactStore:
         self._locking = self.local and fcntl is not None
         self._base_path = self.base.path.rstrip("/") if self.local else None
 
+    @property
+    def _local_base(self) -> str:
+        """The base folder of a local store (the only kind with locks and writers' notes)."""
+        assert self._base_path is not None  # set for every local store
+        return self._base_path
+
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.base)!r})"
 
@@ -290,7 +298,7 @@ class ArtifactStore:
 
     def _note(self, owner: str, mode: str) -> str | None:
         """A note for :meth:`writers`: ``<base>/.writers/<pid>-<id>`` holding pid, owner, mode and since."""
-        folder = os.path.join(self._base_path, WRITERS_NOTES)
+        folder = os.path.join(self._local_base, WRITERS_NOTES)
         path = os.path.join(folder, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
         document = {"pid": os.getpid(), "owner": owner, "mode": mode, "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         try:
@@ -305,7 +313,7 @@ class ArtifactStore:
         """The live holders of the writers lock as their notes say (pid, owner, mode, since), oldest first."""
         if not self._locking:
             return []
-        folder = os.path.join(self._base_path, WRITERS_NOTES)
+        folder = os.path.join(self._local_base, WRITERS_NOTES)
         found = []
         try:
             names = os.listdir(folder)
@@ -343,8 +351,8 @@ class ArtifactStore:
         A no-op on non-local stores."""
         if not self._locking:
             return WritersLock()
-        os.makedirs(self._base_path, exist_ok=True)
-        fd = self._open_lock(os.path.join(self._base_path, WRITERS_LOCK))
+        os.makedirs(self._local_base, exist_ok=True)
+        fd = self._open_lock(os.path.join(self._local_base, WRITERS_LOCK))
         if not self._flock(fd, fcntl.LOCK_SH, timeout):
             holders = self._holders_text()
             os.close(fd)
@@ -362,16 +370,16 @@ class ArtifactStore:
             if self.base.exists():
                 self.base.fs.rm(self.base.path, recursive=True)
             return
-        if not os.path.isdir(self._base_path):
+        if not os.path.isdir(self._local_base):
             return
-        fd = self._open_lock(os.path.join(self._base_path, WRITERS_LOCK)) if self._locking else None
+        fd = self._open_lock(os.path.join(self._local_base, WRITERS_LOCK)) if self._locking else None
         try:
             if fd is not None and not self._flock(fd, fcntl.LOCK_EX, 0):
                 raise StoreBusyError(
                     f"another run is writing here ({self._holders_text()}): {self._shown()} was not "
                     "wiped. Wait for that run to finish (or stop it), then run again"
                 )
-            for entry in os.scandir(self._base_path):
+            for entry in os.scandir(self._local_base):
                 if entry.name == WRITERS_LOCK:
                     continue
                 if entry.is_dir(follow_symlinks=False):
@@ -384,7 +392,7 @@ class ArtifactStore:
                 os.close(fd)
 
     def _target_lock_path(self, target: UPath) -> str:
-        path, base = target.path, self._base_path
+        path, base = target.path, self._local_base
         relative = path[len(base) + 1 :] if path.startswith(base + "/") else os.path.relpath(path, base)
         return os.path.join(base, TARGET_LOCKS, relative.replace("/", "~") + ".lock")
 
@@ -568,7 +576,8 @@ class ArtifactStore:
     # arrays
     def write_arrays(self, arrays: Mapping[str, np.ndarray], *parts: str) -> UPath:
         buffer = io.BytesIO()
-        np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+        # numpy's stubs put allow_pickle: bool beside **kwds, so mypy matches a dict of arrays against it
+        np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         return self._write_bytes(self.path(*parts, suffix=".npz"), buffer.getvalue())
 
     def read_arrays(self, *parts: str) -> dict[str, np.ndarray]:
@@ -692,7 +701,9 @@ class FrameWriter:
         delta: tuple[str, ...] = (),
         types: pa.Schema | None = None,
     ):
-        self.target, self.schema, self.rows, self._writer, self._handle = target, schema, 0, None, None
+        self.target, self.schema, self.rows = target, schema, 0
+        self._writer: pq.ParquetWriter | None = None
+        self._handle: BinaryIO | None = None
         self.delta, self.types = tuple(delta), types
         self._pending: Future | None = None
 
@@ -711,9 +722,11 @@ class FrameWriter:
                 ) from None
         if self._writer is None:
             self._open()
+        writer = self._writer
+        assert writer is not None  # _open sets it
         if table.num_rows:
             self._wait()
-            self._pending = _write_executor().submit(self._writer.write_table, table)
+            self._pending = _write_executor().submit(writer.write_table, table)
             self.rows += table.num_rows
 
     def _wait(self) -> None:
@@ -723,17 +736,19 @@ class FrameWriter:
             pending.result()
 
     def _open(self) -> None:
-        floats = [f.name for f in self.schema if pa.types.is_floating(f.type)]
-        plain = {f.name for f in self.schema if pa.types.is_list(f.type)} | set(self.delta) | set(floats)
+        schema = self.schema
+        assert schema is not None  # write sets it from the first chunk; close refuses to open without one
+        floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+        plain = {f.name for f in schema if pa.types.is_list(f.type)} | set(self.delta) | set(floats)
         local = self.target.protocol in ("", "file", "local")
         self._handle = None if local else self.target.open("wb")
         self._writer = pq.ParquetWriter(
             self.target.path if local else self._handle,
-            self.schema.remove_metadata(),
+            schema.remove_metadata(),
             compression="zstd",
             compression_level=1,
             use_byte_stream_split=floats or False,
-            use_dictionary=[f.name for f in self.schema if f.name not in plain],
+            use_dictionary=[f.name for f in schema if f.name not in plain],
             column_encoding={name: "DELTA_BINARY_PACKED" for name in self.delta} or None,
         )
 
@@ -742,8 +757,10 @@ class FrameWriter:
             if self.schema is None:
                 raise ValueError(f"{self.target.name}: nothing was written and no schema was given")
             self._open()
+        writer = self._writer
+        assert writer is not None  # _open sets it
         self._wait()
-        self._writer.close()
+        writer.close()
         if self._handle is not None:
             self._handle.close()
 
