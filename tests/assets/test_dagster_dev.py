@@ -5,23 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import default_signals
+from tests.conftest import default_signals, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 QUERY = """{ assetNodes { assetKey { path } isPartitioned hasAssetChecks } }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_dagster_dev_loads_the_workspace_and_lists_the_assets(tmp_path):

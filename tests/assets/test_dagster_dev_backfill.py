@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import pyarrow.parquet as pq
 
 from emberharmony_assets.main import dagster_yaml
 from emberharmony_core.demo import DemoConfig, write_demo_table
-from tests.conftest import default_signals, stop_process_group
+from tests.conftest import default_signals, free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = DemoConfig(entities=24, days=4, cadence_minutes=60, start="2026-01-01")
@@ -63,12 +62,6 @@ CHECKS = (
     executionForLatestMaterialization { runId status evaluation { success %s } } } } } } }"""  # noqa: UP031
     % METADATA
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(port: int, query: str, variables: dict | None = None, timeout: float = 30) -> dict:

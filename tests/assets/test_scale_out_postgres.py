@@ -31,7 +31,6 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,7 @@ from tests.assets.test_concurrent_backfills import (
     run_errors,
     run_job,
 )
-from tests.conftest import default_signals, stop_process_group
+from tests.conftest import default_signals, free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -101,12 +100,6 @@ def postgres_binaries() -> Path | None:
         if all((folder / name).exists() for name in ("initdb", "pg_ctl", "postgres")):
             return folder
     return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("BQEMU_VENV", ROOT / ".venv-bqemu"))
@@ -42,12 +43,6 @@ class Emulator:
     def log(self) -> str:
         """Everything the server has logged so far (JSON lines, one per request / event)."""
         return self.log_path.read_text(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _ensure_duckdb_extensions(python: Path) -> None:
@@ -81,9 +76,9 @@ def bq_emulator(tmp_path_factory) -> Iterator[Emulator]:
         )
     _ensure_duckdb_extensions(python)
 
-    rest_port, grpc_port = _free_port(), _free_port()
+    rest_port, grpc_port = free_port(), free_port()
     while grpc_port == rest_port:
-        grpc_port = _free_port()
+        grpc_port = free_port()
     log_path = tmp_path_factory.mktemp("bqemulator") / "server.log"
     log_file = open(log_path, "w")  # noqa: SIM115  # closed at the fixture's teardown
     process = subprocess.Popen(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import default_signals, stop_process_group
+from tests.conftest import default_signals, free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -83,12 +82,6 @@ def require_browser():
             pytest.fail(reason)
         pytest.skip(reason)
     return sync_playwright
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def day_rows(database: Path, day: str) -> tuple[int, int]:
