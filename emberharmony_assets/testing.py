@@ -14,7 +14,16 @@ from typing import Any
 
 import duckdb
 import pandas as pd
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    AssetsDefinition,
+    AssetSpec,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    SourceAsset,
+    materialize,
+)
 
 from emberharmony_core.layout import read_asset_frame, stride_folder
 from emberharmony_core.store import ArtifactStore
@@ -91,21 +100,26 @@ def materialize_days(
     selection: Sequence[str] | None = None,
     instance: DagsterInstance | None = None,
     raise_on_error: bool = True,
+    run_config: Mapping[str, Any] | None = None,
+    assets: Sequence[AssetsDefinition | AssetSpec | SourceAsset] | None = None,
 ) -> ExecuteInProcessResult:
     """Materialise the assets of ``selection`` (names; every asset when left out) for the day ``first`` or, given
     ``last``, for every day ``first`` .. ``last`` in ONE run, as a backfill of the range does; days are
     ``"YYYY-MM-DD"``. Unpartitioned assets in the selection (``preprocessor``, ``pca_models``) run once.
     ``instance``: an ephemeral one when left out (pass your own to read figures back after the run).
-    ``first=None``: no day, for a selection of unpartitioned assets alone."""
+    ``first=None``: no day, for a selection of unpartitioned assets alone. ``run_config``: Dagster's run config
+    (e.g. ``{"loggers": {"console": {"config": {"log_level": "ERROR"}}}}`` for a quiet run). ``assets``: another
+    asset graph than the pipeline's (``resources={}`` when it needs none)."""
     target: dict[str, Any] = (
         {} if first is None else {"partition_key": first} if last is None else {"tags": range_tags(first, last)}
     )
     return materialize(
-        all_assets,
+        all_assets if assets is None else assets,
         resources=dict(resources),
         selection=list(selection) if selection is not None else None,
         instance=instance if instance is not None else DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
+        run_config=dict(run_config) if run_config is not None else None,
         **target,
     )
 

@@ -24,13 +24,12 @@ from dagster import (
     MaterializeResult,
     TimeWindowPartitionMapping,
     asset,
-    materialize,
     multi_asset,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from benchmarks import bench_graph as bench
 from benchmarks import script_pipeline
+from emberharmony_assets import testing
 from emberharmony_core.features.windows import window_count, window_end_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,11 +95,7 @@ def test_floor_copies_the_graphs_specs_checks_and_grouping():
 def test_floor_materialises_every_asset_partition_and_passes_every_check_in_one_run():
     floor = bench.floor_assets(_toy_defs())
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            floor,
-            instance=instance,
-            tags={ASSET_PARTITION_RANGE_START_TAG: "2026-02-01", ASSET_PARTITION_RANGE_END_TAG: "2026-02-03"},
-        )
+        result = testing.materialize_days("2026-02-01", "2026-02-03", resources={}, instance=instance, assets=floor)
         assert result.success
         materialised = [
             (e.asset_key.to_user_string(), e.partition)
@@ -118,7 +113,9 @@ def test_floor_materialises_every_asset_partition_and_passes_every_check_in_one_
             assert materialization.metadata["rows"].value == 0
             assert ("partitions" in materialization.metadata) == (materialization.partition is not None)
         # a subset of the multi-asset: only what is selected is reported
-        subset = materialize(floor, instance=instance, selection=["eta"], partition_key="2026-02-02")
+        subset = testing.materialize_days(
+            "2026-02-02", resources={}, instance=instance, selection=["eta"], assets=floor
+        )
         assert subset.success
         assert [e.asset_key for e in subset.get_asset_materialization_events()] == [AssetKey("eta")]
 

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from emberharmony_assets import testing
 from emberharmony_assets.definitions import DEMO_SOURCE, build_definitions
 from emberharmony_assets.jobs import INGEST_PASS_TAG
 from emberharmony_assets.main import dagster_yaml
@@ -129,9 +129,8 @@ def graph_resources(database: Path, artifacts: Path) -> dict:
 
 def run_job(name: str, resources: dict, instance: DagsterInstance):
     job = build_definitions(**resources).resolve_job_def(name)
-    result = job.execute_in_process(
-        instance=instance, tags={ASSET_PARTITION_RANGE_START_TAG: DAYS[0], ASSET_PARTITION_RANGE_END_TAG: DAYS[-1]}
-    )
+    # a job (not materialize_days' asset selection): the range through testing.range_tags
+    result = job.execute_in_process(instance=instance, tags=testing.range_tags(DAYS[0], DAYS[-1]))
     assert result.success
     return result
 

@@ -11,11 +11,11 @@ from dagster import (
     DagsterInstance,
     DailyPartitionsDefinition,
     EventRecordsFilter,
+    ExecuteInProcessResult,
     asset,
-    materialize,
 )
 
-from emberharmony_assets import instance_storage
+from emberharmony_assets import instance_storage, testing
 from emberharmony_assets.instance_storage import PooledSqliteEventLogStorage, PooledSqliteStorage
 from emberharmony_assets.main import ensure_dagster_yaml
 
@@ -26,6 +26,11 @@ DAILY = DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-01-11"
 def daily_numbers(context) -> int:
     context.add_output_metadata({"day": context.partition_key})
     return 1
+
+
+def materialize_one(instance: DagsterInstance, day: str) -> ExecuteInProcessResult:
+    """``daily_numbers`` (this module's own graph, no resources) for ``day``."""
+    return testing.materialize_days(day, resources={}, instance=instance, assets=[daily_numbers])
 
 
 def pooled_instance(home) -> DagsterInstance:
@@ -62,7 +67,7 @@ def test_main_dagster_yaml_selects_the_pooled_storage(tmp_path):
 def test_events_written_pooled_are_read_by_dagsters_default_storage(tmp_path):
     days = DAILY.get_partition_keys()[:4]
     with pooled_instance(tmp_path) as instance:
-        results = [materialize([daily_numbers], instance=instance, partition_key=day) for day in days]
+        results = [materialize_one(instance, day) for day in days]
         assert all(result.success for result in results)
         assert materialized_days(instance) == days
     with dagster_default_instance(tmp_path) as plain:
@@ -79,7 +84,7 @@ def test_open_engines_are_bounded_and_older_runs_still_read(tmp_path, monkeypatc
     monkeypatch.setattr(instance_storage, "MAX_OPEN_SHARDS", 3)
     days = DAILY.get_partition_keys()
     with pooled_instance(tmp_path) as instance:
-        run_ids = [materialize([daily_numbers], instance=instance, partition_key=day).run_id for day in days]
+        run_ids = [materialize_one(instance, day).run_id for day in days]
         engines = instance.event_log_storage._engines
         assert 0 < len(engines) <= 3
         # the first run's engine was disposed long ago: reading it opens a new one, and the data is there
@@ -89,9 +94,9 @@ def test_open_engines_are_bounded_and_older_runs_still_read(tmp_path, monkeypatc
 
 def test_wipe_closes_connections_before_deleting_files(tmp_path):
     with pooled_instance(tmp_path) as instance:
-        materialize([daily_numbers], instance=instance, partition_key="2026-01-01")
+        materialize_one(instance, "2026-01-01")
         instance.wipe()
-        after = materialize([daily_numbers], instance=instance, partition_key="2026-01-02")
+        after = materialize_one(instance, "2026-01-02")
         assert materialized_days(instance) == ["2026-01-02"]
     # the events after the wipe are in the files on disk, not in a deleted file still held open
     run_db = tmp_path / "history" / "runs" / f"{after.run_id}.db"
@@ -102,7 +107,7 @@ def test_wipe_closes_connections_before_deleting_files(tmp_path):
 
 def test_dispose_closes_every_engine(tmp_path):
     instance = pooled_instance(tmp_path)
-    materialize([daily_numbers], instance=instance, partition_key="2026-01-03")
+    materialize_one(instance, "2026-01-03")
     assert instance.event_log_storage._engines
     instance.dispose()
     assert not instance.event_log_storage._engines
@@ -112,7 +117,6 @@ def test_a_range_runs_batched_materialisations_are_all_stored(tmp_path, monkeypa
     """The main job's settings: one batch per step for a range (DAGSTER_EVENT_BATCH_SIZE), written in one
     transaction per database; every partition's materialisation is there, for Dagster's default storage too."""
     from dagster import BackfillPolicy
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
     from emberharmony_assets.main import DAGSTER_RANGE_SETTINGS
 
@@ -132,11 +136,7 @@ def test_a_range_runs_batched_materialisations_are_all_stored(tmp_path, monkeypa
 
     days = DAILY.get_partition_keys()
     with pooled_instance(tmp_path) as instance:
-        result = materialize(
-            [daily_numbers],
-            instance=instance,
-            tags={ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]},
-        )
+        result = testing.materialize_days(days[0], days[-1], resources={}, instance=instance, assets=[daily_numbers])
         assert result.success
         assert max(batches) == len(days)  # the step's materialisations came as one batch
         assert materialized_days(instance) == days

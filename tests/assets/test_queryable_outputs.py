@@ -27,10 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
-from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from emberharmony_assets.assets import all_assets
+from emberharmony_assets import testing
 from emberharmony_core.features.pca import PCAModel
 from emberharmony_core.layout import load_stride_windows, stride_folder
 from emberharmony_core.store import ArtifactStore
@@ -45,12 +43,7 @@ K = 8  # make_resources' n_components
 @pytest.fixture(scope="module")
 def store(demo_database, tmp_path_factory):
     artifacts = tmp_path_factory.mktemp("queryable") / "artifacts"
-    result = materialize(
-        all_assets,
-        resources=make_resources(demo_database, str(artifacts)),
-        instance=DagsterInstance.ephemeral(),
-        tags={ASSET_PARTITION_RANGE_START_TAG: KEYS[0], ASSET_PARTITION_RANGE_END_TAG: KEYS[-1]},
-    )
+    result = testing.materialize_days(KEYS[0], KEYS[-1], resources=make_resources(demo_database, str(artifacts)))
     assert result.success
     return ArtifactStore(str(artifacts))
 

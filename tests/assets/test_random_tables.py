@@ -58,16 +58,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import DagsterInstance, MetadataValue, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster import DagsterInstance, MetadataValue
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import StandardScaler
 
+from emberharmony_assets import testing
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.checks import SPLIT_FRACTIONS
-from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
 from emberharmony_core.features.split import assign_split
 from emberharmony_core.layout import load_pca_stats, load_stride_windows
 from emberharmony_core.store import ArtifactStore
@@ -339,19 +338,14 @@ def write_table(case: Case, path) -> str:
 
 
 def resources_for(case: Case, database: str, artifacts) -> dict:
-    return {
-        "source": DuckDBSourceResource(
-            database=database,
-            table=case.table,
-            timestamp_column="ts",
-            entity_column=case.entity,
-            feature_columns=list(case.features),
-            categorical_columns=list(case.categorical),
-        ),
-        "backend": BackendResource(name="numpy"),
-        "settings": PipelineSettings(**case.settings),
-        "store": ArtifactStoreResource(base_path=str(artifacts)),
-    }
+    source = dict(
+        table=case.table,
+        timestamp_column="ts",
+        entity_column=case.entity,
+        feature_columns=list(case.features),
+        categorical_columns=list(case.categorical),
+    )
+    return testing.resources(database, artifacts, source=source, **case.settings)
 
 
 # the reference --------------------------------------------------------------------------------------------------------
@@ -612,17 +606,13 @@ def _values(metadata) -> dict:
 
 def run_graph(case: Case, resources: dict, instance) -> Outcome:
     """One in-process Dagster run of every asset over the case's range (one partition: a partition key)."""
-    if len(case.days) == 1:
-        target = {"partition_key": case.days[0]}
-    else:
-        target = {"tags": {ASSET_PARTITION_RANGE_START_TAG: case.days[0], ASSET_PARTITION_RANGE_END_TAG: case.days[-1]}}
     try:
-        result = materialize(
-            all_assets,
+        result = testing.materialize_days(
+            case.days[0],
+            case.days[-1] if len(case.days) > 1 else None,
             resources=resources,
             instance=instance,
             run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
-            **target,
         )
     except Exception as exc:  # noqa: BLE001 - the failure is the outcome
         return Outcome(failure_text(exc), {}, [])
