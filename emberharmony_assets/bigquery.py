@@ -21,6 +21,7 @@ from dagster import EnvVar
 from dagster_gcp import BigQueryResource
 from pydantic import Field
 
+from emberharmony_core.layout import FEATURES
 from emberharmony_core.names import DEFAULT_FRACTIONS
 from emberharmony_core.sources.bigquery import BigQueryTableReader
 from emberharmony_core.sources.bigquery_export import EXPORT_METHODS, export_table_id
@@ -76,7 +77,7 @@ class BigQuerySourceResource(SourceResource):
         super().setup_for_execution(context)
         if self.export_method not in EXPORT_METHODS:
             raise ValueError(f"export_method must be one of {', '.join(EXPORT_METHODS)}, got {self.export_method!r}")
-        self.export_table("features")  # a malformed export_dataset / prefix fails here, naming it
+        self.export_table(FEATURES)  # a malformed export_dataset / prefix fails here, naming it
 
     def _bigquery(self) -> BigQueryResource:
         return BigQueryResource(project=self.project, location=self.location, gcp_credentials=self.gcp_credentials)

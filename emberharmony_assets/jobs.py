@@ -35,18 +35,33 @@ from dagster import (
     schedule,
 )
 
+from emberharmony_core.layout import (
+    CYCLICAL,
+    FEATURES,
+    PCA_MODELS,
+    PCA_STATS,
+    PREPROCESS_STATS,
+    PREPROCESSOR,
+    PROJECTED,
+    RAW,
+    SPLIT,
+    STRIDE_WINDOWS,
+    WINDOW_CARRY,
+    WINDOW_TAILS,
+)
+
 from .partitions import daily_partitions
 
 PARTITION_ASSETS = [
-    "raw_chunk",
-    "split_data",
-    "cyclical_features",
-    "preprocess_stats",
-    "features",
-    "window_tails",
-    "window_carry",
-    "stride_windows",
-    "pca_stats",
+    RAW,
+    SPLIT,
+    CYCLICAL,
+    PREPROCESS_STATS,
+    FEATURES,
+    WINDOW_TAILS,
+    WINDOW_CARRY,
+    STRIDE_WINDOWS,
+    PCA_STATS,
 ]
 
 daily_partition_job = define_asset_job(
@@ -57,7 +72,7 @@ daily_partition_job = define_asset_job(
 )
 refit_job = define_asset_job(
     "refit_job",
-    selection=AssetSelection.assets("pca_models", "projected_windows"),
+    selection=AssetSelection.assets(PCA_MODELS, PROJECTED),
     description="pca_models from every day's statistics, then the day's projections "
     "(its schedule: an hour after daily_partition_job).",
 )
@@ -68,7 +83,7 @@ full_refresh_job = define_asset_job(
     "emberharmony_assets.main): the fastest path on one machine; many workers: docs/scale.md.",
 )
 
-INGEST_ASSETS = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
+INGEST_ASSETS = [RAW, SPLIT, CYCLICAL, PREPROCESS_STATS]
 # the run-queue tag every run of a pass over days carries: a tag_concurrency_limits entry on this key caps how many
 # runs of each pass go at once (``value: {applyLimitPerUniqueValue: true}``), or of one pass (``value: ingest``)
 PASS_TAG = "emberharmony/pass"
@@ -94,24 +109,24 @@ ingest_job = _pass_job(
 )
 features_job = _pass_job(
     "features_job",
-    ["features", "window_tails"],
+    [FEATURES, WINDOW_TAILS],
     "features and window_tails: independent per day (after the preprocessor), one run per day.",
 )
 carry_job = define_asset_job(
     "carry_job",
-    selection=AssetSelection.assets("window_carry"),
+    selection=AssetSelection.assets(WINDOW_CARRY),
     executor_def=in_process_executor,
     description="window_carry, the one step that goes day after day (a fold of small "
     "per-entity summaries): launch a range as one run.",
 )
 windows_job = _pass_job(
     "windows_job",
-    ["stride_windows", "pca_stats"],
+    [STRIDE_WINDOWS, PCA_STATS],
     "stride_windows and pca_stats: independent per day once window_carry of the day before exists, one run per day.",
 )
 projection_job = _pass_job(
     "projection_job",
-    ["projected_windows"],
+    [PROJECTED],
     "projected_windows: independent per day once pca_models exists, one run per day.",
 )
 fit_and_windows_job = define_asset_job(
@@ -133,13 +148,13 @@ WAVES = [
 ]
 fit_preprocessor_job = define_asset_job(
     "preprocessor_job",
-    selection=AssetSelection.assets("preprocessor"),
+    selection=AssetSelection.assets(PREPROCESSOR),
     executor_def=in_process_executor,
     description="The preprocessor alone, fitted on every day's preprocess_stats.",
 )
 fit_pca_job = define_asset_job(
     "pca_models_job",
-    selection=AssetSelection.assets("pca_models"),
+    selection=AssetSelection.assets(PCA_MODELS),
     executor_def=in_process_executor,
     description="pca_models alone, merged from every day's pca_stats.",
 )

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from emberharmony_core.layout import PCA_MODELS, RAW, SPLIT, STRIDE_WINDOWS, stride_folder
 from emberharmony_core.names import SPLIT_NAMES
 
 UI_URL = "http://127.0.0.1:3000"  # dagster dev's default address
@@ -139,7 +140,6 @@ def stored_figures(store, keys: list[str], strides: list[int]) -> dict:
     import pyarrow.compute as pc
 
     from emberharmony_core.features.pca import PCAModel
-    from emberharmony_core.layout import RAW, SPLIT, STRIDE_WINDOWS, stride_folder
 
     figures: dict = {}
     try:
@@ -164,7 +164,7 @@ def stored_figures(store, keys: list[str], strides: list[int]) -> dict:
     models: dict[int, PCAModel | Exception] = {}
     for stride in strides:
         try:
-            models[stride] = PCAModel.from_arrays(store.read_arrays("pca_models", stride_folder(stride)))
+            models[stride] = PCAModel.from_arrays(store.read_arrays(PCA_MODELS, stride_folder(stride)))
         except Exception as exc:  # noqa: BLE001
             models[stride] = exc
     figures["models"] = models
@@ -214,18 +214,16 @@ def report_lines(
     if "rows" in figures:
         split = figures.get("split")
         split_text = (" (" + ", ".join(f"{s} {split.get(s, 0):,}" for s in SPLITS) + ")") if split else ""
-        lines.append(f"rows: {rows:,}{split_text}{stale('split_data')}")
+        lines.append(f"rows: {rows:,}{split_text}{stale(SPLIT)}")
     else:
         lines.append(f"rows: unknown ({figures['rows_error']})")
     if "windows" in figures:
         lines.append(
-            "windows: "
-            + ", ".join(f"stride {s} {n:,}" for s, n in figures["windows"].items())
-            + stale("stride_windows")
+            "windows: " + ", ".join(f"stride {s} {n:,}" for s, n in figures["windows"].items()) + stale(STRIDE_WINDOWS)
         )
     else:
         lines.append(f"windows: unknown ({figures['windows_error']})")
-    lines.append("explained variance per stride (PCA fitted on all train windows)" + stale("pca_models") + ":")
+    lines.append("explained variance per stride (PCA fitted on all train windows)" + stale(PCA_MODELS) + ":")
     lines += [_variance_line(s, m) for s, m in figures["models"].items()]
 
     # the step's own result per check (no partition), and each day's own (record_day_checks)

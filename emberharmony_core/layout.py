@@ -39,9 +39,14 @@ from .ops import get_backend
 from .store import ArtifactReadError, ArtifactStore, frame_from_arrow, repair_command
 from .windowing import WindowCarry, Windower, chunk_rows, gather_windows, window_index
 
+# every asset's name (its key, and its folder in the store)
 RAW, SPLIT, CYCLICAL, FEATURES = "raw_chunk", "split_data", "cyclical_features", "features"
+PREPROCESS_STATS, PREPROCESSOR = "preprocess_stats", "preprocessor"  # a day's train statistics; their global fit
 STRIDE_WINDOWS, PROJECTED, PCA_STATS = "stride_windows", "projected_windows", "pca_stats"
+PCA_MODELS = "pca_models"
 WINDOW_TAILS, WINDOW_CARRY = "window_tails", "window_carry"  # a day's own summary; the state after a day
+# the BigQuery write-back (emberharmony_assets.assets.export): a table each, nothing in the store
+EXPORT_FEATURES, EXPORT_PROJECTED = "bigquery_features", "bigquery_projected_windows"
 INDEX_DELTA = ("row", "end_time")  # a window index's columns stored delta-encoded (increasing within an entity)
 FRAME_PARTS = {RAW: (RAW,), SPLIT: (RAW, SPLIT), CYCLICAL: (RAW, SPLIT, CYCLICAL)}
 WINDOWS_LAYOUT = "layout"  # stride_windows/layout.json: window size, strides, feature and key columns
@@ -361,6 +366,11 @@ __all__ = [
     "carry_keys",
     "load_stride_windows",
     "PCA_STATS",
+    "PCA_MODELS",
+    "PREPROCESS_STATS",
+    "PREPROCESSOR",
+    "EXPORT_FEATURES",
+    "EXPORT_PROJECTED",
     "WINDOW_TAILS",
     "WINDOW_CARRY",
     "carry_digest",

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
-from emberharmony_core.layout import FEATURES, PROJECTED, stride_folder
+from emberharmony_core.layout import EXPORT_FEATURES, EXPORT_PROJECTED, FEATURES, PROJECTED, stride_folder
 from emberharmony_core.sources.bigquery_export import ExportPart, ExportTarget, export_partition
 from emberharmony_core.store import ArtifactStore
 
@@ -34,8 +34,6 @@ from ._common import PARTITIONED, record_partition_figures, run_partitions, time
 
 if TYPE_CHECKING:  # not imported at run time: it needs dagster_gcp, and the DuckDB default graph imports this module
     from ..bigquery import BigQuerySourceResource
-
-EXPORT_FEATURES, EXPORT_PROJECTED = "bigquery_features", "bigquery_projected_windows"
 
 
 def export_enabled_from_env() -> bool:

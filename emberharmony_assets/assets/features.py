@@ -17,6 +17,7 @@ from emberharmony_core.layout import (
     CYCLICAL,
     FEATURES,
     PCA_STATS,
+    PREPROCESSOR,
     STRIDE_WINDOWS,
     WINDOW_CARRY,
     WINDOW_TAILS,
@@ -129,7 +130,7 @@ def day_pass(chunks, features_file, tails, day_bad: np.ndarray, names: list[str]
     specs=[
         AssetSpec(
             FEATURES,
-            deps=[CYCLICAL, "preprocessor"],
+            deps=[CYCLICAL, PREPROCESSOR],
             group_name="preprocessing",
             kinds={"parquet"},
             description="Every row imputed, scaled and one-hot encoded with the fitted preprocessor (all splits); "

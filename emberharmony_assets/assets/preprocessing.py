@@ -15,7 +15,7 @@ from emberharmony_core.features.preprocess import (
     fit_preprocessor,
 )
 from emberharmony_core.features.preprocess.stats import merge_partition_stats
-from emberharmony_core.layout import RAW
+from emberharmony_core.layout import PREPROCESS_STATS, PREPROCESSOR, RAW
 from emberharmony_core.sources.base import TableSpec
 
 from ..partitions import daily_partitions
@@ -51,27 +51,25 @@ def preprocess_config(spec: TableSpec, settings: PipelineSettings) -> Preprocess
     )
 
 
-@asset(deps=["preprocess_stats"], group_name="preprocessing", kinds={"json"})
+@asset(name=PREPROCESSOR, deps=[PREPROCESS_STATS], group_name="preprocessing", kinds={"json"})
 def preprocessor(
     context: AssetExecutionContext, source: SourceResource, settings: PipelineSettings, store: ArtifactStoreResource
 ) -> MaterializeResult:
     """Imputer, scaler and one-hot vocabulary fitted on every partition's train statistics (JSON, no pickle)."""
     artifacts, config = store.get(), preprocess_config(source.spec(), settings)
-    names = [
-        n for n in artifacts.list_names("preprocess_stats", suffix=".json") if daily_partitions.has_partition_key(n)
-    ]
+    names = [n for n in artifacts.list_names(PREPROCESS_STATS, suffix=".json") if daily_partitions.has_partition_key(n)]
     if not names:
         raise ValueError("no preprocess_stats partitions are materialised: materialise some partitions first")
     metadata: dict[str, int | float | str | MetadataValue] = {"partitions": len(names)}
     with timed(metadata):
         # one partition's statistics in memory at a time, merged in partition order; drift names both partitions
         merged = merge_partition_stats(
-            (name, artifacts.read_json("preprocess_stats", name, parse=PreprocessStats.from_dict)) for name in names
+            (name, artifacts.read_json(PREPROCESS_STATS, name, parse=PreprocessStats.from_dict)) for name in names
         )
         if not merged.n_train_rows:
             raise ValueError(no_train_rows(artifacts, names, source.spec(), settings))
         fitted = fit_preprocessor(merged, config)
-        artifacts.write_json(fitted.to_dict(), "preprocessor", "preprocessor")
+        artifacts.write_json(fitted.to_dict(), PREPROCESSOR, PREPROCESSOR)
     summary = fitted.summary()
     dropped = summary[summary["status"] == "dropped"]
     for column, reason in fitted.dropped_.items():
@@ -109,4 +107,4 @@ def no_train_rows(artifacts, names: list[str], spec: TableSpec, settings: Pipeli
 
 
 def load_preprocessor(artifacts) -> FittedPreprocessor:
-    return artifacts.read_json("preprocessor", "preprocessor", parse=FittedPreprocessor.from_dict)
+    return artifacts.read_json(PREPROCESSOR, PREPROCESSOR, parse=FittedPreprocessor.from_dict)

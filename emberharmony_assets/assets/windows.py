@@ -23,6 +23,7 @@ from emberharmony_core.layout import (
     FEATURES,
     INDEX_DELTA,
     OLD_CARRY,
+    PCA_MODELS,
     PCA_STATS,
     PROJECTED,
     STRIDE_WINDOWS,
@@ -378,12 +379,13 @@ def merged_stats(artifacts, strides) -> dict[int, tuple[PCAStats, int]]:
 
 
 @asset(
+    name=PCA_MODELS,
     deps=[PCA_STATS],
     group_name="windows",
     kinds={"numpy"},
     check_specs=[
         checks.spec(
-            "pca_models",
+            PCA_MODELS,
             checks.EXPLAINED_VARIANCE,
             "Ratios finite, in [0, 1], decreasing, summing to at most 1.",
             per_day=False,
@@ -461,7 +463,7 @@ def pca_models(
                 context.log.warning(warning)
                 metadata[f"rank_warning_stride_{stride}"] = warning
             model = stats.fit(k, backend=compute)
-            artifacts.write_arrays(model.to_arrays(), "pca_models", stride_folder(stride))
+            artifacts.write_arrays(model.to_arrays(), PCA_MODELS, stride_folder(stride))
             ratio = ratios[stride] = model.explained_variance_ratio_
             # plain numbers: the UI plots them across materialisations
             metadata[f"explained_variance_at_k_stride_{stride}"] = round(float(ratio.sum()), 6)
@@ -496,12 +498,13 @@ def pca_models(
 
 
 def load_model(artifacts, stride: int) -> PCAModel:
-    return PCAModel.from_arrays(artifacts.read_arrays("pca_models", stride_folder(stride)))
+    return PCAModel.from_arrays(artifacts.read_arrays(PCA_MODELS, stride_folder(stride)))
 
 
 @asset(
+    name=PROJECTED,
     **PARTITIONED,
-    deps=[FEATURES, STRIDE_WINDOWS, pca_models, CARRY_OF_THE_DAY],
+    deps=[FEATURES, STRIDE_WINDOWS, PCA_MODELS, CARRY_OF_THE_DAY],
     group_name="windows",
     kinds={"parquet"},
 )
