@@ -291,12 +291,7 @@ class PCAStats:
         """
         backend, r, w, strides, starts = _series_plan(rows, window_size, strides, first_row)
         _check_window_rows(backend, r, starts, w, "PCAStats.from_stride_windows")
-        out = {}
-        for s in strides:
-            out[s] = cls(w * int(r.shape[1]))
-            for block in gather_windows(backend, r, starts[s], w, block_windows):
-                out[s].update(block)
-        return out
+        return stats_by_stride(backend, r, w, starts, block_windows)
 
     def update_windows(self, rows, window_size: int, stride: int) -> PCAStats:
         """Add the windows of ``rows`` without keeping them: the same statistics as
@@ -613,29 +608,36 @@ def project_stride_windows(
     }
 
 
-def window_stats_by_stride(made: ChunkWindows, strides: Sequence[int], split: int | None = TRAIN) -> dict:
-    """``{s: window_stats(made, s, split)}`` for every stride, each window gathered and multiplied once: a
-    stride-3 window is a stride-1 window too, so the windows are grouped by the set of strides they belong
-    to, each group's statistics computed once and merged into each of its strides (strides 1, 3, 5: the
-    products of 1 + 1/3 + 1/5 = 1.53 windows per row become those of 1)."""
-    strides = list(dict.fromkeys(int(s) for s in strides))
-    member = np.zeros(
-        int(made.rows.shape[0]), np.int64
-    )  # per layout position: bit i set when stride i's window starts there
+def stats_by_stride(backend, rows, window_size: int, starts: Mapping[int, np.ndarray], block_windows=None) -> dict:
+    """``{s: PCAStats of the windows of rows starting at starts[s]}``, each window gathered and multiplied once:
+    a stride-3 window is a stride-1 window too, so the windows are grouped by the set of strides they start in,
+    each group's statistics computed once and merged into each of its strides (strides 1, 3, 5: the products
+    of 1 + 1/3 + 1/5 = 1.53 windows per row become those of 1). rows: (n, F) backend array; starts: sorted
+    row numbers per stride; d = window_size * F."""
+    strides = list(starts)
+    width = window_size * int(rows.shape[1])
+    member = np.zeros(int(rows.shape[0]), np.int64)  # per row: bit i set when stride i's window starts there
     for i, s in enumerate(strides):
-        starts = made.starts[s] if split is None else made.starts[s][made.split[s] == split]
-        member[starts] |= 1 << i
-    out = {s: PCAStats(made.width) for s in strides}
-    starts = np.flatnonzero(member)
-    groups = member[starts]
+        member[starts[s]] |= 1 << i
+    out = {s: PCAStats(width) for s in strides}
+    at = np.flatnonzero(member)
+    groups = member[at]
     for group in np.unique(groups):
-        stats = PCAStats(made.width)
-        for block in gather_windows(made.backend, made.rows, starts[groups == group], made.window_size):
+        stats = PCAStats(width)
+        for block in gather_windows(backend, rows, at[groups == group], window_size, block_windows):
             stats.update(block)
         for i, s in enumerate(strides):
             if group >> i & 1:
                 out[s] = out[s].merge(stats)
     return out
+
+
+def window_stats_by_stride(made: ChunkWindows, strides: Sequence[int], split: int | None = TRAIN) -> dict:
+    """``{s: window_stats(made, s, split)}`` for every stride, each window gathered and multiplied once
+    (``stats_by_stride``)."""
+    strides = list(dict.fromkeys(int(s) for s in strides))
+    starts = {s: made.starts[s] if split is None else made.starts[s][made.split[s] == split] for s in strides}
+    return stats_by_stride(made.backend, made.rows, made.window_size, starts)
 
 
 def window_stats(made: ChunkWindows, stride: int, split: int | None = TRAIN):
@@ -646,6 +648,7 @@ def window_stats(made: ChunkWindows, stride: int, split: int | None = TRAIN):
 __all__ = [
     "window_stats",
     "window_stats_by_stride",
+    "stats_by_stride",
     "PCAStats",
     "PCAModel",
     "project_stride_windows",
