@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from emberharmony_core.layout import PCA_MODELS, RAW, SPLIT, STRIDE_WINDOWS, stride_folder
+from emberharmony_core.features.pca import PCAModel
+from emberharmony_core.layout import PCA_MODELS, RAW, SPLIT, STRIDE_WINDOWS, load_pca_model, stride_folder
 from emberharmony_core.names import SPLIT_NAMES
 
 UI_URL = "http://127.0.0.1:3000"  # dagster dev's default address
@@ -139,8 +140,6 @@ def stored_figures(store, keys: list[str], strides: list[int]) -> dict:
     """Rows, split counts, windows per stride and the fitted models, read from the artifacts of ``keys``."""
     import pyarrow.compute as pc
 
-    from emberharmony_core.features.pca import PCAModel
-
     figures: dict = {}
     try:
         figures["rows"] = sum(store.frame_rows(RAW, key) for key in keys)
@@ -164,7 +163,7 @@ def stored_figures(store, keys: list[str], strides: list[int]) -> dict:
     models: dict[int, PCAModel | Exception] = {}
     for stride in strides:
         try:
-            models[stride] = PCAModel.from_arrays(store.read_arrays(PCA_MODELS, stride_folder(stride)))
+            models[stride] = load_pca_model(store, stride)
         except Exception as exc:  # noqa: BLE001
             models[stride] = exc
     figures["models"] = models

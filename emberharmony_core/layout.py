@@ -5,7 +5,11 @@ Each row-wise asset stores only the columns it adds, one Parquet file per partit
     raw_chunk/date=K/part-0.parquet           the source columns
     split_data/date=K/part-0.parquet          split
     cyclical_features/date=K/part-0.parquet   {column}_sin_hour ... {column}_cos_month
+    preprocess_stats/K.json                   statistics of day K's train rows (PreprocessStats.to_dict)
+    preprocessor/preprocessor.json            the fitted preprocessor (FittedPreprocessor.to_dict; not partitioned)
     features/date=K/part-0.parquet            entity, timestamp, split, target, then the feature columns
+    stride_windows/layout.json                window size, strides, feature and key columns, dtype, max_gap (every
+                                              stride_windows run rewrites it)
     stride_windows/stride=S/date=K/part-0.parquet   per window: row (of features K it ends on), entity, end_time, split
     window_tails/K.arrow                      day K alone: each entity's row count in K and its last window_size - 1
                                               feature rows (times, splits) in K (Arrow IPC, zstd, in entity key order)
@@ -13,13 +17,15 @@ Each row-wise asset stores only the columns it adds, one Parquet file per partit
                                               window_carry of K - 1 folded with window_tails of K (same format;
                                               streamed, never whole in memory)
     pca_stats/date=K/part-0.parquet           per stride one row: stride, n_samples, n_features, mean, scatter_upper
+    pca_models/stride=S.npz                   the stride's fitted PCAModel (PCAModel.to_arrays; not partitioned)
     projected_windows/stride=S/date=K/part-0.parquet  entity, end_time, split, pc_1 .. pc_k
 
 so ``split_data`` reads as raw_chunk's columns plus ``split``, and ``cyclical_features`` as both plus
 its own (``iter_asset_frames``). Windows are never stored expanded: ``load_stride_windows`` rebuilds
 them from ``features`` and the previous partition's carry with the rule of ``emberharmony_core.windowing``.
 Only ``window_carry`` goes from day to day (``emberharmony_core.carry_fold``): every pass over a day's rows
-needs that day's files, the global fits and the carry of the day before.
+needs that day's files, the global fits and the carry of the day before. Each file is written and read by the
+functions here (``save_*`` / ``load_*`` / ``*_keys``), never by spelling its path elsewhere.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .features.pca import PCAStats
+from .features.pca import PCAModel, PCAStats
+from .features.preprocess import FittedPreprocessor, PreprocessStats
 from .ops import get_backend
 from .store import ArtifactReadError, ArtifactStore, frame_from_arrow, repair_command
 from .windowing import WindowCarry, Windower, chunk_rows, gather_windows, window_index
@@ -276,6 +283,57 @@ def pca_stats_keys(store: ArtifactStore) -> list[str]:
     return store.frame_keys(PCA_STATS)
 
 
+def old_pca_stats_exist(store: ArtifactStore, strides) -> bool:
+    """Whether ``pca_stats/stride=S/K.npz`` files of an older layout (no longer read) are stored for a stride."""
+    return any(store.list_names(PCA_STATS, stride_folder(s), suffix=".npz") for s in strides)
+
+
+def old_carry_exists(store: ArtifactStore, key: str) -> bool:
+    """Whether partition ``key``'s carry is where builds before ``window_carry`` kept it (``OLD_CARRY``)."""
+    return any(store.exists(*OLD_CARRY, key, suffix=suffix) for suffix in (".arrow", ".npz"))
+
+
+# the preprocessing fits: a day's train statistics, and the preprocessor fitted on all of them (JSON, no pickle)
+def save_preprocess_stats(store: ArtifactStore, key: str, stats: PreprocessStats) -> None:
+    store.write_json(stats.to_dict(), PREPROCESS_STATS, key)
+
+
+def load_preprocess_stats(store: ArtifactStore, key: str) -> PreprocessStats:
+    return store.read_json(PREPROCESS_STATS, key, parse=PreprocessStats.from_dict)
+
+
+def preprocess_stats_keys(store: ArtifactStore) -> list[str]:
+    """Partition keys with stored ``preprocess_stats``, sorted."""
+    return store.list_names(PREPROCESS_STATS, suffix=".json")
+
+
+def save_preprocessor(store: ArtifactStore, fitted: FittedPreprocessor) -> None:
+    store.write_json(fitted.to_dict(), PREPROCESSOR, PREPROCESSOR)
+
+
+def load_preprocessor(store: ArtifactStore) -> FittedPreprocessor:
+    return store.read_json(PREPROCESSOR, PREPROCESSOR, parse=FittedPreprocessor.from_dict)
+
+
+# the PCA fits: one .npz per stride
+def save_pca_model(store: ArtifactStore, stride: int, model: PCAModel) -> None:
+    store.write_arrays(model.to_arrays(), PCA_MODELS, stride_folder(stride))
+
+
+def load_pca_model(store: ArtifactStore, stride: int) -> PCAModel:
+    return PCAModel.from_arrays(store.read_arrays(PCA_MODELS, stride_folder(stride)))
+
+
+# the windows' layout: what every stride_windows run was made with (one file, rewritten by each run)
+def save_windows_layout(store: ArtifactStore, layout: dict) -> None:
+    store.write_json(layout, STRIDE_WINDOWS, WINDOWS_LAYOUT)
+
+
+def load_windows_layout(store: ArtifactStore, key: str | None = None) -> dict:
+    """``stride_windows/layout.json``; ``key``: the partition a read error's repair command names."""
+    return store.read_json(STRIDE_WINDOWS, WINDOWS_LAYOUT, partition=key)
+
+
 def load_stride_windows(
     store: ArtifactStore, key: str, stride: int, previous_key: str | None = None, backend=None
 ) -> tuple[np.ndarray, pd.DataFrame]:
@@ -290,7 +348,7 @@ def load_stride_windows(
     """
     backend = backend or get_backend("numpy")
     # written by every stride_windows run: re-materialising this partition rewrites it (the read error says so)
-    layout = store.read_json(STRIDE_WINDOWS, WINDOWS_LAYOUT, partition=key)
+    layout = load_windows_layout(store, key)
     if previous_key is None:
         earlier = [k for k in carry_keys(store) if k < key]
         previous_key = earlier[-1] if earlier else None
@@ -378,4 +436,15 @@ __all__ = [
     "save_pca_stats",
     "load_pca_stats",
     "pca_stats_keys",
+    "old_pca_stats_exist",
+    "old_carry_exists",
+    "save_preprocess_stats",
+    "load_preprocess_stats",
+    "preprocess_stats_keys",
+    "save_preprocessor",
+    "load_preprocessor",
+    "save_pca_model",
+    "load_pca_model",
+    "save_windows_layout",
+    "load_windows_layout",
 ]

@@ -24,6 +24,7 @@ from emberharmony_core.layout import (
     CarryWriter,
     asset_schema,
     iter_asset_frames,
+    load_preprocessor,
 )
 from emberharmony_core.store import repair_command, typed_columns
 from emberharmony_core.windowing import chunk_rows
@@ -41,7 +42,6 @@ from ._common import (
     timed,
 )
 from .ingest import EMPTY_DAY
-from .preprocessing import load_preprocessor
 
 FEATURE_STEPS = [FEATURES, WINDOW_TAILS]
 # what a refitted preprocessor makes stale on every day, in one run over the range (then pca_models, projected_windows)

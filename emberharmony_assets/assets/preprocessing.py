@@ -8,14 +8,16 @@ windows pass) applies it to every row.
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from emberharmony_core.features.preprocess import (
-    FittedPreprocessor,
-    PreprocessConfig,
-    PreprocessStats,
-    fit_preprocessor,
-)
+from emberharmony_core.features.preprocess import PreprocessConfig, fit_preprocessor
 from emberharmony_core.features.preprocess.stats import merge_partition_stats
-from emberharmony_core.layout import PREPROCESS_STATS, PREPROCESSOR, RAW
+from emberharmony_core.layout import (
+    PREPROCESS_STATS,
+    PREPROCESSOR,
+    RAW,
+    load_preprocess_stats,
+    preprocess_stats_keys,
+    save_preprocessor,
+)
 from emberharmony_core.sources.base import TableSpec
 
 from ..partitions import daily_partitions
@@ -57,19 +59,17 @@ def preprocessor(
 ) -> MaterializeResult:
     """Imputer, scaler and one-hot vocabulary fitted on every partition's train statistics (JSON, no pickle)."""
     artifacts, config = store.get(), preprocess_config(source.spec(), settings)
-    names = [n for n in artifacts.list_names(PREPROCESS_STATS, suffix=".json") if daily_partitions.has_partition_key(n)]
+    names = [n for n in preprocess_stats_keys(artifacts) if daily_partitions.has_partition_key(n)]
     if not names:
         raise ValueError("no preprocess_stats partitions are materialised: materialise some partitions first")
     metadata: dict[str, int | float | str | MetadataValue] = {"partitions": len(names)}
     with timed(metadata):
         # one partition's statistics in memory at a time, merged in partition order; drift names both partitions
-        merged = merge_partition_stats(
-            (name, artifacts.read_json(PREPROCESS_STATS, name, parse=PreprocessStats.from_dict)) for name in names
-        )
+        merged = merge_partition_stats((name, load_preprocess_stats(artifacts, name)) for name in names)
         if not merged.n_train_rows:
             raise ValueError(no_train_rows(artifacts, names, source.spec(), settings))
         fitted = fit_preprocessor(merged, config)
-        artifacts.write_json(fitted.to_dict(), PREPROCESSOR, PREPROCESSOR)
+        save_preprocessor(artifacts, fitted)
     summary = fitted.summary()
     dropped = summary[summary["status"] == "dropped"]
     for column, reason in fitted.dropped_.items():
@@ -104,7 +104,3 @@ def no_train_rows(artifacts, names: list[str], spec: TableSpec, settings: Pipeli
         f"{settings.split_key or spec.entity_column or 'the partition date'}"
         f"), so there is nothing to fit: materialise more partitions, or use another split key"
     )
-
-
-def load_preprocessor(artifacts) -> FittedPreprocessor:
-    return artifacts.read_json(PREPROCESSOR, PREPROCESSOR, parse=FittedPreprocessor.from_dict)

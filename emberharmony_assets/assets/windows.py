@@ -18,7 +18,7 @@ import numpy as np
 from dagster import AssetDep, AssetExecutionContext, AssetSpec, DataVersion, MaterializeResult, asset, multi_asset
 
 from emberharmony_core.carry_fold import fold_carry
-from emberharmony_core.features.pca import PCAModel, PCAStats, window_stats_by_stride
+from emberharmony_core.features.pca import PCAStats, window_stats_by_stride
 from emberharmony_core.layout import (
     FEATURES,
     INDEX_DELTA,
@@ -29,15 +29,20 @@ from emberharmony_core.layout import (
     STRIDE_WINDOWS,
     WINDOW_CARRY,
     WINDOW_TAILS,
-    WINDOWS_LAYOUT,
     CarryWriter,
     StoredCarry,
     carry_digest,
     feature_batches,
     has_carry,
+    load_pca_model,
     load_pca_stats,
+    load_preprocessor,
+    old_carry_exists,
+    old_pca_stats_exist,
     pca_stats_keys,
+    save_pca_model,
     save_pca_stats,
+    save_windows_layout,
     stride_folder,
 )
 from emberharmony_core.store import repair_command
@@ -67,7 +72,6 @@ from ._common import (
 )
 from .features import check_feature_columns, refit_error
 from .ingest import EMPTY_DAY
-from .preprocessing import load_preprocessor
 
 WINDOW_STEPS = [STRIDE_WINDOWS, PCA_STATS]
 # A day's windows read the carry of the day before, but depend on window_carry of the day itself: that one is
@@ -89,7 +93,7 @@ def previous_carry(artifacts, key: str, needed_by: str) -> "StoredCarry | None":
     if previous is None:
         return None
     if not has_carry(artifacts, previous):
-        older = any(artifacts.exists(*OLD_CARRY, previous, suffix=suffix) for suffix in (".arrow", ".npz"))
+        older = old_carry_exists(artifacts, previous)
         why = (
             f"the carry of {previous} is in {'/'.join(OLD_CARRY)}/, where an earlier emberharmony kept it: it is now "
             f"the window_carry asset"
@@ -257,7 +261,8 @@ def windows_and_stats(  # noqa: C901
     names = list(fitted.feature_names_)
     strides, w = list(settings.strides), settings.window_size
     entity = spec.entity_column
-    artifacts.write_json(
+    save_windows_layout(
+        artifacts,
         {
             "window_size": w,
             "strides": strides,
@@ -267,8 +272,6 @@ def windows_and_stats(  # noqa: C901
             "dtype": settings.dtype,
             "max_gap": settings.max_gap,
         },
-        STRIDE_WINDOWS,
-        WINDOWS_LAYOUT,
     )
     rows: dict[str, list[dict]] = {name: [] for name in WINDOW_STEPS}
     totals = {
@@ -418,7 +421,7 @@ def pca_models(
                     "pca_stats has not been materialised for any partition: materialise features, "
                     "stride_windows and pca_stats (for partitions that hold train rows) first"
                 )
-                if any(artifacts.list_names(PCA_STATS, stride_folder(s), suffix=".npz") for s in settings.strides):
+                if old_pca_stats_exist(artifacts, settings.strides):
                     reason += (
                         " (the pca_stats/stride=S/K.npz files there are an older layout, no longer read: "
                         "re-materialise pca_stats)"
@@ -463,7 +466,7 @@ def pca_models(
                 context.log.warning(warning)
                 metadata[f"rank_warning_stride_{stride}"] = warning
             model = stats.fit(k, backend=compute)
-            artifacts.write_arrays(model.to_arrays(), PCA_MODELS, stride_folder(stride))
+            save_pca_model(artifacts, stride, model)
             ratio = ratios[stride] = model.explained_variance_ratio_
             # plain numbers: the UI plots them across materialisations
             metadata[f"explained_variance_at_k_stride_{stride}"] = round(float(ratio.sum()), 6)
@@ -497,8 +500,7 @@ def pca_models(
     )
 
 
-def load_model(artifacts, stride: int) -> PCAModel:
-    return PCAModel.from_arrays(artifacts.read_arrays(PCA_MODELS, stride_folder(stride)))
+load_model = load_pca_model  # the name tests import from here
 
 
 @asset(
@@ -518,7 +520,7 @@ def projected_windows(
     """Every window of the partition projected onto its stride's components: per stride, entity, end_time,
     split and pc_1 .. pc_k, in window order (Parquet, one file per stride and day)."""
     artifacts, compute, spec = store.get(), backend.get(), source.spec()
-    models = {stride: load_model(artifacts, stride) for stride in settings.strides}
+    models = {stride: load_pca_model(artifacts, stride) for stride in settings.strides}
     names = list(load_preprocessor(artifacts).feature_names_)
     entity = spec.entity_column or "entity"
     rows, totals = [], {"backend": compute.name}
