@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 import duckdb
 import numpy as np
@@ -35,7 +36,16 @@ from emberharmony_core.features.windows import window_count, window_end_rows
 ROOT = Path(__file__).resolve().parents[2]
 
 DAYS = DailyPartitionsDefinition(start_date="2026-02-01", end_date="2026-02-04", timezone="UTC")  # 3 partitions
-SINGLE = dict(partitions_def=DAYS, backfill_policy=BackfillPolicy.single_run())
+
+
+class SingleRun(TypedDict):
+    """The keyword arguments of a daily asset backfilled in one run (typed, for ``@asset(**SINGLE)``)."""
+
+    partitions_def: DailyPartitionsDefinition
+    backfill_policy: BackfillPolicy
+
+
+SINGLE: SingleRun = {"partitions_def": DAYS, "backfill_policy": BackfillPolicy.single_run()}
 
 
 def _toy_defs() -> Definitions:

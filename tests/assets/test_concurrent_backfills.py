@@ -147,7 +147,7 @@ def run_errors(instance: DagsterInstance, run) -> str:
     lines = [f"run {run.run_id} ({run.tags.get('dagster/partition')}): {run.status.value}"]
     for entry in instance.all_logs(run.run_id):
         event = entry.dagster_event
-        if entry.level >= 40 or (
+        if (isinstance(entry.level, int) and entry.level >= 40) or (
             event is not None and event.event_type in (DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE)
         ):
             lines.append(f"  {entry.message or ''} {event.event_specific_data if event is not None else ''}"[:3000])
@@ -159,7 +159,7 @@ def wait_for_runs(instance: DagsterInstance, daemon: subprocess.Popen, log: Path
     while time.monotonic() < deadline:
         records = instance.get_run_records()
         if len(records) == len(DAYS) and all(r.dagster_run.status in FINISHED for r in records):
-            return records
+            return list(records)
         assert daemon.poll() is None, f"dagster-daemon exited with {daemon.returncode}:\n{log.read_text()[-4000:]}"
         time.sleep(0.5)
     states = [(r.dagster_run.tags.get("dagster/partition"), r.dagster_run.status.value) for r in records]

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emberharmony_assets.resources import DuckDBSourceResource, PipelineSettings
+from emberharmony_assets import testing
+from emberharmony_assets.resources import PipelineSettings
 from emberharmony_assets.testing import materialize_days
 from emberharmony_core.features.preprocess import PreprocessConfig, compute_partition_stats
 from emberharmony_core.features.preprocess.config import ColumnTypeDriftError, StructFieldsError
@@ -357,11 +358,7 @@ INGEST = ["raw_chunk", "split_data", "cyclical_features", "preprocess_stats"]
 
 def drift_resources(database: Path, artifacts: Path, **settings) -> dict:
     """The graph on the ``readings`` table of ``write_day``, windows of 2 at stride 1."""
-    return {
-        **make_resources(str(database), str(artifacts)),
-        "source": DuckDBSourceResource(database=str(database), **SOURCE),
-        "settings": PipelineSettings(window_size=2, strides=[1], n_components=2, **settings),
-    }
+    return testing.resources(database, artifacts, source=SOURCE, window_size=2, strides=[1], n_components=2, **settings)
 
 
 def test_a_column_changing_type_between_partitions_fails_the_preprocessor_naming_both(tmp_path):

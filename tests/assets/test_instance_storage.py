@@ -54,7 +54,11 @@ def materialized_days(instance: DagsterInstance) -> list[str]:
     records = instance.get_event_records(
         EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION, asset_key=AssetKey("daily_numbers"))
     )
-    return sorted(record.partition_key for record in records)
+    days = []
+    for record in records:
+        assert record.partition_key is not None  # daily_numbers is partitioned
+        days.append(record.partition_key)
+    return sorted(days)
 
 
 def test_main_dagster_yaml_selects_the_pooled_storage(tmp_path):

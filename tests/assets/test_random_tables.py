@@ -51,6 +51,7 @@ import re
 import time
 import traceback
 from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
 
 import duckdb
 import numpy as np
@@ -58,7 +59,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import DagsterInstance, MetadataValue
+from dagster import DagsterInstance, MaterializeResult, MetadataValue
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
@@ -616,10 +617,10 @@ def run_graph(case: Case, resources: dict, instance) -> Outcome:
         )
     except Exception as exc:  # noqa: BLE001 - the failure is the outcome
         return Outcome(failure_text(exc), {}, [])
-    figures = {}
+    figures: dict[str, dict[str | None, dict[str, Any]]] = {}
     for event in result.all_events:  # each partition's materialisation leads with its own figures
         if event.event_type_value == "ASSET_MATERIALIZATION":
-            materialization = event.event_specific_data.materialization
+            materialization = event.materialization
             figures.setdefault(materialization.asset_key.to_user_string(), {})[materialization.partition] = _values(
                 materialization.metadata
             )
@@ -660,7 +661,8 @@ def graph_order(assets) -> list:
     after = {
         id(a): {id(produced[k]) for k in a.dependency_keys if k in produced and produced[k] is not a} for a in assets
     }
-    ordered, done = [], set()
+    ordered: list = []
+    done: set[int] = set()
     while len(ordered) < len(assets):
         ready = [a for a in assets if id(a) not in done and after[id(a)] <= done]
         assert ready, "the asset graph has a cycle between steps"
@@ -671,20 +673,22 @@ def graph_order(assets) -> list:
 
 def run_bodies(case: Case, resources: dict) -> Outcome:
     """The asset bodies in graph order, as a run would call them (see the module docstring)."""
-    events, checks = [], []
+    events: list[tuple[str, str | None, Any]] = []  # (asset, partition, metadata)
+    checks: list[tuple[str | None, bool]] = []  # (check name, passed)
     try:
         for assets_def in graph_order(all_assets):
             body = assets_def.op.compute_fn.decorated_fn
             arguments = {p: resources[p] for p in inspect.signature(body).parameters if p != "context"}
             result = body(BodyContext(case.days, assets_def, events), **arguments)
             for item in list(result) if inspect.isgenerator(result) else [result]:
+                assert isinstance(item, MaterializeResult), item  # what every asset body returns or yields
                 checks += [(c.check_name, c.passed) for c in (item.check_results or [])]
                 blocking = [c for c in (item.check_results or []) if not c.passed and c.check_name not in NOT_BLOCKING]
                 if blocking:  # Dagster would not run what depends on it
                     return Outcome(None, {}, checks)
     except Exception as exc:  # noqa: BLE001 - the failure is the outcome
         return Outcome(failure_text(exc), {}, checks)
-    figures = {}
+    figures: dict[str, dict[str | None, dict[str, Any]]] = {}
     for asset, partition, metadata in events:
         figures.setdefault(asset, {})[partition] = _values(metadata)
     return Outcome(None, figures, checks)
@@ -815,6 +819,7 @@ def compare_models(store: ArtifactStore, case: Case, ours: dict[int, pd.DataFram
 
 def compare_figures(case: Case, expected: Expected, figures: dict) -> None:
     """Each day's own figures: rows read (after duplicates), windows per stride, duplicates counted."""
+    assert expected.rows is not None  # a reference that succeeds has its rows
     rows_per_day = expected.rows.groupby("day").size()
     for day in case.days:
         ingested = figures.get("raw_chunk", {}).get(day)
@@ -857,6 +862,7 @@ def check_case(case: Case, expected: Expected, outcome: Outcome, artifacts) -> N
                 assert pq.read_metadata(artifacts / "raw_chunk" / f"date={day}" / "part-0.parquet").num_rows >= 0
         return
     assert outcome.error is None, f"expected success, the run failed: {outcome.error}"
+    assert expected.rows is not None and expected.features is not None  # a reference that succeeds has both
     blocking = [name for name, passed in outcome.checks if not passed and name not in NOT_BLOCKING]
     assert not blocking, f"checks failed: {blocking}"
     store = ArtifactStore(str(artifacts))
@@ -889,7 +895,19 @@ def check_case(case: Case, expected: Expected, outcome: Outcome, artifacts) -> N
 # the tests ------------------------------------------------------------------------------------------------------------
 
 
-def run_tables(indexes, tmp_path, monkeypatch) -> dict:
+class Ran(TypedDict):
+    """What ``run_tables`` did: tables run each way, failures, the cases and their expected outcomes, seconds."""
+
+    graph: int
+    bodies: int
+    failures: list[str]
+    cases: list[Case]
+    outcomes: list[str | None]
+    phases: dict[str, float]
+    seconds: float
+
+
+def run_tables(indexes, tmp_path, monkeypatch) -> Ran:
     """Run and check the tables ``indexes``: how many went each way, the seconds, the failures, and what the
     tables held (for the coverage check)."""
     import emberharmony_assets.assets.windows as windows_module
@@ -898,13 +916,14 @@ def run_tables(indexes, tmp_path, monkeypatch) -> dict:
     stub = lambda ratios: MetadataValue.md("(not drawn in this test)")  # noqa: E731
     instance = DagsterInstance.ephemeral()
     started = time.perf_counter()
-    ran = {
+    ran: Ran = {
         "graph": 0,
         "bodies": 0,
         "failures": [],
         "cases": [],
         "outcomes": [],
         "phases": dict.fromkeys(["table", "reference", "graph", "bodies", "checks"], 0.0),
+        "seconds": 0.0,
     }
 
     def lap(phase: str, since: float) -> float:
@@ -928,7 +947,7 @@ def run_tables(indexes, tmp_path, monkeypatch) -> dict:
             continue
         ran["outcomes"].append(expected.failure)
         clock = lap("reference", clock)
-        way = "graph" if index % GRAPH_EVERY == 0 else "bodies"
+        way: Literal["graph", "bodies"] = "graph" if index % GRAPH_EVERY == 0 else "bodies"
         monkeypatch.setattr(windows_module, "scree_plot_metadata", real_plot if way == "graph" else stub)
         outcome = run_graph(case, resources, instance) if way == "graph" else run_bodies(case, resources)
         ran[way] += 1
@@ -943,7 +962,7 @@ def run_tables(indexes, tmp_path, monkeypatch) -> dict:
     return ran
 
 
-def report(ran: dict) -> None:
+def report(ran: Ran) -> None:
     total, failures = ran["graph"] + ran["bodies"], ran["failures"]
     phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in ran["phases"].items())
     print(

@@ -100,8 +100,10 @@ def _spec(table, **overrides) -> TableSpec:
     return TableSpec(**kwargs)
 
 
-def _utc(*args) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+def _utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, microsecond: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=timezone.utc)
 
 
 def _jobs_posted(emulator) -> int:

@@ -29,6 +29,7 @@ that bigframes' ``to_pandas_batches`` keeps the ``sort_values`` order is bigfram
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -233,6 +234,7 @@ def _run_on_duckdb(sql: str, frame: pd.DataFrame, start, end) -> pd.DataFrame:
     import duckdb
     import farmhash
     import sqlglot
+    from duckdb.func import FunctionNullHandling
 
     tree = sqlglot.parse_one(sql, read="bigquery").transform(_bigquery_dayofweek_for_duckdb)
     duck_sql = tree.sql(dialect="duckdb")
@@ -244,7 +246,7 @@ def _run_on_duckdb(sql: str, frame: pd.DataFrame, start, end) -> pd.DataFrame:
             lambda s: int(np.uint64(farmhash.fingerprint64(s)).astype(np.int64)),
             ["VARCHAR"],
             "BIGINT",
-            null_handling="special",
+            null_handling=FunctionNullHandling.SPECIAL,
         )
         con.execute("ATTACH ':memory:' AS \"test-project\"")
         con.execute('CREATE SCHEMA "test-project".ds')
@@ -309,7 +311,9 @@ class _RecordingSession:
     """Stands in for a bigframes Session: records read_gbq_query, answers with a precomputed frame."""
 
     def __init__(self, answer: pd.DataFrame):
-        self.answer, self.calls, self.frame_calls = answer, [], []
+        self.answer = answer
+        self.calls: list[tuple[str, dict[str, Any]]] = []  # (query, keyword arguments)
+        self.frame_calls: list[tuple[str, object, dict[str, Any]]] = []  # (method, argument, keyword arguments)
 
     def read_gbq_query(self, query, **kwargs):
         self.calls.append((query, kwargs))

@@ -41,7 +41,7 @@ def series_table(rng, keys, partitions: int):
 def run_partitions(parts, chunk: int | None, store=None):
     """Window every partition chunk by chunk, the carry going through ``store`` (or memory): the windows by
     (entity, end time) per stride, and the last carry."""
-    found = {s: {} for s in STRIDES}
+    found: dict[int, dict[tuple[object, object], np.ndarray]] = {s: {} for s in STRIDES}
     carry = None
     for p, rows in enumerate(parts):
         sink_context = CarryWriter(store, f"p{p}", W, F, "float64") if store is not None else None

@@ -31,7 +31,8 @@ END = datetime(2024, 3, 2, tzinfo=timezone.utc)
 
 def _rows() -> pd.DataFrame:
     rng = np.random.default_rng(3)
-    stamps, entities = [], []
+    stamps: list[pd.Timestamp] = []
+    entities: list[str | None] = []
     for e, entity in enumerate(["delta", "alpha", "charlie", "bravo"]):  # not inserted in order
         for minutes in range(-90, 24 * 60 + 90, 37 + e):
             stamps.append(pd.Timestamp("2024-03-01T00:00:00Z") + pd.Timedelta(minutes=minutes, microseconds=e))
@@ -43,14 +44,15 @@ def _rows() -> pd.DataFrame:
         stamps.append(pd.Timestamp(bound))
         entities.append(entity)
     n = len(stamps)
+    null = np.array(None, dtype=object)  # np.where's None as an array (numpy's stubs take no None)
     order = rng.permutation(n)
     frame = pd.DataFrame(
         {
             "entity": pd.Series(entities, dtype=object)[order].to_numpy(),
             "ts": pd.DatetimeIndex(stamps)[order],
             "f": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
-            "n": pd.array(np.where(rng.random(n) < 0.05, None, rng.integers(-5, 5, n)), dtype="Int64"),
-            "flag": pd.array(np.where(rng.random(n) < 0.05, None, rng.random(n) < 0.5), dtype="boolean"),
+            "n": pd.array(np.where(rng.random(n) < 0.05, null, rng.integers(-5, 5, n)), dtype="Int64"),
+            "flag": pd.array(np.where(rng.random(n) < 0.05, null, rng.random(n) < 0.5), dtype="boolean"),
             "cat": rng.choice(np.array(["x", "y", None], dtype=object), n),
         }
     )

@@ -39,11 +39,13 @@ def start_holder(base) -> subprocess.Popen:
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(base)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
+    assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "locked"
     return holder
 
 
 def stop_holder(holder: subprocess.Popen) -> None:
+    assert holder.stdin is not None  # started with stdin=PIPE
     holder.stdin.close()
     holder.wait(timeout=30)
 

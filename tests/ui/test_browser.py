@@ -92,15 +92,17 @@ def day_rows(database: Path, day: str) -> tuple[int, int]:
     with duckdb.connect(str(database), read_only=True) as connection:
         in_day = connection.execute(
             "SELECT count(*) FROM sensor_readings WHERE ts >= ? AND ts < ?", [start, start + timedelta(days=1)]
-        ).fetchone()[0]
-        total = connection.execute("SELECT count(*) FROM sensor_readings").fetchone()[0]
-    return int(in_day), int(total)
+        ).fetchone()
+        total = connection.execute("SELECT count(*) FROM sensor_readings").fetchone()
+    assert in_day is not None and total is not None  # a count(*) always has its one row
+    return int(in_day[0]), int(total[0])
 
 
 def wait_for_assets(port: int, process: subprocess.Popen, deadline_s: float = 120) -> None:
     """Until the webserver lists the code location's assets over GraphQL (empty while it loads)."""
     query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
     deadline, last_error = time.monotonic() + deadline_s, None
+    assert process.stdout is not None  # started with stdout=PIPE
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read().decode(errors="replace")[-3000:]
         try:
