@@ -155,7 +155,8 @@ def _worker(method: str, backend_name: str | None, data_path: str, args) -> dict
     import sklearn.decomposition  # noqa: F401
 
     baseline = _rss_bytes()
-    times, models = [], None
+    times: list[float] = []
+    models: dict | None = None
     for _ in range(args.benchmark_iterations):
         start = time.perf_counter()
         if method == "seed":
@@ -165,6 +166,7 @@ def _worker(method: str, backend_name: str | None, data_path: str, args) -> dict
         else:
             models = _ours(data, args, backend_name)
         times.append(time.perf_counter() - start)
+    assert models is not None  # parse_args checks --benchmark-iterations >= 1
     return {
         "seconds": min(times),
         "peak_rss": peak_rss_bytes(),

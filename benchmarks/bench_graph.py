@@ -58,10 +58,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 from emberharmony_assets.summary import folder_bytes
+
+if TYPE_CHECKING:  # for annotations only: the functions below import dagster where they use it
+    from dagster import AssetKey
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository (benchmarks/ is not installed)
 SHAPES = {"demo": (64, 90), "wide": (6400, 5), "big": (32000, 2)}
@@ -79,12 +84,13 @@ WINDOWS_LINE = re.compile(r"^windows: ((?:stride [0-9]+ [0-9,]+(?:, )?)+)\s*$", 
 
 # ---------------------------------------------------------------------------------------------
 # the no-op floor graph (imports dagster; used in the floor's child process and by the tests)
-def topological_keys(specs) -> list:
+def topological_keys(specs) -> list[AssetKey]:
     """The specs' keys, each after the other keys (among them) it depends on; ties by name. A key's
     dependency on itself (its previous partition) does not order anything."""
     keys = {spec.key for spec in specs}
     upstream = {spec.key: ({dep.asset_key for dep in spec.deps} & keys) - {spec.key} for spec in specs}
-    ordered, placed = [], set()
+    ordered: list[AssetKey] = []
+    placed: set[AssetKey] = set()
     while len(ordered) < len(keys):
         ready = sorted((k for k in keys - placed if upstream[k] <= placed), key=lambda k: k.to_user_string())
         if not ready:  # a cycle cannot be defined in Dagster; keep going rather than loop
@@ -319,7 +325,7 @@ def run_method(  # noqa: C901
     days: int,
     start: str,
     timeout: float | None,
-    script_args: list[str] = (),
+    script_args: Sequence[str] = (),
 ) -> Run:
     """One method in its own process, in ``folder`` (fresh); returns its figures. ``script_args``: the
     script's settings (``script_pipeline.demo_arguments()``)."""
@@ -480,6 +486,7 @@ def report(rows: int, db_bytes: int, runs: dict[str, Run], skipped: dict[str, st
         )
     if floor is not None and floor.ok and floor.events:
         run_s = floor.in_run_seconds or 0.0
+        assert floor.materializations is not None  # set with floor.events (dagster_figures)
         lines.append(
             f"floor cost: {floor.events:,} events written ({floor.extra.get('planned_events', 0):,} of them 'planned' "
             f"events written before the run starts), {floor.materializations:,} asset-partition materialisations, "

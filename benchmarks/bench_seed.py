@@ -72,11 +72,16 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from benchmarks.bench_core import SEED_BATCH_ROWS, peak_rss_bytes, row_chunks
+
+if TYPE_CHECKING:  # for annotations only: Preparer.prepare imports them where it uses them
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import StandardScaler
 
 CHUNK_SIZE = 100_000  # TerabyteFeatureExtractor(chunk_size=100000)
 SPLIT_SEED = 42  # initialize_random_seed(42) / np.random.seed(42)
@@ -102,7 +107,9 @@ def read_table_in_chunks(database: str, table: str, chunk_size: int = CHUNK_SIZE
 
     with duckdb.connect(str(database), read_only=True) as connection:
         connection.execute("SET TimeZone = 'UTC'")  # BigQuery returns TIMESTAMP in UTC
-        total_rows = connection.execute(f'SELECT COUNT(*) as row_count FROM "{table}"').fetchone()[0]
+        count = connection.execute(f'SELECT COUNT(*) as row_count FROM "{table}"').fetchone()
+        assert count is not None  # COUNT(*) always returns one row
+        total_rows = count[0]
         types = {name: str(kind) for name, kind, *_ in connection.execute(f'DESCRIBE "{table}"').fetchall()}
         num_chunks = (total_rows + chunk_size - 1) // chunk_size
         results = []
@@ -183,8 +190,8 @@ class Preparer:
     target_column: str | None
     drop_columns: tuple = ()
     align_struct_index: bool = False
-    imputer: object = None
-    scaler: object = None
+    imputer: SimpleImputer | None = None
+    scaler: StandardScaler | None = None
     fixed_dummy_columns: list | None = None
 
     # Complexity: the seed script's per-column pass, kept as written: it is the baseline measured.
@@ -230,6 +237,7 @@ class Preparer:
             imputed = self.imputer.transform(df_split[features])
             self.scaler.fit(imputed)
         else:
+            assert self.imputer is not None and self.scaler is not None, "prepare the train split first"
             imputed = self.imputer.transform(df_split[features])
         scaled = pd.DataFrame(self.scaler.transform(imputed), index=df_split.index, columns=features)
         for column in features:
@@ -258,7 +266,7 @@ class StrideProcessor:
         self.skipped_batches = {s: 0 for s in self.stride_perspectives}
 
     def process_large_dataset(self, data_generator) -> dict[int, np.ndarray]:
-        results = {stride: [] for stride in self.stride_perspectives}
+        results: dict[int, list[np.ndarray]] = {stride: [] for stride in self.stride_perspectives}
         for batch_data in data_generator:
             batch = np.asarray(batch_data)
             if self.state_buffer is not None:
@@ -285,7 +293,7 @@ class StrideProcessor:
     def _create_strided_sequences(self, data: np.ndarray, stride: int) -> list:
         data_np = np.asarray(data)
         num_samples = len(data_np)
-        windows = []
+        windows: list[np.ndarray] = []
         if num_samples < self.window_size:
             return windows
         for i in range(0, num_samples - self.window_size + 1, stride):
