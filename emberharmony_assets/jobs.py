@@ -52,17 +52,12 @@ from emberharmony_core.layout import (
 
 from .partitions import daily_partitions
 
-PARTITION_ASSETS = [
-    RAW,
-    SPLIT,
-    CYCLICAL,
-    PREPROCESS_STATS,
-    FEATURES,
-    WINDOW_TAILS,
-    WINDOW_CARRY,
-    STRIDE_WINDOWS,
-    PCA_STATS,
-]
+INGEST_ASSETS = [RAW, SPLIT, CYCLICAL, PREPROCESS_STATS]
+PARTITION_ASSETS = [*INGEST_ASSETS, FEATURES, WINDOW_TAILS, WINDOW_CARRY, STRIDE_WINDOWS, PCA_STATS]
+# the run-queue tag every run of a pass over days carries: a tag_concurrency_limits entry on this key caps how many
+# runs of each pass go at once (``value: {applyLimitPerUniqueValue: true}``), or of one pass (``value: ingest``)
+PASS_TAG = "emberharmony/pass"
+INGEST_PASS_TAG = (PASS_TAG, "ingest")
 
 daily_partition_job = define_asset_job(
     "daily_partition_job",
@@ -82,82 +77,65 @@ full_refresh_job = define_asset_job(
     description="Everything, as ONE run over a range (Partitions -> Launch backfill, or python -m "
     "emberharmony_assets.main): the fastest path on one machine; many workers: docs/scale.md.",
 )
-
-INGEST_ASSETS = [RAW, SPLIT, CYCLICAL, PREPROCESS_STATS]
-# the run-queue tag every run of a pass over days carries: a tag_concurrency_limits entry on this key caps how many
-# runs of each pass go at once (``value: {applyLimitPerUniqueValue: true}``), or of one pass (``value: ingest``)
-PASS_TAG = "emberharmony/pass"
-INGEST_PASS_TAG = (PASS_TAG, "ingest")
-
-
-def _pass_job(name: str, assets: list[str], what: str):
-    # one step per run, in process: no step subprocess (~3 s of imports) per run
-    return define_asset_job(
-        name,
-        selection=AssetSelection.assets(*assets),
-        executor_def=in_process_executor,
-        tags={PASS_TAG: name.removesuffix("_job")},
-        description=what,
-    )
-
-
-ingest_job = _pass_job(
-    "ingest_job",
-    INGEST_ASSETS,
-    "The ingest pass alone: independent per day, so a backfill may run its days as separate runs "
-    "at once (dagster job backfill -j ingest_job).",
-)
-features_job = _pass_job(
-    "features_job",
-    [FEATURES, WINDOW_TAILS],
-    "features and window_tails: independent per day (after the preprocessor), one run per day.",
-)
-carry_job = define_asset_job(
-    "carry_job",
-    selection=AssetSelection.assets(WINDOW_CARRY),
-    executor_def=in_process_executor,
-    description="window_carry, the one step that goes day after day (a fold of small "
-    "per-entity summaries): launch a range as one run.",
-)
-windows_job = _pass_job(
-    "windows_job",
-    [STRIDE_WINDOWS, PCA_STATS],
-    "stride_windows and pca_stats: independent per day once window_carry of the day before exists, one run per day.",
-)
-projection_job = _pass_job(
-    "projection_job",
-    [PROJECTED],
-    "projected_windows: independent per day once pca_models exists, one run per day.",
-)
 fit_and_windows_job = define_asset_job(
     "fit_and_windows_job",
     selection=AssetSelection.all() - AssetSelection.assets(*INGEST_ASSETS),
     description="Everything after the ingest pass (preprocessor, features, window_carry, stride_windows, pca_stats, "
     "pca_models, projected_windows): launch a range as one run.",
 )
-# the scale-out recipe's waves (emberharmony_assets.scale_out): a job per pass over days, one run per day; the
-# global fits and the carry fold as one run each
-WAVES = [
-    ("ingest_job", "days"),
-    ("preprocessor_job", "once"),
-    ("features_job", "days"),
-    ("carry_job", "range"),
-    ("windows_job", "days"),
-    ("pca_models_job", "once"),
-    ("projection_job", "days"),
+
+# the scale-out recipe's waves (emberharmony_assets.scale_out), in order: a job each, what it materialises, and how a
+# range runs: "days" one run per day (a pass over days, each run tagged with its pass), "once" one run (a global
+# fit), "range" one run over the range (the carry fold)
+PASSES = [
+    (
+        "ingest_job",
+        "days",
+        INGEST_ASSETS,
+        "The ingest pass alone: independent per day, so a backfill may run its days as separate runs "
+        "at once (dagster job backfill -j ingest_job).",
+    ),
+    ("preprocessor_job", "once", [PREPROCESSOR], "The preprocessor alone, fitted on every day's preprocess_stats."),
+    (
+        "features_job",
+        "days",
+        [FEATURES, WINDOW_TAILS],
+        "features and window_tails: independent per day (after the preprocessor), one run per day.",
+    ),
+    (
+        "carry_job",
+        "range",
+        [WINDOW_CARRY],
+        "window_carry, the one step that goes day after day (a fold of small "
+        "per-entity summaries): launch a range as one run.",
+    ),
+    (
+        "windows_job",
+        "days",
+        [STRIDE_WINDOWS, PCA_STATS],
+        "stride_windows and pca_stats: independent per day once window_carry of the day before exists, "
+        "one run per day.",
+    ),
+    ("pca_models_job", "once", [PCA_MODELS], "pca_models alone, merged from every day's pca_stats."),
+    (
+        "projection_job",
+        "days",
+        [PROJECTED],
+        "projected_windows: independent per day once pca_models exists, one run per day.",
+    ),
 ]
-fit_preprocessor_job = define_asset_job(
-    "preprocessor_job",
-    selection=AssetSelection.assets(PREPROCESSOR),
-    executor_def=in_process_executor,
-    description="The preprocessor alone, fitted on every day's preprocess_stats.",
-)
-fit_pca_job = define_asset_job(
-    "pca_models_job",
-    selection=AssetSelection.assets(PCA_MODELS),
-    executor_def=in_process_executor,
-    description="pca_models alone, merged from every day's pca_stats.",
-)
+WAVES = [(name, kind) for name, kind, _, _ in PASSES]
+# one step per run, in process: no step subprocess (~3 s of imports) per run
+pass_jobs = [
+    define_asset_job(
+        name,
+        selection=AssetSelection.assets(*assets),
+        executor_def=in_process_executor,
+        tags={PASS_TAG: name.removesuffix("_job")} if kind == "days" else None,
+        description=what,
+    )
+    for name, kind, assets, what in PASSES
+]
 
 
 def day_that_ended(context: ScheduleEvaluationContext) -> tuple[str | None, SkipReason | None]:
@@ -193,17 +171,5 @@ def daily_refit_schedule(context: ScheduleEvaluationContext):
     return skip or RunRequest(run_key=f"refit-{day}", partition_key=day)
 
 
-all_jobs = [
-    daily_partition_job,
-    refit_job,
-    full_refresh_job,
-    ingest_job,
-    fit_and_windows_job,
-    features_job,
-    carry_job,
-    windows_job,
-    projection_job,
-    fit_preprocessor_job,
-    fit_pca_job,
-]
+all_jobs = [daily_partition_job, refit_job, full_refresh_job, fit_and_windows_job, *pass_jobs]
 all_schedules = [daily_partition_job_schedule, daily_refit_schedule]
