@@ -609,27 +609,84 @@ def project_stride_windows(
 
 
 def stats_by_stride(backend, rows, window_size: int, starts: Mapping[int, np.ndarray], block_windows=None) -> dict:
-    """``{s: PCAStats of the windows of rows starting at starts[s]}``, each window gathered and multiplied once:
-    a stride-3 window is a stride-1 window too, so the windows are grouped by the set of strides they start in,
-    each group's statistics computed once and merged into each of its strides (strides 1, 3, 5: the products
-    of 1 + 1/3 + 1/5 = 1.53 windows per row become those of 1). rows: (n, F) backend array; starts: sorted
-    row numbers per stride; d = window_size * F."""
-    strides = list(starts)
-    width = window_size * int(rows.shape[1])
+    """``{s: PCAStats of the windows of rows starting at starts[s]}``. rows: (n, F) backend array; starts: sorted
+    row numbers per stride; d = window_size * F.
+
+    Each window is gathered and multiplied once, and only by the block-rows of the Gram it needs. Windows
+    are grouped by the set of strides they start in (a stride-3 window is a stride-1 window too). For stride
+    s < w, block (i, j) (F x F) of the Gram with i, j >= s is block (i - s, j - s) less the first window's
+    term and plus one past the last window's, per run of windows s apart (``_shifted_blocks``), so only the
+    first s block-rows come from the windows: strides 1, 3, 5 at w = 8 multiply 2.3 instead of 8 block-rows
+    per window. Rows are centred on their column means (the same shift at every window position) into float64,
+    and the products and sums are float64, as in ``PCAStats.update``.
+    """
+    w, f = int(window_size), int(rows.shape[1])
+    width, strides = w * f, list(starts)
+    out = {s: PCAStats(width) for s in strides}
     member = np.zeros(int(rows.shape[0]), np.int64)  # per row: bit i set when stride i's window starts there
     for i, s in enumerate(strides):
         member[starts[s]] |= 1 << i
-    out = {s: PCAStats(width) for s in strides}
     at = np.flatnonzero(member)
+    if len(at) == 0:
+        return out
+    shift64 = _window_shift(backend, rows, at, w)
     groups = member[at]
+    lo, hi = int(at[0]), int(at[-1]) + w  # the rows the windows cover, centred once (float64)
+    centred = backend.subtract(rows[lo:hi], backend.asarray(shift64[:f], "float64"))
+    at, starts = at - lo, {s: starts[s] - lo for s in strides}
+    sums = {s: np.zeros(width) for s in strides}
+    grams = {s: np.zeros((width, width)) for s in strides}
     for group in np.unique(groups):
-        stats = PCAStats(width)
-        for block in gather_windows(backend, rows, at[groups == group], window_size, block_windows):
-            stats.update(block)
-        for i, s in enumerate(strides):
-            if group >> i & 1:
-                out[s] = out[s].merge(stats)
+        mine = [s for i, s in enumerate(strides) if group >> i & 1]
+        height = max(min(s, w) for s in mine) * f  # the block-rows this group's strides take from the windows
+        total, product = _window_products(backend, centred, at[groups == group], w, height, block_windows)
+        for s in mine:
+            sums[s] += total
+            grams[s][: min(s, w) * f] += product[: min(s, w) * f]
+    for s in strides:
+        count = len(starts[s])
+        if count == 0:
+            continue
+        if s < w:
+            _shifted_blocks(backend, centred, starts[s], s, w, grams[s])
+        delta = sums[s] / count
+        scatter = grams[s] - count * np.outer(delta, delta)
+        _check_result(backend, rows, scatter, "PCAStats of stride windows")
+        out[s]._absorb(count, shift64 + delta, (scatter + scatter.T) * 0.5)
     return out
+
+
+def _window_shift(backend, rows, starts: np.ndarray, w: int) -> np.ndarray:
+    """(w * F,) float64: the column means of the windows' first rows (rounded to the rows' dtype), tiled w times."""
+    first = backend.take(rows, backend.asarray(starts), axis=0)
+    _, _, shift64 = _shift(backend, first, _ones(backend, len(starts), backend.dtype_name(rows)), "PCAStats")
+    return np.tile(shift64, w)
+
+
+def _window_products(backend, centred, starts, w, height, block_windows):
+    """(column sums (d,), first ``height`` rows of the Gram (height, d)) of the windows of the float64 ``centred``
+    rows at ``starts``, block by block."""
+    sums, gram = _Sum64(backend), _Sum64(backend)
+    for block in gather_windows(backend, centred, starts, w, block_windows):
+        gram.add(backend.matmul(backend.transpose(block[:, :height]), block))
+        sums.add(backend.matmul(_ones(backend, int(block.shape[0]), "float64"), block))
+    return sums.value().reshape(-1), gram.value()
+
+
+def _shifted_blocks(backend, centred, starts, s, w, gram) -> None:
+    """Fill block-rows s .. w - 1 of ``gram`` (d, d) from its first s block-rows: over a run of windows s apart,
+    block (i, j) = block (i - s, j - s) - (the run's first window, positions i - s and j - s) + (its last
+    window, positions i and j); blocks (i, j < s) are the transposes of block-rows j."""
+    f = int(centred.shape[1])
+    breaks = np.flatnonzero(np.diff(starts) != s) + 1
+    firsts, lasts = starts[np.r_[0, breaks]], starts[np.r_[breaks - 1, len(starts) - 1]]
+    _, heads = _window_products(backend, centred, firsts, w, w * f, None)
+    _, tails = _window_products(backend, centred, lasts, w, w * f, None)
+    lead, rest = s * f, (w - s) * f
+    for i in range(s, w):
+        row, back = slice(i * f, (i + 1) * f), slice((i - s) * f, (i - s + 1) * f)
+        gram[row, :lead] = gram[:lead, row].T
+        gram[row, lead:] = gram[back, :rest] - heads[back, :rest] + tails[row, lead:]
 
 
 def window_stats_by_stride(made: ChunkWindows, strides: Sequence[int], split: int | None = TRAIN) -> dict:

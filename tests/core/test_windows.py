@@ -202,3 +202,31 @@ def test_statistics_of_all_strides_at_once_equal_each_strides_own_windows_in_flo
         centred = windows - windows.mean(axis=0)
         np.testing.assert_allclose(together[s].scatter, centred.T @ centred, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(together[s].scatter, own.scatter, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_statistics_from_shifted_blocks_equal_the_windows_own_for_any_runs_and_strides(backend, dtype):
+    """Block-rows s .. w - 1 of a stride's Gram come from its first s block-rows and each run's first and last
+    window (strides shorter than the window), or straight from the windows (strides >= w): both equal the
+    statistics of the gathered windows in float64, for starts in runs broken at random, on every backend."""
+    from emberharmony_core.features.pca import stats_by_stride
+    from emberharmony_core.windowing import series_starts
+
+    rng = np.random.default_rng(5)
+    for _ in range(12):
+        n, f, w = int(rng.integers(30, 300)), int(rng.integers(1, 5)), int(rng.integers(1, 9))
+        rows = (rng.standard_normal((n, f)) * 3 + 40).astype(dtype)
+        starts = {}
+        for s in (1, 2, 3, 5, 11):
+            t = series_starts(n, w, s, int(rng.integers(0, 11)))
+            starts[s] = t[rng.random(len(t)) > rng.random() * 0.6]  # runs broken at random, some strides empty
+        got = stats_by_stride(backend, backend.asarray(rows), w, starts)
+        for s, t in starts.items():
+            assert got[s].n_samples == len(t)
+            if not len(t):
+                continue
+            windows = np.stack([rows[a : a + w].reshape(-1).astype(np.float64) for a in t])
+            centred = windows - windows.mean(axis=0)
+            np.testing.assert_allclose(got[s].mean, windows.mean(axis=0), rtol=1e-12)
+            scale = np.abs(centred.T @ centred).max()
+            np.testing.assert_allclose(got[s].scatter, centred.T @ centred, rtol=0, atol=1e-11 * scale)
