@@ -11,6 +11,7 @@ import math
 import numpy as np
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
+from emberharmony_core.features.pca import numerical_rank, rank_tolerance
 from emberharmony_core.names import SPLIT_NAMES
 
 SPLIT_FRACTIONS = "split_fractions_near_configured"
@@ -149,8 +150,6 @@ def explained_variance_check(
     numerical rank (``ranks_by_stride`` when given, e.g. ``PCAStats.numerical_rank(dtype)``; else counted
     from the ratios, which only sees the first ``len(ratios)`` components).
     """
-    from emberharmony_core.features.pca import numerical_rank, rank_tolerance
-
     problems: list[str] = []
     metadata: dict[str, str | float | int] = {"dtype": str(dtype)}
     for stride, ratio in ratios_by_stride.items():

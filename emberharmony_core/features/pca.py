@@ -504,9 +504,20 @@ class PCAModel:
         ``inverse_transform``, ``get_covariance``, ``get_precision`` and ``score`` work, and ``transform``
         equals ours (float64 output, as scikit-learn computes with float64 components). Needs scikit-learn.
         """
-        from .sklearn_api import pca_model_to_sklearn
+        from sklearn.decomposition import PCA  # scikit-learn only when converting (the core does not need it)
 
-        return pca_model_to_sklearn(self)
+        pca = PCA(n_components=int(self.n_components_), svd_solver="full")
+        pca.components_ = self.components_.copy()
+        pca.mean_ = self.mean_.copy()
+        pca.explained_variance_ = self.explained_variance_.copy()
+        pca.explained_variance_ratio_ = self.explained_variance_ratio_.copy()
+        pca.singular_values_ = self.singular_values_.copy()
+        pca.noise_variance_ = float(self.noise_variance_)
+        pca.n_components_ = int(self.n_components_)
+        pca.n_samples_ = int(self.n_samples_)
+        pca.n_features_in_ = int(self.n_features_in_)
+        pca._fit_svd_solver = "full"  # what fit() records (its tags read it)
+        return pca
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {

@@ -10,7 +10,8 @@
     pipe = fitted.to_sklearn_pipeline()    # FittedPreprocessor -> fitted sklearn Pipeline
     pipe.transform(frame)                  # == fitted.transform(frame)[0]
 
-scikit-learn is imported here only (and only when this module is imported): the rest of the core does not need it.
+scikit-learn is imported at module level here only (and only when this module is imported): the rest of the core
+imports it inside the methods that convert to it (``PCAModel.to_sklearn``, ``FittedPreprocessor.to_sklearn``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ except ImportError:  # scikit-learn < 1.6 (pyproject allows >= 1.4; tested with 
 
 
 from ..names import FLOAT_DTYPES
+from ..ops import get_backend
 from .pca import PCAModel, PCAStats
+from .preprocess.config import category_keys
+from .preprocess.stats import numeric_values
+from .preprocess.structs import flatten_struct_columns
 
 _DTYPES = FLOAT_DTYPES
 
@@ -106,8 +111,6 @@ class StreamingPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return [np.float64, np.float32] if self.dtype is None else np.dtype(str(self.dtype))
 
     def _compute_backend(self):
-        from ..ops import get_backend
-
         return None if self.backend is None else get_backend(self.backend)
 
     # ------------------------------------------------------------------ fitting
@@ -226,23 +229,7 @@ class StreamingPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         return tags
 
 
-def pca_model_to_sklearn(model: PCAModel):
-    """A fitted ``sklearn.decomposition.PCA(n_components=k, svd_solver="full")`` holding ``model``'s arrays,
-    set as scikit-learn's own ``fit`` sets them (float64)."""
-    from sklearn.decomposition import PCA
-
-    pca = PCA(n_components=int(model.n_components_), svd_solver="full")
-    pca.components_ = model.components_.copy()
-    pca.mean_ = model.mean_.copy()
-    pca.explained_variance_ = model.explained_variance_.copy()
-    pca.explained_variance_ratio_ = model.explained_variance_ratio_.copy()
-    pca.singular_values_ = model.singular_values_.copy()
-    pca.noise_variance_ = float(model.noise_variance_)
-    pca.n_components_ = int(model.n_components_)
-    pca.n_samples_ = int(model.n_samples_)
-    pca.n_features_in_ = int(model.n_features_in_)
-    pca._fit_svd_solver = "full"  # what fit() records (its tags read it)
-    return pca
+pca_model_to_sklearn = PCAModel.to_sklearn  # the conversion as a function of the model (it lives in PCAModel)
 
 
 # ---------------------------------------------------------------------------------------------- preprocessor
@@ -251,8 +238,6 @@ def pca_model_to_sklearn(model: PCAModel):
 def numeric_block(X):
     """float64 values of numeric / boolean columns, NaN for nulls (the preprocessor's own conversion).
     A DataFrame stays a DataFrame (same columns and index), so the steps after it see feature names."""
-    from .preprocess.stats import numeric_values
-
     frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
     out = np.empty((len(frame), frame.shape[1]), dtype=np.float64)
     for j in range(frame.shape[1]):
@@ -263,8 +248,6 @@ def numeric_block(X):
 def category_key_block(X):
     """The preprocessor's canonical category keys (``str(value)``, integral floats as ints; object dtype), None
     for nulls: what its vocabulary holds, so a ``OneHotEncoder`` over them matches ours. A DataFrame stays one."""
-    from .preprocess.config import category_keys
-
     frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
     out = np.empty((len(frame), frame.shape[1]), dtype=object)
     for j in range(frame.shape[1]):
@@ -300,8 +283,6 @@ class StructFlattener(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        from .preprocess.structs import flatten_struct_columns
-
         check_is_fitted(self)
         if not isinstance(X, pd.DataFrame):
             raise TypeError(
