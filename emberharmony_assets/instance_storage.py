@@ -2,24 +2,17 @@
 
 Dagster's ``SqliteEventLogStorage`` builds a new SQLAlchemy engine, opens a new SQLite connection
 and compiles its INSERT statements afresh for every event it stores (twice for asset events: the
-run's own database and the cross-run index). On this project's 2-core VM that was about 13-17 ms
-per event; the main job's demo run writes about a thousand events. ``PooledSqliteStorage`` is
-Dagster's ``DagsterSqliteStorage`` with one change: each database file keeps its engine (a small
-connection pool, so compiled statements are cached too) for as long as it is among the
-``MAX_OPEN_SHARDS`` most recently used. The files, schema, queries and transactions are Dagster's;
-each event is still committed in its own transaction, as before.
+run's own database and the cross-run index), milliseconds an event (measured: docs/benchmarks.md,
+where the time goes). ``PooledSqliteStorage`` is Dagster's ``DagsterSqliteStorage``
+with two changes: each database file keeps its engine (a small connection pool, so compiled statements
+are cached too) for as long as it is among the ``MAX_OPEN_SHARDS`` most recently used, and a batch of
+one run's asset events (``store_event_batch``) is written in one transaction per database. The files,
+schema and queries are Dagster's.
 
-``dagster.yaml`` (written by ``emberharmony_assets.main`` into a new ``DAGSTER_HOME``) selects it:
-
-    storage:
-      custom:
-        module: emberharmony_assets.instance_storage
-        class: PooledSqliteStorage
-        config:
-          base_dir: /path/to/dagster_home
-
-Remove that block to go back to Dagster's default; the files are the same. For production, use
-Postgres (``storage: postgres:``), which pools its connections anyway.
+The ``dagster.yaml`` that ``emberharmony_assets.main`` writes into a new ``DAGSTER_HOME`` selects it
+(docs/demo.md, the instance's ``dagster.yaml``); remove that block to go back to Dagster's default, the
+files are the same. For production, use Postgres (``storage: postgres:``), which pools its connections
+anyway.
 """
 
 from __future__ import annotations

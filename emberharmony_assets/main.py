@@ -6,7 +6,7 @@
 Runs ``full_refresh_job`` (every asset and check) as ONE Dagster run over the full partition
 range (the single-run backfill policy: each asset loops over the partitions one at a time), on
 the persistent instance in ``<home>/dagster_home`` (``data/dagster_home`` by default, the one
-``make ui`` and the README's ``dagster`` CLI commands use), so the UI shows the same runs,
+``make ui`` and the ``dagster`` CLI commands of docs/ui.md use), so the UI shows the same runs,
 materialisations, checks and metadata. Prints one line per step as the run goes and a short
 report (rows, splits, windows, explained variance, checks, where things are, how to open the UI);
 exits non-zero if any asset or check failed. ``--verbose`` prints Dagster's whole event stream.
@@ -41,11 +41,11 @@ def dagster_yaml(dagster_home: str) -> str:
     return f"""\
 # Dagster instance settings for this data folder, written by `python -m emberharmony_assets.main`
 # (make demo) because there was none; it is never rewritten, edit freely. `make ui` and the
-# README's `dagster` CLI commands use it too.
+# `dagster` CLI commands of docs/ui.md use it too.
 #
 # Storage: Dagster's SQLite files in this folder, written through emberharmony's PooledSqliteStorage,
-# which keeps each database's connection open between events (about 3x fewer seconds per event
-# than Dagster's default, which reconnects for each). Delete this block to use Dagster's default
+# which keeps each database's connection open between events (fewer seconds per event than
+# Dagster's default, which reconnects for each). Delete this block to use Dagster's default
 # (same files); use `storage: postgres:` in production.
 storage:
   custom:
@@ -84,13 +84,9 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-# One "planned" event per asset for the run's whole range instead of one per asset and partition
-# (Dagster's own switch, read when the run is created): 905 fewer event-log writes on the demo,
-# about 9 ms each on SQLite. Dagster's trade-off: while this run is going, or if it fails, the UI
-# does not mark its partitions in progress / failed (they show as missing until materialised).
-# And a step's materialisations over the range are stored as one batch (Dagster's DAGSTER_EVENT_BATCH_SIZE;
-# PooledSqliteStorage writes a batch in one transaction per database instead of one per event).
-# Only this process sets them; runs launched from the UI keep Dagster's defaults.
+# One "planned" event per asset for the run's whole range, and a step's materialisations over the range
+# stored as one batch: fewer event-log writes. Only this process sets them (Dagster reads the first when the
+# run is created); what they trade and save: docs/demo.md, the main job's range settings.
 DAGSTER_RANGE_SETTINGS = {"DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "1", "DAGSTER_EVENT_BATCH_SIZE": "1000"}
 
 

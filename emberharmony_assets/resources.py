@@ -190,14 +190,11 @@ class DuckDBSourceResource(SourceResource):
         default_factory=lambda: os.path.join(data_home(), "demo.duckdb"),
         description="path of the DuckDB file (opened read-only)",
     )
-    # A day is read sorted; beyond memory_limit DuckDB's sort spills to its temporary folder, so memory does not
-    # grow with a day's rows.
+    # memory_limit and threads, and how to size them together: docs/configuration.md (the DuckDB source)
     memory_limit: str = Field(
         default=DEFAULT_MEMORY_LIMIT,
         description="DuckDB's memory for reading a day, e.g. '128MB' or '1GB'; beyond it DuckDB spills to disk",
     )
-    # Each sorting thread needs about 40 MB of memory_limit, so the default does not follow the machine's cores
-    # (DuckDB's own default): with 8 or 16 threads, a 3,000,000-row day does not fit in 128MB.
     threads: int = Field(
         default=DEFAULT_THREADS,
         description="DuckDB's threads for reading a day; each needs about "
@@ -211,7 +208,6 @@ class DuckDBSourceResource(SourceResource):
         from emberharmony_core.sources.duckdb_source import DuckDBTableReader, check_database_file, read_settings
 
         settings = read_settings(self.memory_limit, self.threads)  # a bad value fails naming it, not DuckDB's parser
-        # a missing file fails at once, naming the path (a read-only connect to it would be retried ~100 s)
         database = check_database_file(self.database)
         duckdb_resource = DuckDBResource(database=database, connection_config={"access_mode": "READ_ONLY", **settings})
         with duckdb_resource.get_connection() as connection:  # one read-only connection for every window
@@ -224,17 +220,8 @@ class DuckDBSourceResource(SourceResource):
 class PipelineSettings(ConfigurableResource):
     """How rows become windows and components: window size, strides, split, precision, unusual rows."""
 
-    # max_gap (off by default): a duration; a window two of whose consecutive rows are more than
-    # max_gap apart is not made, and is counted (the rule: emberharmony_core.windowing). It is off
-    # because inferring it from the cadence is ambiguous: irregular series (events, trades, report-on-change
-    # sensors), a cadence that changes over time or differs between entities, and series sparse by nature
-    # (weekdays only: a weekend is not a gap) each make a median step wrong for part of the data, and a
-    # wrong guess drops windows silently. Off, every window is made; set it when you know the cadence.
-    #
-    # split_block (off by default): a duration such as "7d"; used only when there is no split key
-    # column (no split_key, no entity column), where the split key is otherwise the partition date.
-    # Rows are split by the time block they fall in (emberharmony_core.features.split_blocks), so only
-    # windows crossing a block boundary can mix splits; "1d" equals the partition-date default.
+    # Every setting's default and what it does: docs/configuration.md; max_gap and split_block, and why both
+    # are off by default: docs/windowing.md.
 
     window_size: int = Field(default=5, description="rows per window (consecutive rows of one entity)")
     strides: list[int] = Field(default_factory=lambda: [1, 3, 5], description="window strides; one PCA per stride")
@@ -288,8 +275,8 @@ class PipelineSettings(ConfigurableResource):
         "days: error fails; union keeps every field (then re-materialise "
         "preprocess_stats)",
     )
-    # system returns chunk buffers to the OS: 45-90 MiB lower peak, same speed
-    # (emberharmony_core.store.use_arrow_memory_pool)
+    # system returns chunk buffers to the OS (emberharmony_core.store.use_arrow_memory_pool; measured:
+    # docs/benchmarks.md, Arrow's allocator)
     arrow_memory_pool: ArrowMemoryPool | None = Field(
         default=None,
         description="Arrow's memory allocator for the run; empty: system, unless $ARROW_DEFAULT_MEMORY_POOL names one",

@@ -5,12 +5,8 @@ partitioned by day, replacing that day (``emberharmony_core.sources.bigquery_exp
 partition replaces its day again, the other days stay. The stored Parquet is read chunk by chunk
 (``settings.rows_per_chunk`` rows), so memory stays one chunk whatever the size of a day.
 
-Tables (``<dataset>`` and ``<prefix>`` from the source's ``export_dataset`` / ``export_table_prefix``):
-
-* ``<dataset>.<prefix>features``: the ``features`` columns, partitioned by day on the timestamp column,
-  clustered by split and entity;
-* ``<dataset>.<prefix>projected_windows``: ``stride`` (INT64), entity, ``end_time``, split, ``pc_1 ..
-  pc_k``, partitioned by day on ``end_time``, clustered by stride, split and entity.
+The tables (``<dataset>.<prefix>features``, ``<dataset>.<prefix>projected_windows``), their columns,
+partitioning and clustering: docs/bigquery.md (Write-back).
 
 They join the default graph only when the environment configures the write-back
 (``EMBERHARMONY_SOURCE=bigquery`` and ``EMBERHARMONY_BQ_EXPORT_DATASET``; ``export_enabled_from_env``), so

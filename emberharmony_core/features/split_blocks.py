@@ -11,11 +11,7 @@ ISO weeks, Monday to Sunday, keyed by their Monday, and ``"1d"`` gives exactly t
 of daily UTC partitions), else ``YYYY-MM-DDTHH:MM:SS``. The key depends on the row's time alone, never
 on partitioning or chunking, so every rerun, engine and partition size gives the same split.
 
-The trade-off (measured figures in the README): a block of ``b`` days crosses ``1/b`` as many
-boundaries as days do, so it drops about ``1/b`` as many windows; but it gives ``b`` times fewer
-distinct split keys, so the split shares of a short table are lumpier (13 weeks in 90 days: the
-validation and test shares move in steps of ~8 %), and every row of a block shares one split (a
-validation week is a contiguous week, which is also what a forecasting evaluation usually wants).
+The trade-off (fewer windows dropped, lumpier split shares) and measured drops: docs/windowing.md.
 
     keys = split_block_keys(frame["ts"], "7d")      # (n,) object array of "2026-01-05", ...
     frame["split"] = assign_split(keys)

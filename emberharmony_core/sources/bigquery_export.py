@@ -5,17 +5,18 @@ partition, read chunk by chunk) into ONE local Parquet file, then replaces the d
 
 * ``partition_decorator`` (the default on BigQuery): one load job on ``table$YYYYMMDD`` with
   ``WRITE_TRUNCATE``; BigQuery swaps the day's partition atomically (readers see the old day or the new
-  one, never a mix), other days are untouched, and load jobs are not billed.
+  one, never a mix), other days are untouched.
 * ``transaction`` (for servers without partition decorators, e.g. the emulator; also valid on BigQuery):
   the file is loaded into a staging table, then one multi-statement transaction
   ``DELETE`` the day + ``INSERT ... SELECT`` from staging, ``COMMIT`` (rolled back whole on any error);
-  the staging table is dropped afterwards (and expires after a day if the process dies). On BigQuery it
-  bills the staging table's bytes once, and concurrent transactions on one table conflict.
+  the staging table is dropped afterwards (and expires after a day if the process dies).
 * ``auto``: ``transaction`` when the client points at an emulator (``BIGQUERY_EMULATOR_HOST`` or a
   non-googleapis endpoint), ``partition_decorator`` otherwise.
 
+What each method costs on BigQuery, and which to prefer: docs/bigquery.md (Write-back).
+
 Running it again for the same day replaces the day again: same rows, same values, the other days untouched.
-A day with no rows deletes the day (one DML statement on whole partitions, free on BigQuery).
+A day with no rows deletes the day (one DML statement on whole partitions).
 
 The table is created on first use (``TimePartitioning(DAY, field)``, clustering fields, every column
 NULLABLE) or checked: partitioned by day on the same field, no column of another type. Columns the data

@@ -61,9 +61,8 @@ def check_database_file(database: str) -> str:
     )
 
 
-# the ordered read's memory: DuckDB sorts within memory_limit, spilling beyond it; each sorting thread needs
-# about 40 MB of it, so the thread count is set, not DuckDB's one per core (with 16, 1,000,000 rows do not
-# sort in 128MB)
+# the ordered read's memory: DuckDB sorts within memory_limit, spilling beyond it, and each sorting thread needs
+# part of it, so the thread count is set, not DuckDB's one per core (docs/configuration.md, the DuckDB source)
 DEFAULT_MEMORY_LIMIT = "128MB"
 DEFAULT_THREADS = 2
 

@@ -44,40 +44,18 @@ window's result, not the source table) and streams that ordered result with
 ``DataFrame.to_pandas_batches(page_size=rows_per_chunk)`` (bigframes 2.x: executed
 with ``ordered=True``).
 
-When to use pushdown
---------------------
-* The work is a scan: BigQuery bills the bytes of the columns read in the window
-  (the same as ``BigQueryTableReader``; the extra expressions are free on on-demand
-  pricing, a little slot time on editions). What pushdown saves is transfer and
-  Python time: nothing but the final rows crosses the network, and the split / trig
-  run on BigQuery's slots. Worth it when a window is large (millions of rows,
-  GBs) or the Dagster workers are small; for small windows (< ~1 M rows) the local
-  path is as fast and needs no bigframes.
-* Downstream still needs the rows in Python (stride windows, PCA statistics), so
-  pushdown replaces ``raw_chunk``+``split_data``+``cyclical_features`` reads by one
-  read of the finished frame; it does not avoid the download. For the download,
-  bigframes uses the Storage Read API.
-* Partition the table by the timestamp column (and cluster by entity) so each
-  window prunes to its own partitions: otherwise every window scans (and bills)
-  the whole table.
-* Results go through a temporary table; ``allow_large_results=False`` (the default
-  here) keeps BigQuery's ~10 GB per-query result limit, which a daily window of a
-  terabyte table stays well under. bigframes 2.x ignores query parameters in the
-  dry run it makes when ``allow_large_results=True``, so that mode is refused here
-  rather than failing inside bigframes.
+When to use pushdown, what it costs and how to partition the table: docs/bigquery.md (Pushdown).
+Results go through a temporary table; ``allow_large_results=False`` (the default here) keeps
+BigQuery's ~10 GB per-query result limit, which a daily window of a terabyte table stays well
+under. bigframes 2.x ignores query parameters in the dry run it makes when
+``allow_large_results=True``, so that mode is refused here rather than failing inside bigframes.
 
-Dagster executors and parallel partitions
------------------------------------------
-Each partition is one independent query, so windows parallelise across runs (a
-backfill launches one run per partition; ``multiprocess_executor``, or the
-``k8s``/``celery`` executors, run several at once). Give each process its own
-bigframes ``Session`` (``bigframes.connect(...)``; the module-level
-``bigframes.pandas`` session is process-global and must not be shared across
-threads), close it at the end of the op (``session.close()`` drops its temporary
-tables), and bound concurrency with the run queue's tag limits (e.g. a
-``bigquery`` tag) to stay under BigQuery's concurrent-query and slot quotas.
-Re-materialising a partition reruns its query and yields the same split labels
-(the hash is deterministic) -- no state is shared between partitions.
+Each partition is one independent query, so days can run in separate runs at once (docs/scale.md:
+the run queue's limits and BigQuery's concurrent-query quota). Give each process its own bigframes
+``Session`` (``bigframes.connect(...)``; the module-level ``bigframes.pandas`` session is
+process-global and must not be shared across threads) and close it at the end of the op
+(``session.close()`` drops its temporary tables). Re-materialising a partition reruns its query and
+yields the same split labels (the hash is deterministic): no state is shared between partitions.
 """
 
 from __future__ import annotations
