@@ -125,7 +125,7 @@ PASSES = [
     ),
 ]
 WAVES = [(name, kind) for name, kind, _, _ in PASSES]
-# one step per run, in process: no step subprocess (~3 s of imports) per run
+# one step per run, in process: no step subprocess (seconds of imports) per run
 pass_jobs = [
     define_asset_job(
         name,

@@ -64,7 +64,7 @@ def scree_plot_png(ratios_by_stride: Mapping[int, np.ndarray]) -> bytes:
     for axes in (ratio_axes, cumulative_axes):
         axes.grid(alpha=0.3)
     # fixed margins, room for log-scale labels such as 6 x 10^-2 and for the legend above the panels:
-    # tight_layout drew the figure once more to measure its text, 0.2 s of the 0.4 s the first plot of a process took
+    # tight_layout drew the figure a second time just to measure its text
     figure.subplots_adjust(left=0.1, right=0.98, bottom=0.12, top=0.84, wspace=0.2)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

@@ -5,15 +5,15 @@
 
 Waves, each started once the one before has succeeded (``emberharmony_assets.jobs.WAVES``): ``ingest_job``,
 ``preprocessor_job`` (one run), ``features_job``, ``carry_job`` (one run over the range: the light day-to-day
-fold), ``windows_job``, ``pca_models_job`` (one run), ``projection_job``. A wave over days is
-``--runs-per-wave`` runs (default: one per day), each a contiguous range of days, submitted to the instance's
-run queue through the webserver's GraphQL API (``dagster_graphql.DagsterGraphQLClient``: a submission takes
-milliseconds; the runs start as processes of their own, ~3 s each before their first row, so on a long range
-give about as many runs as workers); the single runs execute in this process, on the same instance. How many
-runs go at once is the queue's business (``QueuedRunCoordinator`` ``tag_concurrency_limits`` on
-``emberharmony/pass``). Every run is an ordinary run of the instance: the UI shows them, a failed one can be
-re-executed there, and this command stops at the first failed wave, naming its failed runs. The artifacts equal
-those of one run over the range, byte for byte.
+fold), ``windows_job``, ``pca_models_job`` (one run), ``projection_job``. A wave over days is ``--runs-per-wave``
+runs (default: one per day), each a contiguous range of days, submitted to the instance's run queue through the
+webserver's GraphQL API (``dagster_graphql.DagsterGraphQLClient``: a submission takes milliseconds; the runs start
+as processes of their own, seconds each before their first row, so on a long range give about as many runs as
+workers: docs/scale.md); the single runs execute in this process, on the same instance. How many runs go at once is
+the queue's business (``QueuedRunCoordinator`` ``tag_concurrency_limits`` on ``emberharmony/pass``). Every run is
+an ordinary run of the instance: the UI shows them, a failed one can be re-executed there, and this command stops
+at the first failed wave, naming its failed runs. The artifacts equal those of one run over the range, byte for
+byte.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def submit_runs(client, job: str, groups: list[tuple[str, str]], wave: str) -> N
 
 def run_here(job: str, kind: str, first: str, last: str, instance: DagsterInstance, wave: str) -> None:
     """``job`` as one run in this process, on the instance (a global fit, or the carry fold over the range): it
-    reads small per-day files only, so a run process of its own (~3 s to start) would cost more than the work."""
+    reads small per-day files only, so a run process of its own (seconds to start) would cost more than the work."""
     from .definitions import build_definitions  # the resources as the environment says now (as the daemon's runs)
 
     tags = {WAVE_TAG: wave, **(range_tags(first, last) if kind == "range" else {})}

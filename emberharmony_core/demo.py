@@ -76,7 +76,7 @@ def _day_frame(config: DemoConfig, day: int, rng: np.random.Generator) -> pd.Dat
         signal[rng.random(n) < config.missing_share] = np.nan
         columns[name] = signal
     # the sensor number, not its id: _DAY_SELECT makes sensor_id and meta from it, so no Python string or
-    # dict is made per row (a 3,000,000-row day built them in 2.4 GiB)
+    # dict is made per row (what that saved: docs/benchmarks.md, peak memory)
     frame = pd.DataFrame({"sensor": entity, "ts": ts, **columns})
     frame["site"] = pd.Categorical.from_codes(entity % len(SITES), SITES)
     names = list(dict.fromkeys(STATUSES))  # STATUSES repeats "ok": its weight
@@ -106,8 +106,7 @@ def _count(connection: duckdb.DuckDBPyConnection, query: str, parameters: list[o
 def write_demo_table(database: str | os.PathLike, config: DemoConfig = DemoConfig(), *, replace: bool = False) -> int:
     """Create ``config.table`` in ``database`` (a DuckDB file) unless it exists; returns its row count."""
     os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
-    # DuckDB would take 80% of RAM for the inserts; a day in pandas is the memory that matters (0.8 GiB at
-    # 3,000,000 rows)
+    # DuckDB would take 80% of RAM for the inserts; a day in pandas is the memory that matters
     with duckdb.connect(str(database), config={"memory_limit": "256MB"}) as connection:
         connection.execute("SET TimeZone = 'UTC'")  # naive demo times are UTC, whatever the machine's zone
         exists = _count(

@@ -233,8 +233,8 @@ def load_carry(store: ArtifactStore, key: str, asset: str = WINDOW_CARRY) -> Win
     return StoredCarry(store, key, asset).load()
 
 
-# per-partition PCA statistics: one Parquet file per partition, one row per stride; zstd takes the float64
-# scatter of a demo day from 161 KB to about 53 KB a stride (its entries are sums of float32 products)
+# per-partition PCA statistics: one Parquet file per partition, one row per stride, zstd-compressed (its entries
+# are sums of float32 products, which compress; sizes: docs/benchmarks.md, where the time goes)
 def save_pca_stats(store: ArtifactStore, key: str, stats: Mapping[int, PCAStats]) -> None:
     """Store partition ``key``'s ``PCAStats`` per stride (``{stride: stats}``), atomically, in one file."""
     rows = [(int(stride), one.to_arrays()) for stride, one in sorted(stats.items())]

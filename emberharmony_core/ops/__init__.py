@@ -56,7 +56,7 @@ def _is_apple_silicon() -> bool:
 
 
 def _installed(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it (torch alone takes ~2 s to import)."""
+    """Whether ``module`` can be imported, without importing it (importing torch takes seconds)."""
     return importlib.util.find_spec(module) is not None
 
 
@@ -76,9 +76,9 @@ def _cuda_available() -> bool:
 def _measured_choice() -> tuple[str, str | None, str]:
     """(name, device, reason) for ``auto``.
 
-    On a CPU the choice is NumPy: measured end to end on the main job (``make bench-graph``) torch's
-    faster matrix products do not pay for its import (~2 s a process) and the host/tensor copies at
-    every chunk's edges; MLX is ~30x slower than NumPy off Apple silicon and never chosen there."""
+    On a CPU the choice is NumPy: torch's faster matrix products do not pay for its import and the
+    host/tensor copies at every chunk's edges (measured: docs/benchmarks.md, torch on a CPU); MLX off
+    Apple silicon is far slower than NumPy and never chosen there."""
     if _cuda_available():
         return "torch", "cuda", "a CUDA device is present"
     if _is_apple_silicon() and _installed("mlx"):

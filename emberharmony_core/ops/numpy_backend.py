@@ -143,7 +143,7 @@ class Backend:
 
     def matmul(self, a, b):
         """a @ b. A 2-D operand whose strides BLAS cannot take (e.g. overlapping window rows) is
-        copied to C order first: NumPy would otherwise use its unblocked fallback loop, ~10x slower."""
+        copied to C order first: NumPy would otherwise use its unblocked fallback loop, many times slower."""
         return _blas_ready(a) @ _blas_ready(b)
 
     def all_finite(self, x) -> bool:
