@@ -5,9 +5,7 @@
 * ``refit_job``: merges the statistics into ``pca_models`` and projects the newest
   partition; scheduled an hour after the partition job.
 * ``full_refresh_job``: everything (the main job, ``python -m emberharmony_assets.main``,
-  runs it over the whole partition range); for a range, launch a backfill from the UI —
-  every partitioned asset has a single-run backfill policy, so a range runs as one run
-  that loops over its partitions one at a time.
+  runs it over the whole partition range); a range as one run from the UI: docs/ui.md (backfill a range).
 * The scale-out jobs (``emberharmony_assets.scale_out`` runs them in waves through the run queue): a job per
   pass over days, each run carrying the ``emberharmony/pass`` tag the queue's limits name, one run per day
   (``dagster job backfill``): ``ingest_job``, ``features_job`` (``features``, ``window_tails``), ``windows_job``
@@ -15,8 +13,7 @@
   ``carry_job`` (``window_carry`` over the range: the only day-to-day step, a fold of small summaries) and
   ``pca_models_job``. ``fit_and_windows_job`` is everything after ingest as one run.
 
-Both schedules start stopped (Dagster's default): turn them on in the UI (Automation) or with
-``dagster schedule start``. Each asks for the day that ended before its tick; once the partitions
+Both schedules start stopped (turning them on: docs/ui.md). Each asks for the day that ended before its tick; once the partitions
 end (``EMBERHARMONY_PARTITION_END``) or before they start, the tick is skipped with a reason
 instead of asking for the last (or first) day again.
 """

@@ -4,12 +4,11 @@
         [--home data] [--fresh] [--verbose]                       (make demo ARGS="...")
 
 Runs ``full_refresh_job`` (every asset and check) as ONE Dagster run over the full partition
-range (the single-run backfill policy: each asset loops over the partitions one at a time), on
-the persistent instance in ``<home>/dagster_home`` (``data/dagster_home`` by default, the one
-``make ui`` and the ``dagster`` CLI commands of docs/ui.md use), so the UI shows the same runs,
-materialisations, checks and metadata. Prints one line per step as the run goes and a short
-report (rows, splits, windows, explained variance, checks, where things are, how to open the UI);
-exits non-zero if any asset or check failed. ``--verbose`` prints Dagster's whole event stream.
+range, on the persistent instance in ``<home>/dagster_home`` (``data/dagster_home`` by default, the
+one ``make ui`` and the ``dagster`` CLI commands of docs/ui.md use), so the UI shows the same runs,
+materialisations, checks and metadata. Prints one line per step as the run goes and a short report
+(docs/demo.md); exits non-zero if any asset or check failed. ``--verbose`` prints Dagster's whole
+event stream.
 """
 
 from __future__ import annotations
