@@ -13,9 +13,9 @@
   ``carry_job`` (``window_carry`` over the range: the only day-to-day step, a fold of small summaries) and
   ``pca_models_job``. ``fit_and_windows_job`` is everything after ingest as one run.
 
-Both schedules start stopped (turning them on: docs/ui.md). Each asks for the day that ended before its tick; once the partitions
-end (``EMBERHARMONY_PARTITION_END``) or before they start, the tick is skipped with a reason
-instead of asking for the last (or first) day again.
+Both schedules start stopped (turning them on: docs/ui.md). Each asks for the day that ended before its
+tick; once the partitions end (``EMBERHARMONY_PARTITION_END``) or before they start, the tick is skipped
+with a reason instead of asking for the last (or first) day again.
 """
 
 from __future__ import annotations
