@@ -31,7 +31,7 @@ from emberharmony_core.store import ArtifactStore
 from .assets import all_assets
 from .dagster_private import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from .definitions import DEMO_SETTINGS, DEMO_SOURCE, NoValuesIOManager
-from .resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
+from .resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings, SourceResource
 
 # Dagster's run tags for a run over a range of partitions (which Dagster does not export)
 RANGE_START_TAG = ASSET_PARTITION_RANGE_START_TAG
@@ -62,7 +62,7 @@ def duckdb_table(path: str | os.PathLike, frame: pd.DataFrame, table: str = "rea
 
 
 def resources(
-    database: str | os.PathLike,
+    database: str | os.PathLike | SourceResource,
     artifacts: str | os.PathLike,
     *,
     source: Mapping[str, Any] | None = None,
@@ -75,11 +75,21 @@ def resources(
     ``source``: the fields of ``DuckDBSourceResource`` (``table``, ``timestamp_column``, ``entity_column``,
     ``feature_columns``, ...); left out, the demo table's layout and its ``target_column``. ``settings``:
     fields of ``PipelineSettings`` (their defaults otherwise); a bad value fails here, naming the field.
+    ``database`` may instead be a source resource built already (a ``BigQuerySourceResource``, say): it is the
+    source as is, ``source`` is left out and the settings are yours alone (no demo ``target_column``).
     """
-    fields = dict(DEMO_SOURCE) if source is None else dict(source)
-    base_settings = dict(DEMO_SETTINGS) if source is None else {}
+    source_resource: SourceResource
+    base_settings: dict[str, Any] = {}
+    if isinstance(database, SourceResource):
+        if source is not None:
+            raise TypeError("resources(): database is a source resource already; leave source out")
+        source_resource = database
+    else:
+        fields = dict(DEMO_SOURCE) if source is None else dict(source)
+        base_settings = dict(DEMO_SETTINGS) if source is None else {}
+        source_resource = DuckDBSourceResource(database=str(database), **fields)
     return {
-        "source": DuckDBSourceResource(database=str(database), **fields),
+        "source": source_resource,
         "backend": BackendResource(name=backend),
         "settings": PipelineSettings(**{**base_settings, **settings}),
         "store": ArtifactStoreResource(base_path=str(artifacts)),

@@ -5,7 +5,7 @@ A day without rows is a weekend in a business-day series, a sensor outage, a hol
 real DuckDB file, materialises every asset in one Dagster run over daily partitions, and holds the run to:
 
 * no window lost or invented: an entity's series simply continues across the empty day, so the windows are
-  those of each entity's whole series (``emberharmony_core/windowing.py``: starts at rows 0, s, 2s, ..., a
+  those of each entity's whole series (``emberharmony_core.windowing``: starts at rows 0, s, 2s, ..., a
   window belongs to the day of its last row, windows mixing splits dropped), compared with an independent
   pandas / NumPy (``sliding_window_view``) / scikit-learn reference (``tests/assets/test_random_tables.py``:
   ``expect`` and ``check_case``, also the features, the per-day PCA statistics, the models and projections);

@@ -22,10 +22,9 @@ from dagster import (
     materialize,
 )
 from dagster._config import ConfigTypeKind
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from pydantic import ValidationError
 
-from emberharmony_assets.assets import all_assets
+from emberharmony_assets import testing
 from emberharmony_assets.definitions import (
     DAGSTER_MATURITY_WARNINGS,
     NoValuesIOManager,
@@ -205,12 +204,7 @@ def test_materialising_the_graph_never_uses_the_io_manager(demo_database, tmp_pa
         "io_manager": build_definitions().resources["io_manager"],
     }
     assert isinstance(resources["io_manager"], NoValuesIOManager)
-    result = materialize(
-        all_assets,
-        resources=resources,
-        instance=DagsterInstance.ephemeral(),
-        tags={ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0], ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[-1]},
-    )
+    result = testing.materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=resources)
     assert result.success
     kinds = {event.event_type_value for event in result.all_events}
     assert "ASSET_MATERIALIZATION" in kinds

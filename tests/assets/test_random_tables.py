@@ -19,7 +19,7 @@ float32, ``rows_per_chunk`` from 1 to 100,000, sometimes ``max_gap``.
 Each table either succeeds and equals the reference computed from the whole table with pandas, NumPy and
 scikit-learn (dedupe, FARM_FINGERPRINT split through ``assign_split``, pandas calendar fields, median imputer +
 standard scaler + one-hot vocabulary fitted on the train rows, ``sliding_window_view`` windows over each
-entity's whole series by the rule of ``emberharmony_core/windowing.py``, full PCA of the train windows): the
+entity's whole series by the rule of ``emberharmony_core.windowing``, full PCA of the train windows): the
 feature columns and values, the stored window index exactly (row, entity, end time, split, per day and stride),
 the windows ``load_stride_windows`` rebuilds, each day's PCA statistics, the models (float64: 1e-9) and the
 projections, each day's own figures; or it fails as the reference predicts, with a message naming the culprit

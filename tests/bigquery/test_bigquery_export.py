@@ -41,13 +41,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from google.cloud import bigquery
 
+from emberharmony_assets import testing
 from emberharmony_assets.assets import all_assets
 from emberharmony_assets.assets.export import EXPORT_FEATURES, EXPORT_PROJECTED, export_assets
 from emberharmony_assets.bigquery import BigQuerySourceResource
-from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
+from emberharmony_assets.resources import DuckDBSourceResource
 from emberharmony_core.layout import FEATURES, PROJECTED, stride_folder
 from emberharmony_core.sources.bigquery_export import (
     ExportError,
@@ -64,7 +64,6 @@ from tests.conftest import materialized_metadata
 EXPORT_DATASET = "emberharmony_export"
 PREFIX = "eh_"
 STRIDES = (1, 3, 5)
-RANGE = {ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0], ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[-1]}
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +88,7 @@ def export_dataset(bq_client, bq_emulator) -> str:
 
 
 def resources_for(source, artifacts: str) -> dict:
-    return {
-        "source": source,
-        "backend": BackendResource(name="numpy"),
-        "settings": PipelineSettings(target_column="load_next_hour", n_components=8, rows_per_chunk=100),
-        "store": ArtifactStoreResource(base_path=artifacts),
-    }
+    return testing.resources(source, artifacts, target_column="load_next_hour", n_components=8, rows_per_chunk=100)
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +106,11 @@ def exported(source_table, export_dataset, bq_emulator, tmp_path_factory):
     )
     artifacts = str(tmp_path_factory.mktemp("export_artifacts"))
     try:
-        result = materialize(
-            [*all_assets, *export_assets],
+        result = testing.materialize_days(
+            PARTITIONS[0],
+            PARTITIONS[-1],
             resources=resources_for(source, artifacts),
-            instance=DagsterInstance.ephemeral(),
-            tags=RANGE,
+            assets=[*all_assets, *export_assets],
         )
     finally:
         patch.undo()

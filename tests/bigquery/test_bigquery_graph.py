@@ -18,13 +18,11 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from google.cloud import bigquery
 
-from emberharmony_assets.assets import all_assets
+from emberharmony_assets import testing
 from emberharmony_assets.bigquery import BigQuerySourceResource
-from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource, PipelineSettings
+from emberharmony_assets.resources import DuckDBSourceResource
 from emberharmony_core.demo import FEATURES, DemoConfig, write_demo_table
 from emberharmony_core.layout import load_stride_windows, read_asset_frame
 from emberharmony_core.store import ArtifactStore
@@ -82,18 +80,8 @@ def sources(bq_client, bq_dataset, tmp_path_factory):
 
 
 def run(source, artifacts):
-    resources = {
-        "source": source,
-        "backend": BackendResource(name="numpy"),
-        "settings": PipelineSettings(target_column="load_next_hour", n_components=8),
-        "store": ArtifactStoreResource(base_path=artifacts),
-    }
-    result = materialize(
-        all_assets,
-        resources=resources,
-        instance=DagsterInstance.ephemeral(),
-        tags={ASSET_PARTITION_RANGE_START_TAG: PARTITIONS[0], ASSET_PARTITION_RANGE_END_TAG: PARTITIONS[-1]},
-    )
+    resources = testing.resources(source, artifacts, target_column="load_next_hour", n_components=8)
+    result = testing.materialize_days(PARTITIONS[0], PARTITIONS[-1], resources=resources)
     assert result.success
     assert all(check.passed for check in result.get_asset_check_evaluations())
     return ArtifactStore(artifacts), result
