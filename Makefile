@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 SETUP_INPUTS := pyproject.toml scripts/setup.sh scripts/setup_bqemulator.sh scripts/constraints.txt
 
-# One data folder and one Dagster instance for `make demo`, `make ui` and the README's `dagster` CLI
+# One data folder and one Dagster instance for `make demo`, `make ui` and docs/ui.md's `dagster` CLI
 # commands: data/ and data/dagster_home under this repository (absolute). Set EMBERHARMONY_HOME or
 # DAGSTER_HOME (in the environment or as `make ui DAGSTER_HOME=...`) to use others. Not exported to
 # `make test`: the tests make their own.

@@ -261,7 +261,7 @@ class StrideProcessor:
         self.pca_components = pca_components
         self.batch_size = batch_size
         self.pca_models: dict = {}
-        self.state_buffer = None
+        self.state_buffer: np.ndarray | None = None
         self.windows_made = {s: 0 for s in self.stride_perspectives}
         self.skipped_batches = {s: 0 for s in self.stride_perspectives}
 

@@ -27,8 +27,7 @@ concurrent writers there must be kept apart by the orchestrator):
 - ``<base>/.locks/<path>.lock``: each file write (``frame_writer``, ``write_arrays``, ``write_json``)
   holds an exclusive lock on its target from the temporary file's creation to the rename, so two
   writers of one partition file serialise (each writes a whole file; the later rename wins) and
-  writers of different files never wait for each other. Measured on a 2-core VM's local disk: 5 us for
-  the lock itself, 22-28 us added per write end to end (medians; a write there takes 0.4-1.5 ms).
+  writers of different files never wait for each other (its cost: docs/benchmarks.md).
 
 A writer waiting for another writer of the same file polls for up to ``lock_timeout`` (default an hour),
 then fails naming the file, so even a lock-order deadlock cannot hang a run for ever. Pids in messages
@@ -93,9 +92,8 @@ def use_arrow_memory_pool(name: str | None, setting: str = "arrow_memory_pool") 
     system allocator unless ``$ARROW_DEFAULT_MEMORY_POOL`` chose one. Returns the pool in use.
 
     Why system: chunk buffers are large and short-lived; glibc returns them to the OS when freed (mmap),
-    while Arrow's bundled mimalloc keeps them. Measured on 2 cores, peak RSS of a whole run set from the
-    process start: 150,000-row partition 524-544 -> 450-456 MiB, 3,000,000-row partition 648-651 -> 595-613
-    MiB, at the same speed; set later (at resource setup) about half of that (485-490 / 614-621 MiB)."""
+    while Arrow's bundled mimalloc keeps them: a lower peak RSS at the same speed, most of it when set from the
+    process start (figures: docs/benchmarks.md)."""
     if name is None:
         if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
             return pa.default_memory_pool().backend_name
@@ -110,9 +108,7 @@ def use_arrow_memory_pool(name: str | None, setting: str = "arrow_memory_pool") 
 
 
 # Arrow's thread pool pays off from about this many rows; below it (a small partition) handing the columns
-# to the pool costs more than it saves. Measured on 2 cores, 6 interleaved rounds over 40 demo files of 3,072
-# rows and 44 columns: read in 4.0-5.3 ms with threads, 2.8-4.4 ms without, converted to pandas in 1.2-1.8 /
-# 0.9-1.6 ms; a 307,200-row file (best of 3) reads in 73 ms with threads, 111 ms without.
+# to the pool costs more than it saves (figures: docs/benchmarks.md).
 THREADED_ROWS = 50_000
 
 
@@ -159,7 +155,7 @@ def _default_base() -> str:
 
 def repair_command(asset: str, partition: str | None = None, base=None, last: str | None = None) -> str:
     """The command that re-materialises ``asset`` (for ``partition``, or the range ``partition`` .. ``last`` in one
-    run) into the store at ``base``: the README's ``dagster asset materialize``, with ``EMBERHARMONY_HOME=<folder>``
+    run) into the store at ``base``: ``dagster asset materialize`` (docs/ui.md), with ``EMBERHARMONY_HOME=<folder>``
     in front when the store is ``<folder>/artifacts`` but not the default one, or the store's ``base_path`` as run
     config otherwise."""
     command = REPAIR_COMMAND.format(asset=asset)
@@ -517,8 +513,8 @@ class ArtifactStore:
         if not target.exists():
             raise self._missing(target, parts)
         try:
-            # pre_buffer=False: Arrow's default pre-buffering keeps every row group read so far (measured: a
-            # 15-row-group raw_chunk file's reader grew 65 -> 202 MiB); without it a reader holds one row group
+            # pre_buffer=False: Arrow's default pre-buffering keeps every row group read so far (a reader's memory
+            # grows with the file); without it a reader holds one row group
             source = target.open("rb") if target.protocol not in ("", "file", "local") else target.path
             return target, pq.ParquetFile(source, pre_buffer=False)
         except Exception as exc:
@@ -684,8 +680,8 @@ def typed_columns(table: pa.Table, types: pa.Schema | None) -> pa.Table:
 class FrameWriter:
     """Appends frames (or Arrow tables) to one Parquet file as row groups; the schema is the first chunk's
     (or the one given), and later chunks are cast to it. Floats use byte-stream-split; pages are zstd level 1
-    (the size of level 3 here, faster; LZ4_RAW measured 10-40% faster still for 3-7% more bytes, but BigQuery's
-    list of Parquet codecs does not name it, and external tables over these files must work). List columns
+    (about the size of level 3, faster; LZ4_RAW would be faster still, but BigQuery's list of Parquet codecs does
+    not name it, and external tables over these files must work). List columns
     (statistics) are plain, ``delta`` columns (integers, timestamps) DELTA_BINARY_PACKED: a window index's
     row numbers take about a bit each instead of a dictionary entry. Row groups are encoded on a background
     thread, one in flight per file; an error there is raised by the next call.

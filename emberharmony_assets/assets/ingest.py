@@ -244,7 +244,7 @@ def ingest(  # noqa: C901
                 for name, value in row_checker.metadata().items():
                     totals[RAW][name] = totals[RAW].get(name, 0) + value
                 merged = row_checker.rows_in - row_checker.rows_out
-                if merged:  # a log line is an event-log write (5-17 ms): only when there is something to say
+                if merged:  # a log line is an event-log write: only when there is something to say
                     context.log.info(
                         f"raw_chunk {key}: {merged:,} duplicate rows removed "
                         f"(on_duplicate={settings.on_duplicate}), {n_rows:,} rows kept"

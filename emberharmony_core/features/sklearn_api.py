@@ -137,7 +137,7 @@ class StreamingPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         if total <= 0:
             return 1
         cumulative = np.cumsum(eigenvalues / total)
-        return int(min(np.searchsorted(cumulative, float(k), side="right") + 1, limit))
+        return min(int(np.searchsorted(cumulative, float(k), side="right")) + 1, limit)
 
     def _refit(self, required: bool) -> None:
         k = self._n_components_for(self.stats_)

@@ -27,25 +27,7 @@ the entity's whole-series phase as without ``max_gap``, and no other window move
 mix splits are counted first (``mixed_split_dropped``); ``gap_dropped`` counts the remaining ones
 that span a gap, so ``kept = candidates - mixed_split_dropped - gap_dropped`` exactly.
 
-Why drop, not restart the phase at each gap (segments): (1) it keeps the rule's independence of
-chunking and partitioning with nothing new to carry: the carry already holds the times of each
-entity's last ``w - 1`` rows, which is all a window reaching back needs to see a gap (a window
-spans only its own ``w`` rows, and ``w = 1`` windows span none); (2) ``max_gap`` is monotone:
-setting or changing it only removes windows that span gaps and never shifts the phase of later
-windows, so runs with and without it compare window for window, the carry does not depend on it
-(after changing it each partition's windows can be recomputed on their own, in any order, with the
-stored carries), and the closed-form count check keeps its
-meaning (it counts the rule's positions; gap and split drops are counted on top of it); (3) the
-reference is one line for a user: the whole-series windows, minus those whose largest time step
-exceeds ``max_gap``. The price: after a gap the first kept window at stride ``s`` may start up to
-``s - 1`` rows later than a per-segment phase would start it.
-
-Why off by default: a cadence to infer ``max_gap`` from is ambiguous on real data: irregular series
-(event logs, trades, sensors that report on change), series whose cadence changes over time, mixed
-cadences across entities, and series that are sparse by nature (one row a day, weekdays only:
-the weekend is not a gap) all give a median step that is wrong for some of the data, and a wrong
-guess silently drops windows. Off means every window is made; the count of what ``max_gap`` would
-drop is one setting away, and per-partition metadata shows it.
+Why drop rather than restart the phase at each gap, and why off by default: docs/windowing.md.
 
     windower = Windower(window_size=5, strides=(1, 3, 5), carry=None)   # or the previous partition's carry
     for chunk in chunks:                                                 # ChunkRows, grouped by entity (ascending)

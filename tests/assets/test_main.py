@@ -1,6 +1,6 @@
-"""The README's main-job command, end to end in a subprocess (its own data folder, partitions and
+"""The main-job command (``make demo``), end to end in a subprocess (its own data folder, partitions and
 DAGSTER_HOME): the short report it prints, the named run it leaves in the instance, and the same
-instance shared with the README's ``dagster`` CLI backfill."""
+instance shared with docs/ui.md's ``dagster`` CLI backfill."""
 
 from __future__ import annotations
 

@@ -187,7 +187,7 @@ def test_float64_windows_match_numpy_float64_to_rounding():
 # the float64 windows
 
 REAL_SHARE = 1e-6  # every component explaining more than this share of the variance ...
-REAL_RTOL = 2e-6  # ... has its explained-variance ratio within this relative error (the README's bound)
+REAL_RTOL = 2e-6  # ... has its explained-variance ratio within this relative error (the bound docs/pca.md states)
 REAL_DATA = ("seattle_hourly_raw_5", "two_cities_hourly_10", "seattle_daily_10", "seattle_daily_raw_13")
 
 
