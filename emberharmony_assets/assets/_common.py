@@ -1,11 +1,12 @@
 """What every asset module shares: the partitioned-asset arguments, the loop over a run's partitions,
-timing, metadata tables."""
+timing, metadata tables, a step's figures and check results per day (``StepFigures``)."""
 
 from __future__ import annotations
 
 import resource
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TypedDict
@@ -19,6 +20,7 @@ from dagster import (
     AssetRecordsFilter,
     BackfillPolicy,
     DailyPartitionsDefinition,
+    MaterializeResult,
     MetadataValue,
 )
 
@@ -126,6 +128,50 @@ def record_partition_figures(context: AssetExecutionContext, asset_key: str, row
     for row in rows:
         own = {k: v for k, v in row.items() if k != "partition"}
         context.add_asset_metadata({**own, **run}, asset_key=asset_key, partition_key=row["partition"])
+
+
+class StepFigures:
+    """What a step records while it runs over its partitions, for each asset it has (``totals``: per asset, in
+    order, its run-level figures so far): each day's own row of figures (``add``) and each day's own check
+    results (``day_check``), for the assets the step materialises (``selected``).
+
+    ``timed()`` times the pass: its seconds and peak RSS go into the totals of every selected asset. ``results``
+    then records each selected asset's figures per day (``record_partition_figures``) and yields its
+    ``MaterializeResult`` (with the step's check results for it), then each day's check results
+    (``record_day_checks``); a step with one asset calls ``record()`` and returns its own result."""
+
+    def __init__(self, context: AssetExecutionContext, totals: dict[str, dict]):
+        self.context, self.totals = context, totals
+        self.selected = selected_names(context)
+        self.rows: dict[str, list[dict]] = {name: [] for name in totals}
+        self.day_checks: list[tuple[str, AssetCheckResult]] = []
+
+    def _shown(self) -> list[str]:
+        return [name for name in self.totals if name in self.selected]
+
+    @contextmanager
+    def timed(self):
+        shown = self._shown()
+        with timed(self.totals[shown[0]]) as timing:
+            yield
+        for name in shown[1:]:
+            self.totals[name].update({k: timing[k] for k in ("seconds", "peak_rss_mib")})
+
+    def add(self, asset_key: str, row: dict) -> None:
+        self.rows[asset_key].append(row)
+
+    def day_check(self, day: str, result: AssetCheckResult) -> None:
+        self.day_checks.append((day, result))
+
+    def record(self) -> None:
+        for name in self._shown():
+            record_partition_figures(self.context, name, self.rows[name], self.totals[name])
+
+    def results(self, check_results: Mapping[str, list[AssetCheckResult]]) -> Iterator[MaterializeResult]:
+        for name in self._shown():
+            record_partition_figures(self.context, name, self.rows[name], self.totals[name])
+            yield MaterializeResult(asset_key=name, check_results=check_results.get(name, []))
+        record_day_checks(self.context, self.day_checks)
 
 
 def check_target(result: AssetCheckResult) -> tuple[AssetKey, str]:

@@ -9,7 +9,7 @@ once: the only day-to-day step is the light fold of these tails into ``window_ca
 from contextlib import ExitStack
 
 import numpy as np
-from dagster import AssetExecutionContext, AssetSpec, MaterializeResult, multi_asset
+from dagster import AssetExecutionContext, AssetSpec, multi_asset
 
 from emberharmony_core.carry_fold import day_summary
 from emberharmony_core.features.preprocess.config import PreprocessError
@@ -32,18 +32,9 @@ from emberharmony_core.windowing import chunk_rows
 from .. import checks
 from ..partitions import daily_partitions
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import (
-    PARTITIONED,
-    previous_partition_key,
-    record_day_checks,
-    record_partition_figures,
-    run_partitions,
-    selected_names,
-    timed,
-)
+from ._common import PARTITIONED, StepFigures, previous_partition_key, run_partitions
 from .ingest import EMPTY_DAY
 
-FEATURE_STEPS = [FEATURES, WINDOW_TAILS]
 # what a refitted preprocessor makes stale on every day, in one run over the range (then pca_models, projected_windows)
 REFIT_STEPS = [FEATURES, WINDOW_TAILS, WINDOW_CARRY, STRIDE_WINDOWS, PCA_STATS]
 
@@ -163,16 +154,16 @@ def features_and_tails(
 ):
     """Per partition, one pass over its rows: features, and the day's tails."""
     artifacts, compute, spec = store.get(), backend.get(), source.spec()
-    selected = selected_names(context)
     fitted = load_preprocessor(artifacts)
     names = list(fitted.feature_names_)
     w = settings.window_size
-    rows: dict[str, list[dict]] = {name: [] for name in FEATURE_STEPS}
-    totals = {FEATURES: {"rows": 0, "features": len(names), "backend": compute.name}, WINDOW_TAILS: {"window_size": w}}
+    figures = StepFigures(
+        context,
+        {FEATURES: {"rows": 0, "features": len(names), "backend": compute.name}, WINDOW_TAILS: {"window_size": w}},
+    )
+    selected = figures.selected
     bad = np.zeros(len(names), dtype=np.int64)
-    day_checks = []  # (day, its own check result)
-    timing = totals[FEATURES if FEATURES in selected else WINDOW_TAILS]
-    with timed(timing):
+    with figures.timed():
         for key, _, _ in run_partitions(context):
             if FEATURES in selected:  # (features table, its feature matrix) per chunk
                 chunks = transformed_chunks(
@@ -198,21 +189,12 @@ def features_and_tails(
                 )
                 n_rows = day_pass(chunks, features_file, tails, day_bad, names, spec, settings)
             if FEATURES in selected:
-                rows[FEATURES].append(
-                    {"partition": key, "rows": n_rows, **({"empty_day": EMPTY_DAY} if not n_rows else {})}
-                )
-                totals[FEATURES]["rows"] += n_rows
+                empty = {"empty_day": EMPTY_DAY} if not n_rows else {}
+                figures.add(FEATURES, {"partition": key, "rows": n_rows, **empty})
+                figures.totals[FEATURES]["rows"] += n_rows
                 bad += day_bad
-                day_checks.append((key, checks.finite_features_check(day_bad, n_rows, names, asset_key=FEATURES)))
+                figures.day_check(key, checks.finite_features_check(day_bad, n_rows, names, asset_key=FEATURES))
             if tails is not None:  # WINDOW_TAILS in selected
-                rows[WINDOW_TAILS].append({"partition": key, "entities": tails.entities})
-    for name in FEATURE_STEPS:
-        if name not in selected:
-            continue
-        totals[name].update({k: timing[k] for k in ("seconds", "peak_rss_mib")})
-        results = []
-        if name == FEATURES:
-            results.append(checks.finite_features_check(bad, totals[FEATURES]["rows"], names, asset_key=FEATURES))
-        record_partition_figures(context, name, rows[name], totals[name])
-        yield MaterializeResult(asset_key=name, check_results=results)
-    record_day_checks(context, day_checks)
+                figures.add(WINDOW_TAILS, {"partition": key, "entities": tails.entities})
+    total = figures.totals[FEATURES]["rows"]
+    yield from figures.results({FEATURES: [checks.finite_features_check(bad, total, names, asset_key=FEATURES)]})

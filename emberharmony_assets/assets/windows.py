@@ -60,20 +60,10 @@ from .. import checks
 from ..partitions import daily_partitions, previous_partition
 from ..plots import scree_plot_metadata
 from ..resources import ArtifactStoreResource, BackendResource, PipelineSettings, SourceResource
-from ._common import (
-    PARTITIONED,
-    markdown_table,
-    previous_partition_key,
-    record_day_checks,
-    record_partition_figures,
-    run_partitions,
-    selected_names,
-    timed,
-)
+from ._common import PARTITIONED, StepFigures, markdown_table, previous_partition_key, run_partitions, timed
 from .features import check_feature_columns, refit_error
 from .ingest import EMPTY_DAY
 
-WINDOW_STEPS = [STRIDE_WINDOWS, PCA_STATS]
 # A day's windows read the carry of the day before, but depend on window_carry of the day itself: that one is
 # folded from the carry of the day before (so it is stale whenever that one is), and a same-day dependency keeps an
 # asset backfill of a range inside the range (with the day-before mapping, Dagster's backfill planning reached the
@@ -168,42 +158,48 @@ def column_change(artifacts, before: str, after: str) -> str:
 def window_carry(context: AssetExecutionContext, store: ArtifactStoreResource) -> MaterializeResult:
     """Per partition, in order: the carry of the day before folded with the day's tails (a merge in entity order)."""
     artifacts = store.get()
-    rows: list[dict] = []
-    totals: dict[str, float] = {}  # the run's seconds and peak RSS
+    figures = StepFigures(context, {WINDOW_CARRY: {}})  # the run's seconds and peak RSS
     digests: list[str] = []
-    with timed(totals):
+    with figures.timed():
         for key, _, _ in run_partitions(context):
             previous = previous_carry(artifacts, key, WINDOW_CARRY)
-            if not has_carry(artifacts, key, WINDOW_TAILS):
-                raise FileNotFoundError(
-                    f"window_carry of partition {key} folds its window_tails, which are missing: materialise "
-                    f"features and window_tails for {key} first: "
-                    f"{repair_command(f'{FEATURES},{WINDOW_TAILS}', key, artifacts.base)}"
-                )
-            day = StoredCarry(artifacts, key, WINDOW_TAILS)
-            if previous is not None and previous.n_features != day.n_features:
-                raise refit_error(
-                    artifacts,
-                    key,
-                    f"the window_tails of partition {key} hold {day.n_features} feature "
-                    f"columns, the window_carry of {previous.key} {previous.n_features}"
-                    f"{column_change(artifacts, previous.key, key)}: the preprocessor "
-                    f"changed between them",
-                )
-            if previous is not None and previous.window_size != day.window_size:
-                raise window_size_error(
-                    artifacts,
-                    key,
-                    f"the window_tails of partition {key} were made with "
-                    f"window_size {day.window_size}, the window_carry of "
-                    f"{previous.key} with {previous.window_size}",
-                )
+            day = tails_to_fold(artifacts, key, previous)
             with CarryWriter(artifacts, key, day.window_size, day.n_features, day.dtype, WINDOW_CARRY) as sink:
                 fold_carry(previous, day, sink)
-            rows.append({"partition": key, "entities": sink.entities})
+            figures.add(WINDOW_CARRY, {"partition": key, "entities": sink.entities})
             digests.append(carry_digest(artifacts, key, WINDOW_CARRY))
-    record_partition_figures(context, WINDOW_CARRY, rows, totals)
+    figures.record()
     return MaterializeResult(data_version=carry_data_version(digests))
+
+
+def tails_to_fold(artifacts, key: str, previous: "StoredCarry | None") -> StoredCarry:
+    """Partition ``key``'s stored window_tails, made like the carry ``previous`` of the day before (same feature
+    columns, same window_size); missing or unlike, an error naming the command that redoes them."""
+    if not has_carry(artifacts, key, WINDOW_TAILS):
+        raise FileNotFoundError(
+            f"window_carry of partition {key} folds its window_tails, which are missing: materialise "
+            f"features and window_tails for {key} first: "
+            f"{repair_command(f'{FEATURES},{WINDOW_TAILS}', key, artifacts.base)}"
+        )
+    day = StoredCarry(artifacts, key, WINDOW_TAILS)
+    if previous is not None and previous.n_features != day.n_features:
+        raise refit_error(
+            artifacts,
+            key,
+            f"the window_tails of partition {key} hold {day.n_features} feature "
+            f"columns, the window_carry of {previous.key} {previous.n_features}"
+            f"{column_change(artifacts, previous.key, key)}: the preprocessor "
+            f"changed between them",
+        )
+    if previous is not None and previous.window_size != day.window_size:
+        raise window_size_error(
+            artifacts,
+            key,
+            f"the window_tails of partition {key} were made with "
+            f"window_size {day.window_size}, the window_carry of "
+            f"{previous.key} with {previous.window_size}",
+        )
+    return day
 
 
 def carry_data_version(digests: list[str]) -> DataVersion:
@@ -246,8 +242,7 @@ def carry_data_version(digests: list[str]) -> DataVersion:
     can_subset=True,
     **PARTITIONED,
 )
-# Complexity: one linear pass per day over its features (index, train statistics), one if per selected step.
-def windows_and_stats(  # noqa: C901
+def windows_and_stats(
     context: AssetExecutionContext,
     source: SourceResource,
     settings: PipelineSettings,
@@ -256,7 +251,6 @@ def windows_and_stats(  # noqa: C901
 ):
     """Per partition, one pass over its features: the window index, the train windows' statistics."""
     artifacts, compute, spec = store.get(), backend.get(), source.spec()
-    selected = selected_names(context)
     fitted = load_preprocessor(artifacts)
     names = list(fitted.feature_names_)
     strides, w = list(settings.strides), settings.window_size
@@ -273,25 +267,24 @@ def windows_and_stats(  # noqa: C901
             "max_gap": settings.max_gap,
         },
     )
-    rows: dict[str, list[dict]] = {name: [] for name in WINDOW_STEPS}
-    totals = {
-        STRIDE_WINDOWS: {
-            "backend": compute.name,
-            "strides": str(strides),  # text: not plotted as a flat line
-            "window": f"{w} rows x {len(names)} features = {w * len(names)} values",
+    figures = StepFigures(
+        context,
+        {
+            STRIDE_WINDOWS: {
+                "backend": compute.name,
+                "strides": str(strides),  # text: not plotted as a flat line
+                "window": f"{w} rows x {len(names)} features = {w * len(names)} values",
+            },
+            PCA_STATS: {"backend": compute.name},
         },
-        PCA_STATS: {"backend": compute.name},
-    }
-    expected, produced = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0)
-    day_checks = []  # (day, its own check result)
-    timing = totals[STRIDE_WINDOWS if STRIDE_WINDOWS in selected else PCA_STATS]
-    with timed(timing):
+    )
+    selected = figures.selected
+    run_counts = WindowCounts(strides)  # over the run's days
+    with figures.timed():
         for key, _, _ in run_partitions(context):
             check_feature_columns(artifacts, key, fitted, made_now=False)
             stats = {s: PCAStats(w * len(names)) for s in strides}
-            counts = {f"windows_stride_{s}": 0 for s in strides}
-            dropped, gap_dropped, gaps = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0), 0
-            day_expected, day_produced = dict.fromkeys(strides, 0), dict.fromkeys(strides, 0)
+            counts = WindowCounts(strides)
             n_rows = 0
             windower = windower_for(artifacts, key, settings, len(names), STRIDE_WINDOWS)
             with ExitStack() as files:
@@ -310,55 +303,85 @@ def windows_and_stats(  # noqa: C901
                 for table in feature_batches(artifacts, key, settings.rows_per_chunk):
                     chunk = chunk_rows(table, names, entity, spec.timestamp_column, settings.dtype)
                     made = windower.add(chunk, compute)
-                    gaps += made.gaps
-                    for s in strides:
-                        counts[f"windows_stride_{s}"] += len(made.starts[s])
-                        dropped[s] += made.mixed_split_dropped[s]
-                        gap_dropped[s] += made.gap_dropped[s]
-                        day_expected[s] += made.expected[s]
-                        day_produced[s] += made.candidates[s]
-                        if s in index_files:
-                            index_files[s].write(window_index(made, s, chunk, n_rows, entity or "entity"))
+                    counts.add(made)
+                    for s, index_file in index_files.items():
+                        index_file.write(window_index(made, s, chunk, n_rows, entity or "entity"))
                     if PCA_STATS in selected:  # each train window gathered and multiplied once for all strides
                         for s, part in window_stats_by_stride(made, strides).items():
                             stats[s] = stats[s].merge(part)
                     n_rows += table.num_rows
                     table = chunk = made = None  # not held while the next chunk is read
-            for s in strides:
-                expected[s] += day_expected[s]
-                produced[s] += day_produced[s]
+            run_counts.merge(counts)
             if STRIDE_WINDOWS in selected:
-                day_checks.append(
-                    (key, checks.window_counts_check(day_expected, day_produced, asset_key=STRIDE_WINDOWS))
-                )
-                row = {"partition": key, "rows": n_rows, **counts, **({"empty_day": EMPTY_DAY} if not n_rows else {})}
-                row.update({f"mixed_split_dropped_stride_{s}": n for s, n in dropped.items() if n})
-                if settings.max_gap is not None:  # gaps longer than max_gap, and the windows spanning them
-                    row.update({"gaps": gaps, **{f"gap_dropped_stride_{s}": n for s, n in gap_dropped.items()}})
-                rows[STRIDE_WINDOWS].append(row)
+                figures.day_check(key, counts.check())
+                figures.add(STRIDE_WINDOWS, counts.row(key, n_rows, settings.max_gap))
             if PCA_STATS in selected:
                 save_pca_stats(artifacts, key, stats)
-                rows[PCA_STATS].append(
-                    {"partition": key, **{f"train_windows_stride_{s}": stats[s].n_samples for s in strides}}
+                figures.add(
+                    PCA_STATS, {"partition": key, **{f"train_windows_stride_{s}": stats[s].n_samples for s in strides}}
                 )
-    for s in strides:
-        totals[STRIDE_WINDOWS][f"windows_stride_{s}"] = sum(r[f"windows_stride_{s}"] for r in rows[STRIDE_WINDOWS])
-    dropped_names = [f"mixed_split_dropped_stride_{s}" for s in strides]
-    if settings.max_gap is not None:
-        totals[STRIDE_WINDOWS]["max_gap"] = settings.max_gap
-        dropped_names += ["gaps", *(f"gap_dropped_stride_{s}" for s in strides)]
-    for name in dropped_names:  # over the run's partitions (a range's table shows only its first and last ones)
-        totals[STRIDE_WINDOWS][f"{name}_total"] = sum(r.get(name, 0) for r in rows[STRIDE_WINDOWS])
-    for name in WINDOW_STEPS:
-        if name not in selected:
-            continue
-        totals[name].update({k: timing[k] for k in ("seconds", "peak_rss_mib")})
-        results = []
-        if name == STRIDE_WINDOWS:
-            results.append(checks.window_counts_check(expected, produced, asset_key=STRIDE_WINDOWS))
-        record_partition_figures(context, name, rows[name], totals[name])
-        yield MaterializeResult(asset_key=name, check_results=results)
-    record_day_checks(context, day_checks)
+    figures.totals[STRIDE_WINDOWS].update(window_totals(figures.rows[STRIDE_WINDOWS], strides, settings.max_gap))
+    yield from figures.results({STRIDE_WINDOWS: [run_counts.check()]})
+
+
+class WindowCounts:
+    """Windows counted chunk by chunk (``add``) or day by day (``merge``), per stride: those kept, those dropped
+    for mixing splits or for spanning a gap longer than max_gap (and the gaps), and those the row counts imply and
+    the windower made (the window_counts check)."""
+
+    FIELDS = ("kept", "mixed_split_dropped", "gap_dropped", "expected", "produced")
+
+    def __init__(self, strides):
+        self.kept = dict.fromkeys(strides, 0)
+        self.mixed_split_dropped = dict.fromkeys(strides, 0)
+        self.gap_dropped = dict.fromkeys(strides, 0)
+        self.expected = dict.fromkeys(strides, 0)
+        self.produced = dict.fromkeys(strides, 0)
+        self.gaps = 0
+
+    def add(self, made: ChunkWindows) -> None:
+        self.gaps += made.gaps
+        for s in self.kept:
+            self.kept[s] += len(made.starts[s])
+            self.mixed_split_dropped[s] += made.mixed_split_dropped[s]
+            self.gap_dropped[s] += made.gap_dropped[s]
+            self.expected[s] += made.expected[s]
+            self.produced[s] += made.candidates[s]
+
+    def merge(self, other: "WindowCounts") -> None:
+        self.gaps += other.gaps
+        for field in self.FIELDS:
+            mine, theirs = getattr(self, field), getattr(other, field)
+            for s in mine:
+                mine[s] += theirs[s]
+
+    def check(self):
+        return checks.window_counts_check(self.expected, self.produced, asset_key=STRIDE_WINDOWS)
+
+    def row(self, key: str, n_rows: int, max_gap) -> dict:
+        """The day's own stride_windows figures."""
+        row = {
+            "partition": key,
+            "rows": n_rows,
+            **{f"windows_stride_{s}": n for s, n in self.kept.items()},
+            **({"empty_day": EMPTY_DAY} if not n_rows else {}),
+        }
+        row.update({f"mixed_split_dropped_stride_{s}": n for s, n in self.mixed_split_dropped.items() if n})
+        if max_gap is not None:  # gaps longer than max_gap, and the windows spanning them
+            row.update({"gaps": self.gaps, **{f"gap_dropped_stride_{s}": n for s, n in self.gap_dropped.items()}})
+        return row
+
+
+def window_totals(rows: list[dict], strides, max_gap) -> dict:
+    """stride_windows' run figures from its days' rows: the windows per stride, and the dropped windows (and the
+    gaps) over the run's partitions (a range's table shows only its first and last ones)."""
+    totals = {f"windows_stride_{s}": sum(r[f"windows_stride_{s}"] for r in rows) for s in strides}
+    dropped = [f"mixed_split_dropped_stride_{s}" for s in strides]
+    if max_gap is not None:
+        totals["max_gap"] = max_gap
+        dropped += ["gaps", *(f"gap_dropped_stride_{s}" for s in strides)]
+    totals.update({f"{name}_total": sum(r.get(name, 0) for r in rows) for name in dropped})
+    return totals
 
 
 def merged_stats(artifacts, strides) -> dict[int, tuple[PCAStats, int]]:
@@ -523,8 +546,8 @@ def projected_windows(
     models = {stride: load_pca_model(artifacts, stride) for stride in settings.strides}
     names = list(load_preprocessor(artifacts).feature_names_)
     entity = spec.entity_column or "entity"
-    rows, totals = [], {"backend": compute.name}
-    with timed(totals):
+    figures = StepFigures(context, {PROJECTED: {"backend": compute.name}})
+    with figures.timed():
         for key, _, _ in run_partitions(context):
             windower = windower_for(artifacts, key, settings, len(names), PROJECTED)
             row, offset = {"partition": key}, 0
@@ -546,6 +569,6 @@ def projected_windows(
                         row[f"windows_stride_{s}"] = row.get(f"windows_stride_{s}", 0) + index.num_rows
                     offset += batch.num_rows
                     batch = chunk = made = projected = index = None  # not held while the next chunk is read
-            rows.append(row)
-    record_partition_figures(context, PROJECTED, rows, totals)
+            figures.add(PROJECTED, row)
+    figures.record()
     return MaterializeResult()
