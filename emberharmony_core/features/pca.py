@@ -647,7 +647,7 @@ def stats_by_stride(backend, rows, window_size: int, starts: Mapping[int, np.nda
     at, starts = at - lo, {s: starts[s] - lo for s in strides}
     sums = {s: np.zeros(width) for s in strides}
     grams = {s: np.zeros((width, width)) for s in strides}
-    for group in np.unique(groups):
+    for group in np.flatnonzero(np.bincount(groups)):  # the groups present, ascending
         mine = [s for i, s in enumerate(strides) if group >> i & 1]
         height = max(min(s, w) for s in mine) * f  # the block-rows this group's strides take from the windows
         total, product = _window_products(backend, centred, at[groups == group], w, height, block_windows)

@@ -58,5 +58,4 @@ def count_windows(seen_before: np.ndarray, rows: np.ndarray, window_size: int, s
 
 def series_starts(n_rows: int, window_size: int, stride: int, first_row: int = 0) -> np.ndarray:
     """Starts (into ``rows``) of the rule's stride windows over one series whose ``rows[0]`` is row ``first_row``."""
-    t = np.arange(max(0, n_rows - window_size + 1), dtype=np.int64)
-    return t[(t + first_row) % stride == 0]
+    return np.arange((-first_row) % stride, max(0, n_rows - window_size + 1), stride, dtype=np.int64)
