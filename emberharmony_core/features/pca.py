@@ -627,7 +627,7 @@ def stats_by_stride(backend, rows, window_size: int, starts: Mapping[int, np.nda
     are grouped by the set of strides they start in (a stride-3 window is a stride-1 window too). For stride
     s < w, block (i, j) (F x F) of the Gram with i, j >= s is block (i - s, j - s) less the first window's
     term and plus one past the last window's, per run of windows s apart (``_shifted_blocks``), so only the
-    first s block-rows come from the windows: strides 1, 3, 5 at w = 8 multiply 2.3 instead of 8 block-rows
+    first s block-rows come from the windows: strides 1, 3, 5 multiply 2.3 instead of w block-rows
     per window. Rows are centred on their column means (the same shift at every window position) into float64,
     and the products and sums are float64, as in ``PCAStats.update``.
     """
