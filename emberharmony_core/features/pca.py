@@ -623,12 +623,9 @@ def stats_by_stride(backend, rows, window_size: int, starts: Mapping[int, np.nda
     """``{s: PCAStats of the windows of rows starting at starts[s]}``. rows: (n, F) backend array; starts: sorted
     row numbers per stride; d = window_size * F.
 
-    Each window is gathered and multiplied once, and only by the block-rows of the Gram it needs. Windows
-    are grouped by the set of strides they start in (a stride-3 window is a stride-1 window too). For stride
-    s < w, block (i, j) (F x F) of the Gram with i, j >= s is block (i - s, j - s) less the first window's
-    term and plus one past the last window's, per run of windows s apart (``_shifted_blocks``), so only the
-    first s block-rows come from the windows: strides 1, 3, 5 multiply 2.3 instead of w block-rows
-    per window. Rows are centred on their column means (the same shift at every window position) into float64,
+    Each window is gathered once (windows grouped by the strides they start in) and multiplied only by the
+    first min(s, w) block-rows of each stride's Gram; the others follow from those and each run's first and last
+    window (``_shifted_blocks``; docs/pca.md, "How the statistics are computed"). Rows are centred into float64,
     and the products and sums are float64, as in ``PCAStats.update``.
     """
     w, f = int(window_size), int(rows.shape[1])
