@@ -65,6 +65,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from ..features.split import split_sql_expression
 from ..names import CYCLICAL_SUFFIXES, DEFAULT_FRACTIONS
 from .base import (
     DEFAULT_ROWS_PER_CHUNK,
@@ -75,6 +76,7 @@ from .base import (
     check_rows_per_chunk,
     validate_columns,
 )
+from .bigquery import BigQueryTableReader
 from .sql import IdentifierError, check_column, order_by_sql, parse_bigquery_table, quote_column
 
 TWO_PI = "6.283185307179586"  # repr(2 * math.pi): exact float64 literal
@@ -150,8 +152,6 @@ def pushdown_sql(
         One SELECT with the parameters ``@start`` and ``@end`` (TIMESTAMP),
         ``WHERE ts >= @start AND ts < @end``, ordered by (entity NULLS LAST, timestamp).
     """
-    from emberharmony_core.features.split import split_sql_expression
-
     project, dataset, name = parse_bigquery_table(spec.table)
     if not isinstance(timezone, str) or not _TIMEZONE.match(timezone):
         raise IdentifierError(f"time zone {timezone!r} is not a tz database name or a +HH:MM offset")
@@ -374,8 +374,6 @@ class BigQueryPushdownReader:
         timezone: str = "UTC",
         **reader_options,
     ):
-        from .bigquery import BigQueryTableReader
-
         check_column(split_key)
         self.spec = spec
         self.split_key, self.fractions, self.split_column, self.timezone = (

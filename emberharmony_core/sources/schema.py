@@ -31,12 +31,9 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from ..names import CYCLICAL_SUFFIXES
-
-if TYPE_CHECKING:  # base imports this module lazily; no cycle at run time
-    from .base import TableSpec
+from .spec import TableSpec
 
 DIALECTS = ("duckdb", "bigquery")
 SPLIT_COLUMN = "split"

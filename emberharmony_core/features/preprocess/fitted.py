@@ -229,7 +229,7 @@ class FittedPreprocessor:
         Differences: ours raises on +-inf (or values beyond the output dtype) after scaling; scikit-learn's
         objects pass them through. :meth:`to_sklearn` (imputer and scaler only) is unchanged.
         """
-        from ..sklearn_api import preprocessor_pipeline
+        from ..sklearn_api import preprocessor_pipeline  # scikit-learn only when converting (as to_sklearn)
 
         return preprocessor_pipeline(self, output)
 
