@@ -217,7 +217,7 @@ class PreprocessConfig:
 # --------------------------------------------------------------------------- helpers
 
 
-def _first_non_null(series: pd.Series, limit: int = 1000):
+def first_non_null(series: pd.Series, limit: int = 1000):
     for value in series.iloc[:limit] if len(series) > limit else series:
         if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
             continue
@@ -256,7 +256,7 @@ def _series_role(series: pd.Series) -> str:  # noqa: C901
     ):
         return "categorical"
     if pd.api.types.is_object_dtype(dtype):
-        value = _first_non_null(series)
+        value = first_non_null(series)
         if value is None:
             return "categorical"  # all null: no evidence; counted as a null categorical column
         if isinstance(value, Mapping):

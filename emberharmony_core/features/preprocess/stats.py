@@ -26,10 +26,10 @@ from .config import (
     PreprocessConfig,
     PreprocessError,
     StructFieldsError,
-    _first_non_null,
     category_keys,
     detect_column_types,
     drift_remedy,
+    first_non_null,
 )
 from .sketch import MedianSketch
 from .structs import flatten_struct_columns
@@ -341,7 +341,7 @@ def _struct_remedy(column: str) -> str:
 def type_name(series: pd.Series) -> str:
     """A column's type for messages: its dtype, and for object columns the Python type of the first value."""
     if series.dtype == object:
-        value = _first_non_null(series)
+        value = first_non_null(series)
         return "object" if value is None else f"object of {type(value).__name__}"
     return str(series.dtype)
 
