@@ -20,7 +20,7 @@ with a reason instead of asking for the last (or first) day again.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetSelection,
@@ -137,8 +137,8 @@ pass_jobs = [
 
 def day_that_ended(context: ScheduleEvaluationContext) -> tuple[str | None, SkipReason | None]:
     """The partition key of the (UTC) day before the tick, or why there is none to run."""
-    when = context.scheduled_execution_time or datetime.now(timezone.utc)
-    day = (when.astimezone(timezone.utc) - timedelta(days=1)).strftime("%Y-%m-%d")
+    when = context.scheduled_execution_time or datetime.now(UTC)
+    day = (when.astimezone(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
     if daily_partitions.has_partition_key(day):
         return day, None
     first, last = daily_partitions.get_first_partition_key(), daily_partitions.get_last_partition_key()

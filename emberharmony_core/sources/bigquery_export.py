@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -255,7 +255,7 @@ def _literal(kind: str, moment: datetime) -> str:
 
 
 def _day_bounds(day: date) -> tuple[datetime, datetime]:
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return start, start + timedelta(days=1)
 
 
@@ -424,7 +424,7 @@ def export_partition(  # noqa: C901
             staging_table = bigquery.Table(
                 staging, schema=[bigquery.SchemaField(n, k, mode="NULLABLE") for n, k in table_columns]
             )
-            staging_table.expires = datetime.now(timezone.utc) + STAGING_EXPIRY  # a crash leaves nothing for long
+            staging_table.expires = datetime.now(UTC) + STAGING_EXPIRY  # a crash leaves nothing for long
             client.create_table(staging_table)
             try:
                 load(staging, write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE)

@@ -6,7 +6,7 @@ where this 2-core machine passes. A real DuckDB file; no mocks."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 import pytest
@@ -15,7 +15,7 @@ from emberharmony_assets.resources import DuckDBSourceResource
 from emberharmony_core.sources.base import TableSpec
 from emberharmony_core.sources.duckdb_source import DuckDBTableReader
 
-START, END = datetime(2024, 3, 1, tzinfo=timezone.utc), datetime(2024, 3, 2, tzinfo=timezone.utc)
+START, END = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ once the partitions end they do not ask for the last day again every night."""
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from dagster import build_schedule_context
@@ -16,7 +16,7 @@ SCHEDULES = {"daily_partition_job_schedule": 1, "daily_refit_schedule": 2}  # na
 
 def tick(name: str, day: str):
     """The schedule's tick on ``day`` at its hour: (run requests, skip message)."""
-    when = datetime.combine(datetime.fromisoformat(day).date(), time(SCHEDULES[name]), tzinfo=timezone.utc)
+    when = datetime.combine(datetime.fromisoformat(day).date(), time(SCHEDULES[name]), tzinfo=UTC)
     context = build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
     result = defs.get_schedule_def(name).evaluate_tick(context)
     return result.run_requests or [], result.skip_message

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import DagsterInstance, build_schedule_context, materialize
 
@@ -22,13 +22,13 @@ def requests_of(name: str, when: datetime):
 
 
 def test_daily_partition_schedule_materialises_the_day_that_just_ended():
-    (request,) = requests_of("daily_partition_job_schedule", datetime(2026, 2, 10, 1, 0, tzinfo=timezone.utc))
+    (request,) = requests_of("daily_partition_job_schedule", datetime(2026, 2, 10, 1, 0, tzinfo=UTC))
     assert request.partition_key == "2026-02-09"
     assert defs.get_schedule_def("daily_partition_job_schedule").job_name == "daily_partition_job"
 
 
 def test_daily_refit_schedule_refits_and_projects_the_newest_day():
-    (request,) = requests_of("daily_refit_schedule", datetime(2026, 2, 10, 2, 0, tzinfo=timezone.utc))
+    (request,) = requests_of("daily_refit_schedule", datetime(2026, 2, 10, 2, 0, tzinfo=UTC))
     assert request.partition_key == "2026-02-09"
     job = defs.resolve_job_def("refit_job")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {"pca_models", "projected_windows"}

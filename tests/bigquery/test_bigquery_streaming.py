@@ -18,7 +18,7 @@ these few pages.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,8 @@ from emberharmony_core.sources.bigquery import BigQueryTableReader
 from emberharmony_core.sources.pushdown import BigQueryPushdownReader, pushdown_columns
 
 TABLE = "stream_readings"
-START = datetime(2024, 3, 1, tzinfo=timezone.utc)
-END = datetime(2024, 3, 2, tzinfo=timezone.utc)
+START = datetime(2024, 3, 1, tzinfo=UTC)
+END = datetime(2024, 3, 2, tzinfo=UTC)
 
 
 def _rows() -> list[dict]:
@@ -146,7 +146,7 @@ def test_chunks_concatenate_to_read_window(bq_client, table, kind, rows_per_chun
 @pytest.mark.parametrize("kind", ["rows", "pushdown"])
 def test_empty_window_yields_no_chunk(bq_client, table, kind):
     reader = _readers(bq_client, table, 5)[kind]
-    start, end = datetime(2030, 1, 1, tzinfo=timezone.utc), datetime(2030, 1, 2, tzinfo=timezone.utc)
+    start, end = datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 2, tzinfo=UTC)
     with reader.iter_window(start, end, rows_per_chunk=3) as stream:
         assert list(stream) == []
         empty = stream.empty_frame()

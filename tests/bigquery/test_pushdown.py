@@ -28,7 +28,7 @@ that bigframes' ``to_pandas_batches`` keeps the ``sort_values`` order is bigfram
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -51,8 +51,8 @@ from emberharmony_core.sources.pushdown import (
 from emberharmony_core.sources.sql import IdentifierError
 
 TABLE = "events"
-START = datetime(2023, 1, 1, tzinfo=timezone.utc)
-END = datetime(2024, 12, 31, tzinfo=timezone.utc)
+START = datetime(2023, 1, 1, tzinfo=UTC)
+END = datetime(2024, 12, 31, tzinfo=UTC)
 FEATURE_COLUMNS = [f"ts_{s}" for s in CYCLICAL_SUFFIXES]
 
 
@@ -211,7 +211,7 @@ def test_pushdown_on_emulator_equals_local(bq_client, events, key, fractions):
 
 def test_pushdown_on_emulator_one_window_and_timezone(bq_client, events):
     name, frame = events
-    start, end = datetime(2024, 2, 28, tzinfo=timezone.utc), datetime(2024, 3, 12, tzinfo=timezone.utc)
+    start, end = datetime(2024, 2, 28, tzinfo=UTC), datetime(2024, 3, 12, tzinfo=UTC)
     window = frame[(frame["ts"] >= start) & (frame["ts"] < end)].reset_index(drop=True)
     sql = pushdown_sql(_spec(name), "entity", timezone="America/New_York")  # DST starts 2024-03-10
     result = _run_on_emulator(bq_client, sql, start, end)

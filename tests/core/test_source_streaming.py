@@ -13,7 +13,7 @@ No memory or timing assertions.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import pairwise
 
 import duckdb
@@ -25,8 +25,8 @@ import pytest
 from emberharmony_core.sources.base import DEFAULT_ROWS_PER_CHUNK, TableSpec, WindowStream, normalise_frame, rechunk
 from emberharmony_core.sources.duckdb_source import DuckDBTableReader
 
-START = datetime(2024, 3, 1, tzinfo=timezone.utc)
-END = datetime(2024, 3, 2, tzinfo=timezone.utc)
+START = datetime(2024, 3, 1, tzinfo=UTC)
+END = datetime(2024, 3, 2, tzinfo=UTC)
 
 
 def _rows() -> pd.DataFrame:
@@ -156,7 +156,7 @@ def test_aware_and_naive_tables_read_the_same(database):
 @pytest.mark.parametrize("table", ["aware", "naive"])
 def test_empty_window_yields_no_chunk(database, table):
     reader = DuckDBTableReader(database, _spec(table))
-    start, end = datetime(2030, 1, 1, tzinfo=timezone.utc), datetime(2030, 1, 2, tzinfo=timezone.utc)
+    start, end = datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 2, tzinfo=UTC)
     with reader.iter_window(start, end, rows_per_chunk=3) as stream:
         assert list(stream) == []
         empty = stream.empty_frame()

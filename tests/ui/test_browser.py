@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -88,7 +88,7 @@ def day_rows(database: Path, day: str) -> tuple[int, int]:
     """(rows of the demo table whose timestamp falls in ``day`` (UTC, the partitions' time zone), all rows)."""
     import duckdb
 
-    start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
     with duckdb.connect(str(database), read_only=True) as connection:
         in_day = connection.execute(
             "SELECT count(*) FROM sensor_readings WHERE ts >= ? AND ts < ?", [start, start + timedelta(days=1)]
