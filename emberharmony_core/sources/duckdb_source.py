@@ -126,6 +126,36 @@ class DuckDBTableReader:
             self._timestamp_is_aware = "TIME ZONE" in kind.upper() or kind.upper() == "TIMESTAMPTZ"
         return stamp.to_pydatetime() if self._timestamp_is_aware else stamp.tz_localize(None).to_pydatetime()
 
+    def _ordered_batches(self, connection, bounds, rows_per_chunk: int, metadata: dict, sent: dict):
+        """The window's schema (once) then its record batches, in order; ``sent`` says what has gone out."""
+        relation = connection.sql(self._query, params=bounds)
+        if hasattr(relation, "to_arrow_reader"):  # DuckDB >= 1.5
+            reader = relation.to_arrow_reader(rows_per_chunk)
+        else:
+            reader = relation.fetch_record_batch(rows_per_chunk)
+        try:
+            if not sent["schema"]:
+                sent["schema"] = True
+                yield reader.schema
+            for batch in reader:
+                metadata["bytes_read"] += int(batch.nbytes)
+                sent["batches"] = True
+                yield batch
+        finally:
+            reader.close()
+
+    def _out_of_memory(self, connection, lower, upper, exc, lowered: bool = False) -> MemoryError:
+        settings = connection.execute("SELECT current_setting('memory_limit'), current_setting('threads')").fetchone()
+        assert settings is not None  # a SELECT without FROM returns exactly one row
+        limit, threads = settings
+        advice = "raise the DuckDB source's memory_limit" + ("" if int(threads) <= 1 else " or lower its threads")
+        return MemoryError(
+            f"DuckDB ran out of its memory_limit ({limit}) with {threads} thread{'s' if int(threads) > 1 else ''}"
+            f"{' (after the configured threads had too)' if lowered else ''}, sorting {self.spec.table} from "
+            f"{lower} to {upper} for the ordered read: each sorting thread needs about 40 MB of it; {advice} "
+            f"(DuckDB: {str(exc).splitlines()[0]})"
+        )
+
     def iter_window(self, start: datetime, end: datetime, rows_per_chunk: int = DEFAULT_ROWS_PER_CHUNK) -> WindowStream:
         """Rows with ``start <= ts < end`` as chunks of ``rows_per_chunk`` rows (see ``base.WindowStream``:
         an empty window yields no chunk). A naive TIMESTAMP column is taken to hold UTC times.
@@ -140,32 +170,24 @@ class DuckDBTableReader:
         def produce(metadata: dict):
             with self._connect() as connection:
                 connection.execute("SET TimeZone = 'UTC'")
+                sent = {"schema": False, "batches": False}
                 try:
-                    relation = connection.sql(self._query, params=bounds)
-                    if hasattr(relation, "to_arrow_reader"):  # DuckDB >= 1.5
-                        reader = relation.to_arrow_reader(rows_per_chunk)
-                    else:
-                        reader = relation.fetch_record_batch(rows_per_chunk)
-                    try:
-                        yield reader.schema
-                        for batch in reader:
-                            metadata["bytes_read"] += int(batch.nbytes)
-                            yield batch
-                    finally:
-                        reader.close()
+                    yield from self._ordered_batches(connection, bounds, rows_per_chunk, metadata, sent)
                 except duckdb.OutOfMemoryException as exc:
-                    settings = connection.execute(
-                        "SELECT current_setting('memory_limit'), current_setting('threads')"
-                    ).fetchone()
-                    assert settings is not None  # a SELECT without FROM returns exactly one row
-                    limit, threads = settings
-                    raise MemoryError(
-                        f"DuckDB ran out of its memory_limit ({limit}) with {threads} threads, sorting "
-                        f"{self.spec.table} from {lower} to {upper} for the ordered read: each sorting thread needs "
-                        f"about 40 MB of it; "
-                        f"raise the DuckDB source's memory_limit or lower its threads (DuckDB: "
-                        f"{str(exc).splitlines()[0]})"
-                    ) from None
+                    threads = connection.execute("SELECT current_setting('threads')").fetchone()
+                    if sent["batches"] or threads is None or int(threads[0]) != DEFAULT_THREADS:
+                        raise self._out_of_memory(connection, lower, upper, exc) from None
+                    # at the default threads the sort ran out before the first row came (a day near the limit):
+                    # once more on one thread, which needs less of it (docs/configuration.md); threads set by
+                    # hand fail as they are, naming both settings
+                    connection.execute("SET threads = 1")
+                    metadata["duckdb_threads_lowered_to"] = 1
+                    try:
+                        yield from self._ordered_batches(connection, bounds, rows_per_chunk, metadata, sent)
+                    except duckdb.OutOfMemoryException as again:
+                        raise self._out_of_memory(connection, lower, upper, again, lowered=True) from None
+                    finally:
+                        connection.execute(f"SET threads = {DEFAULT_THREADS}")  # a shared connection as it was
 
         return WindowStream(
             self.spec,

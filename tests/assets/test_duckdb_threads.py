@@ -92,5 +92,16 @@ def test_the_core_reader_alone_has_the_same_bounded_defaults(million_rows):
     assert settings == (2, "122.0 MiB")
     with pytest.raises(MemoryError, match=r"with 16 threads, sorting t .*lower its threads"):
         list(DuckDBTableReader(million_rows, spec, threads=16).iter_window(START, END, rows_per_chunk=100_000))
+    # at the default 2 threads a sort that runs out before the first row goes once more on one thread (48MB: 2
+    # threads always ran out here, 1 never), and the stream says so; too small for one thread: raise the limit
+    stream = DuckDBTableReader(million_rows, spec, memory_limit="48MB").iter_window(START, END, rows_per_chunk=100_000)
+    assert sum(len(chunk) for chunk in stream) == 1_000_000
+    assert stream.metadata["duckdb_threads_lowered_to"] == 1
+    with pytest.raises(
+        MemoryError,
+        match=r"with 1 thread \(after the configured threads had too\), sorting t .*raise the DuckDB source's "
+        r"memory_limit \(DuckDB",
+    ):
+        list(DuckDBTableReader(million_rows, spec, memory_limit="4MB").iter_window(START, END))
     with pytest.raises(ValueError, match=r"threads must be a whole number >= 1, got 0"):
         DuckDBTableReader(million_rows, spec, threads=0)
