@@ -132,8 +132,9 @@ def record_partition_figures(context: AssetExecutionContext, asset_key: str, row
 
 class StepFigures:
     """What a step records while it runs over its partitions, for each asset it has (``totals``: per asset, in
-    order, its run-level figures so far): each day's own row of figures (``add``) and each day's own check
-    results (``day_check``), for the assets the step materialises (``selected``).
+    order, its run-level figures so far): each day's own row of figures (``add``), a day's figures summed into
+    the run's (``count``) and each day's own check results (``day_check``), for the assets the step materialises
+    (``selected``).
 
     ``timed()`` times the pass: its seconds and peak RSS go into the totals of every selected asset. ``results``
     then records each selected asset's figures per day (``record_partition_figures``) and yields its
@@ -159,6 +160,12 @@ class StepFigures:
 
     def add(self, asset_key: str, row: dict) -> None:
         self.rows[asset_key].append(row)
+
+    def count(self, asset_key: str, figures: Mapping[str, int | float]) -> None:
+        """Adds a day's ``figures`` to the asset's run totals (a figure the totals lack starts at 0)."""
+        totals = self.totals[asset_key]
+        for name, value in figures.items():
+            totals[name] = totals.get(name, 0) + value
 
     def day_check(self, day: str, result: AssetCheckResult) -> None:
         self.day_checks.append((day, result))

@@ -23,6 +23,7 @@ import pandas as pd
 from .config import (
     ColumnTypeDriftError,
     ConfigMismatchError,
+    MissingColumnError,
     PreprocessConfig,
     PreprocessError,
     StructFieldsError,
@@ -353,10 +354,10 @@ def merge_partition_stats(named_stats: Iterable[tuple[str, PreprocessStats]]) ->
     A column whose kind differs (numeric in one partition, text in another), a STRUCT column whose fields
     differ, or statistics computed with other settings raise the error :meth:`PreprocessStats.merge` raises,
     reworded to name the column, BOTH partitions (the first one that showed the other kind / fields, and the
-    one being merged), both types or field sets, and remedies that exist as pipeline settings.
+    one being merged), both types or field sets, and remedies that exist as pipeline settings. The stored
+    statistics, with ``emberharmony_core.layout``'s helpers:
 
-        merged = merge_partition_stats((k, store.read_json("preprocess_stats", k, parse=PreprocessStats.from_dict))
-                                       for k in keys)
+        merged = merge_partition_stats((k, load_preprocess_stats(store, k)) for k in preprocess_stats_keys(store))
     """
     merged: PreprocessStats | None = None
     kinds: dict[str, tuple[str, ColumnStats]] = {}  # column -> (first partition with values, its stats)
@@ -460,8 +461,6 @@ def compute_partition_stats(frame: pd.DataFrame, config: PreprocessConfig | None
     config = config or PreprocessConfig()
     if config.split_column is not None:
         if config.split_column not in frame.columns:
-            from .config import MissingColumnError
-
             raise MissingColumnError(
                 f"split column {config.split_column!r} is not in the data (columns {sorted(map(str, frame.columns))}); "
                 f"set split_column=None if every row is train"
