@@ -27,7 +27,7 @@ from emberharmony_core.features.row_checks import ON_DUPLICATE, check_on_duplica
 from emberharmony_core.features.split import validate_fractions
 from emberharmony_core.names import DEFAULT_FRACTIONS, FLOAT_DTYPES
 from emberharmony_core.ops import BACKEND_NAMES as _BACKENDS
-from emberharmony_core.ops import describe_backend, get_backend
+from emberharmony_core.ops import default_threads, describe_backend, get_backend
 from emberharmony_core.sources.base import DEFAULT_ROWS_PER_CHUNK, TableSpec
 from emberharmony_core.sources.duckdb_source import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS
 from emberharmony_core.store import ARROW_MEMORY_POOLS, ArtifactStore, check_arrow_memory_pool, use_arrow_memory_pool
@@ -114,10 +114,19 @@ class BackendResource(ConfigurableResource):
         default=None, description="torch: cpu, cuda, cuda:N or mps; mlx: cpu or gpu; empty: the backend's default"
     )
 
+    threads: int | None = Field(
+        default=None,
+        description="CPU threads for matrix products (NumPy's BLAS, torch); empty: one less than the cores, at least 1",
+    )
+
     def setup_for_execution(self, context: InitResourceContext) -> None:
         chosen = self.get()  # unknown or missing backend fails here, before any asset runs
+        if self.threads is not None and (isinstance(self.threads, bool) or self.threads < 1):
+            raise ValueError(f"backend threads must be a whole number >= 1, got {self.threads!r}")
+        threads = self.threads or default_threads()
+        chosen.set_threads(threads)  # the Parquet writer thread keeps a core: see docs/configuration.md
         if context.log is not None:  # in the run's Dagster log: which backend ran, and why for auto
-            context.log.info(f"backend {self.name!r} -> {describe_backend(self.name, chosen)}")
+            context.log.info(f"backend {self.name!r} -> {describe_backend(self.name, chosen)}, {threads} CPU threads")
 
     def get(self):
         return get_backend(self.name, self.device)

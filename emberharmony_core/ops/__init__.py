@@ -128,6 +128,13 @@ def get_backend(name: str = "auto", device: str | None = None):
     return cls(device=device)
 
 
+def default_threads() -> int:
+    """CPU threads for a backend's matrix products in a pipeline run: one less than this process may use (the
+    Parquet writer thread and Arrow take one), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 def describe_backend(name: str, backend) -> str:
     """One line for logs: the backend ``get_backend(name)`` gave, its device, and for ``auto`` the reason."""
     device = getattr(backend, "device", None)
@@ -158,6 +165,7 @@ def _backend_for(name: str, device: str | None):
 
 
 __all__ = [
+    "default_threads",
     "get_backend",
     "backend_of",
     "describe_backend",

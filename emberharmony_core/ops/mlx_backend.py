@@ -149,5 +149,8 @@ class Backend:
         )
         return values, vectors
 
+    def set_threads(self, n: int) -> None:
+        """A no-op: MLX has no setting for its CPU threads."""
+
     def synchronize(self) -> None:
         mx.synchronize()

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from threadpoolctl import threadpool_limits
 
 _DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
 
@@ -152,6 +153,10 @@ class Backend:
     def eigh(self, matrix):
         """Symmetric eigendecomposition in float64: (eigenvalues ascending (d,), eigenvectors (d, d) as columns)."""
         return np.linalg.eigh(np.asarray(matrix, dtype=np.float64))
+
+    def set_threads(self, n: int) -> None:
+        """Use ``n`` CPU threads for matrix products (NumPy's BLAS: OpenBLAS, MKL, ...) in this process from now on."""
+        threadpool_limits(limits=int(n), user_api="blas")
 
     def synchronize(self) -> None:
         """Wait for queued work (a no-op here; torch CUDA and MLX are asynchronous)."""

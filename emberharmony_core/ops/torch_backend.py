@@ -139,6 +139,10 @@ class Backend:
         values, vectors = torch.linalg.eigh(self.asarray(matrix, "float64"))
         return values, vectors
 
+    def set_threads(self, n: int) -> None:
+        """``n`` CPU threads for torch's operators (its intra-op pool; a GPU's work is not affected)."""
+        torch.set_num_threads(int(n))
+
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -184,6 +184,14 @@ def test_unknown_backend_fails_naming_the_available_ones(demo_database, tmp_path
     assert not (tmp_path / "artifacts").exists()
 
 
+@pytest.mark.parametrize("threads", [0, -2])
+def test_backend_threads_below_one_fail_the_run_naming_the_setting(demo_database, tmp_path, threads):
+    resources = make_resources(demo_database, str(tmp_path / "artifacts"))
+    resources["backend"] = BackendResource(name="numpy", threads=threads)
+    assert_fails(resources, ["raw_chunk"], rf"backend threads must be a whole number >= 1, got {threads}")
+    assert artifact_files(tmp_path / "artifacts") == []
+
+
 def test_a_backend_that_is_not_installed_fails_the_run_naming_the_available_ones(demo_database, tmp_path, monkeypatch):
     import emberharmony_core.ops as ops
 

@@ -150,3 +150,32 @@ def test_auto_never_picks_mlx_off_apple():
     chosen = get_backend("auto")
     assert chosen.name in {"numpy", "torch"}
     assert ops._auto_choice()[0] != "mlx"
+
+
+def test_set_threads_limits_the_matrix_products_threads(backend):
+    """NumPy: the BLAS library's threads (threadpoolctl's view); torch: its intra-op pool; MLX: accepted, no-op."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    before = blas_threads()
+    try:
+        backend.set_threads(1)
+        if backend.name == "numpy":
+            assert blas_threads() and set(blas_threads()) == {1}
+        if backend.name == "torch":
+            import torch
+
+            assert torch.get_num_threads() == 1
+        x = backend.asarray(np.eye(3))
+        assert np.allclose(backend.to_numpy(backend.matmul(x, x)), np.eye(3))  # still computes
+    finally:
+        backend.set_threads(max(before or [1]))
+
+
+def test_default_threads_leave_one_core_and_take_at_least_one():
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    assert ops.default_threads() == max(1, cores - 1) >= 1
