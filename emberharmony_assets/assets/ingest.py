@@ -28,7 +28,7 @@ from emberharmony_core.features.cyclical import CYCLICAL_SUFFIXES
 from emberharmony_core.features.cyclical import cyclical_features as add_cyclical_features
 from emberharmony_core.features.preprocess import PreprocessStats, compute_partition_stats
 from emberharmony_core.features.row_checks import RowChecker
-from emberharmony_core.features.split import SplitKeySample, assign_split
+from emberharmony_core.features.split import SplitKeySample, assign_split, distinct_keys
 from emberharmony_core.features.split_blocks import split_block_keys
 from emberharmony_core.layout import CYCLICAL, PREPROCESS_STATS, RAW, SPLIT, iter_asset_frames, save_preprocess_stats
 from emberharmony_core.names import SPLIT_NAMES
@@ -249,10 +249,11 @@ class IngestDay:
         return chunk
 
     def count_splits(self, keys: np.ndarray, splits: pd.Series) -> None:
-        self.run_sample.add(keys, splits.to_numpy())
-        self.split_sample.add(keys, splits.to_numpy())
-        for split, count in splits.value_counts().items():
-            self.split_counts[split] += int(count)
+        distinct, key_splits, rows = distinct_keys(keys, splits.to_numpy())  # a key's rows share its split
+        self.run_sample.add_distinct(distinct, key_splits)
+        self.split_sample.add_distinct(distinct, key_splits)
+        for split in self.split_counts:
+            self.split_counts[split] += int(rows[key_splits == split].sum())
 
     def add_cyclical(self, chunk: pd.DataFrame) -> pd.DataFrame:
         """The chunk with its sin/cos columns; written and checked when cyclical_features is selected."""

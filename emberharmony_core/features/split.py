@@ -287,6 +287,15 @@ SAMPLE_KEYS = 65_536
 _SAMPLE_SALT = "emberharmony-smp"  # pandas' hash_key (16 bytes): a hash unrelated to FARM_FINGERPRINT's buckets
 
 
+def distinct_keys(keys, splits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the distinct keys (k,), each one's split (k,), each one's row count (k,)) of one chunk's split keys (n,)
+    and their splits (n,); a key's split is that of its first row."""
+    codes, distinct = pd.factorize(np.asarray(keys), use_na_sentinel=False)
+    first = np.empty(len(distinct), np.int64)
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)  # each distinct key's first row
+    return np.asarray(distinct), np.asarray(splits, dtype=object)[first], np.bincount(codes, minlength=len(distinct))
+
+
 class SplitKeySample:
     """The splits of a bounded, uniform sample of the distinct split keys seen: the ``capacity`` keys with the
     smallest salted 64-bit hash (a bottom-k sample, independent of the split's own hash), so checking the
@@ -303,13 +312,15 @@ class SplitKeySample:
 
     def add(self, keys, splits) -> None:
         """One chunk's split keys (n,) (compared as text) and each key's split (n,)."""
-        codes, distinct = pd.factorize(np.asarray(keys), use_na_sentinel=False)
-        first = np.empty(len(distinct), np.int64)
-        first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)  # each distinct key's first row
+        distinct, key_splits, _ = distinct_keys(keys, splits)
+        self.add_distinct(distinct, key_splits)
+
+    def add_distinct(self, distinct, splits) -> None:
+        """Distinct split keys (k,) and each one's split (k,), as ``distinct_keys`` gives them."""
         hashes = pd.util.hash_array(
             np.asarray(distinct).astype(str).astype(object), hash_key=_SAMPLE_SALT, categorize=False
         )
-        splits = np.asarray(splits, dtype=object)[first]
+        splits = np.asarray(splits, dtype=object)
         if len(self.hashes) >= self.capacity:  # only a hash below the k-th smallest can enter
             keep = hashes < self.hashes[-1]
             self.sampled |= bool((hashes > self.hashes[-1]).any())
