@@ -42,18 +42,28 @@ import pyarrow as pa
 
 from .features.pca import PCAModel, PCAStats
 from .features.preprocess import FittedPreprocessor, PreprocessStats
+from .names import (  # the asset names, re-exported: what each stores is this module's
+    CYCLICAL,
+    DEFAULT_ROWS_PER_CHUNK,
+    EXPORT_FEATURES,
+    EXPORT_PROJECTED,
+    FEATURES,
+    PCA_MODELS,
+    PCA_STATS,
+    PREPROCESS_STATS,
+    PREPROCESSOR,
+    PROJECTED,
+    RAW,
+    SPLIT,
+    STRIDE_WINDOWS,
+    WINDOW_CARRY,
+    WINDOW_TAILS,
+)
 from .ops import get_backend
 from .store import ArtifactReadError, ArtifactStore, frame_from_arrow, repair_command
 from .windowing import WindowCarry, Windower, chunk_rows, gather_windows, window_index
 
 # every asset's name (its key, and its folder in the store)
-RAW, SPLIT, CYCLICAL, FEATURES = "raw_chunk", "split_data", "cyclical_features", "features"
-PREPROCESS_STATS, PREPROCESSOR = "preprocess_stats", "preprocessor"  # a day's train statistics; their global fit
-STRIDE_WINDOWS, PROJECTED, PCA_STATS = "stride_windows", "projected_windows", "pca_stats"
-PCA_MODELS = "pca_models"
-WINDOW_TAILS, WINDOW_CARRY = "window_tails", "window_carry"  # a day's own summary; the state after a day
-# the BigQuery write-back (emberharmony_assets.assets.export): a table each, nothing in the store
-EXPORT_FEATURES, EXPORT_PROJECTED = "bigquery_features", "bigquery_projected_windows"
 INDEX_DELTA = ("row", "end_time")  # a window index's columns stored delta-encoded (increasing within an entity)
 FRAME_PARTS = {RAW: (RAW,), SPLIT: (RAW, SPLIT), CYCLICAL: (RAW, SPLIT, CYCLICAL)}
 WINDOWS_LAYOUT = "layout"  # stride_windows/layout.json: window size, strides, feature and key columns
@@ -64,7 +74,9 @@ def stride_folder(stride: int) -> str:
     return f"stride={int(stride)}"
 
 
-def iter_asset_frames(store: ArtifactStore, asset: str, key: str, rows: int = 100_000) -> Iterator[pd.DataFrame]:
+def iter_asset_frames(
+    store: ArtifactStore, asset: str, key: str, rows: int = DEFAULT_ROWS_PER_CHUNK
+) -> Iterator[pd.DataFrame]:
     """The asset's rows for partition ``key`` as it defines them (``split_data`` = raw_chunk's columns + split,
     ...), as frames of at most ``rows`` rows; the row-aligned files are zipped without loading them whole."""
     parts = FRAME_PARTS.get(asset, (asset,))
@@ -105,7 +117,7 @@ def asset_schema(store: ArtifactStore, asset: str, key: str) -> pa.Schema:
     return pa.unify_schemas([store.frame_schema(part, key) for part in FRAME_PARTS.get(asset, (asset,))])
 
 
-def feature_batches(store: ArtifactStore, key: str, rows: int = 100_000) -> Iterator[pa.RecordBatch]:
+def feature_batches(store: ArtifactStore, key: str, rows: int = DEFAULT_ROWS_PER_CHUNK) -> Iterator[pa.RecordBatch]:
     """Partition ``key``'s ``features`` as Arrow batches of at most ``rows`` rows; an empty day gives one empty
     batch with its columns, so the files made from it are written, with their types."""
     empty = True

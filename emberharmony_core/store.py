@@ -59,6 +59,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from .names import DEFAULT_ROWS_PER_CHUNK
+
 if sys.platform == "win32":  # pragma: no cover (POSIX only; on Windows locks are no-ops)
     fcntl = None
 else:
@@ -528,7 +530,7 @@ class ArtifactStore:
         return self._open_parquet(asset, key, *sub)[1].schema_arrow
 
     def iter_batches(
-        self, asset: str, key: str, *sub: str, columns: list[str] | None = None, rows: int = 100_000
+        self, asset: str, key: str, *sub: str, columns: list[str] | None = None, rows: int = DEFAULT_ROWS_PER_CHUNK
     ) -> Iterator[pa.RecordBatch]:
         """The partition's rows as Arrow record batches of at most ``rows`` rows (only ``columns``)."""
         target, handle = self._open_parquet(asset, key, *sub)
@@ -540,7 +542,7 @@ class ArtifactStore:
             raise self._unreadable(target, (asset, *sub, PARTITION_FOLDER.format(key)), exc) from None
 
     def iter_frames(
-        self, asset: str, key: str, *sub: str, columns: list[str] | None = None, rows: int = 100_000
+        self, asset: str, key: str, *sub: str, columns: list[str] | None = None, rows: int = DEFAULT_ROWS_PER_CHUNK
     ) -> Iterator[pd.DataFrame]:
         for batch in self.iter_batches(asset, key, *sub, columns=columns, rows=rows):
             yield frame_from_arrow(batch)

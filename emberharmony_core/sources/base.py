@@ -24,12 +24,10 @@ from typing import Any, Protocol, TypeAlias
 import pandas as pd
 import pyarrow as pa
 
+from ..names import DEFAULT_ROWS_PER_CHUNK
 from ..store import frame_from_arrow
 from .schema import validate_schema
 from .spec import TableSpec
-
-DEFAULT_ROWS_PER_CHUNK = 100_000
-"""Rows per chunk of ``iter_window`` (and of the chunks ``read_window`` concatenates)."""
 
 
 @dataclass
