@@ -10,6 +10,13 @@ from emberharmony_core.ops import BACKEND_NAMES as _ALL
 BACKEND_NAMES = list(_ALL)  # ["numpy", "torch", "mlx"]
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Every test under tests/bigquery/ is marked ``bigquery`` (they share the emulator): ``-m 'not bigquery'``."""
+    for item in items:
+        if item.nodeid.startswith("tests/bigquery/"):
+            item.add_marker(pytest.mark.bigquery)
+
+
 @pytest.fixture(params=BACKEND_NAMES)
 def backend(request):
     """A backend object from ``get_backend(name)`` for each name in ``BACKEND_NAMES``."""
