@@ -45,7 +45,7 @@ WRITTEN = (RAW, SPLIT, CYCLICAL)  # the steps whose columns go to Parquet, row-a
 SPLITS = SPLIT_NAMES
 EMPTY_DAY = "the source has no rows in this day: every entity's series goes on across it"
 SPLIT_SCHEMA = pa.schema([("split", pa.string())])
-READ_FIGURES = ("bytes_read", "bytes_processed", "bytes_billed", "pages", "chunks")
+READ_FIGURES = ("bytes_read", "bytes_processed", "bytes_billed", "pages", "chunks", "duckdb_single_thread_retries")
 
 
 def split_keys(
@@ -345,6 +345,11 @@ class IngestFigures(StepFigures):
         note = duplicates_note(day.key, day.row_checker, day.rows, self.plan.settings.on_duplicate)
         if note:  # a log line is an event-log write: only when there is something to say
             self.context.log.info(note)
+        if read.get("duckdb_single_thread_retries"):
+            self.context.log.warning(
+                f"raw_chunk {day.key}: DuckDB's sort ran out of the source's memory_limit at its default threads and "
+                "was read again on one thread; raise memory_limit to keep the default threads"
+            )
 
     def cyclical_check(self, bad: np.ndarray, n_rows: int) -> AssetCheckResult:
         # NaT in a datetime column gives NaN features by design (imputed later): a warning, not an error

@@ -44,6 +44,12 @@ def read_settings(memory_limit: str, threads: int) -> dict:
     return {"memory_limit": memory_limit, "threads": threads}
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is DuckDB running out of its memory_limit: its own exception when the query fails, or
+    Arrow's ``OSError`` carrying DuckDB's message when the sort fails while a batch is fetched."""
+    return isinstance(error, duckdb.OutOfMemoryException) or "Out of Memory Error" in str(error)
+
+
 def check_database_file(database: str) -> str:
     """``database`` if it names an existing DuckDB file (or ``:memory:`` / a ``md:`` or URL database);
     else a ``FileNotFoundError`` naming the path -- at once, instead of a read-only connect failing
@@ -173,7 +179,9 @@ class DuckDBTableReader:
                 sent = {"schema": False, "batches": False}
                 try:
                     yield from self._ordered_batches(connection, bounds, rows_per_chunk, metadata, sent)
-                except duckdb.OutOfMemoryException as exc:
+                except (duckdb.OutOfMemoryException, OSError) as exc:
+                    if not out_of_memory(exc):
+                        raise
                     threads = connection.execute("SELECT current_setting('threads')").fetchone()
                     if sent["batches"] or threads is None or int(threads[0]) != DEFAULT_THREADS:
                         raise self._out_of_memory(connection, lower, upper, exc) from None
@@ -181,10 +189,12 @@ class DuckDBTableReader:
                     # once more on one thread, which needs less of it (docs/configuration.md); threads set by
                     # hand fail as they are, naming both settings
                     connection.execute("SET threads = 1")
-                    metadata["duckdb_threads_lowered_to"] = 1
+                    metadata["duckdb_single_thread_retries"] = 1
                     try:
                         yield from self._ordered_batches(connection, bounds, rows_per_chunk, metadata, sent)
-                    except duckdb.OutOfMemoryException as again:
+                    except (duckdb.OutOfMemoryException, OSError) as again:
+                        if not out_of_memory(again):
+                            raise
                         raise self._out_of_memory(connection, lower, upper, again, lowered=True) from None
                     finally:
                         connection.execute(f"SET threads = {DEFAULT_THREADS}")  # a shared connection as it was

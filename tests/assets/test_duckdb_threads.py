@@ -6,10 +6,12 @@ where this 2-core machine passes. A real DuckDB file; no mocks."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import duckdb
 import pytest
+from dagster import DagsterInstance
 
 from emberharmony_assets.resources import DuckDBSourceResource
 from emberharmony_core.sources.base import TableSpec
@@ -96,7 +98,7 @@ def test_the_core_reader_alone_has_the_same_bounded_defaults(million_rows):
     # threads always ran out here, 1 never), and the stream says so; too small for one thread: raise the limit
     stream = DuckDBTableReader(million_rows, spec, memory_limit="48MB").iter_window(START, END, rows_per_chunk=100_000)
     assert sum(len(chunk) for chunk in stream) == 1_000_000
-    assert stream.metadata["duckdb_threads_lowered_to"] == 1
+    assert stream.metadata["duckdb_single_thread_retries"] == 1
     with pytest.raises(
         MemoryError,
         match=r"with 1 thread \(after the configured threads had too\), sorting t .*raise the DuckDB source's "
@@ -105,3 +107,27 @@ def test_the_core_reader_alone_has_the_same_bounded_defaults(million_rows):
         list(DuckDBTableReader(million_rows, spec, memory_limit="4MB").iter_window(START, END))
     with pytest.raises(ValueError, match=r"threads must be a whole number >= 1, got 0"):
         DuckDBTableReader(million_rows, spec, threads=0)
+
+
+def test_raw_chunk_counts_a_read_done_again_on_one_thread_and_the_run_log_says_so(tmp_path):
+    """Through Dagster: a day whose sort does not fit the source's memory_limit at the default 2 threads is read
+    again on one thread; raw_chunk's metadata for the day counts it and the run logs a warning naming the fix."""
+    from emberharmony_assets import testing
+
+    path = str(tmp_path / "day.duckdb")
+    with duckdb.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE t AS SELECT 'entity_' || (i % 5000)::VARCHAR AS entity, "
+            "TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_microseconds((random() * 86400e6)::BIGINT) AS ts, "
+            "random() AS f, repeat('x', 40) AS pad FROM range(1000000) r(i)"
+        )
+    resources = testing.resources(
+        source(path, memory_limit="48MB"), tmp_path / "artifacts"
+    )  # 2 threads always ran out at 48MB on this table, 1 thread never
+    instance = DagsterInstance.ephemeral()
+    result = testing.materialize_days("2026-01-01", resources=resources, selection=["raw_chunk"], instance=instance)
+    assert result.success
+    figures = testing.day_figures(result, "raw_chunk", "2026-01-01")
+    assert figures["rows"] == 1_000_000 and figures["duckdb_single_thread_retries"] == 1
+    warnings = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.WARNING]
+    assert any("read again on one thread; raise memory_limit" in message for message in warnings), warnings
