@@ -15,41 +15,19 @@ import argparse
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 ONE_CORE = {
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
     "EMBERHARMONY_DUCKDB_THREADS": "1",
 }  # Arrow's CPU pool follows OMP_NUM_THREADS
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_webserver(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"dagster dev exited with {process.returncode}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"dagster dev did not serve on port {port} in {timeout:.0f} s")
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -119,6 +97,7 @@ def main() -> int:
     one_s = time.monotonic() - started
 
     from emberharmony_assets.scale_out import queue_yaml
+    from emberharmony_assets.testing import dagster_dev
 
     (many / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n" + queue_yaml(args.workers))
     env_many = {
@@ -136,42 +115,30 @@ def main() -> int:
         cwd=ROOT,
         stderr=subprocess.DEVNULL,
     )  # the storages, before two processes race
-    port = free_port()
-    with open(work / "dagster_dev.log", "wb") as log:
-        daemon = subprocess.Popen(
-            [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)],
+    with dagster_dev(
+        many / "dagster_home", env=env_many, workspace=ROOT / "workspace.yaml", log=work / "dagster_dev.log", grace=30
+    ) as server:
+        started = time.monotonic()
+        waves = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "emberharmony_assets.scale_out",
+                "--from",
+                first,
+                "--to",
+                last,
+                "--url",
+                server.url,
+                "--runs-per-wave",
+                str(args.workers),
+            ],
             cwd=ROOT,
             env=env_many,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            capture_output=True,
+            text=True,
         )
-        try:
-            wait_for_webserver(port, daemon)
-            started = time.monotonic()
-            waves = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "emberharmony_assets.scale_out",
-                    "--from",
-                    first,
-                    "--to",
-                    last,
-                    "--url",
-                    f"http://127.0.0.1:{port}",
-                    "--runs-per-wave",
-                    str(args.workers),
-                ],
-                cwd=ROOT,
-                env=env_many,
-                capture_output=True,
-                text=True,
-            )
-            many_s = time.monotonic() - started
-        finally:
-            os.killpg(daemon.pid, 15)
-            daemon.wait(30)
+        many_s = time.monotonic() - started
     if waves.returncode:
         print(waves.stdout, waves.stderr[-4000:])
         return 1

@@ -13,22 +13,19 @@ range and start/end relative to the launch, the wall time launch -> completion a
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emberharmony_assets.testing import DagsterDev
 
 ROOT = Path(__file__).resolve().parents[1]
-STARTUP_S, BACKFILL_S = 120, 15 * 60
+BACKFILL_S = 15 * 60
 TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 LAUNCH = """mutation ($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
@@ -46,62 +43,14 @@ RUN_ERRORS = """query ($id: ID!) { runOrError(runId: $id) { ... on Run { eventCo
     ... on ErrorEvent { error { message cause { message } } } } } } } }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def graphql(port: int, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        headers={"Content-Type": "application/json"},
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        payload = json.loads(response.read())
-    if payload.get("errors"):
-        raise RuntimeError(f"GraphQL errors: {payload['errors']}")
-    return payload["data"]
-
-
-def default_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def stop_process_group(process: subprocess.Popen, grace: float = 15) -> None:
-    try:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=grace)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def wait_for_assets(port: int, process: subprocess.Popen) -> list[list[str]]:
-    deadline, last_error = time.monotonic() + STARTUP_S, None
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"dagster dev exited with {process.returncode}")
-        try:
-            nodes = graphql(port, "{ assetNodes { assetKey { path } isMaterializable } }", timeout=5)["assetNodes"]
-            if nodes:  # empty while the code location loads
-                return [n["assetKey"]["path"] for n in nodes if n["isMaterializable"]]
-        except Exception as error:  # webserver still starting
-            last_error = error
-        time.sleep(0.5)
-    raise RuntimeError(f"webserver listed no assets within {STARTUP_S} s: {last_error}")
-
-
-# Complexity: start server, launch backfill, poll, report: one linear script.
-def main() -> int:  # noqa: C901
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=2, help="daily partitions from 2026-01-01 (1..4)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (data, instance, log)")
     args = parser.parse_args()
 
     from emberharmony_assets.main import dagster_yaml
+    from emberharmony_assets.testing import dagster_dev
     from emberharmony_core.demo import DemoConfig, write_demo_table
 
     demo = DemoConfig(entities=24, days=4, cadence_minutes=60, start="2026-01-01")
@@ -111,103 +60,92 @@ def main() -> int:  # noqa: C901
     home.mkdir()
     (home / "dagster.yaml").write_text(dagster_yaml(str(home)).replace("enabled: true", "enabled: false"))
     write_demo_table(data / "demo.duckdb", demo)
-    port = free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "EMBERHARMONY_HOME": str(data),
-        "EMBERHARMONY_SOURCE": "duckdb",
-        "EMBERHARMONY_PARTITION_START": "2026-01-01",
-        "EMBERHARMONY_PARTITION_END": "2026-01-05",
-        "EMBERHARMONY_BACKEND": "numpy",
-    }
-    dagster = Path(sys.executable).parent / "dagster"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=default_signals,
-        )
     ok = False
     try:
-        keys = wait_for_assets(port, process)
-        print(f"{len(keys)} assets: {', '.join('/'.join(k) for k in sorted(keys))}")
-        print(f"partitions: {', '.join(days)}")
-        params = {"assetSelection": [{"path": k} for k in keys], "partitionNames": days, "fromFailure": False}
-        launched_at = time.time()
-        launched = graphql(port, LAUNCH, {"params": params})["launchPartitionBackfill"]
-        if launched["__typename"] != "LaunchBackfillSuccess":
-            raise RuntimeError(f"launch failed: {launched}")
-        backfill_id = launched["backfillId"]
-        deadline = time.monotonic() + BACKFILL_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"dagster dev exited with {process.returncode} during the backfill")
-            backfill = graphql(port, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
-            if backfill["__typename"] != "PartitionBackfill":
-                raise RuntimeError(f"backfill lookup: {backfill}")
-            if backfill["status"] in TERMINAL:
-                observed_at = time.time()
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"backfill {backfill_id} not finished after {BACKFILL_S} s: {backfill['status']}")
-            time.sleep(1)
-
-        runs = graphql(port, RUNS, {"id": backfill_id})["runsOrError"]
-        if runs["__typename"] != "Runs":
-            raise RuntimeError(f"runs lookup: {runs}")
-        runs = sorted(runs["results"], key=lambda r: r["startTime"] or r["creationTime"])
-        rel = lambda t: f"{t - launched_at:7.1f}" if t else "      -"  # noqa: E731
-        print(
-            f"backfill {backfill_id}: {backfill['status']}"
-            + (f" error: {backfill['error']['message']}" if backfill.get("error") else "")
-        )
-        print(f"runs: {len(runs)}   (times in s from launch)")
-        total = 0.0
-        for i, run in enumerate(runs, 1):
-            tags = {t["key"]: t["value"] for t in run["tags"]}
-            part = tags.get("dagster/partition") or (
-                f"{tags.get('dagster/asset_partition_range_start')}..{tags.get('dagster/asset_partition_range_end')}"
-                if "dagster/asset_partition_range_start" in tags
-                else "-"
-            )
-            own = (run["endTime"] - run["startTime"]) if run["startTime"] and run["endTime"] else 0.0
-            total += own
-            assets = ",".join("/".join(a["path"]) for a in (run["assetSelection"] or []))
-            print(
-                f"  {i:2d} {run['status']:8s} start {rel(run['startTime'])} end {rel(run['endTime'])} "
-                f"({own:5.1f} s)  [{part}]  {assets}"
-            )
-        for run in runs:
-            if run["status"] != "SUCCESS":  # its ERROR events, short
-                events = graphql(port, RUN_ERRORS, {"id": run["runId"]})["runOrError"]["eventConnection"]["events"]
-                for event in events:
-                    if event.get("__typename") == "ExecutionStepFailureEvent" and event.get("error"):
-                        error = event["error"]
-                        message = ((error.get("cause") or {}).get("message") or error["message"]).strip()
-                        print(f"     run {run['runId'][:8]} [{event.get('stepKey') or '-'}] {message[:400]}")
-        end = backfill.get("endTimestamp")
-        print(
-            f"wall time launch -> completion: {observed_at - launched_at:.1f} s (observed by polling, 1 s)"
-            + (f"; backfill's own endTimestamp - launch: {end - launched_at:.1f} s" if end else "")
-        )
-        print(f"sum of runs' execution times: {total:.1f} s")
-        ok = backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS")
+        with dagster_dev(
+            home,
+            data,
+            workspace=ROOT / "workspace.yaml",
+            log=log_path,
+            partitions=("2026-01-01", "2026-01-05"),
+            backend="numpy",
+        ) as server:
+            ok = report(server, days)
         return 0 if ok else 1
-    except BaseException:
-        tail = log_path.read_text(errors="replace")[-4000:] if log_path.exists() else "(no output)"
-        print(f"--- dagster dev output (last 4,000 characters, {log_path}) ---\n{tail}", file=sys.stderr)
-        raise
     finally:
-        stop_process_group(process, 15)
         if ok and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"kept {tmp}", file=sys.stderr)
+
+
+# Complexity: launch the backfill, poll, report: one linear script.
+def report(server: DagsterDev, days: list[str]) -> bool:  # noqa: C901
+    """Launch the backfill of every asset over ``days``, wait for it, print its runs; True when it succeeded."""
+    nodes = server.graphql("{ assetNodes { assetKey { path } isMaterializable } }")["assetNodes"]
+    keys = [n["assetKey"]["path"] for n in nodes if n["isMaterializable"]]
+    print(f"{len(keys)} assets: {', '.join('/'.join(k) for k in sorted(keys))}")
+    print(f"partitions: {', '.join(days)}")
+    params = {"assetSelection": [{"path": k} for k in keys], "partitionNames": days, "fromFailure": False}
+    launched_at = time.time()
+    launched = server.graphql(LAUNCH, {"params": params})["launchPartitionBackfill"]
+    if launched["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(f"launch failed: {launched}")
+    backfill_id = launched["backfillId"]
+    deadline = time.monotonic() + BACKFILL_S
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"dagster dev exited with {server.process.returncode} during the backfill")
+        backfill = server.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+        if backfill["__typename"] != "PartitionBackfill":
+            raise RuntimeError(f"backfill lookup: {backfill}")
+        if backfill["status"] in TERMINAL:
+            observed_at = time.time()
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"backfill {backfill_id} not finished after {BACKFILL_S} s: {backfill['status']}")
+        time.sleep(1)
+
+    runs = server.graphql(RUNS, {"id": backfill_id})["runsOrError"]
+    if runs["__typename"] != "Runs":
+        raise RuntimeError(f"runs lookup: {runs}")
+    runs = sorted(runs["results"], key=lambda r: r["startTime"] or r["creationTime"])
+    rel = lambda t: f"{t - launched_at:7.1f}" if t else "      -"  # noqa: E731
+    print(
+        f"backfill {backfill_id}: {backfill['status']}"
+        + (f" error: {backfill['error']['message']}" if backfill.get("error") else "")
+    )
+    print(f"runs: {len(runs)}   (times in s from launch)")
+    total = 0.0
+    for i, run in enumerate(runs, 1):
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        part = tags.get("dagster/partition") or (
+            f"{tags.get('dagster/asset_partition_range_start')}..{tags.get('dagster/asset_partition_range_end')}"
+            if "dagster/asset_partition_range_start" in tags
+            else "-"
+        )
+        own = (run["endTime"] - run["startTime"]) if run["startTime"] and run["endTime"] else 0.0
+        total += own
+        assets = ",".join("/".join(a["path"]) for a in (run["assetSelection"] or []))
+        print(
+            f"  {i:2d} {run['status']:8s} start {rel(run['startTime'])} end {rel(run['endTime'])} "
+            f"({own:5.1f} s)  [{part}]  {assets}"
+        )
+    for run in runs:
+        if run["status"] != "SUCCESS":  # its ERROR events, short
+            events = server.graphql(RUN_ERRORS, {"id": run["runId"]})["runOrError"]["eventConnection"]["events"]
+            for event in events:
+                if event.get("__typename") == "ExecutionStepFailureEvent" and event.get("error"):
+                    error = event["error"]
+                    message = ((error.get("cause") or {}).get("message") or error["message"]).strip()
+                    print(f"     run {run['runId'][:8]} [{event.get('stepKey') or '-'}] {message[:400]}")
+    end = backfill.get("endTimestamp")
+    print(
+        f"wall time launch -> completion: {observed_at - launched_at:.1f} s (observed by polling, 1 s)"
+        + (f"; backfill's own endTimestamp - launch: {end - launched_at:.1f} s" if end else "")
+    )
+    print(f"sum of runs' execution times: {total:.1f} s")
+    return backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS")
 
 
 if __name__ == "__main__":

@@ -4,12 +4,28 @@ A test writes a small table to a DuckDB file (``duckdb_table``), builds the reso
 a temporary artifact folder (``resources``), materialises one day or a range of days as one run
 (``materialize_days``), then reads back a day's figures (``day_figures``, ``figures_by_day``) or what an asset
 stored (``stored_frame``). Public Dagster API only.
+
+For an integration test of a code location as Dagster serves it: ``dagster_dev`` starts ``dagster dev`` on a
+throw-away instance and waits until it serves the assets; ``graphql`` asks it over HTTP; ``free_port``,
+``default_signals`` and ``stop_process_group`` are its parts, for a server started otherwise.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping, Sequence
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -40,12 +56,18 @@ RANGE_END_TAG = ASSET_PARTITION_RANGE_END_TAG
 __all__ = [
     "RANGE_END_TAG",
     "RANGE_START_TAG",
+    "DagsterDev",
+    "dagster_dev",
     "day_figures",
+    "default_signals",
     "duckdb_table",
     "figures_by_day",
+    "free_port",
+    "graphql",
     "materialize_days",
     "range_tags",
     "resources",
+    "stop_process_group",
     "stored_frame",
 ]
 
@@ -184,3 +206,153 @@ def stored_frame(artifacts: str | os.PathLike, asset: str, day: str, stride: int
     if stride is not None:
         return store.read_frame(asset, day, stride_folder(stride))
     return read_asset_frame(store, asset, day)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def graphql(port: int, query: str, variables: Mapping[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
+    """The ``data`` of a GraphQL request to the Dagster webserver on 127.0.0.1:``port``; RuntimeError with the
+    server's ``errors`` when it answers any."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"query": query, "variables": dict(variables or {})}).encode(),
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        payload = json.loads(response.read())
+    if payload.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {payload['errors']}")
+    return payload["data"]
+
+
+def default_signals() -> None:
+    """``preexec_fn`` for a server a test starts: SIGINT back to its default in the child (a background job
+    inherits it ignored, and Dagster maps SIGTERM to what SIGINT does), so SIGTERM stops it cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM to ``process`` (a server started with ``start_new_session=True``), then after ``grace`` seconds
+    SIGKILL whatever is left of its process group (code servers, run workers)."""
+    try:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=grace)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class DagsterDev:
+    """A ``dagster dev`` that ``dagster_dev`` started: its process, port and output file."""
+
+    process: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def graphql(self, query: str, variables: Mapping[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
+        """``graphql(self.port, ...)``."""
+        return graphql(self.port, query, variables, timeout)
+
+    def log_tail(self, chars: int = 6000) -> str:
+        """The last ``chars`` characters of its output."""
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no output)"
+
+
+@contextmanager
+def dagster_dev(
+    home: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    workspace: str | os.PathLike | None = None,
+    log: str | os.PathLike | None = None,
+    partitions: tuple[str, str | None] | None = None,
+    backend: str | None = None,
+    startup_s: float = 120,
+    grace: float = 15,
+    tail: int = 6000,
+) -> Iterator[DagsterDev]:
+    """``dagster dev`` on the instance ``home`` (``DAGSTER_HOME``: a folder you made, with your ``dagster.yaml``),
+    on 127.0.0.1 and a free port; yields a ``DagsterDev`` once the code location's assets are served, and stops
+    its whole process group on exit (SIGTERM, then SIGKILL after ``grace`` seconds).
+
+    The code location: ``workspace`` (a ``workspace.yaml``, run from its folder), else the module
+    ``emberharmony_assets.definitions``. Its environment: yours without ``EMBERHARMONY_*`` and ``DAGSTER_*``
+    variables, then ``EMBERHARMONY_HOME`` = ``data``, ``EMBERHARMONY_PARTITION_START`` / ``_END`` = ``partitions``
+    (start, end or None), ``EMBERHARMONY_BACKEND`` = ``backend`` (each when given), then ``env``. Its output goes to
+    the file ``log`` (a temporary one, removed at the end, when left out); it writes nothing else. RuntimeError with
+    the output's last ``tail`` characters when it exits or serves no assets within ``startup_s`` seconds; when the
+    body raises, that tail is printed to stderr."""
+    variables = {k: v for k, v in os.environ.items() if not k.startswith(("EMBERHARMONY_", "DAGSTER_"))}
+    variables["DAGSTER_HOME"] = os.path.abspath(home)
+    if data is not None:
+        variables["EMBERHARMONY_HOME"] = os.path.abspath(data)
+    if partitions is not None:
+        variables["EMBERHARMONY_PARTITION_START"] = partitions[0]
+        if partitions[1]:
+            variables["EMBERHARMONY_PARTITION_END"] = partitions[1]
+    if backend is not None:
+        variables["EMBERHARMONY_BACKEND"] = backend
+    variables.update(env or {})
+    if workspace is None:
+        target, cwd = ["-m", "emberharmony_assets.definitions"], None
+    else:
+        target, cwd = ["-w", os.path.abspath(workspace)], os.path.dirname(os.path.abspath(workspace))
+    own_folder = tempfile.mkdtemp(prefix="dagster_dev_") if log is None else None
+    log_path = Path(log) if log is not None else Path(own_folder or ".") / "dagster_dev.log"
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "dagster"), "dev", *target, "-h", "127.0.0.1", "-p", str(port)]
+    try:
+        with open(log_path, "wb") as out:  # a file, not a pipe: nobody reads it while runs log their events
+            process = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=variables,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=default_signals,
+            )
+        server = DagsterDev(process, port, log_path)
+        try:
+            _wait_for_assets(server, startup_s, tail)
+            try:
+                yield server
+            except BaseException:
+                print(f"--- dagster dev output (last {tail:,} characters, {log_path}) ---", file=sys.stderr)
+                print(server.log_tail(tail), file=sys.stderr)
+                raise
+        finally:
+            stop_process_group(process, grace)
+    finally:
+        if own_folder is not None:
+            shutil.rmtree(own_folder, ignore_errors=True)
+
+
+def _wait_for_assets(server: DagsterDev, startup_s: float, tail: int) -> None:
+    """Until the webserver lists the code location's assets over GraphQL (none while the location loads)."""
+    deadline, last_error = time.monotonic() + startup_s, None
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"dagster dev exited with {server.process.returncode}:\n{server.log_tail(tail)}")
+        try:
+            if server.graphql("{ assetNodes { assetKey { path } } }", timeout=5)["assetNodes"]:
+                return
+        except Exception as error:  # the webserver still starting
+            last_error = error
+        time.sleep(0.5)
+    raise RuntimeError(
+        f"dagster dev served no assets within {startup_s:.0f} s ({last_error}):\n{server.log_tail(tail)}"
+    )

@@ -3,6 +3,8 @@ fails the test (it is part of the product, not an optional extra to skip)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from emberharmony_core.ops import BACKEND_NAMES as _ALL
@@ -63,36 +65,11 @@ def failure_text(error: BaseException | None) -> str:
     return " | ".join(texts)
 
 
-def default_signals() -> None:
-    """``preexec_fn`` for servers the tests start: SIGINT back to its default in the child (a background job
-    inherits it ignored, and Dagster maps SIGTERM to what SIGINT does), so SIGTERM stops them cleanly."""
-    import signal
+def __getattr__(name: str) -> Any:
+    """``free_port``, ``default_signals`` and ``stop_process_group`` (their home: ``emberharmony_assets.testing``),
+    imported on first use: this file stays light for the tests that start no server."""
+    if name in ("free_port", "default_signals", "stop_process_group"):
+        from emberharmony_assets import testing
 
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def stop_process_group(process, grace: float = 15) -> None:
-    """SIGTERM to ``process`` (a server started with ``start_new_session=True``), then after ``grace`` seconds
-    SIGKILL whatever is left of its process group (code servers, run workers)."""
-    import contextlib
-    import os
-    import signal
-    import subprocess
-
-    try:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=grace)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return getattr(testing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

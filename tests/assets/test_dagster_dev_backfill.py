@@ -17,19 +17,14 @@ whether the run ends before the daemon's next tick (the backfill is marked compl
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from emberharmony_assets.main import dagster_yaml
+from emberharmony_assets.testing import DagsterDev, dagster_dev
 from emberharmony_core.demo import DemoConfig, write_demo_table
-from tests.conftest import default_signals, free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = DemoConfig(entities=24, days=4, cadence_minutes=60, start="2026-01-01")
@@ -37,7 +32,7 @@ DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
 STRIDES = (1, 3, 5)
 JOB = "full_refresh_job"
 LOCATION = "emberharmony"  # workspace.yaml's location_name
-STARTUP_S, BACKFILL_S = 120, 180
+BACKFILL_S = 180
 
 METADATA = """metadataEntries { label __typename
     ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue } ... on TextMetadataEntry { text }
@@ -64,18 +59,6 @@ CHECKS = (
 )
 
 
-def graphql(port: int, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        headers={"Content-Type": "application/json"},
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        payload = json.loads(response.read())
-    assert not payload.get("errors"), f"GraphQL errors: {payload['errors']}"
-    return payload["data"]
-
-
 def entries(event: dict) -> dict:
     """A metadata list as {label: value}, whatever the entry type."""
     out = {}
@@ -85,22 +68,9 @@ def entries(event: dict) -> dict:
     return out
 
 
-def wait_for_assets(port: int, process: subprocess.Popen) -> None:
-    deadline, last_error = time.monotonic() + STARTUP_S, None
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"dagster dev exited with {process.returncode}"
-        try:
-            if graphql(port, "{ assetNodes { assetKey { path } } }", timeout=5)["assetNodes"]:
-                return  # empty while the code location loads
-        except Exception as error:  # webserver still starting
-            last_error = error
-        time.sleep(0.5)
-    raise AssertionError(f"webserver listed no assets within {STARTUP_S} s: {last_error}")
-
-
-def run_errors(port: int, run_id: str) -> str:
+def run_errors(server: DagsterDev, run_id: str) -> str:
     """The ERROR-level events of a run and their stack traces, for a failure message."""
-    run = graphql(port, RUN_ERRORS, {"id": run_id})["runOrError"]
+    run = server.graphql(RUN_ERRORS, {"id": run_id})["runOrError"]
     lines = [f"run {run_id}: {run.get('status')}"]
     for event in (run.get("eventConnection") or {}).get("events", []):
         if event.get("level") in ("ERROR", "CRITICAL") or event.get("error"):
@@ -110,21 +80,21 @@ def run_errors(port: int, run_id: str) -> str:
     return "\n".join(lines)
 
 
-def wait_for_backfill(port: int, backfill_id: str, process: subprocess.Popen) -> dict:
+def wait_for_backfill(server: DagsterDev, backfill_id: str) -> dict:
     """Poll until the backfill is complete; fail at once with the run's errors when a run or the backfill fails."""
     deadline, backfill = time.monotonic() + BACKFILL_S, None
     while time.monotonic() < deadline:
-        assert process.poll() is None, f"dagster dev exited with {process.returncode} during the backfill"
-        backfill = graphql(port, BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+        assert server.process.poll() is None, f"dagster dev exited with {server.process.returncode} during the backfill"
+        backfill = server.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
         assert backfill["__typename"] == "PartitionBackfill", backfill
         failed = [r for r in backfill["runs"] if r["status"] in ("FAILURE", "CANCELED", "CANCELING")]
         if failed or backfill["status"] in ("FAILED", "FAILING", "COMPLETED_FAILED", "CANCELED", "CANCELING"):
-            details = "\n".join(run_errors(port, r["runId"]) for r in (failed or backfill["runs"]))
+            details = "\n".join(run_errors(server, r["runId"]) for r in (failed or backfill["runs"]))
             raise AssertionError(f"backfill {backfill_id} {backfill['status']}: {backfill['error']}\n{details}")
         if backfill["status"] in ("COMPLETED_SUCCESS", "COMPLETED"):
             return backfill
         time.sleep(1)
-    runs = "\n".join(run_errors(port, r["runId"]) for r in (backfill or {}).get("runs", []))
+    runs = "\n".join(run_errors(server, r["runId"]) for r in (backfill or {}).get("runs", []))
     raise AssertionError(f"backfill {backfill_id} not complete after {BACKFILL_S} s: {backfill}\n{runs}")
 
 
@@ -134,35 +104,19 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
     # the main job's instance settings (pooled SQLite storage), telemetry off: a throw-away instance
     (home / "dagster.yaml").write_text(dagster_yaml(str(home)).replace("enabled: true", "enabled: false"))
     assert write_demo_table(data / "demo.duckdb", DEMO) == DEMO.rows
-    port, log_path = free_port(), tmp_path / "dagster_dev.log"
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "EMBERHARMONY_HOME": str(data),
-        "EMBERHARMONY_SOURCE": "duckdb",
-        "EMBERHARMONY_PARTITION_START": "2026-01-01",
-        "EMBERHARMONY_PARTITION_END": "2026-01-05",
-        "EMBERHARMONY_BACKEND": "numpy",
-    }
-    dagster = Path(sys.executable).parent / "dagster"
-    with open(log_path, "wb") as log:  # a file, not a pipe: nobody reads it while the run logs its events
-        process = subprocess.Popen(
-            [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=default_signals,
-        )
-    try:
-        wait_for_assets(port, process)
+    with dagster_dev(
+        home,
+        data,
+        workspace=ROOT / "workspace.yaml",
+        log=tmp_path / "dagster_dev.log",
+        partitions=("2026-01-01", "2026-01-05"),
+        backend="numpy",
+    ) as server:
         selector = {
             "partitionSetName": f"{JOB}_partition_set",
             "repositorySelector": {"repositoryName": "__repository__", "repositoryLocationName": LOCATION},
         }
-        launched = graphql(
-            port,
+        launched = server.graphql(
             LAUNCH,
             {
                 "params": {
@@ -174,7 +128,7 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
             },
         )["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
-        backfill = wait_for_backfill(port, launched["backfillId"], process)
+        backfill = wait_for_backfill(server, launched["backfillId"])
 
         # one run over the range (single-run backfill policy), the whole job, succeeded
         assert len(backfill["runs"]) == 1, backfill["runs"]
@@ -189,7 +143,7 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
 
         def events(asset: str) -> tuple[dict, dict]:
             """(metadata of the latest materialisation per partition of the run's days, each one's labels in order)."""
-            node = graphql(port, ASSET_EVENTS, {"key": {"path": [asset]}, "days": DAYS})["assetOrError"]
+            node = server.graphql(ASSET_EVENTS, {"key": {"path": [asset]}, "days": DAYS})["assetOrError"]
             assert node["__typename"] == "Asset", node
             assert node["assetObservations"] == [], (asset, node["assetObservations"])  # the figures: materialisations
             materialised: dict = {}
@@ -235,7 +189,7 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
 
         # every asset check of the graph ran in this run, on its latest materialisation, and passed
         results = {}
-        for node in graphql(port, CHECKS)["assetNodes"]:
+        for node in server.graphql(CHECKS)["assetNodes"]:
             checks = node["assetChecksOrError"]
             assert checks["__typename"] == "AssetChecks", (node["assetKey"], checks)
             for check in checks["checks"]:
@@ -256,7 +210,7 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
         # each check's history: on a partitioned asset, every day's own result pointing at that day's
         # materialisation of this run, plus the run's; nothing left planned (the UI's "Skipped")
         for asset, name in results:
-            history = graphql(port, CHECK_HISTORY, {"key": {"path": [asset]}, "name": name})["assetCheckExecutions"]
+            history = server.graphql(CHECK_HISTORY, {"key": {"path": [asset]}, "name": name})["assetCheckExecutions"]
             by_partition = {e["partition"]: e for e in history if e["runId"] == run_id}
             expected = {None, *DAYS} if asset != "pca_models" else {None}
             assert expected <= set(by_partition), (asset, name, history)
@@ -275,9 +229,3 @@ def test_a_backfill_through_dagster_dev_records_each_partitions_own_figures_and_
         finite = entries(results[("features", "no_missing_or_infinite_features")]["evaluation"])
         assert finite["bad_values_by_column"] == "none"
         assert finite["rows_checked"] == sum(windows[d]["rows"] for d in DAYS)
-    except BaseException:
-        log_tail = log_path.read_text(errors="replace")[-6000:] if log_path.exists() else "(no output)"
-        print(f"--- dagster dev output (last 6,000 characters) ---\n{log_tail}")
-        raise
-    finally:
-        stop_process_group(process, 15)

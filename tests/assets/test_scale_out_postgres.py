@@ -32,10 +32,8 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,6 +43,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from emberharmony_assets.jobs import PASS_TAG, WAVES
 from emberharmony_assets.partitions import daily_partitions
 from emberharmony_assets.scale_out import queue_yaml
+from emberharmony_assets.testing import dagster_dev, free_port
 from emberharmony_core.demo import DemoConfig, write_demo_table
 from tests.assets.test_concurrent_backfills import (
     DAYS,
@@ -54,10 +53,8 @@ from tests.assets.test_concurrent_backfills import (
     run_errors,
     run_job,
 )
-from tests.conftest import default_signals, free_port, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 # 368,640 rows a day: a windows run then executes for 2-3 s here (18,432 rows: ~1 s, mostly Dagster's own cost),
 # longer than the gap between two runs launched on successive dequeue ticks (the daemon may dequeue while
 # ``dagster job backfill`` is still queueing the wave: measured 1.6 s apart, and no overlap, on 18,432-row days)
@@ -197,18 +194,6 @@ def postgres_server():  # noqa: C901
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def wait_for_webserver(port: int, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"dagster dev exited with {process.returncode}:\n{log.read_text()[-4000:]}"
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"dagster dev did not serve on port {port} in {timeout:.0f} s:\n{log.read_text()[-4000:]}")
-
-
 def launched_at(instance: DagsterInstance, run_id: str) -> float:
     """When the daemon took the run off the queue (RUN_STARTING): from then on the queue counts it in progress."""
     return instance.all_logs(run_id, of_type=DagsterEventType.RUN_STARTING)[0].timestamp
@@ -267,26 +252,19 @@ def test_scale_out_on_postgres_runs_days_of_each_pass_at_once_and_equals_one_run
             assert isinstance(instance.event_log_storage, dagster_postgres.PostgresEventLogStorage)
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
             assert instance.get_run_records() == []
-            log, lines, web = tmp_path / "dagster_dev.log", [], free_port()
-            with open(log, "wb") as out:
-                daemon = subprocess.Popen(
-                    [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(web)],
-                    cwd=ROOT,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=default_signals,
-                )
-            try:
+            lines = []  # what scale_out logs, wave by wave
+            # webserver and daemon on this Postgres instance, with the environment just set
+            with dagster_dev(
+                home, env=os.environ, workspace=ROOT / "workspace.yaml", log=tmp_path / "dagster_dev.log", grace=20
+            ) as server:
                 from emberharmony_assets.scale_out import scale_out
 
-                wait_for_webserver(web, daemon, log)
                 started = time.monotonic()
                 try:
                     runs = scale_out(
                         DAYS[0],
                         DAYS[-1],
-                        url=f"http://127.0.0.1:{web}",
+                        url=server.url,
                         instance=instance,
                         timeout=WAVE_S,
                         log=lines.append,
@@ -300,11 +278,9 @@ def test_scale_out_on_postgres_runs_days_of_each_pass_at_once_and_equals_one_run
                     raise AssertionError(
                         f"{error}\n"
                         + "\n".join(run_errors(instance, run) for run in failed)
-                        + f"\ndaemon alive: {daemon.poll() is None}\n{log.read_text()[-4000:]}"
+                        + f"\ndaemon alive: {server.process.poll() is None}\n{server.log_tail(4000)}"
                     ) from error
                 multi_s = time.monotonic() - started
-            finally:
-                stop_process_group(daemon, 20)
             check_runs(instance, runs, lines, single_s, multi_s)
         finally:
             instance.dispose()

@@ -23,22 +23,19 @@ extra Playwright) and is skipped with the reason elsewhere.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import default_signals, free_port, stop_process_group
+from emberharmony_assets.testing import dagster_dev
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -96,26 +93,6 @@ def day_rows(database: Path, day: str) -> tuple[int, int]:
         total = connection.execute("SELECT count(*) FROM sensor_readings").fetchone()
     assert in_day is not None and total is not None  # a count(*) always has its one row
     return int(in_day[0]), int(total[0])
-
-
-def wait_for_assets(port: int, process: subprocess.Popen, deadline_s: float = 120) -> None:
-    """Until the webserver lists the code location's assets over GraphQL (empty while it loads)."""
-    query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
-    deadline, last_error = time.monotonic() + deadline_s, None
-    assert process.stdout is not None  # started with stdout=PIPE
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read().decode(errors="replace")[-3000:]
-        try:
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/graphql", data=query, headers={"Content-Type": "application/json"}
-            )
-            with urllib.request.urlopen(request, timeout=5) as response:
-                if json.loads(response.read())["data"]["assetNodes"]:
-                    return
-        except Exception as error:  # server still starting
-            last_error = error
-        time.sleep(0.5)
-    pytest.fail(f"dagster dev never listed the assets within {deadline_s:.0f} s: {last_error}")
 
 
 def dismiss_first_visit_dialog(page, wait_ms: int = 0) -> bool:
@@ -203,91 +180,75 @@ def test_the_ui_shows_each_day_its_own_figures_and_the_scree_plot(tmp_path):
     expected_rows, total_rows = day_rows(home / "demo.duckdb", DAY)
     assert 0 < expected_rows < total_rows, (expected_rows, total_rows)
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    dev_env = {
-        **env,
-        "EMBERHARMONY_HOME": str(home),
-        "DAGSTER_HOME": str(home / "dagster_home"),
-        "EMBERHARMONY_PARTITION_START": START,
-        "EMBERHARMONY_PARTITION_END": END,
-    }
-    process = subprocess.Popen(
-        [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT,
-        env=dev_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=default_signals,
-    )
     saved: list[Path] = []
     server_s = float("nan")
     try:
-        wait_for_assets(port, process)
-        server_s = time.monotonic() - started
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport=VIEWPORT)
-                page.set_default_timeout(TIMEOUT_MS)
-                expect.set_options(timeout=TIMEOUT_MS)
+        with dagster_dev(
+            home / "dagster_home", home, workspace=ROOT / "workspace.yaml", partitions=(START, END)
+        ) as server:
+            base = server.url
+            server_s = time.monotonic() - started
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_page(viewport=VIEWPORT)
+                    page.set_default_timeout(TIMEOUT_MS)
+                    expect.set_options(timeout=TIMEOUT_MS)
 
-                # 1. the global asset lineage; a fresh instance's first visit may open a dialog: dismiss it
-                page.goto(base + "/asset-groups", wait_until="networkidle")
-                dismissed = dismiss_first_visit_dialog(page, wait_ms=5_000)
-                print(f"first-visit dialog {'dismissed' if dismissed else 'not shown'}")
-                expect(page.get_by_text("Global asset lineage").first).to_be_visible()
-                for group in ("ingest", "preprocessing", "windows"):
-                    expect(page.get_by_text(group, exact=True).first).to_be_visible()
-                expect(page.get_by_role("dialog")).to_have_count(0)
-                settle(page)
-                screenshot(page, "1-asset-lineage", saved)
+                    # 1. the global asset lineage; a fresh instance's first visit may open a dialog: dismiss it
+                    page.goto(base + "/asset-groups", wait_until="networkidle")
+                    dismissed = dismiss_first_visit_dialog(page, wait_ms=5_000)
+                    print(f"first-visit dialog {'dismissed' if dismissed else 'not shown'}")
+                    expect(page.get_by_text("Global asset lineage").first).to_be_visible()
+                    for group in ("ingest", "preprocessing", "windows"):
+                        expect(page.get_by_text(group, exact=True).first).to_be_visible()
+                    expect(page.get_by_role("dialog")).to_have_count(0)
+                    settle(page)
+                    screenshot(page, "1-asset-lineage", saved)
 
-                # 2. the second day of stride_windows: Partitions tab, that day selected, its latest materialisation
-                open_page(page, base, f"/assets/stride_windows?view=partitions&partition={DAY}")
-                expect(page.get_by_text("Latest materialization").first).to_be_visible()
-                expect(page.get_by_text(DAY, exact=True).first).to_be_visible()
-                expect(page.get_by_text("Metadata", exact=True).first).to_be_visible()
-                page.get_by_role("cell").first.wait_for()  # the metadata table
-                settle(page)
-                screenshot(page, f"2-stride_windows-{DAY}", saved)
-                entries = metadata_entries(page)
-                rows_shown = entries.get("rows")
-                print(
-                    f"stride_windows {DAY}: metadata rows = {rows_shown!r}; the day has {expected_rows} demo rows, "
-                    f"the run {total_rows}"
-                )
-                unsynced_texts = page.get_by_text("Unsynced").all_inner_texts()  # Dagster's badge: "Unsynced (n)"
-                print(f"stride_windows {DAY}: 'Unsynced' texts on the page: {unsynced_texts}")
+                    # 2. the second day of stride_windows: Partitions tab, that day selected, its latest materialisation
+                    open_page(page, base, f"/assets/stride_windows?view=partitions&partition={DAY}")
+                    expect(page.get_by_text("Latest materialization").first).to_be_visible()
+                    expect(page.get_by_text(DAY, exact=True).first).to_be_visible()
+                    expect(page.get_by_text("Metadata", exact=True).first).to_be_visible()
+                    page.get_by_role("cell").first.wait_for()  # the metadata table
+                    settle(page)
+                    screenshot(page, f"2-stride_windows-{DAY}", saved)
+                    entries = metadata_entries(page)
+                    rows_shown = entries.get("rows")
+                    print(
+                        f"stride_windows {DAY}: metadata rows = {rows_shown!r}; the day has {expected_rows} demo rows, "
+                        f"the run {total_rows}"
+                    )
+                    unsynced_texts = page.get_by_text("Unsynced").all_inner_texts()  # Dagster's badge: "Unsynced (n)"
+                    print(f"stride_windows {DAY}: 'Unsynced' texts on the page: {unsynced_texts}")
 
-                # the same day of window_carry, which depends on its own day before (where a false badge was)
-                open_page(page, base, f"/assets/window_carry?view=partitions&partition={DAY}")
-                expect(page.get_by_text("Latest materialization").first).to_be_visible()
-                page.get_by_role("cell").first.wait_for()
-                settle(page)
-                screenshot(page, f"2b-window_carry-{DAY}", saved)
-                carry_unsynced = page.get_by_text("Unsynced").all_inner_texts()
-                print(f"window_carry {DAY}: 'Unsynced' texts on the page: {carry_unsynced}")
+                    # the same day of window_carry, which depends on its own day before (where a false badge was)
+                    open_page(page, base, f"/assets/window_carry?view=partitions&partition={DAY}")
+                    expect(page.get_by_text("Latest materialization").first).to_be_visible()
+                    page.get_by_role("cell").first.wait_for()
+                    settle(page)
+                    screenshot(page, f"2b-window_carry-{DAY}", saved)
+                    carry_unsynced = page.get_by_text("Unsynced").all_inner_texts()
+                    print(f"window_carry {DAY}: 'Unsynced' texts on the page: {carry_unsynced}")
 
-                # 3. pca_models: the scree plot, behind its metadata entry's [Show Markdown]
-                open_page(page, base, "/assets/pca_models")
-                entry = page.get_by_role("row").filter(has=page.get_by_role("cell", name="scree_plot", exact=True))
-                expect(entry).to_have_count(1)
-                entry.get_by_text("Show Markdown").click()
-                dialog = page.get_by_role("dialog").filter(has_text="scree_plot")
-                image = dialog.locator("img")
-                expect(image.first).to_be_visible()
-                image.first.evaluate("i => i.decode()")  # loaded (rejects on a broken image)
-                src = image.first.get_attribute("src") or ""
-                size = image.first.evaluate("i => [i.naturalWidth, i.naturalHeight]")
-                settle(page)
-                screenshot(page, "3-pca_models-scree_plot", saved)
-                print(f"pca_models scree plot: <img src={src[:40]}...> {size[0]}x{size[1]}")
-            finally:
-                browser.close()
+                    # 3. pca_models: the scree plot, behind its metadata entry's [Show Markdown]
+                    open_page(page, base, "/assets/pca_models")
+                    entry = page.get_by_role("row").filter(has=page.get_by_role("cell", name="scree_plot", exact=True))
+                    expect(entry).to_have_count(1)
+                    entry.get_by_text("Show Markdown").click()
+                    dialog = page.get_by_role("dialog").filter(has_text="scree_plot")
+                    image = dialog.locator("img")
+                    expect(image.first).to_be_visible()
+                    image.first.evaluate("i => i.decode()")  # loaded (rejects on a broken image)
+                    src = image.first.get_attribute("src") or ""
+                    size = image.first.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+                    settle(page)
+                    screenshot(page, "3-pca_models-scree_plot", saved)
+                    print(f"pca_models scree plot: <img src={src[:40]}...> {size[0]}x{size[1]}")
+                finally:
+                    browser.close()
     finally:
-        stop_process_group(process)
         print(
             f"elapsed {time.monotonic() - started:.1f} s (main job {job_s:.1f} s, webserver up at "
             f"{server_s:.1f} s); screenshots: {', '.join(map(str, saved))}"
