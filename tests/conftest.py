@@ -3,8 +3,6 @@ fails the test (it is part of the product, not an optional extra to skip)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from emberharmony_core.ops import BACKEND_NAMES as _ALL
@@ -63,13 +61,3 @@ def failure_text(error: BaseException | None) -> str:
         texts.append(str(error))
         error = error.__cause__ or error.__context__
     return " | ".join(texts)
-
-
-def __getattr__(name: str) -> Any:
-    """``free_port``, ``default_signals`` and ``stop_process_group`` (their home: ``emberharmony_assets.testing``),
-    imported on first use: this file stays light for the tests that start no server."""
-    if name in ("free_port", "default_signals", "stop_process_group"):
-        from emberharmony_assets import testing
-
-        return getattr(testing, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -46,9 +46,9 @@ from emberharmony_assets.jobs import INGEST_PASS_TAG
 from emberharmony_assets.main import dagster_yaml
 from emberharmony_assets.partitions import daily_partitions
 from emberharmony_assets.resources import ArtifactStoreResource, BackendResource, DuckDBSourceResource
+from emberharmony_assets.testing import default_signals, stop_process_group
 from emberharmony_core.demo import DemoConfig, write_demo_table
 from emberharmony_core.store import ArtifactStore
-from tests.conftest import default_signals, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
