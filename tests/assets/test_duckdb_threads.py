@@ -20,16 +20,20 @@ from emberharmony_core.sources.duckdb_source import DuckDBTableReader
 START, END = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def million_rows(tmp_path_factory) -> str:
-    path = str(tmp_path_factory.mktemp("threads") / "million.duckdb")
+def million_row_day(path: str, day: str) -> str:
+    """A DuckDB file at ``path`` with table t: 1,000,000 rows of 5,000 entities at random times of ``day``."""
     with duckdb.connect(path) as connection:
         connection.execute(
             "CREATE TABLE t AS SELECT 'entity_' || (i % 5000)::VARCHAR AS entity, "
-            "TIMESTAMPTZ '2024-03-01 00:00:00+00' + to_microseconds((random() * 86400e6)::BIGINT) AS ts, "
+            f"TIMESTAMPTZ '{day} 00:00:00+00' + to_microseconds((random() * 86400e6)::BIGINT) AS ts, "
             "random() AS f, repeat('x', 40) AS pad FROM range(1000000) r(i)"
         )
     return path
+
+
+@pytest.fixture(scope="module")
+def million_rows(tmp_path_factory) -> str:
+    return million_row_day(str(tmp_path_factory.mktemp("threads") / "million.duckdb"), "2024-03-01")
 
 
 def source(database: str, **settings) -> DuckDBSourceResource:
@@ -115,13 +119,7 @@ def test_raw_chunk_counts_a_read_done_again_on_one_thread_and_the_run_log_says_s
     again on one thread; raw_chunk's metadata for the day counts it and the run logs a warning naming the fix."""
     from emberharmony_assets import testing
 
-    path = str(tmp_path / "day.duckdb")
-    with duckdb.connect(path) as connection:
-        connection.execute(
-            "CREATE TABLE t AS SELECT 'entity_' || (i % 5000)::VARCHAR AS entity, "
-            "TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_microseconds((random() * 86400e6)::BIGINT) AS ts, "
-            "random() AS f, repeat('x', 40) AS pad FROM range(1000000) r(i)"
-        )
+    path = million_row_day(str(tmp_path / "day.duckdb"), "2026-01-01")
     resources = testing.resources(
         source(path, memory_limit="40MB"), tmp_path / "artifacts"
     )  # 2 threads always ran out at 40MB (up to 52MB) on this table, 1 thread never (down to 32MB)
