@@ -327,5 +327,6 @@ def check_runs(instance: DagsterInstance, runs: dict, lines: list[str], single_s
         + "\n"
         + "\n".join(report)
     )
-    # the windows pass (the heaviest per day) really had days executing at the same time, in separate runs
-    assert overlaps["windows_job"] >= 2, report
+    # days of a pass really executed at the same time, in separate runs (which pass depends on the queue's ticks
+    # and each pass's length: the windows pass, once the heaviest, now takes about a second a day here)
+    assert max(overlaps.values()) >= 2, report
